@@ -1,0 +1,555 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * HTTP/1.x request head parser and canned responses (protocol.md §2,
+ * RFC 9112 §2-§5, RFC 6455 §4.2).  The parser is restartable: it is handed
+ * the whole buffer after every read and never keeps state between calls.
+ */
+#include "config.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "http.h"
+
+#define WS_GUID		"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define WS_KEY_B64LEN	24	/* base64 of the 16-byte nonce */
+#define ACME_PREFIX	"/.well-known/acme-challenge/"
+
+/* What the header lines leave for the checks done once the head is whole. */
+struct head_scan {
+	int		 sid_count;	/* X-Pyrycode-Server headers */
+	const char	*sid;		/* value of the first one */
+	size_t		 sid_len;
+	int		 wsver_count;	/* Sec-WebSocket-Version headers */
+	int		 wsver_is_13;	/* the first one is exactly "13" */
+	const char	*key;		/* first Sec-WebSocket-Key value */
+	size_t		 keylen;
+	int		 device_seen;
+};
+
+static int
+is_tchar(unsigned char c)
+{
+	/* RFC 9110 §5.6.2 */
+	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9'))
+		return 1;
+	return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static int
+is_ows(unsigned char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static unsigned char
+ascii_lower(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A' + 'a';
+	return c;
+}
+
+/* Case-insensitive compare of s[0..len) with the NUL-terminated lit. */
+static int
+ascii_ieq(const char *s, size_t len, const char *lit)
+{
+	size_t	i;
+
+	if (len != strlen(lit))
+		return 0;
+	for (i = 0; i < len; i++)
+		if (ascii_lower(s[i]) != ascii_lower(lit[i]))
+			return 0;
+	return 1;
+}
+
+/* Exact (case-sensitive) compare of s[0..len) with lit. */
+static int
+bytes_eq(const char *s, size_t len, const char *lit)
+{
+	return len == strlen(lit) && memcmp(s, lit, len) == 0;
+}
+
+/* Copies s[0..len) into dst, cut to fit, always NUL-terminated. */
+static void
+copy_bounded(char *dst, size_t dstsz, const char *s, size_t len)
+{
+	if (len >= dstsz)
+		len = dstsz - 1;
+	memcpy(dst, s, len);
+	dst[len] = '\0';
+}
+
+/* Does the comma-separated list s[0..len) hold the token tok (any case)? */
+static int
+list_has_token(const char *s, size_t len, const char *tok)
+{
+	size_t	i, start, end;
+
+	start = 0;
+	for (i = 0; i <= len; i++) {
+		if (i < len && s[i] != ',')
+			continue;
+		end = i;
+		while (start < end && is_ows(s[start]))
+			start++;
+		while (end > start && is_ows(s[end - 1]))
+			end--;
+		if (ascii_ieq(s + start, end - start, tok))
+			return 1;
+		start = i + 1;
+	}
+	return 0;
+}
+
+static int
+b64_char(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+	    (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
+/*
+ * RFC 6455 §4.1: the key is the base64 of a 16-byte nonce, so 22 alphabet
+ * characters and "==".  The unused low bits of the last character are not
+ * checked, like most decoders (Python's websockets among them).
+ */
+static int
+ws_key_ok(const char *key, size_t len)
+{
+	size_t	i;
+
+	if (len != WS_KEY_B64LEN)
+		return 0;
+	for (i = 0; i < WS_KEY_B64LEN - 2; i++)
+		if (!b64_char(key[i]))
+			return 0;
+	return key[22] == '=' && key[23] == '=';
+}
+
+int
+server_id_valid(const char *s, size_t len)
+{
+	size_t		i;
+	unsigned char	c;
+
+	if (len < 1 || len > SERVER_ID_MAX)
+		return 0;
+	for (i = 0; i < len; i++) {
+		c = s[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		    (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+static enum http_path
+match_path(const char *p, size_t len, struct http_request *req)
+{
+	size_t	plen = sizeof(ACME_PREFIX) - 1;
+
+	if (bytes_eq(p, len, "/v1/server"))
+		return HTTP_PATH_SERVER;
+	if (bytes_eq(p, len, "/v1/client"))
+		return HTTP_PATH_CLIENT;
+	if (bytes_eq(p, len, "/healthz"))
+		return HTTP_PATH_HEALTHZ;
+	if (bytes_eq(p, len, "/metrics"))
+		return HTTP_PATH_METRICS;
+	/* the token is handed on raw; a token that does not fit is a 404 */
+	if (len > plen && len - plen < sizeof(req->acme_token) &&
+	    memcmp(p, ACME_PREFIX, plen) == 0) {
+		copy_bounded(req->acme_token, sizeof(req->acme_token),
+		    p + plen, len - plen);
+		return HTTP_PATH_ACME;
+	}
+	return HTTP_PATH_OTHER;
+}
+
+/* request-line = method SP request-target SP HTTP-version (RFC 9112 §3) */
+static int
+parse_request_line(const char *line, size_t len, struct http_request *req)
+{
+	const char	*sp1, *sp2, *target, *ver, *q;
+	size_t		 i, tlen, rest;
+
+	if ((sp1 = memchr(line, ' ', len)) == NULL || sp1 == line)
+		return -1;
+	for (i = 0; line + i < sp1; i++)
+		if (!is_tchar(line[i]))
+			return -1;
+	req->method_get = bytes_eq(line, sp1 - line, "GET");
+
+	target = sp1 + 1;
+	rest = len - (target - line);
+	if ((sp2 = memchr(target, ' ', rest)) == NULL)
+		return -1;
+	tlen = sp2 - target;
+	/* origin-form only: the front is no proxy */
+	if (tlen == 0 || target[0] != '/')
+		return -1;
+	for (i = 0; i < tlen; i++)
+		if ((unsigned char)target[i] <= 0x20 ||
+		    (unsigned char)target[i] >= 0x7f)
+			return -1;
+
+	ver = sp2 + 1;
+	rest = len - (ver - line);
+	if (rest != 8 || memcmp(ver, "HTTP/", 5) != 0 ||
+	    ver[5] < '0' || ver[5] > '9' || ver[6] != '.' ||
+	    ver[7] < '0' || ver[7] > '9')
+		return -1;
+	/* HTTP/0.9 and HTTP/2+ never arrive as an HTTP/1 request line */
+	if (ver[5] != '1')
+		return -1;
+	req->version_major = 1;
+	req->version_minor = ver[7] - '0';
+
+	if ((q = memchr(target, '?', tlen)) != NULL)
+		tlen = q - target;
+	req->path = match_path(target, tlen, req);
+	return 0;
+}
+
+/* field-line = field-name ":" OWS field-value OWS (RFC 9112 §5) */
+static int
+parse_header_line(const char *line, size_t len, struct http_request *req,
+    struct head_scan *hs)
+{
+	const char	*colon, *v, *name;
+	size_t		 i, nlen, vlen, cut;
+	unsigned char	 c;
+
+	/* obs-fold is rejected (RFC 9112 §5.2) */
+	if (is_ows(line[0]))
+		return -1;
+	if ((colon = memchr(line, ':', len)) == NULL || colon == line)
+		return -1;
+	name = line;
+	nlen = colon - line;
+	/* no whitespace before the colon either (RFC 9112 §5.1) */
+	for (i = 0; i < nlen; i++)
+		if (!is_tchar(name[i]))
+			return -1;
+	v = colon + 1;
+	vlen = len - nlen - 1;
+	for (i = 0; i < vlen; i++) {
+		c = v[i];
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return -1;
+	}
+	while (vlen > 0 && is_ows(v[0])) {
+		v++;
+		vlen--;
+	}
+	while (vlen > 0 && is_ows(v[vlen - 1]))
+		vlen--;
+
+	if (ascii_ieq(name, nlen, "Host")) {
+		if (req->host_count++ == 0)
+			copy_bounded(req->host, sizeof(req->host), v, vlen);
+	} else if (ascii_ieq(name, nlen, "X-Pyrycode-Server")) {
+		if (hs->sid_count++ == 0) {
+			hs->sid = v;
+			hs->sid_len = vlen;
+		}
+		if (vlen > 0)
+			req->server_id_present = 1;
+	} else if (ascii_ieq(name, nlen, "X-Pyrycode-Version")) {
+		if (vlen > 0)
+			req->version_present = 1;
+	} else if (ascii_ieq(name, nlen, "X-Pyrycode-Token")) {
+		/* protocol.md §2: only its presence is ever looked at */
+		if (vlen > 0)
+			req->token_present = 1;
+	} else if (ascii_ieq(name, nlen, "User-Agent")) {
+		if (vlen > 0)
+			req->user_agent_present = 1;
+	} else if (ascii_ieq(name, nlen, "X-Pyrycode-Device-Name")) {
+		if (hs->device_seen++ == 0) {
+			/* cut on a UTF-8 character boundary */
+			cut = vlen;
+			if (cut > DEVICE_NAME_MAX) {
+				cut = DEVICE_NAME_MAX;
+				while (cut > 0 &&
+				    ((unsigned char)v[cut] & 0xc0) == 0x80)
+					cut--;
+			}
+			copy_bounded(req->device_name,
+			    sizeof(req->device_name), v, cut);
+		}
+	} else if (ascii_ieq(name, nlen, "Connection")) {
+		if (list_has_token(v, vlen, "upgrade"))
+			req->conn_upgrade = 1;
+	} else if (ascii_ieq(name, nlen, "Upgrade")) {
+		if (list_has_token(v, vlen, "websocket"))
+			req->upgrade_websocket = 1;
+	} else if (ascii_ieq(name, nlen, "Sec-WebSocket-Version")) {
+		if (hs->wsver_count++ == 0)
+			hs->wsver_is_13 = bytes_eq(v, vlen, "13");
+	} else if (ascii_ieq(name, nlen, "Sec-WebSocket-Key")) {
+		if (req->ws_key_count++ == 0) {
+			hs->key = v;
+			hs->keylen = vlen;
+		}
+	}
+	return 0;
+}
+
+/* Decisions that need every header line. */
+static void
+finish_head(struct http_request *req, const struct head_scan *hs)
+{
+	/*
+	 * Two X-Pyrycode-Server headers name no single server-id: the
+	 * request counts as one with an invalid server-id (400), whatever
+	 * the values are.  server_id stays "" then.
+	 */
+	if (hs->sid_count == 1) {
+		if (hs->sid_len >= 1 && hs->sid_len <= SERVER_ID_MAX)
+			copy_bounded(req->server_id, sizeof(req->server_id),
+			    hs->sid, hs->sid_len);
+		req->server_id_valid = server_id_valid(hs->sid, hs->sid_len);
+	}
+	req->ws_version_13 = (hs->wsver_count == 1 && hs->wsver_is_13);
+	if (req->ws_key_count == 1 && ws_key_ok(hs->key, hs->keylen)) {
+		req->ws_key_valid = 1;
+		http_ws_accept(hs->key, hs->keylen, req->ws_accept);
+	}
+}
+
+enum http_parse_result
+http_parse_head(const char *buf, size_t len, size_t max,
+    struct http_request *req)
+{
+	struct head_scan	 hs;
+	const char		*nl;
+	size_t			 window, off, linelen;
+	int			 first = 1;
+
+	memset(req, 0, sizeof(*req));
+	memset(&hs, 0, sizeof(hs));
+
+	/* only the first max bytes can hold a head that is allowed */
+	window = len < max ? len : max;
+	off = 0;
+	while (off < window &&
+	    (nl = memchr(buf + off, '\n', window - off)) != NULL) {
+		linelen = nl - (buf + off);
+		/* CRLF, or a bare LF (RFC 9112 §2.2) */
+		if (linelen > 0 && buf[off + linelen - 1] == '\r')
+			linelen--;
+		if (first) {
+			if (parse_request_line(buf + off, linelen, req) == -1)
+				return HTTP_BAD;
+			first = 0;
+		} else if (linelen == 0) {
+			finish_head(req, &hs);
+			req->head_len = nl - buf + 1;
+			return HTTP_COMPLETE;
+		} else if (parse_header_line(buf + off, linelen, req,
+		    &hs) == -1)
+			return HTTP_BAD;
+		off = nl - buf + 1;
+	}
+	if (len > max)
+		return HTTP_TOO_LARGE;
+	return HTTP_INCOMPLETE;
+}
+
+/*
+ * protocol.md §2 steps 4 (header gate) and 5 (handshake), in that order.
+ * A bad Sec-WebSocket-Version and a bad key both give 400; the caller tells
+ * them apart with !req->ws_version_13 to add "Sec-WebSocket-Version: 13".
+ * Paths other than /v1/server and /v1/client fail the header gate.
+ */
+int
+http_upgrade_status(const struct http_request *req)
+{
+	switch (req->path) {
+	case HTTP_PATH_SERVER:
+		if (!req->server_id_present || !req->version_present ||
+		    !req->user_agent_present)
+			return 400;
+		break;
+	case HTTP_PATH_CLIENT:
+		if (!req->server_id_present || !req->token_present ||
+		    !req->user_agent_present)
+			return 400;
+		break;
+	default:
+		return 400;
+	}
+	if (!req->server_id_valid)
+		return 400;
+
+	if (req->version_major < 1 ||
+	    (req->version_major == 1 && req->version_minor < 1) ||
+	    !req->conn_upgrade || !req->upgrade_websocket)
+		return 426;
+	if (!req->method_get)
+		return 405;
+	if (!req->ws_version_13)
+		return 400;
+	if (!req->ws_key_valid)
+		return 400;
+	return 0;
+}
+
+void
+http_ws_accept(const char *key, size_t keylen, char out[WS_ACCEPT_LEN + 1])
+{
+	EVP_MD_CTX	*ctx;
+	unsigned char	 md[EVP_MAX_MD_SIZE];
+	unsigned int	 mdlen;
+
+	if ((ctx = EVP_MD_CTX_new()) == NULL)
+		fatalx("http_ws_accept: EVP_MD_CTX_new failed");
+	if (EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) != 1 ||
+	    EVP_DigestUpdate(ctx, key, keylen) != 1 ||
+	    EVP_DigestUpdate(ctx, WS_GUID, strlen(WS_GUID)) != 1 ||
+	    EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != 20)
+		fatalx("http_ws_accept: SHA-1 failed");
+	EVP_MD_CTX_free(ctx);
+	/* 20 bytes give 28 base64 characters and a NUL */
+	EVP_EncodeBlock((unsigned char *)out, md, (int)mdlen);
+}
+
+const char *
+http_reason(int status)
+{
+	switch (status) {
+	case 101:
+		return "Switching Protocols";
+	case 200:
+		return "OK";
+	case 400:
+		return "Bad Request";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 421:
+		return "Misdirected Request";
+	case 426:
+		return "Upgrade Required";
+	case 429:
+		return "Too Many Requests";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return "Unknown";
+	}
+}
+
+/* snprintf result to the length, or -1 when it (and its NUL) did not fit */
+static int
+fit(int n, size_t outsz)
+{
+	if (n < 0 || (size_t)n >= outsz)
+		return -1;
+	return n;
+}
+
+/*
+ * Error responses are only ever 4xx/5xx; out is NUL-terminated, and must
+ * have room for that NUL too.
+ */
+int
+http_error_response(char *out, size_t outsz, int status, int ws_version_hdr)
+{
+	const char	*reason, *extra = "";
+	char		 body[64];
+	int		 bodylen;
+
+	if (status < 400 || status > 599)
+		return -1;
+	reason = http_reason(status);
+	if (status == 421)
+		body[0] = '\0';
+	else
+		(void)snprintf(body, sizeof(body), "%s\n", reason);
+	bodylen = (int)strlen(body);
+
+	if (status == 405)
+		extra = "Allow: GET\r\n";
+	else if (status == 400 && ws_version_hdr)
+		extra = "Sec-WebSocket-Version: 13\r\n";
+
+	if (status == 426)
+		return fit(snprintf(out, outsz,
+		    "HTTP/1.1 %d %s\r\n"
+		    "Upgrade: websocket\r\n"
+		    "Connection: Upgrade\r\n"
+		    "Content-Type: text/plain; charset=utf-8\r\n"
+		    "Content-Length: %d\r\n"
+		    "\r\n"
+		    "%s", status, reason, bodylen, body), outsz);
+	if (bodylen == 0)
+		return fit(snprintf(out, outsz,
+		    "HTTP/1.1 %d %s\r\n"
+		    "%s"
+		    "Content-Length: 0\r\n"
+		    "Connection: close\r\n"
+		    "\r\n", status, reason, extra), outsz);
+	return fit(snprintf(out, outsz,
+	    "HTTP/1.1 %d %s\r\n"
+	    "%s"
+	    "Content-Type: text/plain; charset=utf-8\r\n"
+	    "Content-Length: %d\r\n"
+	    "Connection: close\r\n"
+	    "\r\n"
+	    "%s", status, reason, extra, bodylen, body), outsz);
+}
+
+int
+http_switching_response(char *out, size_t outsz, const char *ws_accept)
+{
+	if (ws_accept == NULL || strlen(ws_accept) != WS_ACCEPT_LEN)
+		return -1;
+	return fit(snprintf(out, outsz,
+	    "HTTP/1.1 101 Switching Protocols\r\n"
+	    "Upgrade: websocket\r\n"
+	    "Connection: Upgrade\r\n"
+	    "Sec-WebSocket-Accept: %s\r\n"
+	    "\r\n", ws_accept), outsz);
+}
+
+/* out is NUL-terminated after the body, so it needs bodylen + 1 room. */
+int
+http_ok_response(char *out, size_t outsz, const char *content_type,
+    const char *body, size_t bodylen)
+{
+	int	n;
+
+	/* a caller's content type must not open a header of its own */
+	if (content_type == NULL || strpbrk(content_type, "\r\n") != NULL)
+		return -1;
+	if (body == NULL && bodylen > 0)
+		return -1;
+	n = snprintf(out, outsz,
+	    "HTTP/1.1 200 OK\r\n"
+	    "Content-Type: %s\r\n"
+	    "Cache-Control: no-store\r\n"
+	    "Content-Length: %zu\r\n"
+	    "Connection: close\r\n"
+	    "\r\n", content_type, bodylen);
+	if (fit(n, outsz) == -1 || bodylen >= outsz - (size_t)n ||
+	    bodylen > (size_t)(INT_MAX - n))
+		return -1;
+	if (bodylen > 0)
+		memcpy(out + n, body, bodylen);
+	out[n + bodylen] = '\0';
+	return n + (int)bodylen;
+}

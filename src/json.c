@@ -1,0 +1,647 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * RFC 8259 JSON validation and compaction, and the routing envelope parser
+ * (protocol.md §4).  Every phone message goes through json_compact and
+ * every binary message through envelope_parse, so both are one pass over
+ * the bytes with no allocation and no recursion.
+ *
+ * Deliberate choices:
+ * - Nesting is tracked in a bit stack on the C stack, JSON_MAX_DEPTH
+ *   levels (8 KiB); deeper input is rejected as invalid.  Reaching it takes
+ *   more than 128 KiB of brackets, and no client of ours nests that deep.
+ * - A \uXXXX escape naming a lone UTF-16 surrogate (\ud800) is accepted:
+ *   the RFC 8259 §7 grammar allows it, and we forward escapes unchanged.
+ *   Raw bytes, in contrast, must be valid UTF-8 (RFC 3629, RFC 8259 §8.1).
+ * - Compaction copies runs of input between insignificant whitespace with
+ *   memmove, so it also works in place (out == in).
+ */
+#include "config.h"
+
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include "json.h"
+
+#define JSON_MAX_DEPTH	65536
+
+/* byte classes */
+#define P	0x01	/* needs no special handling inside a string */
+#define W	0x02	/* insignificant whitespace (RFC 8259 §2) */
+#define H	0x04	/* hex digit */
+#define D	0x08	/* decimal digit */
+#define PW	(P | W)
+#define PH	(P | H)
+#define PD	(P | H | D)
+
+static const unsigned char json_class[256] = {
+	/* 00 */ 0, 0, 0, 0, 0, 0, 0, 0, 0, W, W, 0, 0, W, 0, 0,
+	/* 10 */ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	/* 20 */ PW, P, 0, P, P, P, P, P, P, P, P, P, P, P, P, P,
+	/* 30 */ PD, PD, PD, PD, PD, PD, PD, PD, PD, PD, P, P, P, P, P, P,
+	/* 40 */ P, PH, PH, PH, PH, PH, PH, P, P, P, P, P, P, P, P, P,
+	/* 50 */ P, P, P, P, P, P, P, P, P, P, P, P, 0, P, P, P,
+	/* 60 */ P, PH, PH, PH, PH, PH, PH, P, P, P, P, P, P, P, P, P,
+	/* 70 */ P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P,
+	/* 80..ff: UTF-8, checked by utf8_seq */
+};
+
+#undef PD
+#undef PH
+#undef PW
+#undef D
+#undef H
+#undef W
+#undef P
+
+#define IS_PLAIN(c)	(json_class[(c)] & 0x01)
+#define IS_WS(c)	(json_class[(c)] & 0x02)
+#define IS_HEX(c)	(json_class[(c)] & 0x04)
+#define IS_DIGIT(c)	(json_class[(c)] & 0x08)
+
+#define ONES	0x0101010101010101ULL
+#define HIGHS	0x8080808080808080ULL
+
+/*
+ * Length of the valid UTF-8 sequence starting at p (whose lead byte is
+ * >= 0x80), or 0.  The ranges are those of RFC 3629 §4: they exclude
+ * overlongs, UTF-16 surrogates and code points past U+10FFFF.
+ */
+static inline size_t
+utf8_seq(const unsigned char *p, const unsigned char *end)
+{
+	size_t		 avail = end - p;
+	unsigned char	 c = p[0], lo = 0x80, hi = 0xbf;
+
+	if (c < 0xc2)
+		return 0;
+	if (c < 0xe0) {
+		if (avail < 2 || (p[1] & 0xc0) != 0x80)
+			return 0;
+		return 2;
+	}
+	if (c < 0xf0) {
+		if (c == 0xe0)
+			lo = 0xa0;
+		else if (c == 0xed)
+			hi = 0x9f;
+		if (avail < 3 || p[1] < lo || p[1] > hi ||
+		    (p[2] & 0xc0) != 0x80)
+			return 0;
+		return 3;
+	}
+	if (c < 0xf5) {
+		if (c == 0xf0)
+			lo = 0x90;
+		else if (c == 0xf4)
+			hi = 0x8f;
+		if (avail < 4 || p[1] < lo || p[1] > hi ||
+		    (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80)
+			return 0;
+		return 4;
+	}
+	return 0;
+}
+
+int
+utf8_valid(const unsigned char *buf, size_t len)
+{
+	const unsigned char	*p = buf, *end = buf + len;
+	uint64_t		 v;
+	size_t			 n;
+
+	while (p < end) {
+		while (end - p >= 8) {
+			memcpy(&v, p, sizeof(v));
+			if (v & HIGHS)
+				break;
+			p += 8;
+		}
+		while (p < end && *p < 0x80)
+			p++;
+		if (p == end)
+			break;
+		if ((n = utf8_seq(p, end)) == 0)
+			return 0;
+		p += n;
+	}
+	return 1;
+}
+
+/*
+ * p points at an opening quote.  Returns the byte after the closing quote,
+ * or NULL if the string is invalid or unterminated.
+ */
+static inline const unsigned char *
+scan_string(const unsigned char *p, const unsigned char *end)
+{
+	uint64_t	 v, t;
+	size_t		 n;
+	unsigned char	 c;
+
+	p++;
+	for (;;) {
+		/*
+		 * Eight bytes at a time while none is a control character,
+		 * '"', '\\' or non-ASCII.  The subtractions may flag a byte
+		 * wrongly only above a byte that is truly flagged, and the
+		 * byte loop below sorts that out.
+		 */
+		while (end - p >= 8) {
+			memcpy(&v, p, sizeof(v));
+			t = (v - 0x20 * ONES) | ((v ^ 0x22 * ONES) - ONES) |
+			    ((v ^ 0x5c * ONES) - ONES) | v;
+			if (t & HIGHS)
+				break;
+			p += 8;
+		}
+		while (p < end && IS_PLAIN(*p))
+			p++;
+		if (p == end)
+			return NULL;
+		c = *p;
+		if (c == '"')
+			return p + 1;
+		if (c == '\\') {
+			if (end - p < 2)
+				return NULL;
+			switch (p[1]) {
+			case '"':
+			case '\\':
+			case '/':
+			case 'b':
+			case 'f':
+			case 'n':
+			case 'r':
+			case 't':
+				p += 2;
+				break;
+			case 'u':
+				if (end - p < 6 || !IS_HEX(p[2]) ||
+				    !IS_HEX(p[3]) || !IS_HEX(p[4]) ||
+				    !IS_HEX(p[5]))
+					return NULL;
+				p += 6;
+				break;
+			default:
+				return NULL;
+			}
+		} else if (c >= 0x80) {
+			if ((n = utf8_seq(p, end)) == 0)
+				return NULL;
+			p += n;
+		} else
+			return NULL;	/* raw control character */
+	}
+}
+
+/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? (RFC 8259 §6) */
+static inline const unsigned char *
+scan_number(const unsigned char *p, const unsigned char *end)
+{
+	if (*p == '-' && ++p == end)
+		return NULL;
+	if (*p == '0')
+		p++;
+	else if (IS_DIGIT(*p)) {
+		do
+			p++;
+		while (p < end && IS_DIGIT(*p));
+	} else
+		return NULL;
+	if (p < end && *p == '.') {
+		if (++p == end || !IS_DIGIT(*p))
+			return NULL;
+		do
+			p++;
+		while (p < end && IS_DIGIT(*p));
+	}
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		if (++p < end && (*p == '+' || *p == '-'))
+			p++;
+		if (p == end || !IS_DIGIT(*p))
+			return NULL;
+		do
+			p++;
+		while (p < end && IS_DIGIT(*p));
+	}
+	return p;
+}
+
+/*
+ * Scans one JSON value starting at p (no leading whitespace), with at most
+ * maxdepth levels of arrays and objects.  Returns the byte after it, or
+ * NULL if invalid.  With emit set, the value without its insignificant
+ * whitespace is written at *outp and *outp is advanced.  emit is always a
+ * constant, so the validate-only instance carries no copying code.
+ */
+static inline __attribute__((always_inline)) const unsigned char *
+scan_value(const unsigned char *p, const unsigned char *end,
+    unsigned char **outp, unsigned int maxdepth, const int emit)
+{
+	unsigned char		 stack[JSON_MAX_DEPTH / 8];	/* 1: object */
+	const unsigned char	*run = p;	/* start of the uncopied run */
+	unsigned char		*o = emit ? *outp : NULL;
+	unsigned int		 depth = 0, bit;
+	int			 in_object = 0;
+	size_t			 n;
+
+/* drops insignificant whitespace at p, flushing the run before it */
+#define SKIP_WS() do {							\
+	if (p < end && IS_WS(*p)) {					\
+		if (emit) {						\
+			n = p - run;					\
+			memmove(o, run, n);				\
+			o += n;						\
+		}							\
+		do							\
+			p++;						\
+		while (p < end && IS_WS(*p));				\
+		run = p;						\
+	}								\
+} while (0)
+
+/* enters an array (0) or object (1) */
+#define PUSH(obj) do {							\
+	if (depth == maxdepth)						\
+		return NULL;						\
+	bit = 1U << (depth & 7);					\
+	if ((depth & 7) == 0)						\
+		stack[depth >> 3] = (obj) ? bit : 0;			\
+	else if (obj)							\
+		stack[depth >> 3] |= bit;				\
+	else								\
+		stack[depth >> 3] &= ~bit;				\
+	depth++;							\
+	in_object = (obj);						\
+} while (0)
+
+/* leaves the innermost container */
+#define POP() do {							\
+	depth--;							\
+	in_object = depth > 0 &&					\
+	    (stack[(depth - 1) >> 3] >> ((depth - 1) & 7)) & 1;		\
+} while (0)
+
+value:
+	if (p == end)
+		return NULL;
+	switch (*p) {
+	case '{':
+		PUSH(1);
+		p++;
+		SKIP_WS();
+		if (p < end && *p == '}') {
+			p++;
+			POP();
+			goto after;
+		}
+		goto key;
+	case '[':
+		PUSH(0);
+		p++;
+		SKIP_WS();
+		if (p < end && *p == ']') {
+			p++;
+			POP();
+			goto after;
+		}
+		goto value;
+	case '"':
+		if ((p = scan_string(p, end)) == NULL)
+			return NULL;
+		goto after;
+	case 't':
+		if (end - p < 4 || memcmp(p, "true", 4) != 0)
+			return NULL;
+		p += 4;
+		goto after;
+	case 'f':
+		if (end - p < 5 || memcmp(p, "false", 5) != 0)
+			return NULL;
+		p += 5;
+		goto after;
+	case 'n':
+		if (end - p < 4 || memcmp(p, "null", 4) != 0)
+			return NULL;
+		p += 4;
+		goto after;
+	default:
+		if ((p = scan_number(p, end)) == NULL)
+			return NULL;
+		goto after;
+	}
+
+key:
+	if (p == end || *p != '"' || (p = scan_string(p, end)) == NULL)
+		return NULL;
+	SKIP_WS();
+	if (p == end || *p != ':')
+		return NULL;
+	p++;
+	SKIP_WS();
+	goto value;
+
+after:
+	if (depth == 0) {
+		if (emit) {
+			n = p - run;
+			memmove(o, run, n);
+			*outp = o + n;
+		}
+		return p;
+	}
+	SKIP_WS();
+	if (p == end)
+		return NULL;
+	switch (*p++) {
+	case ',':
+		SKIP_WS();
+		if (in_object)
+			goto key;
+		goto value;
+	case '}':
+		if (!in_object)
+			return NULL;
+		POP();
+		goto after;
+	case ']':
+		if (in_object)
+			return NULL;
+		POP();
+		goto after;
+	default:
+		return NULL;
+	}
+
+#undef POP
+#undef PUSH
+#undef SKIP_WS
+}
+
+static const unsigned char *
+skip_ws(const unsigned char *p, const unsigned char *end)
+{
+	while (p < end && IS_WS(*p))
+		p++;
+	return p;
+}
+
+ssize_t
+json_compact(const unsigned char *in, size_t len, unsigned char *out)
+{
+	const unsigned char	*end = in + len, *p;
+	unsigned char		*o = out;
+
+	p = skip_ws(in, end);
+	if ((p = scan_value(p, end, &o, JSON_MAX_DEPTH, 1)) == NULL)
+		return -1;
+	if (skip_ws(p, end) != end)
+		return -1;
+	return o - out;
+}
+
+/* validation only, for the envelope parser */
+static __attribute__((noinline)) const unsigned char *
+json_skip_value(const unsigned char *p, const unsigned char *end,
+    unsigned int maxdepth)
+{
+	return scan_value(p, end, NULL, maxdepth, 0);
+}
+
+static unsigned int
+hex4(const unsigned char *p)
+{
+	unsigned int	 v = 0, i;
+	unsigned char	 c;
+
+	for (i = 0; i < 4; i++) {
+		c = p[i];
+		if (c <= '9')
+			c -= '0';
+		else
+			c = (c | 0x20) - 'a' + 10;
+		v = (v << 4) | c;
+	}
+	return v;
+}
+
+/*
+ * Decodes the string whose quotes are at p and end - 1, already validated
+ * by scan_string, into dst (NUL-terminated).  Escaped lone surrogates
+ * become U+FFFD.  Returns the decoded length, or (size_t)-1 when it needs
+ * more than size - 1 bytes or contains a NUL (it cannot be a C string).
+ */
+static size_t
+decode_string(const unsigned char *p, const unsigned char *end, char *dst,
+    size_t size)
+{
+	unsigned char	 u[4];
+	unsigned int	 cp, lo;
+	size_t		 len = 0, n;
+
+	p++;
+	end--;
+	while (p < end) {
+		if (*p != '\\') {
+			u[0] = *p++;
+			n = 1;
+		} else if (p[1] != 'u') {
+			switch (p[1]) {
+			case 'b':
+				u[0] = '\b';
+				break;
+			case 'f':
+				u[0] = '\f';
+				break;
+			case 'n':
+				u[0] = '\n';
+				break;
+			case 'r':
+				u[0] = '\r';
+				break;
+			case 't':
+				u[0] = '\t';
+				break;
+			default:	/* '"', '\\', '/' */
+				u[0] = p[1];
+				break;
+			}
+			p += 2;
+			n = 1;
+		} else {
+			cp = hex4(p + 2);
+			p += 6;
+			if (cp >= 0xd800 && cp <= 0xdbff && end - p >= 6 &&
+			    p[0] == '\\' && p[1] == 'u' &&
+			    (lo = hex4(p + 2)) >= 0xdc00 && lo <= 0xdfff) {
+				cp = 0x10000 + ((cp - 0xd800) << 10) +
+				    (lo - 0xdc00);
+				p += 6;
+			} else if (cp >= 0xd800 && cp <= 0xdfff)
+				cp = 0xfffd;
+			if (cp < 0x80) {
+				u[0] = cp;
+				n = 1;
+			} else if (cp < 0x800) {
+				u[0] = 0xc0 | (cp >> 6);
+				u[1] = 0x80 | (cp & 0x3f);
+				n = 2;
+			} else if (cp < 0x10000) {
+				u[0] = 0xe0 | (cp >> 12);
+				u[1] = 0x80 | ((cp >> 6) & 0x3f);
+				u[2] = 0x80 | (cp & 0x3f);
+				n = 3;
+			} else {
+				u[0] = 0xf0 | (cp >> 18);
+				u[1] = 0x80 | ((cp >> 12) & 0x3f);
+				u[2] = 0x80 | ((cp >> 6) & 0x3f);
+				u[3] = 0x80 | (cp & 0x3f);
+				n = 4;
+			}
+		}
+		if (u[0] == '\0' || n >= size - len)
+			return (size_t)-1;
+		memcpy(dst + len, u, n);
+		len += n;
+	}
+	dst[len] = '\0';
+	return len;
+}
+
+/* close_code: digits only, so no sign, fraction or exponent; 0..65535 */
+static int
+parse_close_code(const unsigned char *p, const unsigned char *end)
+{
+	int	 v = 0;
+
+	if (p == end)
+		return -1;
+	for (; p < end; p++) {
+		if (!IS_DIGIT(*p))
+			return -1;
+		v = v * 10 + (*p - '0');
+		if (v > 65535)
+			return -1;
+	}
+	return v;
+}
+
+enum envelope_result
+envelope_parse(const unsigned char *buf, size_t len, struct envelope *env)
+{
+	const unsigned char	*end = buf + len, *p, *k, *v;
+	char			 key[16];
+	size_t			 n;
+	int			 bad_conn_id = 0, bad_close_code = 0;
+
+	memset(env, 0, sizeof(*env));
+	p = skip_ws(buf, end);
+	if (p == end || *p != '{') {
+		if ((p = json_skip_value(p, end, JSON_MAX_DEPTH)) == NULL ||
+		    skip_ws(p, end) != end)
+			return ENVELOPE_NOT_JSON;
+		return ENVELOPE_NOT_OBJECT;
+	}
+
+	p = skip_ws(p + 1, end);
+	if (p < end && *p == '}')
+		p++;
+	else {
+		for (;;) {
+			k = p;
+			if (p == end || *p != '"' ||
+			    (p = scan_string(p, end)) == NULL)
+				return ENVELOPE_NOT_JSON;
+			n = decode_string(k, p, key, sizeof(key));
+			p = skip_ws(p, end);
+			if (p == end || *p != ':')
+				return ENVELOPE_NOT_JSON;
+			v = skip_ws(p + 1, end);
+			/* the envelope object itself is one level */
+			if ((p = json_skip_value(v, end,
+			    JSON_MAX_DEPTH - 1)) == NULL)
+				return ENVELOPE_NOT_JSON;
+
+			if (n == 7 && memcmp(key, "conn_id", 7) == 0) {
+				env->has_conn_id = 1;
+				env->conn_id[0] = '\0';
+				env->conn_id_len = 0;
+				env->conn_id_too_long = 0;
+				bad_conn_id = *v != '"';
+				if (!bad_conn_id) {
+					n = decode_string(v, p, env->conn_id,
+					    sizeof(env->conn_id));
+					if (n == (size_t)-1) {
+						env->conn_id[0] = '\0';
+						env->conn_id_too_long = 1;
+					} else
+						env->conn_id_len = n;
+				}
+			} else if (n == 5 && memcmp(key, "frame", 5) == 0) {
+				env->has_frame = 1;
+				env->frame = v;
+				env->frame_len = p - v;
+				env->frame_is_null = *v == 'n';
+			} else if (n == 10 &&
+			    memcmp(key, "close_code", 10) == 0) {
+				env->has_close_code = 1;
+				env->close_code = parse_close_code(v, p);
+				bad_close_code = env->close_code < 0;
+				if (bad_close_code)
+					env->close_code = 0;
+			} else if (n == 9 &&
+			    memcmp(key, "push_wake", 9) == 0) {
+				env->has_push_wake = 1;
+				env->push_wake = v;
+				env->push_wake_len = p - v;
+			}
+
+			p = skip_ws(p, end);
+			if (p == end)
+				return ENVELOPE_NOT_JSON;
+			if (*p == '}') {
+				p++;
+				break;
+			}
+			if (*p != ',')
+				return ENVELOPE_NOT_JSON;
+			p = skip_ws(p + 1, end);
+		}
+	}
+	if (skip_ws(p, end) != end)
+		return ENVELOPE_NOT_JSON;
+
+	if (bad_conn_id)
+		return ENVELOPE_BAD_CONN_ID;
+	if (bad_close_code)
+		return ENVELOPE_BAD_CLOSE_CODE;
+	if (!env->has_conn_id)
+		return env->has_push_wake ? ENVELOPE_OK : ENVELOPE_NO_CONN_ID;
+	if (!env->has_frame && !env->has_close_code)
+		return ENVELOPE_NO_FRAME;
+	return ENVELOPE_OK;
+}
+
+const char *
+envelope_strerror(enum envelope_result r)
+{
+	switch (r) {
+	case ENVELOPE_OK:
+		return "ok";
+	case ENVELOPE_NOT_JSON:
+		return "not json";
+	case ENVELOPE_NOT_OBJECT:
+		return "not an object";
+	case ENVELOPE_BAD_CONN_ID:
+		return "conn_id not a string";
+	case ENVELOPE_BAD_CLOSE_CODE:
+		return "bad close_code";
+	case ENVELOPE_NO_CONN_ID:
+		return "no conn_id";
+	case ENVELOPE_NO_FRAME:
+		return "no frame or close_code";
+	}
+	return "unknown envelope error";
+}

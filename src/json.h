@@ -1,0 +1,68 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * JSON (RFC 8259) validation and compaction for phone messages, and the
+ * routing envelope parser for binary messages (protocol.md §4).
+ * Pure code, no allocation, no recursion.  Nesting deeper than 65536 levels
+ * is treated as invalid (an 8 KiB bit stack on the C stack tracks it).
+ */
+#ifndef JSON_H
+#define JSON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* 1 when buf[0..len) is valid UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF) */
+int	utf8_valid(const unsigned char *buf, size_t len);
+
+/*
+ * Validates that in[0..len) is exactly one JSON value with optional
+ * insignificant whitespace around and inside it, and valid UTF-8.
+ * Writes the value with insignificant whitespace removed to out, which must
+ * have room for len bytes (compaction never grows). Strings are copied byte
+ * for byte (escapes kept as written).  Returns the compact length, or -1
+ * if the input is not valid JSON.
+ */
+ssize_t	json_compact(const unsigned char *in, size_t len, unsigned char *out);
+
+struct envelope {
+	int		 has_conn_id;
+	char		 conn_id[128];	/* decoded string value, NUL-terminated */
+	size_t		 conn_id_len;
+	int		 conn_id_too_long; /* did not fit: matches no phone */
+
+	int		 has_frame;
+	int		 frame_is_null;	/* "frame":null */
+	const unsigned char *frame;	/* exact bytes of the value inside the input */
+	size_t		 frame_len;
+
+	int		 has_close_code;
+	int		 close_code;	/* 0..65535 */
+
+	int		 has_push_wake;
+	const unsigned char *push_wake;	/* exact bytes of the push_wake value */
+	size_t		 push_wake_len;
+};
+
+enum envelope_result {
+	ENVELOPE_OK = 0,
+	ENVELOPE_NOT_JSON,		/* not exactly one valid JSON value */
+	ENVELOPE_NOT_OBJECT,
+	ENVELOPE_BAD_CONN_ID,		/* conn_id present but not a string */
+	ENVELOPE_BAD_CLOSE_CODE,	/* not an integer 0..65535 without fraction/exponent */
+	ENVELOPE_NO_CONN_ID,		/* and no push_wake */
+	ENVELOPE_NO_FRAME,		/* neither frame nor close_code */
+};
+
+/*
+ * Parses a binary's routing envelope.  The whole message must be valid JSON
+ * and UTF-8.  Unknown keys are ignored.  When a key appears more than once,
+ * the last one wins.  An envelope with push_wake and no conn_id is
+ * ENVELOPE_OK with has_push_wake set and has_conn_id clear.
+ */
+enum envelope_result	envelope_parse(const unsigned char *buf, size_t len,
+			    struct envelope *env);
+const char		*envelope_strerror(enum envelope_result);
+
+#endif

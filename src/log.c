@@ -1,0 +1,154 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * Logging the OpenBSD way: log_warn appends strerror(errno), fatal exits.
+ * -d logs to stderr, otherwise syslog (the journal under systemd).
+ * Event lines are "event=name key=value ..."; callers write them so.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pyrelayd.h"
+
+static int		 log_foreground = 1;
+static int		 log_verbose;
+static const char	*log_name = "pyrelayd";
+
+void
+log_init(int foreground, int verbose, const char *procname)
+{
+	log_foreground = foreground;
+	log_verbose = verbose;
+	if (procname != NULL)
+		log_name = procname;
+	if (!foreground)
+		openlog("pyrelayd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+}
+
+void
+log_procname(const char *procname)
+{
+	log_name = procname;
+}
+
+void
+log_setverbose(int v)
+{
+	log_verbose = v;
+}
+
+int
+log_getverbose(void)
+{
+	return log_verbose;
+}
+
+static void
+log_line(int pri, const char *msg)
+{
+	char	line[2300];
+	int	n;
+
+	if (!log_foreground) {
+		syslog(pri, "%s: %s", log_name, msg);
+		return;
+	}
+	/* one write per line so that lines of several processes never interleave */
+	n = snprintf(line, sizeof(line), "%s[%d]: %s\n", log_name, (int)getpid(), msg);
+	if (n < 0)
+		return;
+	if (n > (int)sizeof(line) - 1) {
+		n = sizeof(line) - 1;
+		line[n - 1] = '\n';
+	}
+	if (write(STDERR_FILENO, line, n) == -1) {
+		/* nowhere left to report it */
+	}
+}
+
+static void
+vlog(int pri, int with_errno, const char *fmt, va_list ap)
+{
+	char	buf[2048];
+	int	saved = errno;
+	size_t	len;
+
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	if (with_errno) {
+		len = strlen(buf);
+		snprintf(buf + len, sizeof(buf) - len, ": %s", strerror(saved));
+	}
+	log_line(pri, buf);
+	errno = saved;
+}
+
+void
+log_warn(const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_ERR, 1, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_warnx(const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_ERR, 0, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_info(const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_INFO, 0, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_debug(const char *fmt, ...)
+{
+	va_list	ap;
+
+	if (log_verbose < 1)
+		return;
+	va_start(ap, fmt);
+	vlog(LOG_DEBUG, 0, fmt, ap);
+	va_end(ap);
+}
+
+void
+fatal(const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_CRIT, 1, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void
+fatalx(const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_CRIT, 0, fmt, ap);
+	va_end(ap);
+	exit(1);
+}

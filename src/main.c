@@ -1,0 +1,129 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * pyrelayd [-dnvV] [-f file] [-D macro=value]   (protocol.md §10)
+ * Workers are this same program started by the parent as
+ * `pyrelayd -P front|relay [-d]` with their channel on fd 3.
+ */
+#include "config.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#include "front.h"
+#include "parent.h"
+#include "pyrelayd.h"
+#include "relay.h"
+
+#define WORKER_FD	3
+
+static void __attribute__((__noreturn__))
+usage(void)
+{
+	fprintf(stderr, "usage: pyrelayd [-dnvV] [-D macro=value] [-f file]\n");
+	exit(1);
+}
+
+static void __attribute__((__noreturn__))
+worker_main(const char *role, int foreground)
+{
+	struct stat	st;
+
+	/* a worker only runs on the channel its parent gave it */
+	if (fstat(WORKER_FD, &st) == -1 || !S_ISSOCK(st.st_mode)) {
+		fprintf(stderr, "pyrelayd: -P is for processes started by pyrelayd\n");
+		exit(1);
+	}
+	if (strcmp(role, "front") == 0) {
+		log_init(foreground, 0, "front");
+		front_main(WORKER_FD);
+	}
+	if (strcmp(role, "relay") == 0) {
+		log_init(foreground, 0, "relay");
+		relay_main(WORKER_FD);
+	}
+	usage();
+}
+
+int
+main(int argc, char *argv[])
+{
+	struct config		*conf;
+	struct parent_opts	 opts;
+	const char		*role = NULL;
+	char			**macros;
+	int			 ch, nmacros = 0, noaction = 0;
+
+	/* libbsd rewrites argv's memory for the process titles ps(1) shows */
+	setproctitle_init(argc, argv, environ);
+	memset(&opts, 0, sizeof(opts));
+	opts.conffile = PYRELAYD_CONF;
+	macros = xcalloc(argc + 1, sizeof(*macros));
+
+	while ((ch = getopt(argc, argv, "dD:f:nP:vV")) != -1) {
+		switch (ch) {
+		case 'd':
+			opts.foreground = 1;
+			break;
+		case 'D':
+			if (strchr(optarg, '=') == NULL) {
+				fprintf(stderr, "pyrelayd: -D %s: expected macro=value\n",
+				    optarg);
+				exit(1);
+			}
+			macros[nmacros++] = optarg;
+			break;
+		case 'f':
+			opts.conffile = optarg;
+			opts.conffile_given = 1;
+			break;
+		case 'n':
+			noaction = 1;
+			break;
+		case 'P':
+			role = optarg;
+			break;
+		case 'v':
+			opts.verbose++;
+			break;
+		case 'V':
+			printf("pyrelayd %s\n", PACKAGE_VERSION);
+			exit(0);
+		default:
+			usage();
+		}
+	}
+	argc -= optind;
+	if (argc != 0)
+		usage();
+
+	if (role != NULL)
+		worker_main(role, opts.foreground);
+
+	/* protocol.md §10: only a missing default file means built-in defaults */
+	if (!opts.conffile_given && config_default_file_missing(opts.conffile))
+		conf = config_new_default();
+	else
+		conf = config_parse(opts.conffile, macros, nmacros);
+	if (conf == NULL)
+		exit(1);
+	if (noaction) {
+		if (opts.verbose)
+			config_print(conf, stdout);
+		else
+			fprintf(stderr, "configuration OK\n");
+		exit(0);
+	}
+	opts.macros = macros;
+	opts.nmacros = nmacros;
+	log_init(opts.foreground, opts.verbose, "pyrelayd");
+	parent_main(conf, &opts);
+}

@@ -1,0 +1,400 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * Typed messages between pyrelayd processes: one message per SOCK_SEQPACKET
+ * packet, at most one fd per packet as SCM_RIGHTS.  The receiving side trusts
+ * nothing: type, exact length and fd presence are checked against the
+ * channel's allow-list, and every fd that arrives with a rejected packet is
+ * closed before returning.
+ */
+#include "config.h"
+
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pyrelayd.h"
+#include "msg.h"
+
+/* room for one SCM_RIGHTS fd, aligned for struct cmsghdr */
+union msg_cmsgbuf {
+	struct cmsghdr	hdr;
+	unsigned char	buf[CMSG_SPACE(sizeof(int))];
+};
+
+/*
+ * errstr points here for formatted reasons.  One buffer per process is
+ * enough: callers log errstr right after the failing call.
+ */
+static char	msg_errbuf[160];
+
+static void	msg_seterr(struct msg_chan *, const char *, ...)
+		    __attribute__((__format__(printf, 2, 3)));
+static const struct msg_rule *msg_rule_find(const struct msg_chan *,
+		    uint32_t);
+static int	msg_take_fds(struct msghdr *, int *, int *);
+
+static void
+msg_seterr(struct msg_chan *chan, const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg_errbuf, sizeof(msg_errbuf), fmt, ap);
+	va_end(ap);
+	chan->errstr = msg_errbuf;
+}
+
+void
+msg_chan_init(struct msg_chan *chan, int fd, const struct msg_rule *rules,
+    size_t nrules)
+{
+	int	flags;
+
+	memset(chan, 0, sizeof(*chan));
+	chan->fd = fd;
+	chan->rules = rules;
+	chan->nrules = nrules;
+	TAILQ_INIT(&chan->outq);
+
+	if ((flags = fcntl(fd, F_GETFL)) == -1)
+		fatal("msg_chan_init: fcntl F_GETFL fd=%d", fd);
+	if (fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1)
+		fatal("msg_chan_init: fcntl F_SETFL fd=%d", fd);
+	if ((flags = fcntl(fd, F_GETFD)) == -1)
+		fatal("msg_chan_init: fcntl F_GETFD fd=%d", fd);
+	if (fcntl(fd, F_SETFD, flags | FD_CLOEXEC) == -1)
+		fatal("msg_chan_init: fcntl F_SETFD fd=%d", fd);
+}
+
+void
+msg_chan_clear(struct msg_chan *chan)
+{
+	struct msg_out	*mo;
+
+	while ((mo = TAILQ_FIRST(&chan->outq)) != NULL) {
+		TAILQ_REMOVE(&chan->outq, mo, entry);
+		if (mo->fd != -1)
+			close(mo->fd);
+		free(mo);
+	}
+	chan->outq_len = 0;
+	if (chan->fd != -1)
+		close(chan->fd);
+	chan->fd = -1;
+	chan->hello_seen = 0;
+}
+
+int
+msg_compose(struct msg_chan *chan, uint32_t type, uint64_t id,
+    const void *body, size_t len, int fd)
+{
+	struct msg_hdr	 hdr;
+	struct msg_out	*mo;
+
+	if (len > MSG_MAX_BODY) {
+		/* the fd was handed over with the call: do not leak it */
+		if (fd != -1)
+			close(fd);
+		msg_seterr(chan, "compose type=%u: body of %zu bytes, max %d",
+		    type, len, MSG_MAX_BODY);
+		return -1;
+	}
+
+	memset(&hdr, 0, sizeof(hdr));
+	hdr.type = type;
+	hdr.len = (uint32_t)len;
+	hdr.id = id;
+
+	mo = xmalloc(sizeof(*mo) + sizeof(hdr) + len);
+	mo->fd = fd;
+	mo->len = sizeof(hdr) + len;
+	memcpy(mo->buf, &hdr, sizeof(hdr));
+	if (len > 0)
+		memcpy(mo->buf + sizeof(hdr), body, len);
+	TAILQ_INSERT_TAIL(&chan->outq, mo, entry);
+	chan->outq_len++;
+	return 0;
+}
+
+int
+msg_hello(struct msg_chan *chan, uint32_t role)
+{
+	struct msg_hello	hello;
+
+	memset(&hello, 0, sizeof(hello));
+	hello.version = MSG_VERSION;
+	hello.role = role;
+	hello.pid = (uint32_t)getpid();
+	return msg_compose(chan, MSG_HELLO, 0, &hello, sizeof(hello), -1);
+}
+
+int
+msg_flush(struct msg_chan *chan)
+{
+	union msg_cmsgbuf	 cmsgbuf;
+	struct msghdr		 mh;
+	struct iovec		 iov;
+	struct cmsghdr		*cm;
+	struct msg_out		*mo;
+	ssize_t			 n;
+
+	while ((mo = TAILQ_FIRST(&chan->outq)) != NULL) {
+		memset(&mh, 0, sizeof(mh));
+		iov.iov_base = mo->buf;
+		iov.iov_len = mo->len;
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		if (mo->fd != -1) {
+			memset(&cmsgbuf, 0, sizeof(cmsgbuf));
+			mh.msg_control = cmsgbuf.buf;
+			mh.msg_controllen = sizeof(cmsgbuf.buf);
+			cm = CMSG_FIRSTHDR(&mh);
+			cm->cmsg_level = SOL_SOCKET;
+			cm->cmsg_type = SCM_RIGHTS;
+			cm->cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(cm), &mo->fd, sizeof(int));
+		}
+
+		n = sendmsg(chan->fd, &mh, MSG_NOSIGNAL);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			/* ENOBUFS is transient memory pressure: retry later */
+			if (errno == EAGAIN || errno == EWOULDBLOCK ||
+			    errno == ENOBUFS)
+				return 0;
+			msg_seterr(chan, "sendmsg: %s", strerror(errno));
+			return -1;
+		}
+		/* SOCK_SEQPACKET sends whole packets or nothing */
+		if ((size_t)n != mo->len) {
+			msg_seterr(chan, "sendmsg: sent %zd of %zu bytes",
+			    n, mo->len);
+			return -1;
+		}
+
+		TAILQ_REMOVE(&chan->outq, mo, entry);
+		chan->outq_len--;
+		if (mo->fd != -1)
+			close(mo->fd);
+		free(mo);
+	}
+	return 1;
+}
+
+/*
+ * Moves every fd the kernel installed for this packet out of the control
+ * data: the first into *fdp, any further ones closed at once.  Returns the
+ * number of fds that arrived; *bad is set when a control message other than
+ * SCM_RIGHTS was present.
+ */
+static int
+msg_take_fds(struct msghdr *mh, int *fdp, int *bad)
+{
+	struct cmsghdr	*cm;
+	unsigned char	*data, *end;
+	size_t		 i, nfd;
+	int		 fd, count = 0;
+
+	*fdp = -1;
+	*bad = 0;
+	if (mh->msg_controllen == 0)
+		return 0;
+	end = (unsigned char *)mh->msg_control + mh->msg_controllen;
+	for (cm = CMSG_FIRSTHDR(mh); cm != NULL; cm = CMSG_NXTHDR(mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET ||
+		    cm->cmsg_type != SCM_RIGHTS) {
+			*bad = 1;
+			continue;
+		}
+		if (cm->cmsg_len < CMSG_LEN(0))
+			continue;
+		data = CMSG_DATA(cm);
+		nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		/* never trust cmsg_len beyond what landed in our buffer */
+		if (data + nfd * sizeof(int) > end)
+			nfd = (size_t)(end - data) / sizeof(int);
+		for (i = 0; i < nfd; i++) {
+			memcpy(&fd, data + i * sizeof(int), sizeof(int));
+			if (fd < 0)
+				continue;
+			if (*fdp == -1)
+				*fdp = fd;
+			else
+				close(fd);
+			count++;
+		}
+	}
+	return count;
+}
+
+static const struct msg_rule *
+msg_rule_find(const struct msg_chan *chan, uint32_t type)
+{
+	size_t	i;
+
+	for (i = 0; i < chan->nrules; i++)
+		if (chan->rules[i].type == type)
+			return &chan->rules[i];
+	return NULL;
+}
+
+int
+msg_recv(struct msg_chan *chan, struct msg *m)
+{
+	union msg_cmsgbuf	 cmsgbuf;
+	struct msghdr		 mh;
+	struct iovec		 iov[2];
+	const struct msg_rule	*rule;
+	struct msg_hello	 hello;
+	ssize_t			 n;
+	size_t			 blen;
+	int			 fd, nfd, badcmsg;
+
+	m->fd = -1;
+	for (;;) {
+		memset(&mh, 0, sizeof(mh));
+		memset(&cmsgbuf, 0, sizeof(cmsgbuf));
+		/* header and body land in place: sizeof(hdr) + MSG_MAX_BODY */
+		iov[0].iov_base = &m->hdr;
+		iov[0].iov_len = sizeof(m->hdr);
+		iov[1].iov_base = m->body;
+		iov[1].iov_len = sizeof(m->body);
+		mh.msg_iov = iov;
+		mh.msg_iovlen = 2;
+		mh.msg_control = cmsgbuf.buf;
+		mh.msg_controllen = sizeof(cmsgbuf.buf);
+
+		n = recvmsg(chan->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		if (n == -1 && errno == EINTR)
+			continue;
+		break;
+	}
+	if (n == -1) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return 0;
+		msg_seterr(chan, "recvmsg: %s", strerror(errno));
+		return -1;
+	}
+
+	/* take ownership of whatever fds arrived before judging the packet */
+	nfd = msg_take_fds(&mh, &fd, &badcmsg);
+
+	if (n == 0) {
+		chan->errstr = "connection closed";
+		goto fail_eof;
+	}
+	if (mh.msg_flags & MSG_TRUNC) {
+		msg_seterr(chan, "truncated packet: larger than %zu bytes",
+		    sizeof(m->hdr) + sizeof(m->body));
+		goto fail;
+	}
+	if (badcmsg) {
+		chan->errstr = "unexpected control message";
+		goto fail;
+	}
+	/* too many fds, or the kernel could not install one (RLIMIT_NOFILE) */
+	if (mh.msg_flags & MSG_CTRUNC) {
+		chan->errstr = "truncated control data";
+		goto fail;
+	}
+	if (nfd > 1) {
+		msg_seterr(chan, "%d fds in one packet", nfd);
+		goto fail;
+	}
+	if ((size_t)n < sizeof(m->hdr)) {
+		msg_seterr(chan, "short packet: %zd bytes, header is %zu",
+		    n, sizeof(m->hdr));
+		goto fail;
+	}
+	blen = (size_t)n - sizeof(m->hdr);
+	if (m->hdr.len != blen) {
+		msg_seterr(chan,
+		    "type %u: header says %u bytes, packet has %zu",
+		    m->hdr.type, m->hdr.len, blen);
+		goto fail;
+	}
+
+	if (!chan->hello_seen) {
+		if (m->hdr.type != MSG_HELLO) {
+			msg_seterr(chan, "type %u before hello", m->hdr.type);
+			goto fail;
+		}
+		if (m->hdr.len != sizeof(hello)) {
+			msg_seterr(chan, "hello: length %u, want %zu",
+			    m->hdr.len, sizeof(hello));
+			goto fail;
+		}
+		if (fd != -1) {
+			chan->errstr = "hello: unexpected fd";
+			goto fail;
+		}
+		memcpy(&hello, m->body, sizeof(hello));
+		if (hello.version != MSG_VERSION) {
+			msg_seterr(chan, "hello: version mismatch: peer %u, "
+			    "ours %u", hello.version, MSG_VERSION);
+			goto fail;
+		}
+		chan->peer = hello;
+		chan->hello_seen = 1;
+		return 1;
+	}
+
+	if (m->hdr.type == MSG_HELLO) {
+		chan->errstr = "second hello";
+		goto fail;
+	}
+	if ((rule = msg_rule_find(chan, m->hdr.type)) == NULL) {
+		msg_seterr(chan, "unknown type %u", m->hdr.type);
+		goto fail;
+	}
+	if (m->hdr.len != rule->len) {
+		msg_seterr(chan, "type %u (%s): length %u, want %u",
+		    m->hdr.type, msg_type_name(chan, m->hdr.type), m->hdr.len,
+		    rule->len);
+		goto fail;
+	}
+	if (rule->fd == MSG_FD_NONE && fd != -1) {
+		msg_seterr(chan, "type %u (%s): unexpected fd",
+		    m->hdr.type, msg_type_name(chan, m->hdr.type));
+		goto fail;
+	}
+	if (rule->fd == MSG_FD_REQUIRED && fd == -1) {
+		msg_seterr(chan, "type %u (%s): fd missing",
+		    m->hdr.type, msg_type_name(chan, m->hdr.type));
+		goto fail;
+	}
+	m->fd = fd;
+	return 1;
+
+ fail:
+	if (fd != -1)
+		close(fd);
+	return -2;
+ fail_eof:
+	if (fd != -1)
+		close(fd);
+	return -1;
+}
+
+const char *
+msg_type_name(const struct msg_chan *chan, uint32_t type)
+{
+	const struct msg_rule	*rule;
+
+	if (type == MSG_HELLO)
+		return "hello";
+	if ((rule = msg_rule_find(chan, type)) == NULL || rule->name == NULL)
+		return "unknown";
+	return rule->name;
+}

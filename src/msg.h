@@ -1,0 +1,103 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * Typed messages between pyrelayd processes over SOCK_SEQPACKET socketpairs.
+ * One message per packet: a fixed header, a body of exactly the length the
+ * receiver's allow-list names for that type, and at most one fd.
+ * The first message on every channel, in each direction, is MSG_HELLO
+ * carrying MSG_VERSION.  Anything else is a protocol violation and the
+ * caller kills the peer.
+ */
+#ifndef MSG_H
+#define MSG_H
+
+#include <sys/queue.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MSG_VERSION	1
+#define MSG_MAX_BODY	(32 * 1024)
+#define MSG_HELLO	1		/* reserved type, body struct msg_hello */
+
+struct msg_hdr {
+	uint32_t	type;
+	uint32_t	len;		/* body length */
+	uint64_t	id;		/* type dependent: conn id, request id */
+};
+
+struct msg_hello {
+	uint32_t	version;
+	uint32_t	role;		/* enum proc_role of the sender */
+	uint32_t	pid;
+	uint32_t	pad;
+};
+
+enum msg_fd_rule {
+	MSG_FD_NONE = 0,		/* an fd with this type is a violation */
+	MSG_FD_REQUIRED,		/* no fd with this type is a violation */
+};
+
+/* one row of a per-direction allow-list */
+struct msg_rule {
+	uint32_t		type;
+	uint32_t		len;	/* exact body length */
+	enum msg_fd_rule	fd;
+	const char		*name;	/* for logs */
+};
+
+struct msg {
+	struct msg_hdr	hdr;
+	int		fd;		/* -1 when none */
+	unsigned char	body[MSG_MAX_BODY];
+};
+
+struct msg_out {
+	TAILQ_ENTRY(msg_out)	entry;
+	int			fd;	/* sent with the packet, then closed */
+	size_t			len;	/* header + body */
+	unsigned char		buf[];
+};
+TAILQ_HEAD(msg_outq, msg_out);
+
+struct msg_chan {
+	int			 fd;		/* our end, non-blocking */
+	const struct msg_rule	*rules;		/* what we accept */
+	size_t			 nrules;
+	int			 hello_seen;	/* peer's MSG_HELLO received */
+	struct msg_hello	 peer;		/* its content */
+	struct msg_outq		 outq;
+	size_t			 outq_len;	/* packets queued */
+	const char		*errstr;	/* why the last call failed */
+};
+
+/* Sets up chan on fd (made non-blocking) with the allow-list of what we accept. */
+void	msg_chan_init(struct msg_chan *, int fd, const struct msg_rule *, size_t);
+/* Frees the queue, closes queued fds and the channel fd. */
+void	msg_chan_clear(struct msg_chan *);
+/*
+ * Queues a message; fd (or -1) is owned by the channel from now on, even
+ * when the call fails, and closed once sent.  Returns 0, or -1 (errstr set) when len > MSG_MAX_BODY.
+ * Never blocks; call msg_flush() (or wait for EV_WRITE) to send.
+ */
+int	msg_compose(struct msg_chan *, uint32_t type, uint64_t id,
+	    const void *body, size_t len, int fd);
+/* Queues our MSG_HELLO. */
+int	msg_hello(struct msg_chan *, uint32_t role);
+/*
+ * Sends what is queued.  Returns 1 when the queue is empty, 0 when the
+ * socket is full (wait for EV_WRITE), -1 on error (peer gone; errstr set).
+ */
+int	msg_flush(struct msg_chan *);
+/*
+ * Receives one message.  Returns 1 with *m filled (m->fd is ours to close),
+ * 0 when nothing is pending, -1 on EOF or a socket error, -2 on a protocol
+ * violation (unknown type, wrong length, fd where none is allowed or none
+ * where one is required, truncated packet, first message not a valid
+ * MSG_HELLO).  errstr says why.  MSG_HELLO itself is consumed by
+ * msg_recv and reported as 1 with m->hdr.type == MSG_HELLO.
+ */
+int	msg_recv(struct msg_chan *, struct msg *m);
+/* Name of a type in chan's allow-list, for logs. */
+const char *msg_type_name(const struct msg_chan *, uint32_t type);
+
+#endif

@@ -1,0 +1,1095 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * The parent (supervisor, architecture.md): opens the listeners, starts the
+ * fronts, accepts connections, applies admission (rate limit, caps), keeps
+ * the map server-id -> relay process, and routes connections to relays.
+ * It reads only typed messages from its own workers and treats each as
+ * hostile: a bad one kills the worker, never the parent.
+ */
+#include "config.h"
+
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+/* libbsd leaves __unused undefined on glibc; the tree macros need it */
+#ifndef __unused
+#define __unused __attribute__((__unused__))
+#endif
+#include <sys/tree.h>
+#include <sys/wait.h>
+
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "msg.h"
+#include "parent.h"
+#include "proto.h"
+#include "pyrelayd.h"
+#include "sandbox.h"
+
+#define ACCEPT_BATCH		64	/* accepts per listener wakeup */
+#define ACCEPT_PAUSE_MS		1000	/* after EMFILE/ENFILE */
+#define DRAIN_DEADLINE_MS	10000	/* protocol.md §7 */
+#define RESPAWN_MIN_MS		100	/* first restart of a dead front */
+#define RESPAWN_MAX_MS		10000	/* backoff ceiling for a front that keeps dying */
+#define RESPAWN_STABLE_MS	5000	/* a front that lived this long resets the backoff */
+
+struct conn_rec;
+struct worker;
+
+/* One client address: live connection count and rate-limit bucket. */
+struct ip_rec {
+	RB_ENTRY(ip_rec)	 entry;
+	unsigned char		 addr[16];
+	int			 family;
+	uint32_t		 live;
+	double			 tokens;
+	int64_t			 refill_ms;	/* last refill */
+};
+RB_HEAD(ip_tree, ip_rec);
+
+/* One connection, from accept until some process reports it gone. */
+struct conn_rec {
+	RB_ENTRY(conn_rec)	 entry;
+	TAILQ_ENTRY(conn_rec)	 owned;		/* owner's list */
+	uint64_t		 id;
+	struct ip_rec		*ip;
+	struct worker		*owner;		/* NULL: in the parent */
+};
+RB_HEAD(conn_tree, conn_rec);
+TAILQ_HEAD(conn_rec_list, conn_rec);
+
+struct worker {
+	TAILQ_ENTRY(worker)	 entry;		/* all workers */
+	RB_ENTRY(worker)	 map;		/* relays in the map */
+	enum proc_role		 role;
+	pid_t			 pid;
+	int			 dead;		/* killed or channel gone; awaiting reap */
+	int			 in_map;	/* relays: reachable by server-id */
+	int			 hello;
+	struct msg_chan		 chan;
+	struct event		*ev_read;
+	struct event		*ev_write;
+	struct conn_rec_list	 conns;
+	char			 sid[SERVER_ID_MAX + 1];
+	uint32_t		 binaries;	/* relay's last report */
+	uint32_t		 phones;
+	int			 front_slot;	/* fronts: index */
+	int64_t			 started_ms;
+};
+TAILQ_HEAD(worker_list, worker);
+RB_HEAD(relay_map, worker);
+
+struct listener {
+	TAILQ_ENTRY(listener)	 entry;
+	struct listen_addr	*la;
+	struct event		*ev;
+};
+TAILQ_HEAD(listener_list, listener);
+
+struct parent {
+	struct event_base	*base;
+	struct config		*conf;
+	struct parent_opts	 opts;
+	char			 self[PATH_MAX];
+	int			 root;
+	uid_t			 uid;
+	gid_t			 gid;
+	struct listener_list	 listeners;
+	struct event		*ev_accept_pause;
+	int			 reserve_fd;
+	struct worker_list	 workers;
+	struct relay_map	 relays;
+	struct worker		**fronts;
+	int			 nfronts;
+	int			 next_front;
+	int			 ready;
+	struct conn_tree	 conns;
+	struct ip_tree		 ips;
+	uint64_t		 next_conn_id;
+	uint32_t		 live;
+	uint64_t		 binaries, phones;	/* sums of relay reports */
+	int64_t			 started_ms;
+	int			 stopping;
+	struct event		*ev_drain;
+	struct event		*ev_sigchld, *ev_sigterm, *ev_sigint, *ev_sighup;
+	struct event		*ev_respawn;
+	int64_t			 respawn_ms;	/* current backoff */
+};
+
+static struct parent	*P;
+
+static int
+ip_cmp(struct ip_rec *a, struct ip_rec *b)
+{
+	if (a->family != b->family)
+		return a->family < b->family ? -1 : 1;
+	return memcmp(a->addr, b->addr, sizeof(a->addr));
+}
+RB_GENERATE_STATIC(ip_tree, ip_rec, entry, ip_cmp)
+
+static int
+conn_cmp(struct conn_rec *a, struct conn_rec *b)
+{
+	return a->id < b->id ? -1 : a->id > b->id;
+}
+RB_GENERATE_STATIC(conn_tree, conn_rec, entry, conn_cmp)
+
+static int
+relay_cmp(struct worker *a, struct worker *b)
+{
+	return strcmp(a->sid, b->sid);
+}
+RB_GENERATE_STATIC(relay_map, worker, map, relay_cmp)
+
+static void	parent_worker_read(evutil_socket_t, short, void *);
+static void	parent_worker_write(evutil_socket_t, short, void *);
+static void	parent_route(struct parent *, struct conn_rec *,
+		    struct msg_conn_upgrade *, int);
+static struct worker *parent_spawn(struct parent *, enum proc_role, const char *);
+
+static const struct msg_rule front_to_parent[] = {
+	{ MSG_CONN_UPGRADE, sizeof(struct msg_conn_upgrade), MSG_FD_REQUIRED, "CONN_UPGRADE" },
+	{ MSG_CONN_CLOSED, sizeof(struct msg_conn_closed), MSG_FD_NONE, "CONN_CLOSED" },
+	{ MSG_HEALTH_REQ, sizeof(struct msg_empty), MSG_FD_NONE, "HEALTH_REQ" },
+};
+
+static const struct msg_rule relay_to_parent[] = {
+	{ MSG_CONN_REROUTE, sizeof(struct msg_conn_upgrade), MSG_FD_REQUIRED, "CONN_REROUTE" },
+	{ MSG_CONN_CLOSED, sizeof(struct msg_conn_closed), MSG_FD_NONE, "CONN_CLOSED" },
+	{ MSG_RELAY_STATE, sizeof(struct msg_relay_state), MSG_FD_NONE, "RELAY_STATE" },
+	{ MSG_RETIRE, sizeof(struct msg_empty), MSG_FD_NONE, "RETIRE" },
+};
+
+static const char *
+role_str(enum proc_role role)
+{
+	switch (role) {
+	case ROLE_FRONT:
+		return "front";
+	case ROLE_RELAY:
+		return "relay";
+	default:
+		return "parent";
+	}
+}
+
+/* ---- connection accounting ------------------------------------------- */
+
+static void
+ip_key(const struct sockaddr_storage *ss, struct ip_rec *key)
+{
+	memset(key, 0, sizeof(*key));
+	key->family = ss->ss_family;
+	if (ss->ss_family == AF_INET)
+		memcpy(key->addr, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+	else if (ss->ss_family == AF_INET6)
+		memcpy(key->addr, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+}
+
+static struct ip_rec *
+ip_get(struct parent *p, const struct sockaddr_storage *ss)
+{
+	struct ip_rec	 key, *ip;
+
+	ip_key(ss, &key);
+	if ((ip = RB_FIND(ip_tree, &p->ips, &key)) != NULL)
+		return ip;
+	ip = xcalloc(1, sizeof(*ip));
+	*ip = key;
+	ip->tokens = p->conf->lim.rate_burst;
+	ip->refill_ms = now_ms();
+	RB_INSERT(ip_tree, &p->ips, ip);
+	return ip;
+}
+
+/* An address with no live connection and a full bucket holds no state. */
+static void
+ip_maybe_free(struct parent *p, struct ip_rec *ip)
+{
+	int64_t	elapsed;
+	double	tokens;
+
+	if (ip->live > 0)
+		return;
+	elapsed = now_ms() - ip->refill_ms;
+	tokens = ip->tokens + (double)elapsed / p->conf->lim.rate_refill_ms;
+	if (tokens < p->conf->lim.rate_burst)
+		return;
+	RB_REMOVE(ip_tree, &p->ips, ip);
+	free(ip);
+}
+
+/* protocol.md §2 step 2: token bucket per client address. */
+static int
+ip_take_token(struct parent *p, struct ip_rec *ip)
+{
+	int64_t	now = now_ms();
+
+	ip->tokens += (double)(now - ip->refill_ms) / p->conf->lim.rate_refill_ms;
+	if (ip->tokens > p->conf->lim.rate_burst)
+		ip->tokens = p->conf->lim.rate_burst;
+	ip->refill_ms = now;
+	if (ip->tokens < 1.0)
+		return -1;
+	ip->tokens -= 1.0;
+	return 0;
+}
+
+static void
+conn_set_owner(struct conn_rec *c, struct worker *w)
+{
+	if (c->owner != NULL)
+		TAILQ_REMOVE(&c->owner->conns, c, owned);
+	c->owner = w;
+	if (w != NULL)
+		TAILQ_INSERT_TAIL(&w->conns, c, owned);
+}
+
+static void
+conn_release(struct parent *p, struct conn_rec *c)
+{
+	conn_set_owner(c, NULL);
+	RB_REMOVE(conn_tree, &p->conns, c);
+	p->live--;
+	c->ip->live--;
+	ip_maybe_free(p, c->ip);
+	free(c);
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+static void
+parent_worker_flush(struct worker *w)
+{
+	int	rv;
+
+	if (w->dead)
+		return;
+	if ((rv = msg_flush(&w->chan)) == -1) {
+		log_warnx("event=worker_channel_error role=%s pid=%d error=\"%s\"",
+		    role_str(w->role), (int)w->pid, w->chan.errstr);
+		return;
+	}
+	if (rv == 0)
+		event_add(w->ev_write, NULL);
+}
+
+/* A worker broke the rules or lost its channel: kill it; reaping does the rest. */
+static void
+parent_worker_kill(struct parent *p, struct worker *w, const char *why)
+{
+	if (w->dead)
+		return;
+	log_warnx("event=worker_killed role=%s pid=%d sid=%s reason=\"%s\"",
+	    role_str(w->role), (int)w->pid, w->sid[0] ? w->sid : "-", why);
+	w->dead = 1;
+	kill(w->pid, SIGKILL);
+	event_del(w->ev_read);
+	event_del(w->ev_write);
+	if (w->in_map) {
+		RB_REMOVE(relay_map, &p->relays, w);
+		w->in_map = 0;
+	}
+}
+
+static void
+parent_send_setup(struct parent *p, struct worker *w)
+{
+	struct msg_setup	*s;
+
+	s = xcalloc(1, sizeof(*s));
+	s->role = w->role;
+	s->verbose = p->opts.verbose;
+	s->root = p->root;
+	s->uid = p->uid;
+	s->gid = p->gid;
+	strlcpy(s->chroot, p->conf->chroot, sizeof(s->chroot));
+	strlcpy(s->server_id, w->sid, sizeof(s->server_id));
+	s->lim = p->conf->lim;
+	msg_hello(&w->chan, ROLE_PARENT);
+	msg_compose(&w->chan, MSG_SETUP, 0, s, sizeof(*s), -1);
+	free(s);
+	parent_worker_flush(w);
+}
+
+static struct worker *
+parent_spawn(struct parent *p, enum proc_role role, const char *sid)
+{
+	struct worker	*w;
+	int		 sv[2];
+	pid_t		 pid;
+	char		*argv[6];
+	int		 argc = 0;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
+		log_warn("parent: socketpair");
+		return NULL;
+	}
+	switch ((pid = fork())) {
+	case -1:
+		log_warn("parent: fork");
+		close(sv[0]);
+		close(sv[1]);
+		return NULL;
+	case 0:
+		/* the child's channel is fd 3; everything else is close-on-exec */
+		if (sv[1] == 3) {
+			if (fcntl(3, F_SETFD, 0) == -1)
+				_exit(127);
+		} else if (dup2(sv[1], 3) == -1)
+			_exit(127);
+		signal(SIGPIPE, SIG_DFL);
+		{
+			sigset_t	set;
+
+			sigemptyset(&set);
+			sigprocmask(SIG_SETMASK, &set, NULL);
+		}
+		argv[argc++] = "pyrelayd";
+		argv[argc++] = "-P";
+		argv[argc++] = role == ROLE_FRONT ? "front" : "relay";
+		if (p->opts.foreground)
+			argv[argc++] = "-d";
+		argv[argc] = NULL;
+		execv(p->self, argv);
+		_exit(127);
+	}
+	close(sv[1]);
+	w = xcalloc(1, sizeof(*w));
+	w->role = role;
+	w->pid = pid;
+	w->started_ms = now_ms();
+	TAILQ_INIT(&w->conns);
+	if (sid != NULL)
+		strlcpy(w->sid, sid, sizeof(w->sid));
+	msg_chan_init(&w->chan, sv[0], role == ROLE_FRONT ? front_to_parent :
+	    relay_to_parent, role == ROLE_FRONT ?
+	    sizeof(front_to_parent) / sizeof(front_to_parent[0]) :
+	    sizeof(relay_to_parent) / sizeof(relay_to_parent[0]));
+	w->ev_read = event_new(p->base, sv[0], EV_READ | EV_PERSIST,
+	    parent_worker_read, w);
+	w->ev_write = event_new(p->base, sv[0], EV_WRITE | EV_PERSIST,
+	    parent_worker_write, w);
+	if (w->ev_read == NULL || w->ev_write == NULL)
+		fatalx("parent: event_new");
+	event_add(w->ev_read, NULL);
+	TAILQ_INSERT_TAIL(&p->workers, w, entry);
+	parent_send_setup(p, w);
+	return w;
+}
+
+static struct worker *
+parent_pick_front(struct parent *p)
+{
+	int	i;
+	struct worker *w;
+
+	for (i = 0; i < p->nfronts; i++) {
+		w = p->fronts[(p->next_front + i) % p->nfronts];
+		if (w != NULL && !w->dead) {
+			p->next_front = (p->next_front + i + 1) % p->nfronts;
+			return w;
+		}
+	}
+	return NULL;
+}
+
+/* Hands an fd to a front to write an answer decided here (architecture.md). */
+static void
+parent_verdict(struct parent *p, struct conn_rec *c, int fd, int kind, int code,
+    const struct msg_conn_upgrade *up)
+{
+	struct msg_conn_verdict	 v;
+	struct worker		*w;
+
+	if ((w = parent_pick_front(p)) == NULL) {
+		close(fd);
+		conn_release(p, c);
+		return;
+	}
+	memset(&v, 0, sizeof(v));
+	v.kind = kind;
+	v.code = code;
+	v.ws_version_hdr = up->ws_version_hdr;
+	strlcpy(v.ws_accept, up->ws_accept, sizeof(v.ws_accept));
+	conn_set_owner(c, w);
+	msg_compose(&w->chan, MSG_CONN_VERDICT, c->id, &v, sizeof(v), fd);
+	parent_worker_flush(w);
+}
+
+/* Sends a connection to the relay that owns its server-id. */
+static void
+parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
+    int fd)
+{
+	struct worker	 key, *r;
+
+	strlcpy(key.sid, up->server_id, sizeof(key.sid));
+	r = RB_FIND(relay_map, &p->relays, &key);
+	if (r == NULL) {
+		if (up->kind == CONN_PHONE) {
+			/* protocol.md §3: decided where no relay exists */
+			log_info("event=phone_register_no_server server_id=%s",
+			    up->server_id);
+			parent_verdict(p, c, fd, VERDICT_WS_CLOSE, 4404, up);
+			return;
+		}
+		if ((r = parent_spawn(p, ROLE_RELAY, up->server_id)) == NULL) {
+			parent_verdict(p, c, fd, VERDICT_HTTP, 503, up);
+			return;
+		}
+		r->in_map = 1;
+		RB_INSERT(relay_map, &p->relays, r);
+		log_debug("parent: relay for %s is pid %d", up->server_id, (int)r->pid);
+	}
+	conn_set_owner(c, r);
+	msg_compose(&r->chan, MSG_CONN_ATTACH, c->id, up, sizeof(*up), fd);
+	parent_worker_flush(r);
+}
+
+static int
+upgrade_valid(const struct msg_conn_upgrade *up)
+{
+	if (up->server_id[SERVER_ID_MAX] != '\0' ||
+	    up->device_name[DEVICE_NAME_MAX] != '\0' ||
+	    up->ws_accept[WS_ACCEPT_LEN] != '\0' ||
+	    up->preread_len > PREREAD_MAX)
+		return 0;
+	if (up->kind != CONN_BINARY && up->kind != CONN_PHONE)
+		return 0;
+	if (up->status != 0 && up->status != 400 && up->status != 405 &&
+	    up->status != 426)
+		return 0;
+	if (up->status == 0 && (strlen(up->ws_accept) != WS_ACCEPT_LEN ||
+	    !server_id_valid(up->server_id, strlen(up->server_id))))
+		return 0;
+	return 1;
+}
+
+/* A front parsed a /v1 request: admission, then routing (protocol.md §2). */
+static void
+parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
+{
+	struct msg_conn_upgrade	*up = (struct msg_conn_upgrade *)m->body;
+	struct conn_rec		 key, *c;
+	const struct limits	*lim = &p->conf->lim;
+
+	key.id = m->hdr.id;
+	c = RB_FIND(conn_tree, &p->conns, &key);
+	if (c == NULL || c->owner != w || !upgrade_valid(up)) {
+		close(m->fd);
+		parent_worker_kill(p, w, "bad CONN_UPGRADE");
+		return;
+	}
+	conn_set_owner(c, NULL);
+	if (ip_take_token(p, c->ip) == -1) {
+		log_info("event=rate_limited endpoint=%s",
+		    up->kind == CONN_BINARY ? "server" : "client");
+		parent_verdict(p, c, m->fd, VERDICT_HTTP, 429, up);
+		return;
+	}
+	if (p->live > lim->max_connections ||
+	    c->ip->live > lim->max_connections_per_ip) {
+		log_info("event=conn_cap_reached live=%u ip_live=%u", p->live,
+		    c->ip->live);
+		parent_verdict(p, c, m->fd, VERDICT_HTTP, 503, up);
+		return;
+	}
+	if (up->status != 0) {
+		parent_verdict(p, c, m->fd, VERDICT_HTTP, up->status, up);
+		return;
+	}
+	parent_route(p, c, up, m->fd);
+}
+
+/* Counts /healthz reports: drain every relay's pending reports first. */
+static void parent_dispatch(struct parent *, struct worker *);
+
+static void
+parent_health(struct parent *p, struct worker *w, struct msg *m)
+{
+	struct worker		*r, *next;
+	struct msg_health	 h;
+
+	/*
+	 * A relay reports its counts before it writes the 101 a client could
+	 * react to, so reading what relays sent before answering makes the
+	 * counts exact at every moment a client can observe.
+	 */
+	TAILQ_FOREACH_SAFE(r, &p->workers, entry, next)
+		if (r->role == ROLE_RELAY && !r->dead)
+			parent_dispatch(p, r);
+	memset(&h, 0, sizeof(h));
+	h.binaries = p->binaries;
+	h.phones = p->phones;
+	h.uptime_s = (now_ms() - p->started_ms) / 1000;
+	msg_compose(&w->chan, MSG_HEALTH, m->hdr.id, &h, sizeof(h), -1);
+	parent_worker_flush(w);
+}
+
+static void
+parent_relay_counts(struct parent *p, struct worker *r, uint32_t b, uint32_t ph)
+{
+	p->binaries -= r->binaries;
+	p->phones -= r->phones;
+	r->binaries = b;
+	r->phones = ph;
+	p->binaries += b;
+	p->phones += ph;
+}
+
+static void
+parent_conn_closed(struct parent *p, struct worker *w, struct msg *m)
+{
+	struct conn_rec	key, *c;
+
+	key.id = m->hdr.id;
+	if ((c = RB_FIND(conn_tree, &p->conns, &key)) == NULL || c->owner != w) {
+		parent_worker_kill(p, w, "CONN_CLOSED for a connection it does not hold");
+		return;
+	}
+	conn_release(p, c);
+}
+
+static void
+parent_handle(struct parent *p, struct worker *w, struct msg *m)
+{
+	struct msg_relay_state	*st;
+	struct msg_empty	 e = { 0 };
+	struct conn_rec		 key, *c;
+
+	switch (m->hdr.type) {
+	case MSG_HELLO:
+		w->hello = 1;
+		if (w->role == ROLE_FRONT && !p->ready) {
+			int	i, all = 1;
+
+			for (i = 0; i < p->nfronts; i++)
+				if (p->fronts[i] == NULL || !p->fronts[i]->hello)
+					all = 0;
+			if (all) {
+				p->ready = 1;
+				log_info("event=ready workers=%d pid=%d", p->nfronts,
+				    (int)getpid());
+			}
+		}
+		break;
+	case MSG_CONN_UPGRADE:
+		parent_upgrade(p, w, m);
+		break;
+	case MSG_CONN_CLOSED:
+		parent_conn_closed(p, w, m);
+		break;
+	case MSG_HEALTH_REQ:
+		parent_health(p, w, m);
+		break;
+	case MSG_RELAY_STATE:
+		st = (struct msg_relay_state *)m->body;
+		if (st->binary_connected > 1 || st->phones > 100000) {
+			parent_worker_kill(p, w, "bad RELAY_STATE");
+			break;
+		}
+		parent_relay_counts(p, w, st->binary_connected, st->phones);
+		break;
+	case MSG_RETIRE:
+		/* architecture.md "The retire handshake", step 2 */
+		if (w->in_map) {
+			RB_REMOVE(relay_map, &p->relays, w);
+			w->in_map = 0;
+		}
+		log_debug("parent: relay %s pid %d retires", w->sid, (int)w->pid);
+		msg_compose(&w->chan, MSG_RETIRE_OK, 0, &e, sizeof(e), -1);
+		parent_worker_flush(w);
+		break;
+	case MSG_CONN_REROUTE:
+		key.id = m->hdr.id;
+		c = RB_FIND(conn_tree, &p->conns, &key);
+		if (c == NULL || c->owner != w || w->in_map ||
+		    !upgrade_valid((struct msg_conn_upgrade *)m->body) ||
+		    ((struct msg_conn_upgrade *)m->body)->status != 0 ||
+		    strcmp(((struct msg_conn_upgrade *)m->body)->server_id, w->sid) != 0) {
+			close(m->fd);
+			parent_worker_kill(p, w, "bad CONN_REROUTE");
+			break;
+		}
+		/* step 3: routed again as if new */
+		parent_route(p, c, (struct msg_conn_upgrade *)m->body, m->fd);
+		break;
+	default:
+		if (m->fd != -1)
+			close(m->fd);
+		parent_worker_kill(p, w, "unexpected message");
+		break;
+	}
+}
+
+static void
+parent_dispatch(struct parent *p, struct worker *w)
+{
+	static struct msg	*m;
+	int			 rv, n;
+
+	if (m == NULL)
+		m = xmalloc(sizeof(*m));
+	/* bounded, so one busy worker cannot starve the others */
+	for (n = 0; n < 256 && !w->dead; n++) {
+		rv = msg_recv(&w->chan, m);
+		if (rv == 0)
+			return;
+		if (rv == -1) {
+			/* the worker exited or crashed: reaping will tell */
+			w->dead = 1;
+			event_del(w->ev_read);
+			event_del(w->ev_write);
+			if (w->in_map) {
+				RB_REMOVE(relay_map, &p->relays, w);
+				w->in_map = 0;
+			}
+			return;
+		}
+		if (rv == -2) {
+			parent_worker_kill(p, w, w->chan.errstr);
+			return;
+		}
+		parent_handle(p, w, m);
+	}
+}
+
+static void
+parent_worker_read(evutil_socket_t fd, short ev, void *arg)
+{
+	parent_dispatch(P, arg);
+}
+
+static void
+parent_worker_write(evutil_socket_t fd, short ev, void *arg)
+{
+	struct worker	*w = arg;
+	int		 rv;
+
+	if ((rv = msg_flush(&w->chan)) != 0)
+		event_del(w->ev_write);
+	if (rv == -1)
+		log_warnx("event=worker_channel_error role=%s pid=%d error=\"%s\"",
+		    role_str(w->role), (int)w->pid, w->chan.errstr);
+}
+
+static void
+parent_worker_free(struct parent *p, struct worker *w)
+{
+	struct conn_rec	*c;
+
+	/* a crashed worker's connections are gone with it: release their slots */
+	while ((c = TAILQ_FIRST(&w->conns)) != NULL)
+		conn_release(p, c);
+	if (w->role == ROLE_RELAY)
+		parent_relay_counts(p, w, 0, 0);
+	if (w->in_map)
+		RB_REMOVE(relay_map, &p->relays, w);
+	TAILQ_REMOVE(&p->workers, w, entry);
+	event_free(w->ev_read);
+	event_free(w->ev_write);
+	msg_chan_clear(&w->chan);
+	free(w);
+}
+
+static void
+parent_respawn_fronts(evutil_socket_t fd, short ev, void *arg)
+{
+	struct parent	*p = arg;
+	int		 i;
+
+	if (p->stopping)
+		return;
+	for (i = 0; i < p->nfronts; i++) {
+		if (p->fronts[i] != NULL)
+			continue;
+		if ((p->fronts[i] = parent_spawn(p, ROLE_FRONT, NULL)) == NULL) {
+			struct timeval	tv = { 1, 0 };
+
+			evtimer_add(p->ev_respawn, &tv);
+			return;
+		}
+		p->fronts[i]->front_slot = i;
+		log_info("event=front_started pid=%d slot=%d",
+		    (int)p->fronts[i]->pid, i);
+	}
+}
+
+static void
+parent_check_stopped(struct parent *p)
+{
+	if (p->stopping && TAILQ_EMPTY(&p->workers)) {
+		log_info("event=stopped");
+		exit(0);
+	}
+}
+
+static void
+parent_sigchld(evutil_socket_t sig, short ev, void *arg)
+{
+	struct parent	*p = arg;
+	struct worker	*w;
+	pid_t		 pid;
+	int		 status, i, respawn = 0;
+	char		 how[64];
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		TAILQ_FOREACH(w, &p->workers, entry)
+			if (w->pid == pid)
+				break;
+		if (w == NULL)
+			continue;
+		if (WIFSIGNALED(status))
+			snprintf(how, sizeof(how), "signal=%d", WTERMSIG(status));
+		else
+			snprintf(how, sizeof(how), "status=%d", WEXITSTATUS(status));
+		/* a relay that exits 0 after RETIRE_OK (or at shutdown) is normal */
+		if (WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+		    (w->role == ROLE_RELAY || p->stopping))
+			log_debug("event=%s_exited pid=%d sid=%s %s", role_str(w->role),
+			    (int)pid, w->sid[0] ? w->sid : "-", how);
+		else
+			log_warnx("event=%s_exited pid=%d sid=%s %s abnormal=1",
+			    role_str(w->role), (int)pid, w->sid[0] ? w->sid : "-",
+			    how);
+		if (w->role == ROLE_FRONT) {
+			for (i = 0; i < p->nfronts; i++)
+				if (p->fronts[i] == w)
+					p->fronts[i] = NULL;
+			respawn = 1;
+			/* back off while fronts die young, so a broken setup cannot spin */
+			if (now_ms() - w->started_ms >= RESPAWN_STABLE_MS)
+				p->respawn_ms = RESPAWN_MIN_MS;
+			else if (p->respawn_ms < RESPAWN_MAX_MS)
+				p->respawn_ms = p->respawn_ms ? p->respawn_ms * 2 :
+				    RESPAWN_MIN_MS;
+		}
+		parent_worker_free(p, w);
+	}
+	if (respawn && !p->stopping && !evtimer_pending(p->ev_respawn, NULL)) {
+		struct timeval	tv;
+
+		if (p->respawn_ms > RESPAWN_MAX_MS)
+			p->respawn_ms = RESPAWN_MAX_MS;
+		tv.tv_sec = p->respawn_ms / 1000;
+		tv.tv_usec = (p->respawn_ms % 1000) * 1000;
+		evtimer_add(p->ev_respawn, &tv);
+	}
+	parent_check_stopped(p);
+}
+
+/* ---- accepting ------------------------------------------------------------ */
+
+static void
+parent_accept_resume(evutil_socket_t fd, short ev, void *arg)
+{
+	struct parent	*p = arg;
+	struct listener	*l;
+
+	if (p->stopping)
+		return;
+	TAILQ_FOREACH(l, &p->listeners, entry)
+		event_add(l->ev, NULL);
+}
+
+static void
+parent_accept_pause(struct parent *p)
+{
+	struct listener	*l;
+	struct timeval	 tv = { ACCEPT_PAUSE_MS / 1000, (ACCEPT_PAUSE_MS % 1000) * 1000 };
+
+	TAILQ_FOREACH(l, &p->listeners, entry)
+		event_del(l->ev);
+	evtimer_add(p->ev_accept_pause, &tv);
+}
+
+static void
+parent_accept(evutil_socket_t lfd, short ev, void *arg)
+{
+	struct listener		*l = arg;
+	struct parent		*p = P;
+	struct sockaddr_storage	 ss;
+	socklen_t		 sslen;
+	struct msg_conn_new	 cn;
+	struct conn_rec		*c;
+	struct worker		*w;
+	int			 fd, n;
+
+	for (n = 0; n < ACCEPT_BATCH; n++) {
+		sslen = sizeof(ss);
+		fd = accept4(lfd, (struct sockaddr *)&ss, &sslen,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno == EMFILE || errno == ENFILE) {
+				/*
+				 * Out of descriptors: use the reserve to take
+				 * the connection off the queue and close it,
+				 * then stop accepting for a while.
+				 */
+				log_warnx("event=accept_paused reason=\"%s\"",
+				    strerror(errno));
+				if (p->reserve_fd != -1) {
+					close(p->reserve_fd);
+					if ((fd = accept(lfd, NULL, NULL)) != -1)
+						close(fd);
+					p->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+				}
+				parent_accept_pause(p);
+			} else if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != EINTR && errno != ECONNABORTED)
+				log_warn("parent: accept");
+			return;
+		}
+		if ((w = parent_pick_front(p)) == NULL) {
+			close(fd);
+			continue;
+		}
+		c = xcalloc(1, sizeof(*c));
+		c->id = ++p->next_conn_id;
+		c->ip = ip_get(p, &ss);
+		c->ip->live++;
+		p->live++;
+		RB_INSERT(conn_tree, &p->conns, c);
+		conn_set_owner(c, w);
+		memset(&cn, 0, sizeof(cn));
+		memcpy(&cn.peer, &ss, sslen < sizeof(cn.peer) ? sslen : sizeof(cn.peer));
+		cn.accepted_ms = now_ms();
+		cn.listen_flags = l->la->flags;
+		msg_compose(&w->chan, MSG_CONN_NEW, c->id, &cn, sizeof(cn), fd);
+		parent_worker_flush(w);
+	}
+}
+
+static int
+parent_listen(struct listen_addr *la)
+{
+	int	fd, one = 1;
+	char	name[128];
+
+	listen_addr_print(la, name, sizeof(name));
+	fd = socket(la->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		log_warn("listen on %s: socket", name);
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (la->ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&la->ss, la->sslen) == -1) {
+		log_warn("listen on %s: bind", name);
+		close(fd);
+		return -1;
+	}
+	if (listen(fd, 1024) == -1) {
+		log_warn("listen on %s: listen", name);
+		close(fd);
+		return -1;
+	}
+	la->fd = fd;
+	return 0;
+}
+
+static void
+parent_open_listeners(struct parent *p)
+{
+	struct listen_addr	*la;
+	struct listener		*l;
+	struct listen_list	*lists[2] = { &p->conf->listeners, &p->conf->metrics };
+	int			 i;
+
+	for (i = 0; i < 2; i++) {
+		TAILQ_FOREACH(la, lists[i], entry) {
+			if (parent_listen(la) == -1)
+				exit(1);
+			l = xcalloc(1, sizeof(*l));
+			l->la = la;
+			l->ev = event_new(p->base, la->fd, EV_READ | EV_PERSIST,
+			    parent_accept, l);
+			TAILQ_INSERT_TAIL(&p->listeners, l, entry);
+		}
+	}
+}
+
+/* ---- signals ---------------------------------------------------------------- */
+
+static void
+parent_drain_deadline(evutil_socket_t fd, short ev, void *arg)
+{
+	struct parent	*p = arg;
+	struct worker	*w;
+
+	TAILQ_FOREACH(w, &p->workers, entry) {
+		log_warnx("event=drain_deadline role=%s pid=%d", role_str(w->role),
+		    (int)w->pid);
+		kill(w->pid, SIGKILL);
+	}
+}
+
+static void
+parent_stop(evutil_socket_t sig, short ev, void *arg)
+{
+	struct parent	*p = arg;
+	struct listener	*l;
+	struct worker	*w;
+	struct timeval	 tv = { DRAIN_DEADLINE_MS / 1000, 0 };
+
+	if (p->stopping)
+		return;
+	p->stopping = 1;
+	log_info("event=stopping signal=%d", (int)sig);
+	/* protocol.md §7: stop accepting at once */
+	TAILQ_FOREACH(l, &p->listeners, entry) {
+		event_del(l->ev);
+		close(l->la->fd);
+		l->la->fd = -1;
+	}
+	TAILQ_FOREACH(w, &p->workers, entry)
+		kill(w->pid, SIGTERM);
+	evtimer_add(p->ev_drain, &tv);
+	parent_check_stopped(p);
+}
+
+static void
+parent_reload(evutil_socket_t sig, short ev, void *arg)
+{
+	struct parent		*p = arg;
+	struct config		*nc;
+	struct worker		*w;
+	struct msg_limits	 ml;
+	uid_t			 uid;
+	gid_t			 gid;
+	char			 err[512];
+
+	log_info("event=reload file=%s", p->conf->path[0] ? p->conf->path :
+	    "(built-in)");
+	if (p->conf->path[0] == '\0') {
+		log_info("event=reload_done changed=none reason=\"no configuration file\"");
+		return;
+	}
+	/* parse first; on error keep the running configuration */
+	if ((nc = config_parse(p->conf->path, p->opts.macros, p->opts.nmacros)) == NULL) {
+		log_warnx("event=reload_failed file=%s reason=\"configuration has "
+		    "errors, keeping the running one\"", p->conf->path);
+		return;
+	}
+	if (p->root && sandbox_check(nc, &uid, &gid, err, sizeof(err)) == -1) {
+		log_warnx("event=reload_failed reason=\"%s\"", err);
+		config_free(nc);
+		return;
+	}
+	/* limits and timers apply at once; listeners, user and chroot need a restart */
+	p->conf->lim = nc->lim;
+	config_free(nc);
+	ml.lim = p->conf->lim;
+	TAILQ_FOREACH(w, &p->workers, entry) {
+		if (w->dead)
+			continue;
+		msg_compose(&w->chan, MSG_LIMITS, 0, &ml, sizeof(ml), -1);
+		parent_worker_flush(w);
+	}
+	log_info("event=reload_done");
+}
+
+static void
+parent_resolve_self(struct parent *p)
+{
+	ssize_t	n;
+
+	n = readlink("/proc/self/exe", p->self, sizeof(p->self) - 1);
+	if (n <= 0)
+		fatal("readlink /proc/self/exe");
+	p->self[n] = '\0';
+}
+
+void
+parent_main(struct config *conf, const struct parent_opts *opts)
+{
+	struct parent	*p;
+	char		 err[512];
+	long		 ncpu;
+	int		 i;
+
+	p = P = xcalloc(1, sizeof(*p));
+	p->conf = conf;
+	p->opts = *opts;
+	p->started_ms = now_ms();
+	p->respawn_ms = RESPAWN_MIN_MS;
+	TAILQ_INIT(&p->listeners);
+	TAILQ_INIT(&p->workers);
+	RB_INIT(&p->relays);
+	RB_INIT(&p->conns);
+	RB_INIT(&p->ips);
+	parent_resolve_self(p);
+
+	p->root = geteuid() == 0;
+	p->uid = getuid();
+	p->gid = getgid();
+	if (sandbox_check(conf, &p->uid, &p->gid, err, sizeof(err)) == -1) {
+		fprintf(stderr, "pyrelayd: %s\n", err);
+		exit(1);
+	}
+	if (TAILQ_EMPTY(&conf->listeners)) {
+		fprintf(stderr, "pyrelayd: %s: no \"listen on\" statement\n",
+		    conf->path[0] ? conf->path : "configuration");
+		exit(1);
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	if ((p->base = event_base_new()) == NULL)
+		fatalx("parent: event_base_new");
+	parent_open_listeners(p);
+	p->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+	if (!opts->foreground && daemon(1, 0) == -1)
+		fatal("daemon");
+	setproctitle("parent");
+
+	p->ev_accept_pause = evtimer_new(p->base, parent_accept_resume, p);
+	p->ev_drain = evtimer_new(p->base, parent_drain_deadline, p);
+	p->ev_respawn = evtimer_new(p->base, parent_respawn_fronts, p);
+	p->ev_sigchld = evsignal_new(p->base, SIGCHLD, parent_sigchld, p);
+	p->ev_sigterm = evsignal_new(p->base, SIGTERM, parent_stop, p);
+	p->ev_sigint = evsignal_new(p->base, SIGINT, parent_stop, p);
+	p->ev_sighup = evsignal_new(p->base, SIGHUP, parent_reload, p);
+	event_add(p->ev_sigchld, NULL);
+	event_add(p->ev_sigterm, NULL);
+	event_add(p->ev_sigint, NULL);
+	event_add(p->ev_sighup, NULL);
+
+	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	p->nfronts = conf->workers > 0 ? conf->workers : (ncpu > 0 ? ncpu : 1);
+	p->fronts = xcalloc(p->nfronts, sizeof(*p->fronts));
+	for (i = 0; i < p->nfronts; i++) {
+		if ((p->fronts[i] = parent_spawn(p, ROLE_FRONT, NULL)) == NULL)
+			fatalx("parent: cannot start the fronts");
+		p->fronts[i]->front_slot = i;
+	}
+	{
+		struct listener	*l;
+		char		 name[128];
+
+		TAILQ_FOREACH(l, &p->listeners, entry) {
+			event_add(l->ev, NULL);
+			listen_addr_print(l->la, name, sizeof(name));
+			log_info("event=listening addr=\"%s\"%s", name,
+			    l->la->flags & LISTEN_METRICS ? " metrics=1" : "");
+		}
+	}
+	event_base_dispatch(p->base);
+	exit(0);
+}

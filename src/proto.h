@@ -1,0 +1,117 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * The messages pyrelayd's processes exchange (see msg.h for the framing and
+ * docs/messages.md for the flows).  Bodies are fixed-size structs; strings
+ * are NUL-terminated inside their arrays and checked as such on receipt.
+ */
+#ifndef PROTO_H
+#define PROTO_H
+
+#include <sys/socket.h>
+#include <stdint.h>
+
+#include "msg.h"
+#include "pyrelayd.h"
+
+enum proto_type {
+	/* MSG_HELLO = 1 is msg.h's */
+	MSG_SETUP = 2,		/* parent -> worker, once after HELLO */
+	MSG_LIMITS,		/* parent -> worker, on reload */
+	MSG_CONN_NEW,		/* parent -> front, fd: accepted connection */
+	MSG_CONN_UPGRADE,	/* front -> parent, fd: parsed /v1 request */
+	MSG_CONN_VERDICT,	/* parent -> front, fd: write this answer and close */
+	MSG_CONN_ATTACH,	/* parent -> relay, fd: a binary or phone */
+	MSG_CONN_REROUTE,	/* relay -> parent, fd: retiring, route it again */
+	MSG_CONN_CLOSED,	/* worker -> parent: connection hdr.id is gone */
+	MSG_HEALTH_REQ,		/* front -> parent: hdr.id = request */
+	MSG_HEALTH,		/* parent -> front: hdr.id = request */
+	MSG_RELAY_STATE,	/* relay -> parent: binary and phone counts */
+	MSG_RETIRE,		/* relay -> parent: I want to exit */
+	MSG_RETIRE_OK,		/* parent -> relay: you are out of the map */
+	MSG_TYPE_MAX
+};
+
+struct msg_setup {
+	uint32_t	role;
+	uint32_t	verbose;
+	uint32_t	root;		/* parent runs as root: chroot + setuid */
+	uint32_t	uid;
+	uint32_t	gid;
+	uint32_t	pad;
+	char		chroot[PATH_MAX];
+	char		server_id[SERVER_ID_MAX + 1];	/* relays */
+	char		pad2[7];
+	struct limits	lim;
+};
+
+struct msg_limits {
+	struct limits	lim;
+};
+
+/* hdr.id carries the connection id the parent gave at accept time */
+struct msg_conn_new {
+	struct sockaddr_storage	peer;		/* client address */
+	int64_t			accepted_ms;	/* CLOCK_MONOTONIC at accept */
+	uint32_t		listen_flags;	/* LISTEN_* */
+	uint32_t		pad;
+};
+
+enum conn_kind {
+	CONN_BINARY = 1,	/* /v1/server */
+	CONN_PHONE = 2,		/* /v1/client */
+};
+
+/* MSG_CONN_UPGRADE, MSG_CONN_ATTACH and MSG_CONN_REROUTE */
+struct msg_conn_upgrade {
+	struct sockaddr_storage	peer;
+	int64_t			accepted_ms;
+	uint32_t		kind;		/* enum conn_kind */
+	uint32_t		status;		/* front's verdict: 0 = valid
+						 * upgrade, else 400/405/426 */
+	uint32_t		listen_flags;
+	uint32_t		preread_len;
+	uint32_t		ws_version_hdr;	/* a 400 adds Sec-WebSocket-Version: 13 */
+	uint32_t		pad0;
+	char			server_id[SERVER_ID_MAX + 1];
+	char			device_name[DEVICE_NAME_MAX + 1];
+	char			ws_accept[WS_ACCEPT_LEN + 1];
+	char			pad[3];
+	unsigned char		preread[PREREAD_MAX];
+};
+
+enum verdict_kind {
+	VERDICT_HTTP = 1,	/* write HTTP status `code`, close */
+	VERDICT_WS_CLOSE = 2,	/* write 101, then close frame `code`, close */
+};
+
+struct msg_conn_verdict {
+	uint32_t		kind;		/* enum verdict_kind */
+	uint32_t		code;		/* 429, 503, 400, 405, 426, 4404 */
+	uint32_t		ws_version_hdr;
+	uint32_t		pad0;
+	char			ws_accept[WS_ACCEPT_LEN + 1];
+	char			pad[3];
+};
+
+struct msg_conn_closed {
+	uint32_t	kind;		/* 0 = not upgraded, else enum conn_kind */
+	uint32_t	pad;
+};
+
+struct msg_health {
+	uint64_t	binaries;
+	uint64_t	phones;
+	uint64_t	uptime_s;
+};
+
+struct msg_relay_state {
+	uint32_t	binary_connected;	/* 0 during grace or probe-less */
+	uint32_t	phones;
+};
+
+struct msg_empty {
+	uint64_t	reserved;
+};
+
+#endif

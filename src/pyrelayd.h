@@ -1,0 +1,138 @@
+/*
+ * Copyright (c) 2026 The pyrelayd authors
+ *
+ * Permission to use, copy, modify, and distribute this software for any
+ * purpose with or without fee is hereby granted, provided that the above
+ * copyright notice and this permission notice appear in all copies.
+ *
+ * THE SOFTWARE IS PROVIDED "AS IS" AND THE AUTHOR DISCLAIMS ALL WARRANTIES
+ * WITH REGARD TO THIS SOFTWARE INCLUDING ALL IMPLIED WARRANTIES OF
+ * MERCHANTABILITY AND FITNESS. IN NO EVENT SHALL THE AUTHOR BE LIABLE FOR
+ * ANY SPECIAL, DIRECT, INDIRECT, OR CONSEQUENTIAL DAMAGES OR ANY DAMAGES
+ * WHATSOEVER RESULTING FROM LOSS OF USE, DATA OR PROFITS, WHETHER IN AN
+ * ACTION OF CONTRACT, NEGLIGENCE OR OTHER TORTIOUS ACTION, ARISING OUT OF
+ * OR IN CONNECTION WITH THE USE OR PERFORMANCE OF THIS SOFTWARE.
+ */
+
+#ifndef PYRELAYD_H
+#define PYRELAYD_H
+
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define PYRELAYD_CONF		"/etc/pyrelayd.conf"
+#define PYRELAYD_CONTROL	"/run/pyrelayd.sock"
+
+#define SERVER_ID_MAX		64	/* protocol.md §2 */
+#define DEVICE_NAME_MAX		128	/* longer names are truncated */
+#define CONN_ID_MAX		(7 + SERVER_ID_MAX + 1 + 8)	/* client-<sid>-<8hex> */
+#define WS_ACCEPT_LEN		28	/* base64 of a SHA-1 */
+#define HEAD_MAX_LIMIT		16384	/* upper bound of "max header size" */
+#define PREREAD_MAX		HEAD_MAX_LIMIT	/* bytes past the head handed on */
+
+enum proc_role {
+	ROLE_PARENT = 0,
+	ROLE_FRONT,
+	ROLE_RELAY,
+};
+
+/* listener flags */
+#define LISTEN_TLS		0x01
+#define LISTEN_ACME		0x02
+#define LISTEN_PROXY		0x04
+#define LISTEN_METRICS		0x08
+
+struct listen_addr {
+	TAILQ_ENTRY(listen_addr)	 entry;
+	struct sockaddr_storage		 ss;	/* address with port set */
+	socklen_t			 sslen;
+	int				 flags;	/* LISTEN_* */
+	int				 fd;	/* -1 until opened */
+};
+TAILQ_HEAD(listen_list, listen_addr);
+
+/*
+ * Numeric limits and timers.  This block is sent as is to every worker
+ * (struct limits is part of MSG_SETUP / MSG_LIMITS), so it holds no pointers.
+ * Durations are in milliseconds, sizes in bytes.
+ */
+struct limits {
+	int64_t		grace_ms;		/* 30s */
+	int64_t		rate_refill_ms;		/* 6s */
+	int64_t		heartbeat_ms;		/* 30s */
+	int64_t		heartbeat_timeout_ms;	/* 30s */
+	int64_t		conflict_probe_ms;	/* 10s */
+	int64_t		handshake_timeout_ms;	/* 5s */
+	int64_t		write_timeout_ms;	/* 10s */
+	int64_t		message_timeout_ms;	/* 30s, not configurable */
+	int64_t		close_timeout_ms;	/* 5s, not configurable */
+	uint64_t	message_size;		/* 256K */
+	uint64_t	outbox;			/* 4M */
+	uint64_t	grace_queue;		/* 1M */
+	uint64_t	max_header_size;	/* 8K, at most HEAD_MAX_LIMIT */
+	uint32_t	phones_per_server;	/* 16 */
+	uint32_t	max_connections;	/* 10000 */
+	uint32_t	max_connections_per_ip;	/* 256 */
+	uint32_t	rate_burst;		/* 20 */
+	char		domain[256];		/* "" when unset */
+};
+
+struct config {
+	char			 path[PATH_MAX];	/* file it came from, "" = built-in */
+	char			 user[64];
+	char			 chroot[PATH_MAX];
+	int			 workers;		/* 0 = number of CPUs */
+	struct listen_list	 listeners;		/* listen on ... */
+	struct listen_list	 metrics;		/* metrics on ... */
+	char			 control_socket[PATH_MAX];
+	char			 tls_cert[PATH_MAX];	/* "" when unset */
+	char			 tls_key[PATH_MAX];
+	char			 acme_webroot[PATH_MAX];
+	char			 fcm_credentials[PATH_MAX];
+	struct limits		 lim;
+};
+
+/* config.c / parse.y */
+struct config	*config_new_default(void);
+void		 config_free(struct config *);
+/*
+ * Parses file into a new config.  Every error is reported on stderr (or
+ * through log_warnx once logging is set up) as "file:line: message".
+ * Returns NULL when the file has errors or cannot be read.
+ * macros: "name=value" strings from -D, may be NULL/0.
+ */
+struct config	*config_parse(const char *file, char *const *macros, int nmacros);
+/* -nv output; also used by the golden unit test */
+void		 config_print(const struct config *, FILE *);
+int		 listen_addr_print(const struct listen_addr *, char *, size_t);
+int		 config_default_file_missing(const char *file);
+
+/* log.c */
+void	log_init(int foreground, int verbose, const char *procname);
+void	log_setverbose(int);
+int	log_getverbose(void);
+void	log_procname(const char *);
+void	log_warn(const char *, ...) __attribute__((__format__(printf, 1, 2)));
+void	log_warnx(const char *, ...) __attribute__((__format__(printf, 1, 2)));
+void	log_info(const char *, ...) __attribute__((__format__(printf, 1, 2)));
+void	log_debug(const char *, ...) __attribute__((__format__(printf, 1, 2)));
+void	fatal(const char *, ...) __attribute__((__format__(printf, 1, 2), __noreturn__));
+void	fatalx(const char *, ...) __attribute__((__format__(printf, 1, 2), __noreturn__));
+
+/* xmalloc.c */
+void	*xmalloc(size_t);
+void	*xcalloc(size_t, size_t);
+void	*xreallocarray(void *, size_t, size_t);
+char	*xstrdup(const char *);
+
+/* time helper: CLOCK_MONOTONIC in ms */
+int64_t	 now_ms(void);
+
+#endif /* PYRELAYD_H */

@@ -1,0 +1,1205 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * The relay process: one per live server-id (architecture.md).  It owns the
+ * server-id's binary and its phones and takes every decision of
+ * protocol.md §3-§5 in one single-threaded event loop.
+ */
+#include "config.h"
+
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "json.h"
+#include "msg.h"
+#include "proto.h"
+#include "pyrelayd.h"
+#include "relay.h"
+#include "sandbox.h"
+#include "ws.h"
+
+#define READ_CHUNK	65536
+#define RELAY_MAXFDS	1024	/* 16 phones + binary + newcomers + slack */
+
+enum conn_state {
+	CS_OPEN = 0,		/* data flows */
+	CS_CLOSING,		/* our close frame is queued; waiting for the peer's */
+	CS_DEAD,		/* fd closed; freed at the end of the loop pass */
+};
+
+enum conn_role {
+	CR_BINARY = 1,		/* holds the server-id */
+	CR_NEWCOMER,		/* binary waiting for the conflict probe */
+	CR_PHONE,
+	CR_REJECTED,		/* got 101 + a close code, never registered */
+	CR_OLD_BINARY,		/* displaced or closed binary, finishing its close */
+};
+
+struct conn {
+	TAILQ_ENTRY(conn)	 entry;		/* r->conns */
+	TAILQ_ENTRY(conn)	 dirty;		/* r->dirty, output to flush */
+	int			 on_dirty;
+	struct relay		*r;
+	uint64_t		 id;		/* parent's connection id */
+	int			 fd;
+	enum conn_role		 role;
+	enum conn_state		 state;
+	struct event		*ev_read;
+	struct event		*ev_write;
+	struct event		*ev_timer;
+	int			 read_paused;
+	int			 write_armed;
+	struct ws		 ws;
+	char			 conn_id[CONN_ID_MAX + 1];
+	size_t			 conn_id_len;
+	char			 device[DEVICE_NAME_MAX + 1];
+	int64_t			 created_ms;
+	int64_t			 next_ping_ms;
+	int64_t			 pong_deadline_ms;	/* 0 when no ping is out */
+	int64_t			 last_pong_ms;
+	int64_t			 close_deadline_ms;	/* CS_CLOSING */
+	int64_t			 progress_ms;		/* last write progress */
+	int64_t			 msg_started_ms;	/* 0 when no message is partial */
+	int			 notice_done;		/* close notice sent or not owed */
+	int			 unregistered;
+	uint64_t		 bytes_in, bytes_out;
+};
+TAILQ_HEAD(conn_list, conn);
+
+struct relay {
+	struct event_base	*base;
+	struct msg_chan		 chan;
+	struct event		*ev_chan;
+	struct event		*ev_flush;
+	struct event		*ev_grace;
+	struct event		*ev_probe;
+	struct event		*ev_sigterm;
+	struct event		*ev_sigint;
+	struct event		*ev_sighup;
+	struct limits		 lim;
+	char			 sid[SERVER_ID_MAX + 1];
+	size_t			 sidlen;
+	struct conn_list	 conns;		/* every connection */
+	struct conn_list	 dirty;
+	struct conn		*binary;	/* NULL: no binary (grace) */
+	int			 nphones;
+	int			 in_grace;
+	int			 probing;
+	int64_t			 probe_started_ms;
+	int			 phones_paused;	/* binary output over budget */
+	int			 retiring;	/* RETIRE sent */
+	int			 retired;	/* RETIRE_OK received */
+	int			 shutting_down;
+	/* grace queue: [uint32 len][envelope] records */
+	unsigned char		*gq;
+	size_t			 gq_len, gq_cap, gq_bytes;
+	/* scratch for compaction, grown to the largest message seen */
+	unsigned char		*scratch;
+	size_t			 scratch_cap;
+	uint32_t		 reported_binary, reported_phones;
+	int			 reported_once;
+};
+
+static struct relay	*relay;
+static unsigned char	 readbuf[READ_CHUNK];
+
+static void	 relay_conn_read(evutil_socket_t, short, void *);
+static void	 relay_conn_write(evutil_socket_t, short, void *);
+static void	 relay_conn_timer(evutil_socket_t, short, void *);
+static void	 relay_conn_schedule(struct conn *);
+static void	 relay_conn_drop(struct conn *, const char *);
+static void	 relay_conn_close(struct conn *, uint16_t, const char *);
+static void	 relay_phone_gone(struct conn *, int);
+static void	 relay_binary_gone(struct conn *);
+static void	 relay_mark_dirty(struct conn *);
+static void	 relay_report(struct relay *);
+static void	 relay_check_exit(struct relay *);
+static void	 relay_start_grace(struct relay *);
+static void	 relay_probe_start(struct relay *);
+
+static const struct msg_rule relay_rules[] = {
+	{ MSG_SETUP, sizeof(struct msg_setup), MSG_FD_NONE, "SETUP" },
+	{ MSG_LIMITS, sizeof(struct msg_limits), MSG_FD_NONE, "LIMITS" },
+	{ MSG_CONN_ATTACH, sizeof(struct msg_conn_upgrade), MSG_FD_REQUIRED, "CONN_ATTACH" },
+	{ MSG_RETIRE_OK, sizeof(struct msg_empty), MSG_FD_NONE, "RETIRE_OK" },
+};
+
+static const char *
+role_name(enum conn_role role)
+{
+	switch (role) {
+	case CR_BINARY:
+		return "binary";
+	case CR_NEWCOMER:
+		return "newcomer";
+	case CR_PHONE:
+		return "phone";
+	case CR_REJECTED:
+		return "rejected";
+	case CR_OLD_BINARY:
+		return "old_binary";
+	}
+	return "?";
+}
+
+static void
+relay_title(struct relay *r)
+{
+	setproctitle("relay %s (%s, %d phone%s)", r->sid,
+	    r->binary ? "binary" : (r->retiring ? "retiring" : "grace"),
+	    r->nphones, r->nphones == 1 ? "" : "s");
+}
+
+static void
+relay_chan_flush(struct relay *r)
+{
+	if (msg_flush(&r->chan) == -1)
+		fatalx("relay %s: parent channel: %s", r->sid, r->chan.errstr);
+}
+
+/* Tells the parent the counts /healthz reports, before any client can see them. */
+static void
+relay_report(struct relay *r)
+{
+	struct msg_relay_state	st;
+
+	st.binary_connected = r->binary != NULL;
+	st.phones = r->nphones;
+	if (r->reported_once && st.binary_connected == r->reported_binary &&
+	    st.phones == r->reported_phones)
+		return;
+	r->reported_once = 1;
+	r->reported_binary = st.binary_connected;
+	r->reported_phones = st.phones;
+	msg_compose(&r->chan, MSG_RELAY_STATE, 0, &st, sizeof(st), -1);
+	relay_chan_flush(r);
+	relay_title(r);
+}
+
+static void
+relay_mark_dirty(struct conn *c)
+{
+	struct relay	*r = c->r;
+
+	if (c->state == CS_DEAD || c->on_dirty)
+		return;
+	c->on_dirty = 1;
+	TAILQ_INSERT_TAIL(&r->dirty, c, dirty);
+	event_active(r->ev_flush, EV_WRITE, 0);
+}
+
+/* Starts reading a connection again if nothing holds it back. */
+static void
+relay_conn_resume(struct conn *c)
+{
+	if (c->state == CS_DEAD || !c->read_paused)
+		return;
+	c->read_paused = 0;
+	event_add(c->ev_read, NULL);
+}
+
+static void
+relay_conn_pause(struct conn *c)
+{
+	if (c->state == CS_DEAD || c->read_paused)
+		return;
+	c->read_paused = 1;
+	event_del(c->ev_read);
+}
+
+/* protocol.md §4: stop reading phones while the binary's output is over budget. */
+static void
+relay_check_backpressure(struct relay *r)
+{
+	struct conn	*c;
+	int		 over;
+
+	over = r->binary != NULL && ws_cost(&r->binary->ws) > r->lim.outbox;
+	if (over == r->phones_paused)
+		return;
+	r->phones_paused = over;
+	TAILQ_FOREACH(c, &r->conns, entry) {
+		if (c->role != CR_PHONE || c->state != CS_OPEN)
+			continue;
+		if (over)
+			relay_conn_pause(c);
+		else
+			relay_conn_resume(c);
+	}
+}
+
+static struct conn *
+relay_find_phone(struct relay *r, const char *conn_id, size_t len)
+{
+	struct conn	*c;
+
+	TAILQ_FOREACH(c, &r->conns, entry) {
+		if (c->role == CR_PHONE && !c->unregistered &&
+		    c->conn_id_len == len && memcmp(c->conn_id, conn_id, len) == 0)
+			return c;
+	}
+	return NULL;
+}
+
+/* Appends an envelope to the grace queue; -1 when it would overflow. */
+static int
+relay_gq_push(struct relay *r, const void *a, size_t alen, const void *b,
+    size_t blen, const void *c, size_t clen, int force)
+{
+	size_t		 n = alen + blen + clen, need, ncap;
+	uint32_t	 len32 = n;
+	void		*p;
+
+	if (!force && r->gq_bytes + n > r->lim.grace_queue)
+		return -1;
+	need = r->gq_len + sizeof(len32) + n;
+	if (need > r->gq_cap) {
+		ncap = r->gq_cap ? r->gq_cap : 4096;
+		while (ncap < need)
+			ncap *= 2;
+		if ((p = realloc(r->gq, ncap)) == NULL)
+			return -1;
+		r->gq = p;
+		r->gq_cap = ncap;
+	}
+	memcpy(r->gq + r->gq_len, &len32, sizeof(len32));
+	r->gq_len += sizeof(len32);
+	if (alen)
+		memcpy(r->gq + r->gq_len, a, alen);
+	if (blen)
+		memcpy(r->gq + r->gq_len + alen, b, blen);
+	if (clen)
+		memcpy(r->gq + r->gq_len + alen + blen, c, clen);
+	r->gq_len += n;
+	r->gq_bytes += n;
+	return 0;
+}
+
+/* Reclaim: the queued envelopes go to the new binary first, in order. */
+static void
+relay_gq_flush(struct relay *r)
+{
+	size_t		off = 0;
+	uint32_t	len32;
+
+	while (off < r->gq_len) {
+		memcpy(&len32, r->gq + off, sizeof(len32));
+		off += sizeof(len32);
+		ws_send_text(&r->binary->ws, r->gq + off, len32, NULL, 0, NULL, 0);
+		off += len32;
+	}
+	free(r->gq);
+	r->gq = NULL;
+	r->gq_len = r->gq_cap = r->gq_bytes = 0;
+	relay_mark_dirty(r->binary);
+}
+
+/*
+ * Sends the binary (or the grace queue) one envelope made of three pieces.
+ * Returns -1 when the grace queue is full.
+ */
+static int
+relay_to_binary(struct relay *r, const void *a, size_t alen, const void *b,
+    size_t blen, const void *c, size_t clen, int force)
+{
+	if (r->binary != NULL) {
+		ws_send_text(&r->binary->ws, a, alen, b, blen, c, clen);
+		relay_mark_dirty(r->binary);
+		relay_check_backpressure(r);
+		return 0;
+	}
+	return relay_gq_push(r, a, alen, b, blen, c, clen, force);
+}
+
+/* protocol.md §4 "Close notice": exactly once, unless a directive closed it. */
+static void
+relay_close_notice(struct conn *c, int code)
+{
+	struct relay	*r = c->r;
+	char		 head[32 + CONN_ID_MAX], tail[32];
+	int		 hl, tl;
+
+	if (c->notice_done)
+		return;
+	c->notice_done = 1;
+	if (r->retiring)
+		return;
+	hl = snprintf(head, sizeof(head), "{\"conn_id\":\"%s\",", c->conn_id);
+	tl = snprintf(tail, sizeof(tail), "\"close_code\":%d}", code);
+	/* notices are small and owed: they may exceed the grace queue bound */
+	relay_to_binary(r, head, hl, tail, tl, NULL, 0, 1);
+}
+
+/* A phone leaves the registry: counts, notice, title. */
+static void
+relay_phone_gone(struct conn *c, int notice_code)
+{
+	struct relay	*r = c->r;
+
+	if (c->unregistered)
+		return;
+	c->unregistered = 1;
+	r->nphones--;
+	if (notice_code != 0)
+		relay_close_notice(c, notice_code);
+	log_info("event=phone_unregistered server_id=%s conn_id=%s code=%d",
+	    r->sid, c->conn_id, notice_code);
+	relay_report(r);
+	relay_check_exit(r);
+}
+
+static void
+relay_grace_expired(evutil_socket_t fd, short ev, void *arg)
+{
+	struct relay	*r = arg;
+	struct conn	*c, *next;
+
+	log_info("event=grace_expired server_id=%s phones=%d", r->sid, r->nphones);
+	r->in_grace = 0;
+	TAILQ_FOREACH_SAFE(c, &r->conns, entry, next) {
+		if (c->role == CR_PHONE && !c->unregistered) {
+			c->notice_done = 1;
+			relay_conn_close(c, 1011, "binary did not reconnect");
+		}
+	}
+	free(r->gq);
+	r->gq = NULL;
+	r->gq_len = r->gq_cap = r->gq_bytes = 0;
+	/* architecture.md "The retire handshake", step 1 */
+	if (!r->retiring) {
+		struct msg_empty	e = { 0 };
+
+		r->retiring = 1;
+		msg_compose(&r->chan, MSG_RETIRE, 0, &e, sizeof(e), -1);
+		relay_chan_flush(r);
+	}
+	relay_report(r);
+	relay_check_exit(r);
+}
+
+static void
+relay_start_grace(struct relay *r)
+{
+	struct timeval	tv;
+
+	if (r->retiring)
+		return;
+	r->in_grace = 1;
+	log_info("event=server_released server_id=%s phones=%d grace_ms=%lld",
+	    r->sid, r->nphones, (long long)r->lim.grace_ms);
+	relay_report(r);
+	tv.tv_sec = r->lim.grace_ms / 1000;
+	tv.tv_usec = (r->lim.grace_ms % 1000) * 1000;
+	evtimer_add(r->ev_grace, &tv);
+}
+
+/* The binary holding the server-id is going away (any reason). */
+static void
+relay_binary_gone(struct conn *c)
+{
+	struct relay	*r = c->r;
+
+	if (r->binary != c)
+		return;
+	c->role = CR_OLD_BINARY;
+	r->binary = NULL;
+	r->phones_paused = 0;
+	{
+		struct conn	*p;
+
+		TAILQ_FOREACH(p, &r->conns, entry)
+			if (p->role == CR_PHONE && p->state == CS_OPEN)
+				relay_conn_resume(p);
+	}
+	if (r->probing) {
+		/* a newcomer is waiting: it takes over at once */
+		struct conn	*n;
+
+		TAILQ_FOREACH(n, &r->conns, entry)
+			if (n->role == CR_NEWCOMER && n->state == CS_OPEN)
+				break;
+		if (n != NULL) {
+			r->probing = 0;
+			evtimer_del(r->ev_probe);
+			n->role = CR_BINARY;
+			r->binary = n;
+			log_info("event=server_claimed server_id=%s how=after_incumbent_left",
+			    r->sid);
+			relay_report(r);
+			/* other newcomers now probe the new holder */
+			TAILQ_FOREACH(n, &r->conns, entry)
+				if (n->role == CR_NEWCOMER && n->state == CS_OPEN) {
+					relay_probe_start(r);
+					break;
+				}
+			return;
+		}
+		r->probing = 0;
+		evtimer_del(r->ev_probe);
+	}
+	relay_start_grace(r);
+}
+
+/* Frees connections whose fd is gone, then flushes output. */
+static void
+relay_flush(evutil_socket_t fd, short ev, void *arg)
+{
+	struct relay	*r = arg;
+	struct conn	*c;
+
+	while ((c = TAILQ_FIRST(&r->dirty)) != NULL) {
+		TAILQ_REMOVE(&r->dirty, c, dirty);
+		c->on_dirty = 0;
+		if (c->state == CS_DEAD)
+			continue;
+		relay_conn_write(c->fd, EV_WRITE, c);
+	}
+}
+
+static void
+relay_conn_free(struct conn *c)
+{
+	struct relay		*r = c->r;
+	struct msg_conn_closed	 mc;
+
+	TAILQ_REMOVE(&r->conns, c, entry);
+	if (c->on_dirty)
+		TAILQ_REMOVE(&r->dirty, c, dirty);
+	event_free(c->ev_read);
+	event_free(c->ev_write);
+	event_free(c->ev_timer);
+	ws_free(&c->ws);
+	if (c->fd != -1)
+		close(c->fd);
+	memset(&mc, 0, sizeof(mc));
+	mc.kind = c->role == CR_PHONE ? CONN_PHONE : CONN_BINARY;
+	msg_compose(&r->chan, MSG_CONN_CLOSED, c->id, &mc, sizeof(mc), -1);
+	relay_chan_flush(r);
+	free(c);
+}
+
+/* Closes the TCP connection now; no close handshake. */
+static void
+relay_conn_drop(struct conn *c, const char *why)
+{
+	struct relay	*r = c->r;
+
+	if (c->state == CS_DEAD)
+		return;
+	log_debug("relay %s: drop %s %s: %s", r->sid, role_name(c->role),
+	    c->conn_id[0] ? c->conn_id : "", why);
+	c->state = CS_DEAD;
+	if (c->role == CR_PHONE)
+		relay_phone_gone(c, 1001);
+	else if (c->role == CR_BINARY)
+		relay_binary_gone(c);
+	relay_conn_free(c);
+	relay_check_exit(r);
+}
+
+/* Starts our side of the close handshake (protocol.md §5: 5 s for the peer's close). */
+static void
+relay_conn_close(struct conn *c, uint16_t code, const char *reason)
+{
+	struct relay	*r = c->r;
+
+	if (c->state != CS_OPEN)
+		return;
+	c->state = CS_CLOSING;
+	ws_send_close(&c->ws, code, reason);
+	c->close_deadline_ms = now_ms() + r->lim.close_timeout_ms;
+	if (c->role == CR_PHONE)
+		relay_phone_gone(c, 1001);
+	else if (c->role == CR_BINARY)
+		relay_binary_gone(c);
+	/* keep reading: the peer's close frame ends the handshake */
+	relay_conn_resume(c);
+	relay_mark_dirty(c);
+	relay_conn_schedule(c);
+}
+
+static void
+relay_deliver(struct relay *r, const struct envelope *env)
+{
+	struct conn	*p;
+	int		 code;
+
+	if (env->conn_id_too_long ||
+	    (p = relay_find_phone(r, env->conn_id, env->conn_id_len)) == NULL ||
+	    p->state != CS_OPEN) {
+		log_info("event=envelope_dropped server_id=%s reason=unknown_conn_id",
+		    r->sid);
+		return;
+	}
+	if (env->has_frame && !env->frame_is_null) {
+		if (ws_cost(&p->ws) + env->frame_len + WS_MSG_OVERHEAD >
+		    r->lim.outbox) {
+			log_info("event=phone_backlog_full server_id=%s conn_id=%s",
+			    r->sid, p->conn_id);
+			relay_conn_close(p, 1011, "phone backlog full");
+			return;
+		}
+		ws_send_text(&p->ws, env->frame, env->frame_len, NULL, 0, NULL, 0);
+		p->bytes_out += env->frame_len;
+		relay_mark_dirty(p);
+	}
+	if (env->has_close_code && env->close_code != 0) {
+		/* a directive: no close notice follows (protocol.md §4) */
+		p->notice_done = 1;
+		code = env->close_code;
+		if (ws_code_sendable(code))
+			relay_conn_close(p, code, NULL);
+		else
+			relay_conn_close(p, 1011, "invalid close code");
+	}
+}
+
+static void
+relay_binary_message(struct conn *c, const unsigned char *buf, size_t len)
+{
+	struct relay		*r = c->r;
+	struct envelope		 env;
+	enum envelope_result	 res;
+
+	if ((res = envelope_parse(buf, len, &env)) != ENVELOPE_OK) {
+		log_info("event=envelope_dropped server_id=%s reason=\"%s\"",
+		    r->sid, envelope_strerror(res));
+		return;
+	}
+	if (!env.has_conn_id) {
+		/* push_wake without FCM credentials (protocol.md §6) */
+		log_info("event=push_dropped server_id=%s reason=no_credentials",
+		    r->sid);
+		return;
+	}
+	relay_deliver(r, &env);
+}
+
+static unsigned char *
+relay_scratch(struct relay *r, size_t len)
+{
+	size_t	 ncap;
+	void	*p;
+
+	if (len <= r->scratch_cap)
+		return r->scratch;
+	ncap = r->scratch_cap ? r->scratch_cap : 4096;
+	while (ncap < len)
+		ncap *= 2;
+	if ((p = realloc(r->scratch, ncap)) == NULL)
+		return NULL;
+	r->scratch = p;
+	r->scratch_cap = ncap;
+	return r->scratch;
+}
+
+static void
+relay_phone_message(struct conn *c, const unsigned char *buf, size_t len)
+{
+	struct relay	*r = c->r;
+	unsigned char	*out;
+	ssize_t		 n;
+	char		 head[32 + CONN_ID_MAX];
+	int		 hl;
+
+	if ((out = relay_scratch(r, len)) == NULL) {
+		relay_conn_close(c, 1011, "out of memory");
+		return;
+	}
+	if ((n = json_compact(buf, len, out)) < 0) {
+		relay_conn_close(c, 1007, "invalid JSON");
+		return;
+	}
+	hl = snprintf(head, sizeof(head), "{\"conn_id\":\"%s\",\"frame\":",
+	    c->conn_id);
+	if (relay_to_binary(r, head, hl, out, n, "}", 1, 0) == -1) {
+		log_info("event=grace_queue_full server_id=%s conn_id=%s",
+		    r->sid, c->conn_id);
+		relay_conn_close(c, 1013, "binary unavailable");
+	}
+}
+
+static void
+relay_ws_message(void *arg, int binary, const unsigned char *buf, size_t len)
+{
+	struct conn	*c = arg;
+
+	c->msg_started_ms = 0;
+	c->bytes_in += len;
+	if (c->state != CS_OPEN)
+		return;
+	switch (c->role) {
+	case CR_BINARY:
+		relay_binary_message(c, buf, len);
+		break;
+	case CR_PHONE:
+		relay_phone_message(c, buf, len);
+		break;
+	default:
+		/* newcomers waiting for the probe and rejected peers say nothing */
+		break;
+	}
+}
+
+static void
+relay_ws_message_start(void *arg)
+{
+	struct conn	*c = arg;
+
+	c->msg_started_ms = now_ms();
+}
+
+static void
+relay_ws_pong(void *arg)
+{
+	struct conn	*c = arg;
+
+	c->pong_deadline_ms = 0;
+	c->last_pong_ms = now_ms();
+	if (c->role == CR_BINARY && c->r->probing) {
+		struct relay	*r = c->r;
+		struct conn	*n;
+
+		/* the incumbent is alive: every newcomer loses (protocol.md §3) */
+		r->probing = 0;
+		evtimer_del(r->ev_probe);
+		TAILQ_FOREACH(n, &r->conns, entry) {
+			if (n->role == CR_NEWCOMER && n->state == CS_OPEN) {
+				n->role = CR_REJECTED;
+				log_info("event=server_id_conflict server_id=%s",
+				    r->sid);
+				relay_conn_close(n, 4409, "server-id already claimed");
+			}
+		}
+	}
+}
+
+static void
+relay_ws_close(void *arg, uint16_t code)
+{
+	struct conn	*c = arg;
+
+	if (c->state == CS_OPEN) {
+		/* the peer started the close: its code is the notice's */
+		c->state = CS_CLOSING;
+		c->close_deadline_ms = now_ms() + c->r->lim.close_timeout_ms;
+		if (c->role == CR_PHONE)
+			relay_phone_gone(c, code);
+		else if (c->role == CR_BINARY)
+			relay_binary_gone(c);
+	}
+	relay_mark_dirty(c);
+}
+
+static const struct ws_handler relay_ws_handler = {
+	.message = relay_ws_message,
+	.pong = relay_ws_pong,
+	.close = relay_ws_close,
+	.message_start = relay_ws_message_start,
+};
+
+static void
+relay_conn_read(evutil_socket_t fd, short ev, void *arg)
+{
+	struct conn	*c = arg;
+	ssize_t		 n;
+	int		 code;
+
+	n = recv(fd, readbuf, sizeof(readbuf), MSG_DONTWAIT);
+	if (n == -1) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		relay_conn_drop(c, "read error");
+		return;
+	}
+	if (n == 0) {
+		relay_conn_drop(c, "eof");
+		return;
+	}
+	if ((code = ws_feed(&c->ws, readbuf, n, &relay_ws_handler, c)) != 0) {
+		/* ws queued the close (1002/1007/1009); the conn is closing */
+		if (c->state == CS_OPEN) {
+			c->state = CS_CLOSING;
+			c->close_deadline_ms = now_ms() + c->r->lim.close_timeout_ms;
+			if (c->role == CR_PHONE)
+				relay_phone_gone(c, 1001);
+			else if (c->role == CR_BINARY)
+				relay_binary_gone(c);
+		}
+	}
+	if (c->state == CS_DEAD)
+		return;
+	relay_mark_dirty(c);
+	relay_conn_schedule(c);
+}
+
+static void
+relay_conn_write(evutil_socket_t fd, short ev, void *arg)
+{
+	struct conn	*c = arg;
+	struct relay	*r = c->r;
+	ssize_t		 n;
+
+	if (c->state == CS_DEAD)
+		return;
+	if (ws_pending(&c->ws) > 0) {
+		if ((n = ws_write(&c->ws, c->fd)) == -1) {
+			relay_conn_drop(c, "write error");
+			return;
+		}
+		if (n > 0)
+			c->progress_ms = now_ms();
+	}
+	if (ws_pending(&c->ws) > 0) {
+		if (!c->write_armed) {
+			c->write_armed = 1;
+			if (c->progress_ms == 0)
+				c->progress_ms = now_ms();
+			event_add(c->ev_write, NULL);
+		}
+	} else {
+		if (c->write_armed) {
+			c->write_armed = 0;
+			event_del(c->ev_write);
+		}
+		c->progress_ms = 0;
+		/* both close frames exchanged: the connection is over */
+		if (c->state == CS_CLOSING && c->ws.close_rcvd && c->ws.close_sent) {
+			shutdown(c->fd, SHUT_WR);
+			relay_conn_drop(c, "closed");
+			return;
+		}
+	}
+	if (c == r->binary)
+		relay_check_backpressure(r);
+	relay_conn_schedule(c);
+}
+
+/* Arms the connection's timer for its nearest deadline. */
+static void
+relay_conn_schedule(struct conn *c)
+{
+	struct relay	*r = c->r;
+	int64_t		 next = INT64_MAX, t;
+	struct timeval	 tv;
+
+	if (c->state == CS_DEAD)
+		return;
+	if (c->state == CS_OPEN)
+		next = c->next_ping_ms;
+	if (c->pong_deadline_ms && c->pong_deadline_ms < next)
+		next = c->pong_deadline_ms;
+	if (c->state == CS_CLOSING && c->close_deadline_ms < next)
+		next = c->close_deadline_ms;
+	if (c->progress_ms && (t = c->progress_ms + r->lim.write_timeout_ms) < next)
+		next = t;
+	if (c->msg_started_ms &&
+	    (t = c->msg_started_ms + r->lim.message_timeout_ms) < next)
+		next = t;
+	t = next - now_ms();
+	if (t < 0)
+		t = 0;
+	tv.tv_sec = t / 1000;
+	tv.tv_usec = (t % 1000) * 1000;
+	evtimer_add(c->ev_timer, &tv);
+}
+
+static void
+relay_conn_timer(evutil_socket_t fd, short ev, void *arg)
+{
+	struct conn	*c = arg;
+	struct relay	*r = c->r;
+	int64_t		 now = now_ms();
+
+	if (c->progress_ms && now >= c->progress_ms + r->lim.write_timeout_ms) {
+		relay_conn_drop(c, "write timeout");
+		return;
+	}
+	if (c->msg_started_ms &&
+	    now >= c->msg_started_ms + r->lim.message_timeout_ms) {
+		relay_conn_drop(c, "message timeout");
+		return;
+	}
+	if (c->state == CS_CLOSING && now >= c->close_deadline_ms) {
+		relay_conn_drop(c, "close timeout");
+		return;
+	}
+	if (c->pong_deadline_ms && now >= c->pong_deadline_ms) {
+		c->pong_deadline_ms = 0;
+		if (c->state == CS_OPEN)
+			relay_conn_close(c, 1011, "heartbeat timeout");
+		else
+			relay_conn_drop(c, "heartbeat timeout");
+		return;
+	}
+	if (c->state == CS_OPEN && now >= c->next_ping_ms) {
+		ws_send_ping(&c->ws);
+		if (c->pong_deadline_ms == 0)
+			c->pong_deadline_ms = now + r->lim.heartbeat_timeout_ms;
+		c->next_ping_ms = now + r->lim.heartbeat_ms;
+		relay_mark_dirty(c);
+	}
+	relay_conn_schedule(c);
+}
+
+/* Conflict (protocol.md §3): ping the incumbent, wait for its pong. */
+static void
+relay_probe_start(struct relay *r)
+{
+	struct timeval	tv;
+	struct conn	*b = r->binary;
+
+	r->probing = 1;
+	r->probe_started_ms = now_ms();
+	ws_send_ping(&b->ws);
+	if (b->pong_deadline_ms == 0)
+		b->pong_deadline_ms = r->probe_started_ms + r->lim.heartbeat_timeout_ms;
+	relay_mark_dirty(b);
+	tv.tv_sec = r->lim.conflict_probe_ms / 1000;
+	tv.tv_usec = (r->lim.conflict_probe_ms % 1000) * 1000;
+	evtimer_add(r->ev_probe, &tv);
+}
+
+/* No pong within the probe: takeover. */
+static void
+relay_probe_expired(evutil_socket_t fd, short ev, void *arg)
+{
+	struct relay	*r = arg;
+	struct conn	*old = r->binary, *n;
+
+	r->probing = 0;
+	TAILQ_FOREACH(n, &r->conns, entry)
+		if (n->role == CR_NEWCOMER && n->state == CS_OPEN)
+			break;
+	if (n == NULL || old == NULL)
+		return;
+	log_info("event=server_id_takeover server_id=%s", r->sid);
+	/* switch first, so that the old binary's end starts no grace */
+	old->role = CR_OLD_BINARY;
+	n->role = CR_BINARY;
+	r->binary = n;
+	relay_conn_close(old, 1011, "heartbeat timeout");
+	relay_report(r);
+	TAILQ_FOREACH(n, &r->conns, entry)
+		if (n->role == CR_NEWCOMER && n->state == CS_OPEN) {
+			relay_probe_start(r);
+			break;
+		}
+}
+
+static struct conn *
+relay_conn_new(struct relay *r, int fd, uint64_t id)
+{
+	struct conn	*c;
+	int		 one = 1;
+
+	c = xcalloc(1, sizeof(*c));
+	c->r = r;
+	c->fd = fd;
+	c->id = id;
+	c->created_ms = now_ms();
+	c->next_ping_ms = c->created_ms + r->lim.heartbeat_ms;
+	if (ws_init(&c->ws, r->lim.message_size) == -1)
+		fatalx("relay %s: ws_init", r->sid);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->ev_read = event_new(r->base, fd, EV_READ | EV_PERSIST, relay_conn_read, c);
+	c->ev_write = event_new(r->base, fd, EV_WRITE | EV_PERSIST, relay_conn_write, c);
+	c->ev_timer = evtimer_new(r->base, relay_conn_timer, c);
+	if (c->ev_read == NULL || c->ev_write == NULL || c->ev_timer == NULL)
+		fatalx("relay %s: event_new", r->sid);
+	TAILQ_INSERT_TAIL(&r->conns, c, entry);
+	return c;
+}
+
+/* Writes the 101 and feeds what the front read past the head. */
+static void
+relay_conn_start(struct conn *c, const struct msg_conn_upgrade *up)
+{
+	char	resp[256];
+	int	n;
+
+	n = http_switching_response(resp, sizeof(resp), up->ws_accept);
+	if (n < 0)
+		fatalx("relay: 101 does not fit");
+	ws_send_raw(&c->ws, resp, n);
+	relay_mark_dirty(c);
+	event_add(c->ev_read, NULL);
+	relay_conn_schedule(c);
+	if (up->preread_len > 0)
+		if (ws_feed(&c->ws, up->preread, up->preread_len,
+		    &relay_ws_handler, c) != 0 && c->state == CS_OPEN) {
+			c->state = CS_CLOSING;
+			c->close_deadline_ms = now_ms() + c->r->lim.close_timeout_ms;
+			if (c->role == CR_PHONE)
+				relay_phone_gone(c, 1001);
+			else if (c->role == CR_BINARY)
+				relay_binary_gone(c);
+		}
+}
+
+static void
+relay_reject(struct relay *r, int fd, const struct msg_conn_upgrade *up,
+    uint64_t id, uint16_t code, const char *reason)
+{
+	struct conn	*c;
+
+	c = relay_conn_new(r, fd, id);
+	c->role = CR_REJECTED;
+	c->notice_done = 1;
+	relay_conn_start(c, up);
+	relay_conn_close(c, code, reason);
+}
+
+static void
+relay_attach(struct relay *r, struct msg *m)
+{
+	struct msg_conn_upgrade	*up = (struct msg_conn_upgrade *)m->body;
+	struct conn		*c;
+	int			 tries;
+	uint32_t		 rnd;
+
+	if (up->server_id[SERVER_ID_MAX] != '\0' ||
+	    up->device_name[DEVICE_NAME_MAX] != '\0' ||
+	    up->ws_accept[WS_ACCEPT_LEN] != '\0' ||
+	    up->preread_len > PREREAD_MAX || strcmp(up->server_id, r->sid) != 0)
+		fatalx("relay %s: bad CONN_ATTACH from parent", r->sid);
+
+	if (r->retiring || r->shutting_down) {
+		/* architecture.md retire handshake step 3: hand it back unchanged */
+		msg_compose(&r->chan, MSG_CONN_REROUTE, m->hdr.id, up, sizeof(*up),
+		    m->fd);
+		relay_chan_flush(r);
+		return;
+	}
+
+	if (up->kind == CONN_BINARY) {
+		c = relay_conn_new(r, m->fd, m->hdr.id);
+		if (r->binary == NULL) {
+			c->role = CR_BINARY;
+			r->binary = c;
+			if (r->in_grace) {
+				r->in_grace = 0;
+				evtimer_del(r->ev_grace);
+				log_info("event=server_claimed server_id=%s how=reclaim "
+				    "queued=%zu", r->sid, r->gq_bytes);
+			} else
+				log_info("event=server_claimed server_id=%s how=claim",
+				    r->sid);
+			relay_report(r);
+			relay_conn_start(c, up);
+			if (r->gq_len > 0 && r->binary == c)
+				relay_gq_flush(r);
+		} else {
+			c->role = CR_NEWCOMER;
+			relay_conn_start(c, up);
+			if (!r->probing)
+				relay_probe_start(r);
+		}
+		return;
+	}
+
+	/* a phone (protocol.md §3 "Phone registration") */
+	if (r->binary == NULL && !r->in_grace) {
+		relay_reject(r, m->fd, up, m->hdr.id, 4404, "no server with that id");
+		log_info("event=phone_register_no_server server_id=%s", r->sid);
+		return;
+	}
+	if ((uint32_t)r->nphones >= r->lim.phones_per_server) {
+		relay_reject(r, m->fd, up, m->hdr.id, 4429,
+		    "too many phones for server-id");
+		log_info("event=phone_register_at_cap server_id=%s phones=%d",
+		    r->sid, r->nphones);
+		return;
+	}
+	c = relay_conn_new(r, m->fd, m->hdr.id);
+	c->role = CR_PHONE;
+	strlcpy(c->device, up->device_name, sizeof(c->device));
+	for (tries = 0; tries < 100; tries++) {
+		arc4random_buf(&rnd, sizeof(rnd));
+		c->conn_id_len = snprintf(c->conn_id, sizeof(c->conn_id),
+		    "client-%s-%08x", r->sid, rnd);
+		if (relay_find_phone(r, c->conn_id, c->conn_id_len) == NULL)
+			break;
+	}
+	r->nphones++;
+	log_info("event=phone_registered server_id=%s conn_id=%s phones=%d",
+	    r->sid, c->conn_id, r->nphones);
+	relay_report(r);
+	if (r->phones_paused)
+		c->read_paused = 1;
+	relay_conn_start(c, up);
+	if (c->read_paused)
+		event_del(c->ev_read);
+}
+
+/* A relay exits once it is out of the parent's map and every connection is gone. */
+static void
+relay_check_exit(struct relay *r)
+{
+	if (!(r->retired || r->shutting_down))
+		return;
+	if (!TAILQ_EMPTY(&r->conns))
+		return;
+	if (r->shutting_down && !r->retired && !r->retiring) {
+		/* the parent is stopping us: nothing to hand back */
+	}
+	event_base_loopexit(r->base, NULL);
+}
+
+static void
+relay_dispatch(evutil_socket_t fd, short ev, void *arg)
+{
+	struct relay	*r = arg;
+	struct msg	*m;
+	int		 rv;
+
+	if (ev & EV_WRITE)
+		relay_chan_flush(r);
+	if (!(ev & EV_READ))
+		return;
+	m = xmalloc(sizeof(*m));
+	for (;;) {
+		rv = msg_recv(&r->chan, m);
+		if (rv == 0)
+			break;
+		if (rv == -1) {
+			/* the parent is gone: nothing left to serve for */
+			log_debug("relay %s: parent channel closed", r->sid);
+			exit(0);
+		}
+		if (rv == -2)
+			fatalx("relay %s: bad message from parent: %s", r->sid,
+			    r->chan.errstr);
+		switch (m->hdr.type) {
+		case MSG_LIMITS:
+			memcpy(&r->lim, m->body, sizeof(r->lim));
+			break;
+		case MSG_CONN_ATTACH:
+			relay_attach(r, m);
+			break;
+		case MSG_RETIRE_OK:
+			r->retired = 1;
+			relay_check_exit(r);
+			break;
+		default:
+			if (m->fd != -1)
+				close(m->fd);
+			break;
+		}
+	}
+	free(m);
+}
+
+static void
+relay_shutdown(evutil_socket_t sig, short ev, void *arg)
+{
+	struct relay	*r = arg;
+	struct conn	*c, *next;
+
+	if (r->shutting_down)
+		return;
+	r->shutting_down = 1;
+	TAILQ_FOREACH_SAFE(c, &r->conns, entry, next) {
+		c->notice_done = 1;
+		if (c->state == CS_OPEN)
+			relay_conn_close(c, 1001, "shutting down");
+	}
+	relay_check_exit(r);
+}
+
+static void
+relay_ignore(evutil_socket_t sig, short ev, void *arg)
+{
+}
+
+void
+relay_main(int fd)
+{
+	struct relay		*r;
+	struct msg		*m;
+	struct msg_setup	*setup;
+	int			 rv;
+
+	r = relay = xcalloc(1, sizeof(*r));
+	TAILQ_INIT(&r->conns);
+	TAILQ_INIT(&r->dirty);
+	msg_chan_init(&r->chan, fd, relay_rules, sizeof(relay_rules) / sizeof(relay_rules[0]));
+	msg_hello(&r->chan, ROLE_RELAY);
+
+	/* the first messages: HELLO then SETUP, before anything else */
+	m = xmalloc(sizeof(*m));
+	setup = NULL;
+	while (setup == NULL) {
+		relay_chan_flush(r);
+		rv = msg_recv(&r->chan, m);
+		if (rv == 0) {
+			fd_set	rfds;
+
+			FD_ZERO(&rfds);
+			FD_SET(fd, &rfds);
+			select(fd + 1, &rfds, NULL, NULL, NULL);
+			continue;
+		}
+		if (rv < 0)
+			fatalx("relay: setup from parent: %s", r->chan.errstr ?
+			    r->chan.errstr : "closed");
+		if (m->hdr.type == MSG_SETUP)
+			setup = (struct msg_setup *)m->body;
+	}
+	if (setup->server_id[SERVER_ID_MAX] != '\0' ||
+	    setup->chroot[sizeof(setup->chroot) - 1] != '\0' ||
+	    !server_id_valid(setup->server_id, strlen(setup->server_id)))
+		fatalx("relay: bad SETUP");
+	strlcpy(r->sid, setup->server_id, sizeof(r->sid));
+	r->sidlen = strlen(r->sid);
+	r->lim = setup->lim;
+	log_setverbose(setup->verbose);
+
+	if ((r->base = event_base_new()) == NULL)
+		fatalx("relay: event_base_new");
+	r->ev_chan = event_new(r->base, fd, EV_READ | EV_PERSIST, relay_dispatch, r);
+	r->ev_flush = event_new(r->base, -1, 0, relay_flush, r);
+	r->ev_grace = evtimer_new(r->base, relay_grace_expired, r);
+	r->ev_probe = evtimer_new(r->base, relay_probe_expired, r);
+	r->ev_sigterm = evsignal_new(r->base, SIGTERM, relay_shutdown, r);
+	r->ev_sigint = evsignal_new(r->base, SIGINT, relay_ignore, r);
+	r->ev_sighup = evsignal_new(r->base, SIGHUP, relay_ignore, r);
+	if (r->ev_chan == NULL || r->ev_flush == NULL || r->ev_grace == NULL ||
+	    r->ev_probe == NULL || r->ev_sigterm == NULL)
+		fatalx("relay: event_new");
+	event_priority_set(r->ev_flush, 0);
+	event_add(r->ev_chan, NULL);
+	event_add(r->ev_sigterm, NULL);
+	event_add(r->ev_sigint, NULL);
+	event_add(r->ev_sighup, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	/* the CSPRNG is seeded before the sandbox forbids what seeding needs */
+	{
+		uint32_t	x;
+
+		arc4random_buf(&x, sizeof(x));
+	}
+	sandbox_enter(ROLE_RELAY, setup, RELAY_MAXFDS);
+	free(m);
+	relay_title(r);
+	log_debug("relay %s: ready", r->sid);
+
+	/* messages that arrived with SETUP are read by the loop */
+	event_active(r->ev_chan, EV_READ, 0);
+	event_base_dispatch(r->base);
+	exit(0);
+}

@@ -1,0 +1,36 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+#ifndef SANDBOX_H
+#define SANDBOX_H
+
+#include <sys/types.h>
+#include <sys/resource.h>
+
+#include "proto.h"
+#include "pyrelayd.h"
+
+/*
+ * Parent, at start-up and on reload: checks that `user` exists and that the
+ * `chroot` directory exists, is a directory, is owned by root and is not
+ * writable by group or others.  Only meaningful when running as root; as
+ * an ordinary user it returns 0 without checking.  On error it writes a
+ * message naming the keyword ("user \"x\": no such user", "chroot
+ * \"/x\": ...") to errbuf and returns -1.  On success fills uid/gid.
+ */
+int	sandbox_check(const struct config *, uid_t *uid, gid_t *gid,
+	    char *errbuf, size_t errlen);
+
+/*
+ * Worker, after exec and after it has set up its event base, before it
+ * touches any client byte: chroot(setup->chroot) + chdir("/"),
+ * setgroups/setresgid/setresuid to setup->uid/gid (when setup->root),
+ * rlimits (no new files beyond what the role needs, no processes, no core
+ * dumps), PR_SET_NO_NEW_PRIVS, and the role's seccomp allow-list
+ * (SCMP_ACT_KILL_PROCESS for everything else).  Steps that need root are
+ * skipped when not root, and one log line says which.  fatal() on failure.
+ * maxfds: RLIMIT_NOFILE to set (the role's connection bound plus slack).
+ */
+void	sandbox_enter(enum proc_role role, const struct msg_setup *setup,
+	    rlim_t maxfds);
+
+#endif

@@ -1,0 +1,283 @@
+#!/usr/bin/python3
+# Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING.
+"""Process model (architecture.md): privilege separation and sandbox of
+every worker, crashes of relays and fronts, one relay per server-id, relay
+retirement, and the retire race (a reclaim at the grace deadline).
+
+Needs root (the daemon must start as root to drop to `user "nobody"` and
+chroot its workers); exits 77 otherwise."""
+
+import asyncio
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+# many /v1 requests from 127.0.0.1: lift the per-IP bucket (burst 20)
+RATE = "rate limit burst 10000 refill 100ms"
+
+NOBODY = None
+
+
+def nobody():
+    global NOBODY
+    if NOBODY is None:
+        NOBODY = pwd.getpwnam("nobody")
+    return NOBODY
+
+
+def ids(status, key):
+    return [int(x) for x in status.get(key, "").split()]
+
+
+def assert_sandboxed(tc, d, pid, what):
+    """pid runs as nobody, chrooted to d.chroot, without privileges,
+    under a seccomp filter (tc: the TestCase)."""
+    st = harness.proc_status(pid)
+    tc.assertIsNotNone(st, "%s %d is gone" % (what, pid))
+    pw = nobody()
+    tc.assertEqual(ids(st, "Uid"), [pw.pw_uid] * 4, what + " Uid")
+    tc.assertEqual(ids(st, "Gid"), [pw.pw_gid] * 4, what + " Gid")
+    tc.assertLessEqual(set(ids(st, "Groups")), {pw.pw_gid},
+                       what + " supplementary groups")
+    tc.assertEqual(st.get("NoNewPrivs"), "1", what + " NoNewPrivs")
+    tc.assertEqual(st.get("Seccomp"), "2", what + " Seccomp")
+    tc.assertEqual(int(st.get("CapEff", "1"), 16), 0, what + " CapEff")
+    tc.assertEqual(int(st.get("CapPrm", "1"), 16), 0, what + " CapPrm")
+    tc.assertEqual(os.readlink("/proc/%d/root" % pid),
+                   os.path.realpath(d.chroot), what + " root")
+
+
+class Sandbox(unittest.TestCase):
+
+    def test_workers_sandboxed_parent_not(self):
+        with harness.Daemon(extra_conf=RATE) as d:
+            async def main():
+                b1 = await harness.binary(d, "sandbox-a")
+                b2 = await harness.binary(d, "sandbox-b")
+                p = await harness.phone(d, "sandbox-a")
+                await harness.assert_exchange(b1, p, "sandbox-a")
+                relays = await asyncio.to_thread(d.wait_relays, 2)
+                fronts = d.front_pids()
+                self.assertEqual(len(fronts), 2, d.children())
+                for pid in fronts:
+                    assert_sandboxed(self, d, pid, "front %d" % pid)
+                for sid, pid in relays.items():
+                    assert_sandboxed(self, d, pid, "relay %s" % sid)
+                await harness.close_all(b1, b2, p)
+            harness.run(main())
+            st = harness.proc_status(d.pid)
+            self.assertEqual(ids(st, "Uid")[:2], [0, 0], "parent Uid")
+            self.assertEqual(st.get("Seccomp"), "0", "parent Seccomp")
+            self.assertEqual(os.readlink("/proc/%d/root" % d.pid), "/")
+
+
+def exited_by_sigsys(line, pid):
+    """The relay_exited line names signal 31 / SIGSYS (its pid aside)."""
+    rest = re.sub(r"\bpid=%d\b" % pid, "", line)
+    return re.search(r"(?i)SIGSYS|\bsig(nal)?[=: ]*(31|SYS)\b", rest)
+
+
+class Crashes(unittest.TestCase):
+
+    def test_relay_seccomp_violation_kills_only_that_relay(self):
+        if not shutil.which("gdb"):
+            self.skipTest("gdb is not installed")
+        with harness.Daemon(extra_conf=RATE) as d:
+            async def main():
+                b = await harness.binary(d, "victim")
+                p = await harness.phone(d, "victim")
+                await harness.assert_exchange(b, p, "victim")
+                pid = (await asyncio.to_thread(d.wait_relays, 1))["victim"]
+                mark = d.log_mark()
+                # make the relay itself call socket(2): not on its allow-list
+                r = await asyncio.to_thread(
+                    subprocess.run,
+                    ["gdb", "-p", str(pid), "-batch", "-nx",
+                     "-ex", "call (int)socket(2,1,0)"],
+                    stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                    timeout=60)
+                gdb_out = r.stdout + r.stderr
+                self.assertRegex(gdb_out, r"SIGSYS",
+                                 "gdb did not see SIGSYS:\n" + gdb_out)
+                m = await asyncio.to_thread(
+                    d.wait_log, r"\bevent=relay_exited\b.*\bpid=%d\b.*" % pid,
+                    10, mark)
+                self.assertTrue(exited_by_sigsys(m.group(0), pid),
+                                "exit not logged as SIGSYS: " + m.group(0))
+                # its connections lived only in that process: both just drop
+                await harness.expect_close(b, 1006)
+                await harness.expect_close(p, 1006)
+                self.assertTrue(d.alive(), "parent died")
+                # another server-id works
+                b2 = await harness.binary(d, "bystander")
+                p2 = await harness.phone(d, "bystander")
+                await harness.assert_exchange(b2, p2, "bystander")
+                # and the same server-id can be claimed again
+                b3 = await harness.binary(d, "victim")
+                p3 = await harness.phone(d, "victim")
+                await harness.assert_exchange(b3, p3, "victim")
+                relays = d.relay_pids()
+                self.assertNotEqual(relays.get("victim"), pid)
+                await harness.close_all(b2, p2, b3, p3)
+            harness.run(main(), timeout=120)
+            self.assertEqual(d.healthz()["status"], "ok")
+
+    def test_kill9_relay_leaves_other_server_ids_working(self):
+        with harness.Daemon(extra_conf=RATE) as d:
+            async def main():
+                conns = {}
+                for sid in ("k-a", "k-b", "k-c"):
+                    b = await harness.binary(d, sid)
+                    p = await harness.phone(d, sid)
+                    await harness.assert_exchange(b, p, sid)
+                    conns[sid] = (b, p)
+                relays = await asyncio.to_thread(d.wait_relays, 3)
+                victim = relays["k-a"]
+                mark = d.log_mark()
+                os.kill(victim, signal.SIGKILL)
+                await asyncio.to_thread(
+                    d.wait_log, r"\bevent=relay_exited\b.*\bpid=%d\b" % victim,
+                    10, mark)
+                await harness.expect_close(conns["k-a"][0], 1006)
+                await harness.expect_close(conns["k-a"][1], 1006)
+                self.assertTrue(d.alive(), "parent died")
+                for n, sid in enumerate(("k-b", "k-c"), 2):
+                    b, p = conns[sid]
+                    await harness.assert_exchange(b, p, sid, n)
+                # the killed relay's server-id is free for a new claim
+                b = await harness.binary(d, "k-a")
+                p = await harness.phone(d, "k-a")
+                await harness.assert_exchange(b, p, "k-a", 5)
+                await harness.close_all(b, p, *conns["k-b"], *conns["k-c"])
+            harness.run(main())
+
+    def test_kill9_front_is_replaced(self):
+        with harness.Daemon(extra_conf=RATE) as d:
+            fronts = d.front_pids()
+            self.assertEqual(len(fronts), 2, d.children())
+            victim = fronts[0]
+            start = harness.proc_stat(victim)[2]
+            os.kill(victim, signal.SIGKILL)
+
+            # a front's start gives no event here: bounded /proc polling
+            def replaced():
+                f = d.front_pids()
+                return len(f) == 2 and victim not in f and f
+            new = harness.poll_until(replaced, 10, "a replacement front")
+            self.assertFalse(harness.same_process(victim, start),
+                             "killed front not reaped")
+            self.assertTrue(d.alive(), "parent died")
+            (fresh,) = set(new) - set(fronts)
+            assert_sandboxed(self, d, fresh, "new front %d" % fresh)
+            # new connections work, enough to go through both fronts
+            for i in range(6):
+                self.assertEqual(d.healthz()["status"], "ok")
+
+            async def main():
+                for i in range(4):
+                    sid = "after-front-%d" % i
+                    b = await harness.binary(d, sid)
+                    p = await harness.phone(d, sid)
+                    await harness.assert_exchange(b, p, sid)
+                    await harness.close_all(b, p)
+            harness.run(main())
+
+
+class ManyServerIds(unittest.TestCase):
+
+    N = 200
+
+    def test_relay_per_server_id_and_retirement(self):
+        sids = ["many-%03d" % i for i in range(self.N)]
+        with harness.Daemon(extra_conf=RATE + "\ngrace 1s") as d:
+            async def main():
+                bs = await asyncio.gather(*(
+                    harness.binary(d, s, open_timeout=60) for s in sids))
+                relays = await asyncio.to_thread(d.wait_relays, self.N, 30)
+                self.assertEqual(set(relays), set(sids))
+                self.assertEqual(len(set(relays.values())), self.N)
+                ps = subprocess.run(
+                    ["ps", "-o", "pid=,args=", "--ppid", str(d.pid)],
+                    capture_output=True, text=True, timeout=30)
+                titles = {}
+                for line in ps.stdout.splitlines():
+                    pid, _, args = line.strip().partition(" ")
+                    titles[int(pid)] = args.strip()
+                for s, pid in relays.items():
+                    self.assertRegex(titles.get(pid, ""),
+                                     r"\Apyrelayd: relay %s(\s|\Z)"
+                                     % re.escape(s))
+                # every binary is live
+                self.assertEqual(sum(b.closed for b in bs), 0)
+                await harness.close_all(*bs)
+            harness.run(main(), timeout=180)
+            # grace 1s, then each relay retires
+            d.wait_no_relays(timeout=30)
+            kids = d.children()
+            self.assertEqual(len(kids), 2, kids)
+            for pid, cmd in kids:
+                self.assertRegex(cmd, r"\Apyrelayd: front\b")
+                self.assertNotEqual(harness.proc_state(pid), "Z")
+
+
+class ReclaimAtGraceDeadline(unittest.TestCase):
+    """architecture.md, the retire handshake: a binary that reaches a relay
+    retiring at its grace deadline is routed again, never lost."""
+
+    ROUNDS = 50
+    GRACE_MS = 300
+
+    def test_reclaim_at_deadline_never_loses_the_binary(self):
+        conf = RATE + "\ngrace %dms" % self.GRACE_MS
+        with harness.Daemon(extra_conf=conf) as d:
+            async def main():
+                for i in range(self.ROUNDS):
+                    sid = "reclaim-%02d" % i
+                    # -25 ms .. +24 ms around the deadline, one ms per round
+                    delay = (self.GRACE_MS - 25 + i) / 1000.0
+                    b1 = await harness.binary(d, sid)
+                    if i % 2:
+                        b1.transport.abort()  # TCP gone without a close
+                    else:
+                        await b1.close()
+                    # the delay is the subject of this test, not a wait
+                    await asyncio.sleep(delay)
+                    b2 = await harness.binary(d, sid)
+                    p = await harness.phone(d, sid)
+                    try:
+                        await harness.assert_exchange(b2, p, sid, i)
+                    except AssertionError as e:
+                        raise AssertionError(
+                            "round %d (reclaim after %d ms): %s; binary "
+                            "close %r %r, phone close %r %r"
+                            % (i, delay * 1000, e, b2.close_code,
+                               b2.close_reason, p.close_code,
+                               p.close_reason))
+                    self.assertIsNone(b2.close_code, "round %d" % i)
+                    await harness.close_all(b2, p)
+            harness.run(main(), timeout=120)
+            d.wait_no_relays(timeout=20)
+            crash = re.search(r".*\bevent=relay_exited\b.*\bsignal=\d+.*",
+                              d.log_text())
+            self.assertIsNone(crash, crash and crash.group(0))
+
+
+if __name__ == "__main__":
+    if os.geteuid() != 0:
+        print("SKIP: test_process.py needs root (workers drop to user "
+              "nobody and chroot)", file=sys.stderr)
+        sys.exit(harness.SKIP)
+    try:
+        nobody()
+    except KeyError:
+        print("SKIP: no user nobody", file=sys.stderr)
+        sys.exit(harness.SKIP)
+    harness.main()

@@ -1,0 +1,900 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * Unit tests for src/msg.c.  The module's contract is a SOCK_SEQPACKET
+ * socketpair, so these tests use real socketpairs (and pipes as fds to
+ * pass); no other sockets.  Hostile packets are crafted with raw sendmsg.
+ */
+#include "config.h"
+
+#include <sys/types.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <CUnit/Basic.h>
+
+#include "pyrelayd.h"
+#include "msg.h"
+
+enum {
+	T_PLAIN = 2,		/* 8 byte body, no fd */
+	T_WITHFD = 3,		/* 4 byte body, fd required */
+	T_EMPTY = 4,		/* empty body */
+	T_BIG = 5,		/* MSG_MAX_BODY body */
+};
+
+static const struct msg_rule test_rules[] = {
+	{ T_PLAIN, 8, MSG_FD_NONE, "plain" },
+	{ T_WITHFD, 4, MSG_FD_REQUIRED, "withfd" },
+	{ T_EMPTY, 0, MSG_FD_NONE, "empty" },
+	{ T_BIG, MSG_MAX_BODY, MSG_FD_NONE, "big" },
+};
+#define NRULES	(sizeof(test_rules) / sizeof(test_rules[0]))
+
+/* struct msg is 32K: keep it off the stack */
+static struct msg	rm;
+
+static int
+count_fds(void)
+{
+	DIR		*d;
+	struct dirent	*de;
+	int		 n = 0;
+
+	if ((d = opendir("/proc/self/fd")) == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+static int
+fd_is_closed(int fd)
+{
+	return fcntl(fd, F_GETFD) == -1 && errno == EBADF;
+}
+
+static void
+make_pair(int sv[2])
+{
+	CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0);
+}
+
+/*
+ * Sends one raw packet: a header claiming type/hlen, then blen body bytes
+ * (zeros unless body is given), with nfds fds as one SCM_RIGHTS message.
+ */
+static ssize_t
+raw_send(int s, uint32_t type, uint32_t hlen, const void *body, size_t blen,
+    const int *fds, int nfds)
+{
+	struct msghdr	 mh;
+	struct iovec	 iov[2];
+	struct msg_hdr	 hdr;
+	struct cmsghdr	*cm;
+	unsigned char	*zero = NULL;
+	union {
+		struct cmsghdr	hdr;
+		unsigned char	buf[CMSG_SPACE(8 * sizeof(int))];
+	} cbuf;
+	ssize_t		 n;
+
+	memset(&hdr, 0, sizeof(hdr));
+	hdr.type = type;
+	hdr.len = hlen;
+	if (body == NULL && blen > 0) {
+		zero = calloc(1, blen);
+		body = zero;
+	}
+	memset(&mh, 0, sizeof(mh));
+	iov[0].iov_base = &hdr;
+	iov[0].iov_len = sizeof(hdr);
+	iov[1].iov_base = (void *)body;
+	iov[1].iov_len = blen;
+	mh.msg_iov = iov;
+	mh.msg_iovlen = 2;
+	if (nfds > 0) {
+		memset(&cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf.buf;
+		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+	}
+	n = sendmsg(s, &mh, MSG_NOSIGNAL);
+	free(zero);
+	return n;
+}
+
+/* Sends arbitrary bytes as one packet, for headers shorter than msg_hdr. */
+static ssize_t
+raw_bytes(int s, const void *buf, size_t len, const int *fds, int nfds)
+{
+	struct msghdr	 mh;
+	struct iovec	 iov;
+	struct cmsghdr	*cm;
+	union {
+		struct cmsghdr	hdr;
+		unsigned char	buf[CMSG_SPACE(sizeof(int))];
+	} cbuf;
+
+	memset(&mh, 0, sizeof(mh));
+	iov.iov_base = (void *)buf;
+	iov.iov_len = len;
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	if (nfds == 1) {
+		memset(&cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf.buf;
+		mh.msg_controllen = sizeof(cbuf.buf);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, sizeof(int));
+	}
+	return sendmsg(s, &mh, MSG_NOSIGNAL);
+}
+
+static ssize_t
+raw_hello(int s, uint32_t version)
+{
+	struct msg_hello	h;
+
+	memset(&h, 0, sizeof(h));
+	h.version = version;
+	h.role = ROLE_FRONT;
+	h.pid = (uint32_t)getpid();
+	return raw_send(s, MSG_HELLO, sizeof(h), &h, sizeof(h), NULL, 0);
+}
+
+/*
+ * Receiver chan on sv[1], raw sender sv[0].  With hello set, a valid
+ * hello is already consumed so the channel is past its handshake.
+ */
+static void
+raw_setup(int sv[2], struct msg_chan *rx, int hello)
+{
+	make_pair(sv);
+	msg_chan_init(rx, sv[1], test_rules, NRULES);
+	if (hello) {
+		CU_ASSERT_FATAL(raw_hello(sv[0], MSG_VERSION) > 0);
+		CU_ASSERT_FATAL(msg_recv(rx, &rm) == 1);
+		CU_ASSERT_FATAL(rx->hello_seen == 1);
+	}
+}
+
+/*
+ * Expects msg_recv to reject what is pending with -2 for the reason named
+ * by why (a substring of errstr), leaking no fd.
+ */
+static void
+expect_violation(struct msg_chan *rx, int fds_before, const char *why)
+{
+	int	r;
+
+	rx->errstr = NULL;
+	r = msg_recv(rx, &rm);
+	CU_ASSERT_EQUAL(r, -2);
+	CU_ASSERT_EQUAL(rm.fd, -1);
+	CU_ASSERT_EQUAL(count_fds(), fds_before);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(rx->errstr);
+	if (strstr(rx->errstr, why) == NULL)
+		fprintf(stderr, "\n  errstr \"%s\", expected \"%s\"\n",
+		    rx->errstr, why);
+	CU_ASSERT_PTR_NOT_NULL(strstr(rx->errstr, why));
+}
+
+static void
+test_init_flags(void)
+{
+	struct msg_chan	c;
+	int		sv[2], fl;
+
+	make_pair(sv);
+	msg_chan_init(&c, sv[0], test_rules, NRULES);
+	fl = fcntl(sv[0], F_GETFL);
+	CU_ASSERT(fl != -1 && (fl & O_NONBLOCK));
+	fl = fcntl(sv[0], F_GETFD);
+	CU_ASSERT(fl != -1 && (fl & FD_CLOEXEC));
+	CU_ASSERT_EQUAL(c.outq_len, 0);
+	CU_ASSERT_EQUAL(c.hello_seen, 0);
+	CU_ASSERT_PTR_NULL(TAILQ_FIRST(&c.outq));
+	msg_chan_clear(&c);
+	CU_ASSERT(fd_is_closed(sv[0]));
+	close(sv[1]);
+}
+
+static void
+test_roundtrip(void)
+{
+	struct msg_chan	a, b;
+	int		sv[2], p[2], sent_fd;
+	unsigned char	body[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+	uint32_t	v = 0xdeadbeef;
+	char		c;
+
+	make_pair(sv);
+	msg_chan_init(&a, sv[0], test_rules, NRULES);
+	msg_chan_init(&b, sv[1], test_rules, NRULES);
+
+	CU_ASSERT_EQUAL(msg_recv(&b, &rm), 0);	/* nothing pending */
+
+	CU_ASSERT_EQUAL(msg_hello(&a, ROLE_PARENT), 0);
+	CU_ASSERT_EQUAL(msg_hello(&b, ROLE_FRONT), 0);
+	CU_ASSERT_EQUAL(msg_flush(&a), 1);
+	CU_ASSERT_EQUAL(msg_flush(&b), 1);
+
+	CU_ASSERT_EQUAL(msg_recv(&b, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.type, MSG_HELLO);
+	CU_ASSERT_EQUAL(rm.fd, -1);
+	CU_ASSERT_EQUAL(b.hello_seen, 1);
+	CU_ASSERT_EQUAL(b.peer.version, MSG_VERSION);
+	CU_ASSERT_EQUAL(b.peer.role, ROLE_PARENT);
+	CU_ASSERT_EQUAL(b.peer.pid, (uint32_t)getpid());
+
+	CU_ASSERT_EQUAL(msg_recv(&a, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.type, MSG_HELLO);
+	CU_ASSERT_EQUAL(a.peer.role, ROLE_FRONT);
+	CU_ASSERT_EQUAL(msg_recv(&a, &rm), 0);
+
+	/* plain message */
+	CU_ASSERT_EQUAL(msg_compose(&a, T_PLAIN, 42, body, sizeof(body), -1),
+	    0);
+	CU_ASSERT_EQUAL(a.outq_len, 1);
+	CU_ASSERT_EQUAL(msg_flush(&a), 1);
+	CU_ASSERT_EQUAL(a.outq_len, 0);
+	CU_ASSERT_EQUAL(msg_recv(&b, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.type, T_PLAIN);
+	CU_ASSERT_EQUAL(rm.hdr.len, sizeof(body));
+	CU_ASSERT_EQUAL(rm.hdr.id, 42);
+	CU_ASSERT_EQUAL(rm.fd, -1);
+	CU_ASSERT(memcmp(rm.body, body, sizeof(body)) == 0);
+
+	/* empty body */
+	CU_ASSERT_EQUAL(msg_compose(&a, T_EMPTY, 7, NULL, 0, -1), 0);
+	CU_ASSERT_EQUAL(msg_flush(&a), 1);
+	CU_ASSERT_EQUAL(msg_recv(&b, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.type, T_EMPTY);
+	CU_ASSERT_EQUAL(rm.hdr.len, 0);
+	CU_ASSERT_EQUAL(rm.hdr.id, 7);
+
+	/* message with fd: the write end of a pipe */
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	sent_fd = p[1];
+	CU_ASSERT_EQUAL(msg_compose(&a, T_WITHFD, 9, &v, sizeof(v), sent_fd),
+	    0);
+	CU_ASSERT(!fd_is_closed(sent_fd));	/* queued, not yet sent */
+	CU_ASSERT_EQUAL(msg_flush(&a), 1);
+	CU_ASSERT(fd_is_closed(sent_fd));	/* our copy gone after send */
+
+	CU_ASSERT_EQUAL(msg_recv(&b, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.type, T_WITHFD);
+	CU_ASSERT_EQUAL(rm.hdr.id, 9);
+	CU_ASSERT(memcmp(rm.body, &v, sizeof(v)) == 0);
+	CU_ASSERT_FATAL(rm.fd >= 0);
+	CU_ASSERT(fcntl(rm.fd, F_GETFD) & FD_CLOEXEC);
+	CU_ASSERT_EQUAL(write(rm.fd, "x", 1), 1);
+	CU_ASSERT_EQUAL(read(p[0], &c, 1), 1);
+	CU_ASSERT_EQUAL(c, 'x');
+	close(rm.fd);
+	close(p[0]);
+
+	CU_ASSERT_STRING_EQUAL(msg_type_name(&b, T_WITHFD), "withfd");
+	CU_ASSERT_STRING_EQUAL(msg_type_name(&b, MSG_HELLO), "hello");
+	CU_ASSERT_STRING_EQUAL(msg_type_name(&b, 999), "unknown");
+
+	msg_chan_clear(&a);
+	msg_chan_clear(&b);
+}
+
+static void
+test_ordering(void)
+{
+	struct msg_chan	a, b;
+	int		sv[2], r, fds_before;
+	uint64_t	i, next = 0;
+	const uint64_t	count = 2000;
+	unsigned char	body[8];
+
+	fds_before = count_fds();
+	make_pair(sv);
+	msg_chan_init(&a, sv[0], test_rules, NRULES);
+	msg_chan_init(&b, sv[1], test_rules, NRULES);
+	CU_ASSERT_EQUAL(msg_hello(&a, ROLE_PARENT), 0);
+	for (i = 0; i < count; i++) {
+		memcpy(body, &i, sizeof(body));
+		CU_ASSERT_EQUAL(msg_compose(&a, T_PLAIN, i, body, sizeof(body),
+		    -1), 0);
+	}
+	CU_ASSERT_EQUAL(a.outq_len, count + 1);
+
+	/* flush and drain in turns until everything arrived in order */
+	for (;;) {
+		r = msg_flush(&a);
+		CU_ASSERT_FATAL(r >= 0);
+		while ((r = msg_recv(&b, &rm)) == 1) {
+			if (rm.hdr.type == MSG_HELLO) {
+				CU_ASSERT_EQUAL(next, 0);
+				continue;
+			}
+			CU_ASSERT_EQUAL(rm.hdr.type, T_PLAIN);
+			CU_ASSERT_EQUAL(rm.hdr.id, next);
+			CU_ASSERT(memcmp(rm.body, &next, sizeof(next)) == 0);
+			next++;
+		}
+		CU_ASSERT_FATAL(r == 0);
+		if (a.outq_len == 0)
+			break;
+	}
+	CU_ASSERT_EQUAL(next, count);
+	CU_ASSERT_EQUAL(msg_flush(&a), 1);
+	msg_chan_clear(&a);
+	msg_chan_clear(&b);
+	CU_ASSERT_EQUAL(count_fds(), fds_before);
+}
+
+static void
+test_flush_full(void)
+{
+	struct msg_chan	 a, b;
+	unsigned char	*big;
+	int		 sv[2], r, rounds = 0;
+	uint64_t	 i, queued, next = 0;
+
+	big = calloc(1, MSG_MAX_BODY);
+	CU_ASSERT_FATAL(big != NULL);
+	make_pair(sv);
+	msg_chan_init(&a, sv[0], test_rules, NRULES);
+	msg_chan_init(&b, sv[1], test_rules, NRULES);
+	CU_ASSERT_EQUAL(msg_hello(&a, ROLE_PARENT), 0);
+	CU_ASSERT_EQUAL(msg_flush(&a), 1);
+
+	/* fill the socket until flush reports it full */
+	queued = 0;
+	do {
+		for (i = 0; i < 8; i++) {
+			big[0] = (unsigned char)queued;
+			CU_ASSERT_EQUAL(msg_compose(&a, T_BIG, queued, big,
+			    MSG_MAX_BODY, -1), 0);
+			queued++;
+		}
+		r = msg_flush(&a);
+		CU_ASSERT_FATAL(r >= 0);
+	} while (r == 1 && queued < 10000);
+	CU_ASSERT_EQUAL_FATAL(r, 0);
+	CU_ASSERT(a.outq_len > 0);
+	CU_ASSERT_EQUAL(msg_flush(&a), 0);	/* still full, nothing lost */
+
+	/* the peer drains; flushing completes */
+	CU_ASSERT_EQUAL(msg_recv(&b, &rm), 1);	/* hello */
+	for (;;) {
+		while ((r = msg_recv(&b, &rm)) == 1) {
+			CU_ASSERT_EQUAL(rm.hdr.type, T_BIG);
+			CU_ASSERT_EQUAL(rm.hdr.id, next);
+			CU_ASSERT_EQUAL(rm.body[0], (unsigned char)next);
+			next++;
+		}
+		CU_ASSERT_FATAL(r == 0);
+		r = msg_flush(&a);
+		CU_ASSERT_FATAL(r >= 0);
+		if (r == 1)
+			break;
+		CU_ASSERT_FATAL(++rounds < 10000);
+	}
+	while ((r = msg_recv(&b, &rm)) == 1)
+		next++;
+	CU_ASSERT_EQUAL(r, 0);
+	CU_ASSERT_EQUAL(next, queued);
+	CU_ASSERT_EQUAL(a.outq_len, 0);
+	msg_chan_clear(&a);
+	msg_chan_clear(&b);
+	free(big);
+}
+
+static void
+test_clear_closes_queued_fds(void)
+{
+	struct msg_chan	a;
+	int		sv[2], p[2], fds_before;
+	uint32_t	v = 1;
+
+	fds_before = count_fds();
+	make_pair(sv);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	msg_chan_init(&a, sv[0], test_rules, NRULES);
+	CU_ASSERT_EQUAL(msg_compose(&a, T_WITHFD, 0, &v, sizeof(v), p[0]), 0);
+	CU_ASSERT_EQUAL(msg_compose(&a, T_WITHFD, 0, &v, sizeof(v), p[1]), 0);
+	msg_chan_clear(&a);
+	CU_ASSERT(fd_is_closed(p[0]));
+	CU_ASSERT(fd_is_closed(p[1]));
+	CU_ASSERT(fd_is_closed(sv[0]));
+	CU_ASSERT_EQUAL(a.outq_len, 0);
+	close(sv[1]);
+	CU_ASSERT_EQUAL(count_fds(), fds_before);
+}
+
+static void
+test_compose_too_long(void)
+{
+	struct msg_chan	 a;
+	unsigned char	*big;
+	int		 sv[2], p[2];
+
+	big = calloc(1, MSG_MAX_BODY + 1);
+	CU_ASSERT_FATAL(big != NULL);
+	make_pair(sv);
+	msg_chan_init(&a, sv[0], test_rules, NRULES);
+	a.errstr = NULL;
+	CU_ASSERT_EQUAL(msg_compose(&a, T_BIG, 0, big, MSG_MAX_BODY + 1, -1),
+	    -1);
+	CU_ASSERT_PTR_NOT_NULL(a.errstr);
+	CU_ASSERT_EQUAL(a.outq_len, 0);
+	/* ownership passed with the call: the fd is closed even on failure */
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT_EQUAL(msg_compose(&a, T_BIG, 0, big, MSG_MAX_BODY + 1, p[1]),
+	    -1);
+	CU_ASSERT(fd_is_closed(p[1]));
+	CU_ASSERT_EQUAL(a.outq_len, 0);
+	/* the limit itself is fine */
+	CU_ASSERT_EQUAL(msg_compose(&a, T_BIG, 0, big, MSG_MAX_BODY, -1), 0);
+	CU_ASSERT_EQUAL(a.outq_len, 1);
+	close(p[0]);
+	msg_chan_clear(&a);
+	close(sv[1]);
+	free(big);
+}
+
+static void
+test_flush_closed_peer(void)
+{
+	struct msg_chan	a;
+	int		sv[2], p[2], fds_before;
+	uint32_t	v = 1;
+
+	fds_before = count_fds();
+	make_pair(sv);
+	msg_chan_init(&a, sv[0], test_rules, NRULES);
+	close(sv[1]);
+	CU_ASSERT_EQUAL(msg_hello(&a, ROLE_PARENT), 0);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT_EQUAL(msg_compose(&a, T_WITHFD, 0, &v, sizeof(v), p[0]), 0);
+	close(p[1]);
+	a.errstr = NULL;
+	CU_ASSERT_EQUAL(msg_flush(&a), -1);	/* EPIPE, no SIGPIPE */
+	CU_ASSERT_PTR_NOT_NULL(a.errstr);
+	CU_ASSERT_EQUAL(a.outq_len, 2);
+	msg_chan_clear(&a);
+	CU_ASSERT_EQUAL(count_fds(), fds_before);
+}
+
+static void
+test_eof(void)
+{
+	struct msg_chan	rx;
+	int		sv[2], p[2], fds_before;
+
+	/* before hello */
+	raw_setup(sv, &rx, 0);
+	close(sv[0]);
+	rx.errstr = NULL;
+	CU_ASSERT_EQUAL(msg_recv(&rx, &rm), -1);
+	CU_ASSERT_PTR_NOT_NULL(rx.errstr);
+	msg_chan_clear(&rx);
+
+	/* after hello, with messages still pending: those come first */
+	raw_setup(sv, &rx, 1);
+	CU_ASSERT(raw_send(sv[0], T_EMPTY, 0, NULL, 0, NULL, 0) > 0);
+	close(sv[0]);
+	CU_ASSERT_EQUAL(msg_recv(&rx, &rm), 1);
+	CU_ASSERT_EQUAL(msg_recv(&rx, &rm), -1);
+	msg_chan_clear(&rx);
+
+	/* an empty packet reads as EOF; an fd riding on it is not leaked */
+	raw_setup(sv, &rx, 1);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT(raw_bytes(sv[0], "", 0, &p[0], 1) == 0);
+	close(p[0]);
+	close(p[1]);
+	fds_before = count_fds();
+	CU_ASSERT_EQUAL(msg_recv(&rx, &rm), -1);
+	CU_ASSERT_EQUAL(count_fds(), fds_before);
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+static void
+test_reject_first_not_hello(void)
+{
+	struct msg_chan	rx;
+	int		sv[2];
+
+	raw_setup(sv, &rx, 0);
+	CU_ASSERT(raw_send(sv[0], T_PLAIN, 8, NULL, 8, NULL, 0) > 0);
+	expect_violation(&rx, count_fds(), "before hello");
+	CU_ASSERT_EQUAL(rx.hello_seen, 0);
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+static void
+test_reject_hello_version(void)
+{
+	struct msg_chan	rx;
+	int		sv[2];
+
+	raw_setup(sv, &rx, 0);
+	CU_ASSERT(raw_hello(sv[0], MSG_VERSION + 1) > 0);
+	expect_violation(&rx, count_fds(), "version mismatch");
+	CU_ASSERT_EQUAL(rx.hello_seen, 0);
+	CU_ASSERT(raw_hello(sv[0], 0) > 0);
+	expect_violation(&rx, count_fds(), "version mismatch");
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+static void
+test_reject_hello_length(void)
+{
+	struct msg_chan		rx;
+	int			sv[2];
+	unsigned char		buf[sizeof(struct msg_hello) + 4];
+	struct msg_hello	h;
+
+	memset(&h, 0, sizeof(h));
+	h.version = MSG_VERSION;
+	memset(buf, 0, sizeof(buf));
+	memcpy(buf, &h, sizeof(h));
+
+	raw_setup(sv, &rx, 0);
+	/* one word short */
+	CU_ASSERT(raw_send(sv[0], MSG_HELLO, sizeof(h) - 4, buf, sizeof(h) - 4,
+	    NULL, 0) > 0);
+	expect_violation(&rx, count_fds(), "hello: length");
+	/* one word long */
+	CU_ASSERT(raw_send(sv[0], MSG_HELLO, sizeof(buf), buf, sizeof(buf),
+	    NULL, 0) > 0);
+	expect_violation(&rx, count_fds(), "hello: length");
+	CU_ASSERT_EQUAL(rx.hello_seen, 0);
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+static void
+test_reject_hello_fd(void)
+{
+	struct msg_chan		rx;
+	struct msg_hello	h;
+	int			sv[2], p[2], before;
+
+	memset(&h, 0, sizeof(h));
+	h.version = MSG_VERSION;
+	raw_setup(sv, &rx, 0);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT(raw_send(sv[0], MSG_HELLO, sizeof(h), &h, sizeof(h), &p[0],
+	    1) > 0);
+	close(p[0]);
+	close(p[1]);
+	before = count_fds();
+	expect_violation(&rx, before, "hello: unexpected fd");
+	CU_ASSERT_EQUAL(rx.hello_seen, 0);
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+static void
+test_reject_second_hello(void)
+{
+	struct msg_chan	rx;
+	int		sv[2];
+
+	raw_setup(sv, &rx, 1);
+	CU_ASSERT(raw_hello(sv[0], MSG_VERSION) > 0);
+	expect_violation(&rx, count_fds(), "second hello");
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+static void
+test_reject_unknown_type(void)
+{
+	struct msg_chan	rx;
+	int		sv[2];
+
+	raw_setup(sv, &rx, 1);
+	CU_ASSERT(raw_send(sv[0], 99, 8, NULL, 8, NULL, 0) > 0);
+	expect_violation(&rx, count_fds(), "unknown type 99");
+	CU_ASSERT(raw_send(sv[0], 0, 0, NULL, 0, NULL, 0) > 0);
+	expect_violation(&rx, count_fds(), "unknown type 0");
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+static void
+test_reject_body_length(void)
+{
+	struct msg_chan	rx;
+	int		sv[2];
+
+	raw_setup(sv, &rx, 1);
+	/* one short, header consistent with the packet */
+	CU_ASSERT(raw_send(sv[0], T_PLAIN, 7, NULL, 7, NULL, 0) > 0);
+	expect_violation(&rx, count_fds(), "length 7, want 8");
+	/* one long */
+	CU_ASSERT(raw_send(sv[0], T_PLAIN, 9, NULL, 9, NULL, 0) > 0);
+	expect_violation(&rx, count_fds(), "length 9, want 8");
+	/* body on a type that has none */
+	CU_ASSERT(raw_send(sv[0], T_EMPTY, 1, NULL, 1, NULL, 0) > 0);
+	expect_violation(&rx, count_fds(), "length 1, want 0");
+	/* header length disagrees with the packet, either way */
+	CU_ASSERT(raw_send(sv[0], T_PLAIN, 8, NULL, 4, NULL, 0) > 0);
+	expect_violation(&rx, count_fds(), "header says 8 bytes, packet has 4");
+	CU_ASSERT(raw_send(sv[0], T_PLAIN, 8, NULL, 12, NULL, 0) > 0);
+	expect_violation(&rx, count_fds(),
+	    "header says 8 bytes, packet has 12");
+	/* a valid one still goes through afterwards */
+	CU_ASSERT(raw_send(sv[0], T_PLAIN, 8, NULL, 8, NULL, 0) > 0);
+	CU_ASSERT_EQUAL(msg_recv(&rx, &rm), 1);
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+static void
+test_reject_fd_not_allowed(void)
+{
+	struct msg_chan	rx;
+	int		sv[2], p[2];
+
+	raw_setup(sv, &rx, 1);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT(raw_send(sv[0], T_PLAIN, 8, NULL, 8, &p[1], 1) > 0);
+	close(p[0]);
+	close(p[1]);
+	expect_violation(&rx, count_fds(), "unexpected fd");
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+static void
+test_reject_fd_missing(void)
+{
+	struct msg_chan	rx;
+	int		sv[2];
+
+	raw_setup(sv, &rx, 1);
+	CU_ASSERT(raw_send(sv[0], T_WITHFD, 4, NULL, 4, NULL, 0) > 0);
+	expect_violation(&rx, count_fds(), "fd missing");
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+static void
+test_reject_many_fds(void)
+{
+	struct msg_chan	rx;
+	int		sv[2], p[2], q[2], fds[3];
+
+	raw_setup(sv, &rx, 1);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT_FATAL(pipe(q) == 0);
+	fds[0] = p[0];
+	fds[1] = p[1];
+	fds[2] = q[0];
+	/* two fds fit the one-fd cmsg buffer on LP64: counted, not truncated */
+	CU_ASSERT(raw_send(sv[0], T_WITHFD, 4, NULL, 4, fds, 2) > 0);
+	/* three do not: MSG_CTRUNC, and the ones that arrived are closed */
+	CU_ASSERT(raw_send(sv[0], T_WITHFD, 4, NULL, 4, fds, 3) > 0);
+	close(p[0]);
+	close(p[1]);
+	close(q[0]);
+	close(q[1]);
+	expect_violation(&rx, count_fds(), "2 fds");
+	expect_violation(&rx, count_fds(), "truncated control data");
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+static void
+test_reject_truncated(void)
+{
+	struct msg_chan	rx;
+	int		sv[2], p[2];
+	int		sndbuf = 4 * MSG_MAX_BODY;
+
+	raw_setup(sv, &rx, 1);
+	CU_ASSERT(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf,
+	    sizeof(sndbuf)) == 0);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	/* one byte more than the receive buffer, header consistent */
+	CU_ASSERT(raw_send(sv[0], T_BIG, MSG_MAX_BODY + 1, NULL,
+	    MSG_MAX_BODY + 1, NULL, 0) > 0);
+	/* the same carrying an fd */
+	CU_ASSERT(raw_send(sv[0], T_BIG, MSG_MAX_BODY + 1, NULL,
+	    MSG_MAX_BODY + 1, &p[0], 1) > 0);
+	close(p[0]);
+	close(p[1]);
+	expect_violation(&rx, count_fds(), "truncated packet");
+	expect_violation(&rx, count_fds(), "truncated packet");
+	CU_ASSERT_EQUAL(msg_recv(&rx, &rm), 0);
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+static void
+test_reject_short_header(void)
+{
+	struct msg_chan	rx;
+	int		sv[2], p[2];
+	unsigned char	buf[sizeof(struct msg_hdr)];
+
+	memset(buf, 0, sizeof(buf));
+	buf[0] = MSG_HELLO;
+
+	/* before hello */
+	raw_setup(sv, &rx, 0);
+	CU_ASSERT(raw_bytes(sv[0], buf, 8, NULL, 0) == 8);
+	expect_violation(&rx, count_fds(), "short packet");
+	close(sv[0]);
+	msg_chan_clear(&rx);
+
+	/* after hello, one byte short, with an fd */
+	raw_setup(sv, &rx, 1);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT(raw_bytes(sv[0], buf, sizeof(buf) - 1, &p[0], 1) > 0);
+	close(p[0]);
+	close(p[1]);
+	expect_violation(&rx, count_fds(), "short packet");
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+static void
+test_reject_fd_not_installed(void)
+{
+	struct msg_chan	rx;
+	struct rlimit	old, low;
+	int		sv[2], p[2], lowest, r, before;
+
+	/*
+	 * At RLIMIT_NOFILE the kernel drops the fd and sets MSG_CTRUNC: the
+	 * packet must not pass as one that never carried an fd.
+	 */
+	raw_setup(sv, &rx, 1);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT(raw_send(sv[0], T_PLAIN, 8, NULL, 8, &p[0], 1) > 0);
+	close(p[0]);
+	close(p[1]);
+	before = count_fds();
+	CU_ASSERT_FATAL((lowest = dup(0)) != -1);
+	close(lowest);
+	CU_ASSERT_FATAL(getrlimit(RLIMIT_NOFILE, &old) == 0);
+	low = old;
+	low.rlim_cur = lowest;
+	CU_ASSERT_FATAL(setrlimit(RLIMIT_NOFILE, &low) == 0);
+	rx.errstr = NULL;
+	r = msg_recv(&rx, &rm);
+	CU_ASSERT_FATAL(setrlimit(RLIMIT_NOFILE, &old) == 0);
+	CU_ASSERT_EQUAL(r, -2);
+	CU_ASSERT_EQUAL(rm.fd, -1);
+	/*
+	 * Under valgrind, which only emulates RLIMIT_NOFILE, the fd does
+	 * arrive and is rejected as unexpected instead.
+	 */
+	CU_ASSERT(rx.errstr != NULL &&
+	    (strstr(rx.errstr, "truncated control data") != NULL ||
+	    strstr(rx.errstr, "unexpected fd") != NULL));
+	CU_ASSERT_EQUAL(count_fds(), before);
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+static void
+test_reject_foreign_cmsg(void)
+{
+	struct msg_chan	rx;
+	int		sv[2], p[2], on = 1;
+
+	/* SO_PASSCRED makes the kernel add SCM_CREDENTIALS: never expected */
+	raw_setup(sv, &rx, 1);
+	CU_ASSERT_FATAL(setsockopt(sv[1], SOL_SOCKET, SO_PASSCRED, &on,
+	    sizeof(on)) == 0);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT(raw_send(sv[0], T_PLAIN, 8, NULL, 8, NULL, 0) > 0);
+	CU_ASSERT(raw_send(sv[0], T_WITHFD, 4, NULL, 4, &p[0], 1) > 0);
+	close(p[0]);
+	close(p[1]);
+	expect_violation(&rx, count_fds(), "unexpected control message");
+	expect_violation(&rx, count_fds(), "unexpected control message");
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+static void
+test_no_leak_overall(void)
+{
+	struct msg_chan	rx;
+	int		sv[2], p[2], i, before;
+
+	/* many rejected packets with fds: the fd table must not grow */
+	before = count_fds();
+	raw_setup(sv, &rx, 1);
+	for (i = 0; i < 64; i++) {
+		CU_ASSERT_FATAL(pipe(p) == 0);
+		CU_ASSERT(raw_send(sv[0], T_PLAIN, 8, NULL, 8, p, 2) > 0);
+		close(p[0]);
+		close(p[1]);
+		CU_ASSERT_EQUAL(msg_recv(&rx, &rm), -2);
+	}
+	close(sv[0]);
+	msg_chan_clear(&rx);
+	CU_ASSERT_EQUAL(count_fds(), before);
+}
+
+int
+main(void)
+{
+	CU_pSuite	s;
+	unsigned int	failed;
+
+	if (CU_initialize_registry() != CUE_SUCCESS)
+		return CU_get_error();
+	if ((s = CU_add_suite("msg", NULL, NULL)) == NULL)
+		goto fail;
+	if (CU_add_test(s, "chan_init flags", test_init_flags) == NULL ||
+	    CU_add_test(s, "round trip", test_roundtrip) == NULL ||
+	    CU_add_test(s, "ordering", test_ordering) == NULL ||
+	    CU_add_test(s, "flush when full", test_flush_full) == NULL ||
+	    CU_add_test(s, "clear closes queued fds",
+	    test_clear_closes_queued_fds) == NULL ||
+	    CU_add_test(s, "compose too long", test_compose_too_long) == NULL ||
+	    CU_add_test(s, "flush to closed peer",
+	    test_flush_closed_peer) == NULL ||
+	    CU_add_test(s, "eof", test_eof) == NULL)
+		goto fail;
+	if ((s = CU_add_suite("msg rejections", NULL, NULL)) == NULL)
+		goto fail;
+	if (CU_add_test(s, "first not hello",
+	    test_reject_first_not_hello) == NULL ||
+	    CU_add_test(s, "hello version",
+	    test_reject_hello_version) == NULL ||
+	    CU_add_test(s, "hello length", test_reject_hello_length) == NULL ||
+	    CU_add_test(s, "hello with fd", test_reject_hello_fd) == NULL ||
+	    CU_add_test(s, "second hello", test_reject_second_hello) == NULL ||
+	    CU_add_test(s, "unknown type", test_reject_unknown_type) == NULL ||
+	    CU_add_test(s, "body length", test_reject_body_length) == NULL ||
+	    CU_add_test(s, "fd not allowed",
+	    test_reject_fd_not_allowed) == NULL ||
+	    CU_add_test(s, "fd missing", test_reject_fd_missing) == NULL ||
+	    CU_add_test(s, "several fds", test_reject_many_fds) == NULL ||
+	    CU_add_test(s, "truncated packet", test_reject_truncated) == NULL ||
+	    CU_add_test(s, "short header", test_reject_short_header) == NULL ||
+	    CU_add_test(s, "fd not installed",
+	    test_reject_fd_not_installed) == NULL ||
+	    CU_add_test(s, "foreign control message",
+	    test_reject_foreign_cmsg) == NULL ||
+	    CU_add_test(s, "no fd leak", test_no_leak_overall) == NULL)
+		goto fail;
+
+	CU_basic_set_mode(CU_BRM_VERBOSE);
+	CU_basic_run_tests();
+	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+	CU_cleanup_registry();
+	return failed != 0;
+
+ fail:
+	CU_cleanup_registry();
+	return CU_get_error() ? (int)CU_get_error() : 1;
+}

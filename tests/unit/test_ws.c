@@ -1,0 +1,497 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * ws.c driven by scripted byte buffers: framing, reassembly, limits, UTF-8,
+ * control frames, the close handshake and output cost accounting.  Also the
+ * reason pyrelayd does not use wslay's event layer (docs/wslay.md).
+ */
+#include "config.h"
+
+#include <sys/socket.h>
+
+#include <CUnit/Basic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ws.h"
+
+struct seen {
+	int		 messages;
+	int		 binary;
+	unsigned char	 last[4096];
+	size_t		 last_len;
+	int		 pongs;
+	int		 closes;
+	uint16_t	 close_code;
+	int		 starts;
+};
+
+static void
+on_message(void *arg, int binary, const unsigned char *buf, size_t len)
+{
+	struct seen	*s = arg;
+
+	s->messages++;
+	s->binary = binary;
+	s->last_len = len < sizeof(s->last) ? len : sizeof(s->last);
+	memcpy(s->last, buf, s->last_len);
+}
+
+static void
+on_pong(void *arg)
+{
+	((struct seen *)arg)->pongs++;
+}
+
+static void
+on_close(void *arg, uint16_t code)
+{
+	struct seen	*s = arg;
+
+	s->closes++;
+	s->close_code = code;
+}
+
+static void
+on_start(void *arg)
+{
+	((struct seen *)arg)->starts++;
+}
+
+static const struct ws_handler handler = {
+	.message = on_message,
+	.pong = on_pong,
+	.close = on_close,
+	.message_start = on_start,
+};
+
+/* Builds one client frame (masked unless mask == 0) into out. */
+static size_t
+client_frame(unsigned char *out, int fin, int op, const void *payload,
+    size_t len, int mask)
+{
+	const unsigned char	 key[4] = { 0x12, 0x34, 0x56, 0x78 };
+	const unsigned char	*p = payload;
+	size_t			 n = 0, i;
+
+	out[n++] = (fin ? 0x80 : 0) | op;
+	if (len < 126)
+		out[n++] = (mask ? 0x80 : 0) | len;
+	else if (len < 65536) {
+		out[n++] = (mask ? 0x80 : 0) | 126;
+		out[n++] = len >> 8;
+		out[n++] = len & 0xff;
+	} else {
+		out[n++] = (mask ? 0x80 : 0) | 127;
+		for (i = 0; i < 8; i++)
+			out[n++] = ((uint64_t)len >> (56 - 8 * i)) & 0xff;
+	}
+	if (mask) {
+		memcpy(out + n, key, 4);
+		n += 4;
+	}
+	for (i = 0; i < len; i++)
+		out[n++] = mask ? p[i] ^ key[i % 4] : p[i];
+	return n;
+}
+
+/* The close frame ws queued: code and reason. */
+static void
+queued_close(struct ws *ws, uint16_t *code, char *reason, size_t rsz)
+{
+	const unsigned char	*b = ws->out.buf + ws->out.off;
+	size_t			 len = ws->out.len - ws->out.off, i = 0, plen;
+
+	*code = 0;
+	reason[0] = '\0';
+	/* skip frames until the close */
+	while (i + 2 <= len) {
+		plen = b[i + 1] & 0x7f;
+		if ((b[i] & 0x0f) == 0x8) {
+			if (plen >= 2) {
+				*code = (b[i + 2] << 8) | b[i + 3];
+				memcpy(reason, b + i + 4, plen - 2 < rsz - 1 ?
+				    plen - 2 : rsz - 1);
+				reason[plen - 2 < rsz - 1 ? plen - 2 : rsz - 1] = '\0';
+			}
+			return;
+		}
+		i += 2 + plen;
+	}
+}
+
+static void
+test_text_message(void)
+{
+	struct ws	ws;
+	struct seen	s = { 0 };
+	unsigned char	f[256];
+	size_t		n;
+
+	CU_ASSERT_FATAL(ws_init(&ws, 1024) == 0);
+	n = client_frame(f, 1, WS_OP_TEXT, "{\"a\":1}", 7, 1);
+	CU_ASSERT_EQUAL(ws_feed(&ws, f, n, &handler, &s), 0);
+	CU_ASSERT_EQUAL(s.messages, 1);
+	CU_ASSERT_EQUAL(s.binary, 0);
+	CU_ASSERT_EQUAL(s.last_len, 7);
+	CU_ASSERT(memcmp(s.last, "{\"a\":1}", 7) == 0);
+	CU_ASSERT_EQUAL(s.starts, 1);
+	ws_free(&ws);
+}
+
+static void
+test_split_feed(void)
+{
+	struct ws	ws;
+	struct seen	s = { 0 };
+	unsigned char	f[512];
+	char		payload[300];
+	size_t		n, i;
+
+	memset(payload, 'x', sizeof(payload));
+	CU_ASSERT_FATAL(ws_init(&ws, 1024) == 0);
+	n = client_frame(f, 1, WS_OP_BINARY, payload, sizeof(payload), 1);
+	/* one byte at a time: the message arrives once, complete */
+	for (i = 0; i < n; i++)
+		CU_ASSERT_EQUAL(ws_feed(&ws, f + i, 1, &handler, &s), 0);
+	CU_ASSERT_EQUAL(s.messages, 1);
+	CU_ASSERT_EQUAL(s.binary, 1);
+	CU_ASSERT_EQUAL(s.last_len, sizeof(payload));
+	ws_free(&ws);
+}
+
+static void
+test_fragments_with_ping_between(void)
+{
+	struct ws	ws;
+	struct seen	s = { 0 };
+	unsigned char	f[256];
+	size_t		n = 0;
+
+	CU_ASSERT_FATAL(ws_init(&ws, 1024) == 0);
+	n += client_frame(f + n, 0, WS_OP_TEXT, "[1,", 3, 1);
+	n += client_frame(f + n, 1, WS_OP_PING, "hi", 2, 1);
+	n += client_frame(f + n, 0, WS_OP_CONT, "2,", 2, 1);
+	n += client_frame(f + n, 1, WS_OP_CONT, "3]", 2, 1);
+	CU_ASSERT_EQUAL(ws_feed(&ws, f, n, &handler, &s), 0);
+	CU_ASSERT_EQUAL(s.messages, 1);
+	CU_ASSERT_EQUAL(s.last_len, 7);
+	CU_ASSERT(memcmp(s.last, "[1,2,3]", 7) == 0);
+	/* the ping was answered with a pong carrying its payload */
+	CU_ASSERT(ws_pending(&ws) == 4);
+	CU_ASSERT_EQUAL(ws.out.buf[0], 0x8a);
+	CU_ASSERT_EQUAL(ws.out.buf[1], 2);
+	CU_ASSERT(memcmp(ws.out.buf + 2, "hi", 2) == 0);
+	ws_free(&ws);
+}
+
+static void
+expect_failure(const unsigned char *f, size_t n, uint64_t max, int code,
+    const char *reason)
+{
+	struct ws	ws;
+	struct seen	s = { 0 };
+	uint16_t	qc;
+	char		qr[128];
+
+	CU_ASSERT_FATAL(ws_init(&ws, max) == 0);
+	CU_ASSERT_EQUAL(ws_feed(&ws, f, n, &handler, &s), code);
+	CU_ASSERT_EQUAL(s.messages, 0);
+	queued_close(&ws, &qc, qr, sizeof(qr));
+	CU_ASSERT_EQUAL(qc, code);
+	CU_ASSERT_STRING_EQUAL(qr, reason);
+	CU_ASSERT(ws.close_sent);
+	ws_free(&ws);
+}
+
+static void
+test_too_big(void)
+{
+	unsigned char	f[2048];
+	char		payload[1025];
+	size_t		n;
+
+	memset(payload, 'a', sizeof(payload));
+	n = client_frame(f, 1, WS_OP_TEXT, payload, sizeof(payload), 1);
+	expect_failure(f, n, 1024, 1009, "message too big");
+	/* exactly the limit passes */
+	{
+		struct ws	ws;
+		struct seen	s = { 0 };
+
+		CU_ASSERT_FATAL(ws_init(&ws, 1025) == 0);
+		CU_ASSERT_EQUAL(ws_feed(&ws, f, n, &handler, &s), 0);
+		CU_ASSERT_EQUAL(s.messages, 1);
+		ws_free(&ws);
+	}
+	/* the limit counts the whole message across fragments */
+	n = client_frame(f, 0, WS_OP_TEXT, payload, 600, 1);
+	n += client_frame(f + n, 1, WS_OP_CONT, payload, 600, 1);
+	expect_failure(f, n, 1024, 1009, "message too big");
+	/* a header announcing 2^62 bytes allocates nothing */
+	n = 0;
+	f[n++] = 0x81;
+	f[n++] = 0x80 | 127;
+	memcpy(f + n, "\x40\0\0\0\0\0\0\0", 8);
+	n += 8;
+	memcpy(f + n, "\1\2\3\4", 4);
+	n += 4;
+	expect_failure(f, n, 262144, 1009, "message too big");
+}
+
+static void
+test_bad_utf8(void)
+{
+	unsigned char	f[64];
+	size_t		n;
+
+	n = client_frame(f, 1, WS_OP_TEXT, "\"\xc0\x80\"", 4, 1);
+	expect_failure(f, n, 1024, 1007, "invalid UTF-8");
+	/* the same bytes in a binary message are not text: accepted here */
+	{
+		struct ws	ws;
+		struct seen	s = { 0 };
+
+		CU_ASSERT_FATAL(ws_init(&ws, 1024) == 0);
+		n = client_frame(f, 1, WS_OP_BINARY, "\"\xc0\x80\"", 4, 1);
+		CU_ASSERT_EQUAL(ws_feed(&ws, f, n, &handler, &s), 0);
+		CU_ASSERT_EQUAL(s.messages, 1);
+		ws_free(&ws);
+	}
+}
+
+static void
+test_protocol_errors(void)
+{
+	unsigned char	f[64];
+	size_t		n;
+
+	/* unmasked client frame (RFC 6455 §5.1) */
+	n = client_frame(f, 1, WS_OP_TEXT, "{}", 2, 0);
+	expect_failure(f, n, 1024, 1002, "protocol error");
+	/* reserved opcode */
+	n = client_frame(f, 1, 0x3, "{}", 2, 1);
+	expect_failure(f, n, 1024, 1002, "protocol error");
+	/* continuation without a message */
+	n = client_frame(f, 1, WS_OP_CONT, "{}", 2, 1);
+	expect_failure(f, n, 1024, 1002, "protocol error");
+	/* a new message inside a fragmented one */
+	n = client_frame(f, 0, WS_OP_TEXT, "[", 1, 1);
+	n += client_frame(f + n, 1, WS_OP_TEXT, "]", 1, 1);
+	expect_failure(f, n, 1024, 1002, "protocol error");
+	/* RSV bit without an extension */
+	n = client_frame(f, 1, WS_OP_TEXT, "{}", 2, 1);
+	f[0] |= 0x40;
+	expect_failure(f, n, 1024, 1002, "protocol error");
+	/* fragmented control frame */
+	n = client_frame(f, 0, WS_OP_PING, "", 0, 1);
+	expect_failure(f, n, 1024, 1002, "protocol error");
+	/* close code the peer may not send */
+	n = client_frame(f, 1, WS_OP_CLOSE, "\x03\xed", 2, 1);	/* 1005 */
+	expect_failure(f, n, 1024, 1002, "protocol error");
+	/* one-byte close payload */
+	n = client_frame(f, 1, WS_OP_CLOSE, "\x03", 1, 1);
+	expect_failure(f, n, 1024, 1002, "protocol error");
+}
+
+static void
+test_close_echo(void)
+{
+	struct ws	ws;
+	struct seen	s = { 0 };
+	unsigned char	f[64];
+	size_t		n;
+	uint16_t	qc;
+	char		qr[64];
+
+	CU_ASSERT_FATAL(ws_init(&ws, 1024) == 0);
+	n = client_frame(f, 1, WS_OP_CLOSE, "\x0f\xa1" "bye", 5, 1);	/* 4001 */
+	/* data after the close is never delivered */
+	n += client_frame(f + n, 1, WS_OP_TEXT, "{}", 2, 1);
+	CU_ASSERT_EQUAL(ws_feed(&ws, f, n, &handler, &s), 0);
+	CU_ASSERT_EQUAL(s.closes, 1);
+	CU_ASSERT_EQUAL(s.close_code, 4001);
+	CU_ASSERT_EQUAL(s.messages, 0);
+	queued_close(&ws, &qc, qr, sizeof(qr));
+	CU_ASSERT_EQUAL(qc, 4001);
+	CU_ASSERT_STRING_EQUAL(qr, "");
+	ws_free(&ws);
+
+	/* an empty close is echoed empty and reported as 1005 */
+	memset(&s, 0, sizeof(s));
+	CU_ASSERT_FATAL(ws_init(&ws, 1024) == 0);
+	n = client_frame(f, 1, WS_OP_CLOSE, "", 0, 1);
+	CU_ASSERT_EQUAL(ws_feed(&ws, f, n, &handler, &s), 0);
+	CU_ASSERT_EQUAL(s.close_code, 1005);
+	CU_ASSERT_EQUAL(ws_pending(&ws), 2);
+	CU_ASSERT_EQUAL(ws.out.buf[0], 0x88);
+	CU_ASSERT_EQUAL(ws.out.buf[1], 0);
+	ws_free(&ws);
+}
+
+static void
+test_after_our_close(void)
+{
+	struct ws	ws;
+	struct seen	s = { 0 };
+	unsigned char	f[64];
+	size_t		n;
+
+	CU_ASSERT_FATAL(ws_init(&ws, 1024) == 0);
+	CU_ASSERT_EQUAL(ws_send_close(&ws, 1007, "invalid JSON"), 0);
+	/* nothing queues after a close; a second close is refused */
+	CU_ASSERT_EQUAL(ws_send_text(&ws, "x", 1, NULL, 0, NULL, 0), -1);
+	CU_ASSERT_EQUAL(ws_send_close(&ws, 1000, NULL), -1);
+	n = client_frame(f, 1, WS_OP_TEXT, "{}", 2, 1);
+	n += client_frame(f + n, 1, WS_OP_CLOSE, "\x03\xe8", 2, 1);
+	CU_ASSERT_EQUAL(ws_feed(&ws, f, n, &handler, &s), 0);
+	CU_ASSERT_EQUAL(s.messages, 0);
+	CU_ASSERT_EQUAL(s.closes, 1);
+	CU_ASSERT(ws.close_rcvd);
+	ws_free(&ws);
+}
+
+static void
+test_output_and_cost(void)
+{
+	struct ws	 ws;
+	int		 sv[2];
+	unsigned char	 buf[256];
+	ssize_t		 n;
+
+	CU_ASSERT_FATAL(ws_init(&ws, 1024) == 0);
+	CU_ASSERT_EQUAL(ws_send_text(&ws, "{\"conn_id\":", 11, "\"c\"", 3, "}", 1), 0);
+	/* 15 payload bytes, 2 header bytes, one message */
+	CU_ASSERT_EQUAL(ws_pending(&ws), 17);
+	CU_ASSERT_EQUAL(ws_cost(&ws), 17 + WS_MSG_OVERHEAD);
+	CU_ASSERT_EQUAL(ws.out.buf[0], 0x81);
+	CU_ASSERT_EQUAL(ws.out.buf[1], 15);
+	CU_ASSERT(memcmp(ws.out.buf + 2, "{\"conn_id\":\"c\"}", 15) == 0);
+	CU_ASSERT_EQUAL(ws_send_text(&ws, "[]", 2, NULL, 0, NULL, 0), 0);
+	CU_ASSERT_EQUAL(ws_cost(&ws), 17 + 4 + 2 * WS_MSG_OVERHEAD);
+
+	CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	CU_ASSERT_EQUAL(ws_write(&ws, sv[0]), 21);
+	CU_ASSERT_EQUAL(ws_pending(&ws), 0);
+	CU_ASSERT_EQUAL(ws_cost(&ws), 0);
+	n = read(sv[1], buf, sizeof(buf));
+	CU_ASSERT_EQUAL(n, 21);
+	/* a 200-byte payload takes the 16-bit length form */
+	{
+		char	big[200];
+
+		memset(big, 'b', sizeof(big));
+		CU_ASSERT_EQUAL(ws_send_text(&ws, big, sizeof(big), NULL, 0, NULL, 0), 0);
+		CU_ASSERT_EQUAL(ws_pending(&ws), 204);
+		CU_ASSERT_EQUAL(ws.out.buf[1], 126);
+		CU_ASSERT_EQUAL((ws.out.buf[2] << 8) | ws.out.buf[3], 200);
+	}
+	close(sv[0]);
+	close(sv[1]);
+	ws_free(&ws);
+}
+
+static void
+test_code_sendable(void)
+{
+	int	ok[] = { 1000, 1001, 1002, 1003, 1007, 1008, 1011, 1014, 3000, 4000, 4999 };
+	int	bad[] = { 0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535 };
+	size_t	i;
+
+	for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		CU_ASSERT(ws_code_sendable(ok[i]));
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CU_ASSERT(!ws_code_sendable(bad[i]));
+}
+
+/*
+ * docs/wslay.md: wslay's event layer closes an over-long message with 1009
+ * and an empty reason, and nothing lets the caller give the reason
+ * protocol.md §8 requires ("message too big").  This test documents the
+ * library behaviour that made us use its frame layer instead.
+ */
+static ssize_t
+evl_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+    void *arg)
+{
+	struct { const unsigned char *p; size_t n; } *in = arg;
+	size_t	k = len < in->n ? len : in->n;
+
+	if (k == 0) {
+		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+		return -1;
+	}
+	memcpy(buf, in->p, k);
+	in->p += k;
+	in->n -= k;
+	return k;
+}
+
+static unsigned char	evl_out[256];
+static size_t		evl_outlen;
+
+static ssize_t
+evl_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
+    int flags, void *arg)
+{
+	if (len > sizeof(evl_out) - evl_outlen)
+		len = sizeof(evl_out) - evl_outlen;
+	memcpy(evl_out + evl_outlen, data, len);
+	evl_outlen += len;
+	return len;
+}
+
+static void
+test_wslay_event_layer_has_no_reason(void)
+{
+	struct wslay_event_callbacks	 cb = { evl_recv, evl_send, NULL, NULL,
+					    NULL, NULL, NULL };
+	wslay_event_context_ptr		 ctx;
+	unsigned char			 f[2048];
+	char				 payload[1025];
+	struct { const unsigned char *p; size_t n; } in;
+
+	memset(payload, 'a', sizeof(payload));
+	in.n = client_frame(f, 1, WS_OP_TEXT, payload, sizeof(payload), 1);
+	in.p = f;
+	CU_ASSERT_FATAL(wslay_event_context_server_init(&ctx, &cb, &in) == 0);
+	wslay_event_config_set_max_recv_msg_length(ctx, 1024);
+	wslay_event_recv(ctx);
+	evl_outlen = 0;
+	wslay_event_send(ctx);
+	/* a close frame with code 1009 and nothing after the code */
+	CU_ASSERT_EQUAL(evl_outlen, 4);
+	CU_ASSERT_EQUAL(evl_out[0], 0x88);
+	CU_ASSERT_EQUAL(evl_out[1], 2);
+	CU_ASSERT_EQUAL((evl_out[2] << 8) | evl_out[3], 1009);
+	wslay_event_context_free(ctx);
+}
+
+int
+main(void)
+{
+	CU_pSuite	s;
+	int		failed;
+
+	if (CU_initialize_registry() != CUE_SUCCESS)
+		return 1;
+	s = CU_add_suite("ws", NULL, NULL);
+	CU_add_test(s, "text message", test_text_message);
+	CU_add_test(s, "split feed", test_split_feed);
+	CU_add_test(s, "fragments with a ping between", test_fragments_with_ping_between);
+	CU_add_test(s, "1009 message too big", test_too_big);
+	CU_add_test(s, "1007 invalid UTF-8", test_bad_utf8);
+	CU_add_test(s, "1002 protocol errors", test_protocol_errors);
+	CU_add_test(s, "close echo", test_close_echo);
+	CU_add_test(s, "after our close", test_after_our_close);
+	CU_add_test(s, "output and cost", test_output_and_cost);
+	CU_add_test(s, "sendable close codes", test_code_sendable);
+	s = CU_add_suite("wslay event layer", NULL, NULL);
+	CU_add_test(s, "1009 without a reason", test_wslay_event_layer_has_no_reason);
+	CU_basic_set_mode(CU_BRM_VERBOSE);
+	CU_basic_run_tests();
+	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+	CU_cleanup_registry();
+	return failed != 0;
+}
