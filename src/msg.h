@@ -48,7 +48,8 @@ struct msg_rule {
 struct msg {
 	struct msg_hdr	hdr;
 	int		fd;		/* -1 when none */
-	unsigned char	body[MSG_MAX_BODY];
+	/* aligned so that bodies can be read through their struct types */
+	unsigned char	body[MSG_MAX_BODY] __attribute__((__aligned__(16)));
 };
 
 struct msg_out {

@@ -96,8 +96,7 @@ struct sym {
 	TAILQ_ENTRY(sym)	 entry;
 	char			*name;
 	char			*value;
-	int			 persist;	/* from -D: the file cannot
-						   redefine it */
+	int			 persist;	/* -D: not redefined */
 };
 TAILQ_HEAD(symlist, sym);
 
@@ -116,8 +115,7 @@ static struct symlist		 symbols = TAILQ_HEAD_INITIALIZER(symbols);
 static struct listen_line	*llines;
 static size_t			 nllines;
 
-/* lexer state */
-/* a stack of characters to read before the file: macro text, ungot */
+/* lexer state; pushback: characters read before the file (macros, ungot) */
 static unsigned char		*pushback;
 static size_t			 npushback, pushbacksize;
 /* every string handed to the grammar, freed after the parse */
@@ -125,12 +123,12 @@ static char			**pool;
 static size_t			 npool, poolsize;
 static int			 lex_line;	/* line the lexer is reading */
 static int			 tok_line;	/* line of the last token */
-static int			 stmt_line;	/* line of a statement's start */
+static int			 stmt_line;	/* where a statement starts */
 static int			 tok_count;	/* tokens of the statement */
 static int			 tok_last;	/* the last token */
-static int			 at_bol;	/* next token starts a statement */
+static int			 at_bol;	/* next token starts one */
 static int			 expansions;
-static int			 lex_failed;	/* the lexer reported the error */
+static int			 lex_failed;	/* lexer reported an error */
 static char			 tok_text[64];
 static char			 first_word[64];
 

@@ -62,6 +62,7 @@ struct conn {
 	struct event		*ev_timer;
 	int			 read_paused;
 	int			 write_armed;
+	int			 wr_shut;	/* SHUT_WR done after a failure close */
 	struct ws		 ws;
 	char			 conn_id[CONN_ID_MAX + 1];
 	size_t			 conn_id_len;
@@ -781,6 +782,15 @@ relay_conn_write(evutil_socket_t fd, short ev, void *arg)
 			shutdown(c->fd, SHUT_WR);
 			relay_conn_drop(c, "closed");
 			return;
+		}
+		/*
+		 * RFC 6455 §7.1.7: after a protocol failure (1002/1007/1009) the
+		 * stream is not read any more; half-close once our close frame
+		 * is out and drop at the peer's EOF (or the close deadline).
+		 */
+		if (c->state == CS_CLOSING && c->ws.failed && !c->wr_shut) {
+			c->wr_shut = 1;
+			shutdown(c->fd, SHUT_WR);
 		}
 	}
 	if (c == r->binary)

@@ -229,7 +229,11 @@ test_too_big(void)
 	n = client_frame(f, 0, WS_OP_TEXT, payload, 600, 1);
 	n += client_frame(f + n, 1, WS_OP_CONT, payload, 600, 1);
 	expect_failure(f, n, 1024, 1009, "message too big");
-	/* a header announcing 2^62 bytes allocates nothing */
+	/*
+	 * A header announcing 2^62 bytes allocates nothing: wslay hands over a
+	 * frame with its first payload byte, and the limit is checked then,
+	 * before that byte is buffered.
+	 */
 	n = 0;
 	f[n++] = 0x81;
 	f[n++] = 0x80 | 127;
@@ -237,6 +241,7 @@ test_too_big(void)
 	n += 8;
 	memcpy(f + n, "\1\2\3\4", 4);
 	n += 4;
+	f[n++] = 'x';
 	expect_failure(f, n, 262144, 1009, "message too big");
 }
 
