@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,8 @@
 
 #define FRONT_MAXFDS		65536
 #define LINGER_MS		2000	/* drain the peer after our answer */
-#define RESP_MAX		1024
+#define RESP_SMALL		1024	/* every answer but /metrics */
+#define RESP_METRICS		16384
 
 enum fconn_state {
 	FC_HEAD,		/* reading the request head */
@@ -52,8 +54,9 @@ struct fconn {
 	struct event		*ev_timer;
 	unsigned char		*buf;
 	size_t			 len, cap;
-	char			 resp[RESP_MAX];
+	char			*resp;
 	size_t			 resp_len, resp_off;
+	enum front_outcome	 outcome;
 };
 TAILQ_HEAD(fconn_list, fconn);
 
@@ -80,6 +83,7 @@ static const struct msg_rule front_rules[] = {
 	{ MSG_CONN_NEW, sizeof(struct msg_conn_new), MSG_FD_REQUIRED, "CONN_NEW" },
 	{ MSG_CONN_VERDICT, sizeof(struct msg_conn_verdict), MSG_FD_REQUIRED, "CONN_VERDICT" },
 	{ MSG_HEALTH, sizeof(struct msg_health), MSG_FD_NONE, "HEALTH" },
+	{ MSG_METRICS, sizeof(struct msg_metrics), MSG_FD_NONE, "METRICS" },
 };
 
 static void
@@ -117,6 +121,7 @@ front_conn_new(struct front *f, int fd, uint64_t id)
 	fc->ev_read = event_new(f->base, fd, EV_READ | EV_PERSIST, front_conn_read, fc);
 	fc->ev_write = event_new(f->base, fd, EV_WRITE | EV_PERSIST, front_conn_write, fc);
 	fc->ev_timer = evtimer_new(f->base, front_conn_timer, fc);
+	fc->outcome = FRONT_CLIENT_GONE;
 	if (fc->ev_read == NULL || fc->ev_write == NULL || fc->ev_timer == NULL)
 		fatalx("front: event_new");
 	TAILQ_INSERT_TAIL(&f->conns, fc, entry);
@@ -137,10 +142,12 @@ front_conn_free(struct fconn *fc, int closed)
 	if (closed) {
 		close(fc->fd);
 		memset(&mc, 0, sizeof(mc));
+		mc.outcome = fc->outcome;
 		msg_compose(&f->chan, MSG_CONN_CLOSED, fc->id, &mc, sizeof(mc), -1);
 		front_chan_flush(f);
 	}
 	free(fc->buf);
+	free(fc->resp);
 	free(fc);
 }
 
@@ -155,12 +162,23 @@ front_conn_respond(struct fconn *fc)
 	front_conn_write(fc->fd, EV_WRITE, fc);
 }
 
+static char *
+front_resp_buf(struct fconn *fc, size_t size)
+{
+	free(fc->resp);
+	fc->resp = xmalloc(size);
+	return fc->resp;
+}
+
 static void
 front_http_error(struct fconn *fc, int status, int ws_version_hdr)
 {
 	int	n;
 
-	n = http_error_response(fc->resp, sizeof(fc->resp), status, ws_version_hdr);
+	if (fc->outcome == FRONT_CLIENT_GONE)
+		fc->outcome = FRONT_HTTP_ERROR;
+	n = http_error_response(front_resp_buf(fc, RESP_SMALL), RESP_SMALL,
+	    status, ws_version_hdr);
 	if (n < 0)
 		fatalx("front: response %d does not fit", status);
 	fc->resp_len = n;
@@ -218,6 +236,26 @@ front_version_rejected(const struct http_request *req, int status)
 	return http_upgrade_status(&fixed) == 0;
 }
 
+/* Whether a 400 came from the header gate (protocol.md §2 step 4). */
+static int
+front_gate_rejected(const struct http_request *req, int status)
+{
+	struct http_request	fixed;
+
+	if (status != 400)
+		return 0;
+	/* with every WebSocket check passing, the gate alone decides */
+	fixed = *req;
+	fixed.version_major = 1;
+	fixed.version_minor = 1;
+	fixed.conn_upgrade = 1;
+	fixed.upgrade_websocket = 1;
+	fixed.method_get = 1;
+	fixed.ws_version_13 = 1;
+	fixed.ws_key_valid = 1;
+	return http_upgrade_status(&fixed) == 400;
+}
+
 static void
 front_upgrade(struct front *f, struct fconn *fc, const struct http_request *req)
 {
@@ -230,6 +268,7 @@ front_upgrade(struct front *f, struct fconn *fc, const struct http_request *req)
 	up->kind = req->path == HTTP_PATH_SERVER ? CONN_BINARY : CONN_PHONE;
 	up->status = http_upgrade_status(req);
 	up->ws_version_hdr = front_version_rejected(req, up->status);
+	up->header_gate = front_gate_rejected(req, up->status);
 	up->listen_flags = fc->meta.listen_flags;
 	if (req->server_id_valid)
 		strlcpy(up->server_id, req->server_id, sizeof(up->server_id));
@@ -258,7 +297,15 @@ front_head_done(struct front *f, struct fconn *fc, const struct http_request *re
 	evtimer_del(fc->ev_timer);
 	if (metrics) {
 		/* the metrics listener serves nothing else */
-		front_http_error(fc, 404, 0);
+		if (req->path != HTTP_PATH_METRICS) {
+			front_http_error(fc, 404, 0);
+			return;
+		}
+		fc->state = FC_HEALTH;
+		event_del(fc->ev_read);
+		front_set_timer(fc, now_ms() + LINGER_MS);
+		msg_compose(&f->chan, MSG_METRICS_REQ, fc->id, &e, sizeof(e), -1);
+		front_chan_flush(f);
 		return;
 	}
 	switch (req->path) {
@@ -344,6 +391,8 @@ front_conn_timer(evutil_socket_t fd, short ev, void *arg)
 	struct fconn	*fc = arg;
 
 	/* protocol.md §2: an incomplete head is closed without a response */
+	if (fc->state == FC_HEAD)
+		fc->outcome = FRONT_TIMEOUT;
 	front_conn_free(fc, 1);
 }
 
@@ -373,10 +422,128 @@ front_health(struct front *f, struct msg *m)
 	    "\"connected_phones\":%llu,\"uptime_seconds\":%llu}",
 	    PACKAGE_VERSION, (unsigned long long)h->binaries,
 	    (unsigned long long)h->phones, (unsigned long long)h->uptime_s);
-	n = http_ok_response(fc->resp, sizeof(fc->resp),
+	fc->outcome = FRONT_HEALTHZ;
+	n = http_ok_response(front_resp_buf(fc, RESP_SMALL), RESP_SMALL,
 	    "application/json; charset=utf-8", body, blen);
 	if (n < 0)
 		fatalx("front: healthz does not fit");
+	fc->resp_len = n;
+	front_conn_respond(fc);
+}
+
+/* Appends to a text buffer; the caller sized it for everything. */
+static void
+mprintf(char *buf, size_t size, size_t *len, const char *fmt, ...)
+{
+	va_list	ap;
+	int	n;
+
+	if (*len >= size)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(buf + *len, size - *len, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		*len += (size_t)n < size - *len ? (size_t)n : size - *len;
+}
+
+/* Prometheus text format 0.0.4, every series of protocol.md §2 from start. */
+static void
+front_metrics(struct front *f, struct msg *m)
+{
+	static const char *const eps[EP_MAX] = { "server", "client" };
+	static const char *const outs[OUT_MAX] = { "accept", "reject_headers",
+	    "reject_409", "reject_404", "reject_429", "reject_rate_limit" };
+	static const char *const regs[REG_MAX] = { "no_server", "server_in_use",
+	    "phones_at_cap", "ratelimit" };
+	static const char *const exits[EXIT_CAUSE_MAX] = { "retired", "failed",
+	    "signaled", "killed" };
+	static const char *const fouts[FRONT_OUTCOME_MAX] = { "healthz",
+	    "metrics", "http_error", "timeout", "client_gone", "verdict",
+	    "upgrade" };
+	struct msg_metrics	*mm = (struct msg_metrics *)m->body;
+	struct fconn		*fc;
+	char			*body;
+	size_t			 len = 0, sz = RESP_METRICS - 512;
+	int			 i, j, n;
+
+	if ((fc = front_find(f, m->hdr.id)) == NULL || fc->state != FC_HEALTH)
+		return;
+	body = xmalloc(sz);
+	mprintf(body, sz, &len,
+	    "# HELP pyrycode_relay_connected_binaries Binaries connected now.\n"
+	    "# TYPE pyrycode_relay_connected_binaries gauge\n"
+	    "pyrycode_relay_connected_binaries %llu\n"
+	    "# HELP pyrycode_relay_connected_phones Registered phones.\n"
+	    "# TYPE pyrycode_relay_connected_phones gauge\n"
+	    "pyrycode_relay_connected_phones %llu\n",
+	    (unsigned long long)mm->binaries, (unsigned long long)mm->phones);
+	mprintf(body, sz, &len,
+	    "# HELP pyrycode_relay_frames_forwarded_total Messages relayed.\n"
+	    "# TYPE pyrycode_relay_frames_forwarded_total counter\n"
+	    "pyrycode_relay_frames_forwarded_total{direction=\"phone_to_binary\"} %llu\n"
+	    "pyrycode_relay_frames_forwarded_total{direction=\"binary_to_phone\"} %llu\n"
+	    "# HELP pyrycode_relay_grace_expiries_total Grace periods that ran out.\n"
+	    "# TYPE pyrycode_relay_grace_expiries_total counter\n"
+	    "pyrycode_relay_grace_expiries_total %llu\n",
+	    (unsigned long long)mm->c.frames_p2b,
+	    (unsigned long long)mm->c.frames_b2p,
+	    (unsigned long long)mm->c.grace_expiries);
+	mprintf(body, sz, &len,
+	    "# HELP pyrycode_relay_ws_upgrade_attempts_total WebSocket upgrades by outcome.\n"
+	    "# TYPE pyrycode_relay_ws_upgrade_attempts_total counter\n");
+	for (i = 0; i < EP_MAX; i++)
+		for (j = 0; j < OUT_MAX; j++)
+			mprintf(body, sz, &len, "pyrycode_relay_ws_upgrade_attempts_total"
+			    "{endpoint=\"%s\",outcome=\"%s\"} %llu\n", eps[i], outs[j],
+			    (unsigned long long)mm->c.upgrades[i][j]);
+	mprintf(body, sz, &len,
+	    "# HELP pyrycode_relay_register_failures_total Failed claims and registrations.\n"
+	    "# TYPE pyrycode_relay_register_failures_total counter\n");
+	for (i = 0; i < REG_MAX; i++)
+		mprintf(body, sz, &len, "pyrycode_relay_register_failures_total"
+		    "{kind=\"%s\"} %llu\n", regs[i],
+		    (unsigned long long)mm->c.register_failures[i]);
+	mprintf(body, sz, &len,
+	    "# HELP pyrelayd_relay_processes Relay processes alive.\n"
+	    "# TYPE pyrelayd_relay_processes gauge\n"
+	    "pyrelayd_relay_processes %llu\n"
+	    "# HELP pyrelayd_relay_processes_started_total Relay processes started.\n"
+	    "# TYPE pyrelayd_relay_processes_started_total counter\n"
+	    "pyrelayd_relay_processes_started_total %llu\n"
+	    "# HELP pyrelayd_relay_process_exits_total Relay process exits by cause.\n"
+	    "# TYPE pyrelayd_relay_process_exits_total counter\n",
+	    (unsigned long long)mm->relays_alive,
+	    (unsigned long long)mm->relays_started);
+	for (i = 0; i < EXIT_CAUSE_MAX; i++)
+		mprintf(body, sz, &len, "pyrelayd_relay_process_exits_total"
+		    "{cause=\"%s\"} %llu\n", exits[i],
+		    (unsigned long long)mm->relay_exits[i]);
+	mprintf(body, sz, &len,
+	    "# HELP pyrelayd_front_handshakes_total Connections a front finished, by outcome.\n"
+	    "# TYPE pyrelayd_front_handshakes_total counter\n");
+	for (i = 0; i < FRONT_OUTCOME_MAX; i++)
+		mprintf(body, sz, &len, "pyrelayd_front_handshakes_total"
+		    "{outcome=\"%s\"} %llu\n", fouts[i],
+		    (unsigned long long)mm->front_outcomes[i]);
+	mprintf(body, sz, &len,
+	    "# HELP pyrelayd_connections Connections open now, in any process.\n"
+	    "# TYPE pyrelayd_connections gauge\n"
+	    "pyrelayd_connections %llu\n"
+	    "# HELP pyrelayd_connections_accepted_total Connections accepted.\n"
+	    "# TYPE pyrelayd_connections_accepted_total counter\n"
+	    "pyrelayd_connections_accepted_total %llu\n"
+	    "# HELP pyrelayd_uptime_seconds Seconds since start.\n"
+	    "# TYPE pyrelayd_uptime_seconds gauge\n"
+	    "pyrelayd_uptime_seconds %llu\n",
+	    (unsigned long long)mm->connections,
+	    (unsigned long long)mm->accepted, (unsigned long long)mm->uptime_s);
+	fc->outcome = FRONT_METRICS;
+	n = http_ok_response(front_resp_buf(fc, RESP_METRICS), RESP_METRICS,
+	    "text/plain; version=0.0.4; charset=utf-8", body, len);
+	free(body);
+	if (n < 0)
+		fatalx("front: metrics do not fit");
 	fc->resp_len = n;
 	front_conn_respond(fc);
 }
@@ -392,13 +559,15 @@ front_verdict(struct front *f, struct msg *m)
 	if (v->ws_accept[WS_ACCEPT_LEN] != '\0')
 		fatalx("front: bad verdict from parent");
 	fc = front_conn_new(f, m->fd, m->hdr.id);
+	fc->outcome = FRONT_VERDICT;
 	if (v->kind == VERDICT_WS_CLOSE) {
 		/* protocol.md §2: decisions after the upgrade are close codes after the 101 */
-		n = http_switching_response(fc->resp, sizeof(fc->resp), v->ws_accept);
+		n = http_switching_response(front_resp_buf(fc, RESP_SMALL),
+		    RESP_SMALL, v->ws_accept);
 		if (n < 0)
 			fatalx("front: 101 does not fit");
 		cl = ws_close_frame((unsigned char *)fc->resp + n,
-		    sizeof(fc->resp) - n, v->code,
+		    RESP_SMALL - n, v->code,
 		    v->code == 4404 ? "no server with that id" : "");
 		fc->resp_len = n + cl;
 		front_conn_respond(fc);
@@ -444,6 +613,9 @@ front_dispatch(evutil_socket_t fd, short ev, void *arg)
 		case MSG_HEALTH:
 			front_health(f, m);
 			break;
+		case MSG_METRICS:
+			front_metrics(f, m);
+			break;
 		default:
 			if (m->fd != -1)
 				close(m->fd);
@@ -485,11 +657,8 @@ front_main(int fd)
 	f = front = xcalloc(1, sizeof(*f));
 	TAILQ_INIT(&f->conns);
 	msg_chan_init(&f->chan, fd, front_rules, sizeof(front_rules) / sizeof(front_rules[0]));
-	msg_hello(&f->chan, ROLE_FRONT);
 	m = xmalloc(sizeof(*m));
 	while (setup == NULL) {
-		if (msg_flush(&f->chan) == -1)
-			fatalx("front: parent channel: %s", f->chan.errstr);
 		rv = msg_recv(&f->chan, m);
 		if (rv == 0) {
 			fd_set	rfds;
@@ -543,6 +712,9 @@ front_main(int fd)
 		sandbox_enter(ROLE_FRONT, setup, maxfds);
 	}
 	free(m);
+	/* our HELLO says we are ready: set up and sandboxed */
+	msg_hello(&f->chan, ROLE_FRONT);
+	front_chan_flush(f);
 	event_active(f->ev_chan, EV_READ, 0);
 	event_base_dispatch(f->base);
 	exit(0);

@@ -79,6 +79,8 @@ struct worker {
 	pid_t			 pid;
 	int			 dead;		/* killed or channel gone; awaiting reap */
 	int			 in_map;	/* relays: reachable by server-id */
+	int			 killed;	/* by us, for a bad message */
+	int			 retired;	/* RETIRE seen */
 	int			 hello;
 	struct msg_chan		 chan;
 	struct event		*ev_read;
@@ -128,6 +130,12 @@ struct parent {
 	struct event		*ev_sigchld, *ev_sigterm, *ev_sigint, *ev_sighup;
 	struct event		*ev_respawn;
 	int64_t			 respawn_ms;	/* current backoff */
+	/* /metrics: relays' counters summed, plus what the parent sees */
+	struct relay_counters	 cnt;
+	uint64_t		 accepted;
+	uint64_t		 relays_started;
+	uint64_t		 relay_exits[EXIT_CAUSE_MAX];
+	uint64_t		 front_outcomes[FRONT_OUTCOME_MAX];
 };
 
 static struct parent	*P;
@@ -165,6 +173,7 @@ static const struct msg_rule front_to_parent[] = {
 	{ MSG_CONN_UPGRADE, sizeof(struct msg_conn_upgrade), MSG_FD_REQUIRED, "CONN_UPGRADE" },
 	{ MSG_CONN_CLOSED, sizeof(struct msg_conn_closed), MSG_FD_NONE, "CONN_CLOSED" },
 	{ MSG_HEALTH_REQ, sizeof(struct msg_empty), MSG_FD_NONE, "HEALTH_REQ" },
+	{ MSG_METRICS_REQ, sizeof(struct msg_empty), MSG_FD_NONE, "METRICS_REQ" },
 };
 
 static const struct msg_rule relay_to_parent[] = {
@@ -172,6 +181,7 @@ static const struct msg_rule relay_to_parent[] = {
 	{ MSG_CONN_CLOSED, sizeof(struct msg_conn_closed), MSG_FD_NONE, "CONN_CLOSED" },
 	{ MSG_RELAY_STATE, sizeof(struct msg_relay_state), MSG_FD_NONE, "RELAY_STATE" },
 	{ MSG_RETIRE, sizeof(struct msg_empty), MSG_FD_NONE, "RETIRE" },
+	{ MSG_RELAY_COUNTERS, sizeof(struct relay_counters), MSG_FD_NONE, "RELAY_COUNTERS" },
 };
 
 static const char *
@@ -297,6 +307,7 @@ parent_worker_kill(struct parent *p, struct worker *w, const char *why)
 	log_warnx("event=worker_killed role=%s pid=%d sid=%s reason=\"%s\"",
 	    role_str(w->role), (int)w->pid, w->sid[0] ? w->sid : "-", why);
 	w->dead = 1;
+	w->killed = 1;
 	kill(w->pid, SIGKILL);
 	event_del(w->ev_read);
 	event_del(w->ev_write);
@@ -445,6 +456,8 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
 			/* protocol.md §3: decided where no relay exists */
 			log_info("event=phone_register_no_server server_id=%s",
 			    up->server_id);
+			p->cnt.upgrades[EP_CLIENT][OUT_REJECT_404]++;
+			p->cnt.register_failures[REG_NO_SERVER]++;
 			parent_verdict(p, c, fd, VERDICT_WS_CLOSE, 4404, up);
 			return;
 		}
@@ -453,6 +466,7 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
 			return;
 		}
 		r->in_map = 1;
+		p->relays_started++;
 		RB_INSERT(relay_map, &p->relays, r);
 		log_debug("parent: relay for %s is pid %d", up->server_id, (int)r->pid);
 	}
@@ -487,6 +501,7 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 	struct msg_conn_upgrade	*up = (struct msg_conn_upgrade *)m->body;
 	struct conn_rec		 key, *c;
 	const struct limits	*lim = &p->conf->lim;
+	int			 ep;
 
 	key.id = m->hdr.id;
 	c = RB_FIND(conn_tree, &p->conns, &key);
@@ -496,9 +511,13 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 		return;
 	}
 	conn_set_owner(c, NULL);
+	p->front_outcomes[FRONT_UPGRADE]++;
+	ep = up->kind == CONN_BINARY ? EP_SERVER : EP_CLIENT;
 	if (ip_take_token(p, c->ip) == -1) {
 		log_info("event=rate_limited endpoint=%s",
 		    up->kind == CONN_BINARY ? "server" : "client");
+		p->cnt.upgrades[ep][OUT_REJECT_RATE_LIMIT]++;
+		p->cnt.register_failures[REG_RATELIMIT]++;
 		parent_verdict(p, c, m->fd, VERDICT_HTTP, 429, up);
 		return;
 	}
@@ -510,6 +529,8 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 		return;
 	}
 	if (up->status != 0) {
+		if (up->header_gate)
+			p->cnt.upgrades[ep][OUT_REJECT_HEADERS]++;
 		parent_verdict(p, c, m->fd, VERDICT_HTTP, up->status, up);
 		return;
 	}
@@ -519,20 +540,68 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 /* Counts /healthz reports: drain every relay's pending reports first. */
 static void parent_dispatch(struct parent *, struct worker *);
 
+/*
+ * A relay reports its counts before it writes the 101 a client could react
+ * to, so reading what relays sent before answering makes the counts exact
+ * at every moment a client can observe.
+ */
 static void
-parent_health(struct parent *p, struct worker *w, struct msg *m)
+parent_drain_relays(struct parent *p)
 {
-	struct worker		*r, *next;
-	struct msg_health	 h;
+	struct worker	*r, *next;
 
-	/*
-	 * A relay reports its counts before it writes the 101 a client could
-	 * react to, so reading what relays sent before answering makes the
-	 * counts exact at every moment a client can observe.
-	 */
 	TAILQ_FOREACH_SAFE(r, &p->workers, entry, next)
 		if (r->role == ROLE_RELAY && !r->dead)
 			parent_dispatch(p, r);
+}
+
+static void
+parent_metrics(struct parent *p, struct worker *w, struct msg *m)
+{
+	struct msg_metrics	*mm;
+	struct worker		*r;
+
+	parent_drain_relays(p);
+	mm = xcalloc(1, sizeof(*mm));
+	mm->binaries = p->binaries;
+	mm->phones = p->phones;
+	mm->uptime_s = (now_ms() - p->started_ms) / 1000;
+	mm->connections = p->live;
+	mm->accepted = p->accepted;
+	TAILQ_FOREACH(r, &p->workers, entry)
+		if (r->role == ROLE_RELAY)
+			mm->relays_alive++;
+	memcpy(mm->relay_exits, p->relay_exits, sizeof(mm->relay_exits));
+	mm->relays_started = p->relays_started;
+	memcpy(mm->front_outcomes, p->front_outcomes, sizeof(mm->front_outcomes));
+	mm->c = p->cnt;
+	msg_compose(&w->chan, MSG_METRICS, m->hdr.id, mm, sizeof(*mm), -1);
+	parent_worker_flush(w);
+	free(mm);
+}
+
+/* Adds a relay's increments; absurd values mark a lying relay. */
+static int
+parent_add_counters(struct parent *p, const struct relay_counters *d)
+{
+	const uint64_t	*src = (const uint64_t *)d;
+	uint64_t	*dst = (uint64_t *)&p->cnt;
+	size_t		 i, n = sizeof(*d) / sizeof(uint64_t);
+
+	for (i = 0; i < n; i++)
+		if (src[i] > ((uint64_t)1 << 40))
+			return -1;
+	for (i = 0; i < n; i++)
+		dst[i] += src[i];
+	return 0;
+}
+
+static void
+parent_health(struct parent *p, struct worker *w, struct msg *m)
+{
+	struct msg_health	 h;
+
+	parent_drain_relays(p);
 	memset(&h, 0, sizeof(h));
 	h.binaries = p->binaries;
 	h.phones = p->phones;
@@ -557,11 +626,16 @@ parent_conn_closed(struct parent *p, struct worker *w, struct msg *m)
 {
 	struct conn_rec	key, *c;
 
+	struct msg_conn_closed	*mc = (struct msg_conn_closed *)m->body;
+
 	key.id = m->hdr.id;
-	if ((c = RB_FIND(conn_tree, &p->conns, &key)) == NULL || c->owner != w) {
+	if ((c = RB_FIND(conn_tree, &p->conns, &key)) == NULL || c->owner != w ||
+	    (w->role == ROLE_FRONT && mc->outcome >= FRONT_OUTCOME_MAX)) {
 		parent_worker_kill(p, w, "CONN_CLOSED for a connection it does not hold");
 		return;
 	}
+	if (w->role == ROLE_FRONT)
+		p->front_outcomes[mc->outcome]++;
 	conn_release(p, c);
 }
 
@@ -596,6 +670,13 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 		break;
 	case MSG_HEALTH_REQ:
 		parent_health(p, w, m);
+		break;
+	case MSG_METRICS_REQ:
+		parent_metrics(p, w, m);
+		break;
+	case MSG_RELAY_COUNTERS:
+		if (parent_add_counters(p, (struct relay_counters *)m->body) == -1)
+			parent_worker_kill(p, w, "bad RELAY_COUNTERS");
 		break;
 	case MSG_RELAY_STATE:
 		st = (struct msg_relay_state *)m->body;
@@ -758,6 +839,16 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 			snprintf(how, sizeof(how), "signal=%d", WTERMSIG(status));
 		else
 			snprintf(how, sizeof(how), "status=%d", WEXITSTATUS(status));
+		if (w->role == ROLE_RELAY) {
+			if (w->killed)
+				p->relay_exits[EXIT_KILLED]++;
+			else if (WIFSIGNALED(status))
+				p->relay_exits[EXIT_SIGNALED]++;
+			else if (WEXITSTATUS(status) != 0)
+				p->relay_exits[EXIT_FAILED]++;
+			else
+				p->relay_exits[EXIT_RETIRED]++;
+		}
 		/* a relay that exits 0 after RETIRE_OK (or at shutdown) is normal */
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
 		    (w->role == ROLE_RELAY || p->stopping))
@@ -861,6 +952,7 @@ parent_accept(evutil_socket_t lfd, short ev, void *arg)
 		}
 		c = xcalloc(1, sizeof(*c));
 		c->id = ++p->next_conn_id;
+		p->accepted++;
 		c->ip = ip_get(p, &ss);
 		c->ip->live++;
 		p->live++;
@@ -964,6 +1056,13 @@ parent_stop(evutil_socket_t sig, short ev, void *arg)
 	parent_check_stopped(p);
 }
 
+/* A reload's "file:line: message" lines go to the log, not a closed stderr. */
+static void
+parent_config_error(const char *msg)
+{
+	log_warnx("event=config_error message=\"%s\"", msg);
+}
+
 static void
 parent_reload(evutil_socket_t sig, short ev, void *arg)
 {
@@ -982,6 +1081,7 @@ parent_reload(evutil_socket_t sig, short ev, void *arg)
 		return;
 	}
 	/* parse first; on error keep the running configuration */
+	config_error_hook = parent_config_error;
 	if ((nc = config_parse(p->conf->path, p->opts.macros, p->opts.nmacros)) == NULL) {
 		log_warnx("event=reload_failed file=%s reason=\"configuration has "
 		    "errors, keeping the running one\"", p->conf->path);

@@ -36,15 +36,12 @@
 #include "pyrelayd.h"
 
 /* config.c: shared with config_print() so that errors use its units */
-int	config_fmt_duration(int64_t, char *, size_t);
-int	config_fmt_size(uint64_t, char *, size_t);
 
 /*
  * Where parse errors go: NULL writes them to stderr, one per line.
  * The daemon may point it at log_warnx for a SIGHUP reload in the
  * background; the unit tests capture the messages with it.
  */
-extern void	(*config_error_hook)(const char *);
 void		(*config_error_hook)(const char *);
 
 #define STRING_MAX	8192		/* longest word or quoted string */

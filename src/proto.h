@@ -29,6 +29,9 @@ enum proto_type {
 	MSG_RELAY_STATE,	/* relay -> parent: binary and phone counts */
 	MSG_RETIRE,		/* relay -> parent: I want to exit */
 	MSG_RETIRE_OK,		/* parent -> relay: you are out of the map */
+	MSG_RELAY_COUNTERS,	/* relay -> parent: counter increments since the last */
+	MSG_METRICS_REQ,	/* front -> parent: hdr.id = request */
+	MSG_METRICS,		/* parent -> front: hdr.id = request */
 	MSG_TYPE_MAX
 };
 
@@ -72,7 +75,7 @@ struct msg_conn_upgrade {
 	uint32_t		listen_flags;
 	uint32_t		preread_len;
 	uint32_t		ws_version_hdr;	/* a 400 adds Sec-WebSocket-Version: 13 */
-	uint32_t		pad0;
+	uint32_t		header_gate;	/* the 400 came from the header gate */
 	char			server_id[SERVER_ID_MAX + 1];
 	char			device_name[DEVICE_NAME_MAX + 1];
 	char			ws_accept[WS_ACCEPT_LEN + 1];
@@ -94,9 +97,60 @@ struct msg_conn_verdict {
 	char			pad[3];
 };
 
+/* how a front finished with a connection it did not hand on */
+enum front_outcome {
+	FRONT_HEALTHZ = 0,	/* answered /healthz */
+	FRONT_METRICS,		/* answered /metrics */
+	FRONT_HTTP_ERROR,	/* answered 400/404/405/426/431 itself */
+	FRONT_TIMEOUT,		/* head not complete within the handshake timeout */
+	FRONT_CLIENT_GONE,	/* the client closed or failed first */
+	FRONT_VERDICT,		/* wrote a verdict the parent decided */
+	FRONT_UPGRADE,		/* handed to the parent (counted by the parent) */
+	FRONT_OUTCOME_MAX
+};
+
 struct msg_conn_closed {
 	uint32_t	kind;		/* 0 = not upgraded, else enum conn_kind */
-	uint32_t	pad;
+	uint32_t	outcome;	/* fronts: enum front_outcome */
+};
+
+/* protocol.md §2 /metrics label values */
+enum metric_endpoint { EP_SERVER = 0, EP_CLIENT, EP_MAX };
+enum metric_outcome {
+	OUT_ACCEPT = 0, OUT_REJECT_HEADERS, OUT_REJECT_409, OUT_REJECT_404,
+	OUT_REJECT_429, OUT_REJECT_RATE_LIMIT, OUT_MAX
+};
+enum metric_register {
+	REG_NO_SERVER = 0, REG_SERVER_IN_USE, REG_PHONES_AT_CAP, REG_RATELIMIT,
+	REG_MAX
+};
+enum relay_exit_cause {
+	EXIT_RETIRED = 0,	/* exit 0 after RETIRE_OK or at shutdown */
+	EXIT_FAILED,		/* exit status other than 0 */
+	EXIT_SIGNALED,		/* died of a signal it was not sent by us */
+	EXIT_KILLED,		/* killed by the parent for a bad message */
+	EXIT_CAUSE_MAX
+};
+
+struct relay_counters {
+	uint64_t	frames_p2b;
+	uint64_t	frames_b2p;
+	uint64_t	grace_expiries;
+	uint64_t	upgrades[EP_MAX][OUT_MAX];
+	uint64_t	register_failures[REG_MAX];
+};
+
+struct msg_metrics {
+	uint64_t		binaries;
+	uint64_t		phones;
+	uint64_t		uptime_s;
+	uint64_t		connections;		/* live, all processes */
+	uint64_t		accepted;		/* total accepted */
+	uint64_t		relays_alive;
+	uint64_t		relay_exits[EXIT_CAUSE_MAX];
+	uint64_t		relays_started;
+	uint64_t		front_outcomes[FRONT_OUTCOME_MAX];
+	struct relay_counters	c;
 };
 
 struct msg_health {

@@ -113,6 +113,10 @@ struct config	*config_parse(const char *file, char *const *macros, int nmacros);
 void		 config_print(const struct config *, FILE *);
 int		 listen_addr_print(const struct listen_addr *, char *, size_t);
 int		 config_default_file_missing(const char *file);
+/* where config_parse reports "file:line: message" (NULL: stderr) */
+extern void	(*config_error_hook)(const char *);
+int		 config_fmt_duration(int64_t, char *, size_t);
+int		 config_fmt_size(uint64_t, char *, size_t);
 
 /* log.c */
 void	log_init(int foreground, int verbose, const char *procname);

@@ -32,6 +32,7 @@
 #include "ws.h"
 
 #define READ_CHUNK	65536
+#define COUNTERS_MS	1000	/* how often counter increments reach the parent */
 #define RELAY_MAXFDS	1024	/* 16 phones + binary + newcomers + slack */
 
 enum conn_state {
@@ -112,6 +113,9 @@ struct relay {
 	size_t			 scratch_cap;
 	uint32_t		 reported_binary, reported_phones;
 	int			 reported_once;
+	struct relay_counters	 cnt;		/* increments not yet sent */
+	int			 cnt_dirty;
+	struct event		*ev_counters;
 };
 
 static struct relay	*relay;
@@ -137,6 +141,27 @@ static const struct msg_rule relay_rules[] = {
 	{ MSG_CONN_ATTACH, sizeof(struct msg_conn_upgrade), MSG_FD_REQUIRED, "CONN_ATTACH" },
 	{ MSG_RETIRE_OK, sizeof(struct msg_empty), MSG_FD_NONE, "RETIRE_OK" },
 };
+
+#define COUNT(r, field)	do { (r)->cnt.field++; (r)->cnt_dirty = 1; } while (0)
+
+/* Sends the counter increments gathered since the last time. */
+static void
+relay_counters_flush(struct relay *r)
+{
+	if (!r->cnt_dirty)
+		return;
+	msg_compose(&r->chan, MSG_RELAY_COUNTERS, 0, &r->cnt, sizeof(r->cnt), -1);
+	if (msg_flush(&r->chan) == -1)
+		fatalx("relay %s: parent channel: %s", r->sid, r->chan.errstr);
+	memset(&r->cnt, 0, sizeof(r->cnt));
+	r->cnt_dirty = 0;
+}
+
+static void
+relay_counters_tick(evutil_socket_t fd, short ev, void *arg)
+{
+	relay_counters_flush(arg);
+}
 
 static const char *
 role_name(enum conn_role role)
@@ -177,6 +202,8 @@ relay_report(struct relay *r)
 {
 	struct msg_relay_state	st;
 
+	/* counters first, so that claims are counted when they are visible */
+	relay_counters_flush(r);
 	st.binary_connected = r->binary != NULL;
 	st.phones = r->nphones;
 	if (r->reported_once && st.binary_connected == r->reported_binary &&
@@ -369,6 +396,7 @@ relay_grace_expired(evutil_socket_t fd, short ev, void *arg)
 	struct conn	*c, *next;
 
 	log_info("event=grace_expired server_id=%s phones=%d", r->sid, r->nphones);
+	COUNT(r, grace_expiries);
 	r->in_grace = 0;
 	TAILQ_FOREACH_SAFE(c, &r->conns, entry, next) {
 		if (c->role == CR_PHONE && !c->unregistered) {
@@ -439,6 +467,7 @@ relay_binary_gone(struct conn *c)
 			r->binary = n;
 			log_info("event=server_claimed server_id=%s how=after_incumbent_left",
 			    r->sid);
+			COUNT(r, upgrades[EP_SERVER][OUT_ACCEPT]);
 			relay_report(r);
 			/* other newcomers now probe the new holder */
 			TAILQ_FOREACH(n, &r->conns, entry)
@@ -555,6 +584,7 @@ relay_deliver(struct relay *r, const struct envelope *env)
 		}
 		ws_send_text(&p->ws, env->frame, env->frame_len, NULL, 0, NULL, 0);
 		p->bytes_out += env->frame_len;
+		COUNT(r, frames_b2p);
 		relay_mark_dirty(p);
 	}
 	if (env->has_close_code && env->close_code != 0) {
@@ -626,7 +656,9 @@ relay_phone_message(struct conn *c, const unsigned char *buf, size_t len)
 	}
 	hl = snprintf(head, sizeof(head), "{\"conn_id\":\"%s\",\"frame\":",
 	    c->conn_id);
-	if (relay_to_binary(r, head, hl, out, n, "}", 1, 0) == -1) {
+	if (relay_to_binary(r, head, hl, out, n, "}", 1, 0) == 0)
+		COUNT(r, frames_p2b);
+	else {
 		log_info("event=grace_queue_full server_id=%s conn_id=%s",
 		    r->sid, c->conn_id);
 		relay_conn_close(c, 1013, "binary unavailable");
@@ -682,6 +714,8 @@ relay_ws_pong(void *arg)
 				n->role = CR_REJECTED;
 				log_info("event=server_id_conflict server_id=%s",
 				    r->sid);
+				COUNT(r, upgrades[EP_SERVER][OUT_REJECT_409]);
+				COUNT(r, register_failures[REG_SERVER_IN_USE]);
 				relay_conn_close(n, 4409, "server-id already claimed");
 			}
 		}
@@ -897,6 +931,7 @@ relay_probe_expired(evutil_socket_t fd, short ev, void *arg)
 	if (n == NULL || old == NULL)
 		return;
 	log_info("event=server_id_takeover server_id=%s", r->sid);
+	COUNT(r, upgrades[EP_SERVER][OUT_ACCEPT]);
 	/* switch first, so that the old binary's end starts no grace */
 	old->role = CR_OLD_BINARY;
 	n->role = CR_BINARY;
@@ -1000,6 +1035,7 @@ relay_attach(struct relay *r, struct msg *m)
 		if (r->binary == NULL) {
 			c->role = CR_BINARY;
 			r->binary = c;
+			COUNT(r, upgrades[EP_SERVER][OUT_ACCEPT]);
 			if (r->in_grace) {
 				r->in_grace = 0;
 				evtimer_del(r->ev_grace);
@@ -1024,12 +1060,16 @@ relay_attach(struct relay *r, struct msg *m)
 	/* a phone (protocol.md §3 "Phone registration") */
 	if (r->binary == NULL && !r->in_grace) {
 		relay_reject(r, m->fd, up, m->hdr.id, 4404, "no server with that id");
+		COUNT(r, upgrades[EP_CLIENT][OUT_REJECT_404]);
+		COUNT(r, register_failures[REG_NO_SERVER]);
 		log_info("event=phone_register_no_server server_id=%s", r->sid);
 		return;
 	}
 	if ((uint32_t)r->nphones >= r->lim.phones_per_server) {
 		relay_reject(r, m->fd, up, m->hdr.id, 4429,
 		    "too many phones for server-id");
+		COUNT(r, upgrades[EP_CLIENT][OUT_REJECT_429]);
+		COUNT(r, register_failures[REG_PHONES_AT_CAP]);
 		log_info("event=phone_register_at_cap server_id=%s phones=%d",
 		    r->sid, r->nphones);
 		return;
@@ -1045,6 +1085,7 @@ relay_attach(struct relay *r, struct msg *m)
 			break;
 	}
 	r->nphones++;
+	COUNT(r, upgrades[EP_CLIENT][OUT_ACCEPT]);
 	log_info("event=phone_registered server_id=%s conn_id=%s phones=%d",
 	    r->sid, c->conn_id, r->nphones);
 	relay_report(r);
@@ -1147,13 +1188,11 @@ relay_main(int fd)
 	TAILQ_INIT(&r->conns);
 	TAILQ_INIT(&r->dirty);
 	msg_chan_init(&r->chan, fd, relay_rules, sizeof(relay_rules) / sizeof(relay_rules[0]));
-	msg_hello(&r->chan, ROLE_RELAY);
 
 	/* the first messages: HELLO then SETUP, before anything else */
 	m = xmalloc(sizeof(*m));
 	setup = NULL;
 	while (setup == NULL) {
-		relay_chan_flush(r);
 		rv = msg_recv(&r->chan, m);
 		if (rv == 0) {
 			fd_set	rfds;
@@ -1187,6 +1226,7 @@ relay_main(int fd)
 	r->ev_sigterm = evsignal_new(r->base, SIGTERM, relay_shutdown, r);
 	r->ev_sigint = evsignal_new(r->base, SIGINT, relay_ignore, r);
 	r->ev_sighup = evsignal_new(r->base, SIGHUP, relay_ignore, r);
+	r->ev_counters = event_new(r->base, -1, EV_PERSIST, relay_counters_tick, r);
 	if (r->ev_chan == NULL || r->ev_flush == NULL || r->ev_grace == NULL ||
 	    r->ev_probe == NULL || r->ev_sigterm == NULL)
 		fatalx("relay: event_new");
@@ -1195,6 +1235,11 @@ relay_main(int fd)
 	event_add(r->ev_sigterm, NULL);
 	event_add(r->ev_sigint, NULL);
 	event_add(r->ev_sighup, NULL);
+	{
+		struct timeval	tv = { COUNTERS_MS / 1000, (COUNTERS_MS % 1000) * 1000 };
+
+		event_add(r->ev_counters, &tv);
+	}
 	signal(SIGPIPE, SIG_IGN);
 
 	/* the CSPRNG is seeded before the sandbox forbids what seeding needs */
@@ -1206,10 +1251,14 @@ relay_main(int fd)
 	sandbox_enter(ROLE_RELAY, setup, RELAY_MAXFDS);
 	free(m);
 	relay_title(r);
+	msg_hello(&r->chan, ROLE_RELAY);
+	relay_chan_flush(r);
 	log_debug("relay %s: ready", r->sid);
 
 	/* messages that arrived with SETUP are read by the loop */
 	event_active(r->ev_chan, EV_READ, 0);
 	event_base_dispatch(r->base);
+	/* what this relay counted outlives it (protocol.md §2 counters) */
+	relay_counters_flush(r);
 	exit(0);
 }

@@ -15,6 +15,29 @@ or raw sockets.
 The daemon binary is $PYRELAYD (make check sets it); without it, the
 pyrelayd at the top of the build tree (two levels up) is used.
 
+Daemon(extra_conf="", workers=2): writes a configuration (listen and
+metrics on free 127.0.0.1 ports, `workers`, `control socket` in its tmpdir;
+as root also `user "nobody"` and `chroot` to a fresh root-owned 0755
+directory) and appends extra_conf.  The parser refuses a keyword given twice,
+so extra_conf must not repeat these (use the workers argument).
+  start(timeout=15)   waits for `event=ready`; RuntimeError if it exits first
+  stop(timeout=15)    SIGTERM, wait, exit code; kills and raises on a hang
+  with Daemon(...) as d:   start/stop, asserts exit code 0 on a clean exit
+  port, metrics_port, pid, tmpdir, conf_path, chroot (None unless root)
+  url(path), http_url(path), healthz(), alive(), signal(sig), wait_exit(t)
+  log_text(), log_lines(), log_mark(),
+  wait_log(regex, timeout=10, since=0): first match among ALL log lines from
+      index `since` (0: from the start, so a line logged before the call is
+      found; pass since=d.log_mark() taken before the action to see only
+      new lines)
+  children(), relay_pids(), front_pids(), wait_fronts(n), wait_relays(n)
+      (at least n; exact=True for exactly n), wait_no_relays()
+  write_conf(text=None), conf_text()  (for SIGHUP tests)
+Module functions: http_get, raw_request, parse_head, upgrade_request,
+RawWS (byte-exact WebSocket client), ws_frame, ws_key, ws_accept; async
+binary, phone, expect_close, recv, assert_exchange, close_all; run; /proc
+helpers (proc_status, proc_state, children_of, poll_until, ...).
+
 Environment knobs for debugging: PYRELAYD_TEST_ECHO=1 copies the daemon's
 log to stderr as it arrives; PYRELAYD_TEST_VERBOSE=1 starts it with -v.
 """
@@ -23,12 +46,10 @@ import asyncio
 import atexit
 import base64
 import ctypes
-import errno
 import json
 import os
 import pwd
 import re
-import select
 import shutil
 import signal
 import socket
@@ -62,6 +83,23 @@ except (OSError, AttributeError):
 
 def is_root():
     return os.geteuid() == 0
+
+
+_sanitized = None
+
+
+def sanitizer_build():
+    """The daemon was built with ASan/UBSan (--enable-sanitizers): its
+    binary carries their runtime's symbols."""
+    global _sanitized
+    if _sanitized is None:
+        try:
+            with open(PYRELAYD, "rb") as f:
+                data = f.read()
+            _sanitized = b"__asan_init" in data or b"__ubsan_handle" in data
+        except OSError:
+            _sanitized = False
+    return _sanitized
 
 
 def require_daemon():
@@ -103,6 +141,14 @@ def proc_stat(pid):
     rest = data.rpartition(b")")[2].split()
     # rest[0] is field 3 (state), rest[1] field 4 (ppid), rest[19] field 22
     return rest[0].decode(), int(rest[1]), int(rest[19])
+
+
+def proc_comm(pid):
+    data = _read("/proc/%d/stat" % pid)
+    if data is None:
+        return None
+    return data[data.find(b"(") + 1:data.rfind(b")")].decode("utf-8",
+                                                              "replace")
 
 
 def proc_state(pid):
@@ -198,7 +244,10 @@ def free_port():
 
 
 def port_is_free(port):
+    """Nothing listens on or holds 127.0.0.1:port (TIME_WAIT ignored, as a
+    server with SO_REUSEADDR may bind it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -220,19 +269,64 @@ def run_pyrelayd(args, timeout=15, user=None, cwd=None):
     """Run $PYRELAYD with args to completion (for -V, -n ...).  Returns a
     CompletedProcess with text stdout/stderr.  user: run as that user
     (needs root)."""
-    return subprocess.run([PYRELAYD] + list(args), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, errors="replace",
-                          timeout=timeout, cwd=cwd or "/",
-                          preexec_fn=_drop_to(user) if user else None)
+    with subprocess.Popen([PYRELAYD] + list(args), stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, errors="replace", cwd=cwd or "/",
+                          preexec_fn=_drop_to(user) if user else None) as p:
+        _popen_pids.add(p.pid)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            raise
+        finally:
+            _popen_pids.discard(p.pid)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
 _running = set()
+_popen_pids = set()  # daemon parents we started and Popen will wait for
+
+
+def reap_strays(kill=False):
+    """Reap pyrelayd processes re-parented to us (we are a subreaper):
+    workers of a daemon whose parent died without waiting for them.  With
+    kill, those still running are SIGKILLed first (bounded wait of 2 s).
+    Processes started here through Popen are left to their Popen."""
+    name = os.path.basename(PYRELAYD)[:15]
+
+    def strays():
+        return [pid for pid, _ in children_of(os.getpid())
+                if pid not in _popen_pids and proc_comm(pid) == name]
+    if kill:
+        for pid in strays():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def reaped():
+        left = strays()
+        for pid in left:
+            if proc_state(pid) == "Z":
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+        return not strays() or not kill
+    try:
+        poll_until(reaped, 2.0, "stray pyrelayd processes to go")
+    except AssertionError:
+        pass
 
 
 @atexit.register
 def _kill_leftovers():
     for d in list(_running):
         d._kill_all()
+        d._cleanup_dirs()
+    reap_strays(kill=True)
 
 
 class Daemon:
@@ -314,6 +408,9 @@ class Daemon:
         daemon exits first or is not ready in time (it is then killed)."""
         if self.proc is not None:
             raise RuntimeError("daemon already started")
+        if not os.access(PYRELAYD, os.X_OK):
+            raise RuntimeError("no pyrelayd to run at %s (set PYRELAYD)"
+                               % PYRELAYD)
         for attempt in range(3):
             self._spawn()
             try:
@@ -339,6 +436,7 @@ class Daemon:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             cwd=self.tmpdir, start_new_session=True)
         self.pid = self.proc.pid
+        _popen_pids.add(self.pid)
         _running.add(self)
         self._reader = threading.Thread(target=self._read_log,
                                         args=(self.proc, self._lines),
@@ -347,6 +445,9 @@ class Daemon:
 
     def _reset_process(self):
         _running.discard(self)
+        if self.pid is not None:
+            _popen_pids.discard(self.pid)
+        reap_strays()
         self.proc = None
         self.pid = None
         with self._cond:
@@ -363,6 +464,7 @@ class Daemon:
             with self._cond:
                 lines.append(line)
                 self._cond.notify_all()
+        proc.stdout.close()
         with self._cond:
             if lines is self._lines:
                 self._eof = True
@@ -437,6 +539,12 @@ class Daemon:
         if self.proc is None:
             self._cleanup_dirs()
             return self.returncode
+        try:
+            return self._stop(timeout)
+        finally:
+            self._cleanup_dirs()
+
+    def _stop(self, timeout):
         failure = None
         kids = descendants_of(self.pid)
         if self.proc.poll() is None:
@@ -462,10 +570,11 @@ class Daemon:
                            "%s" % self.leftover_children)
             self._kill_reap(left)
         _running.discard(self)
+        _popen_pids.discard(self.pid)
+        reap_strays(kill=True)
         if self._reader is not None:
+            # EOF comes once every process holding the pipe is gone
             self._reader.join(timeout=5)
-        if self.proc.stdout:
-            self.proc.stdout.close()
         self.proc = None
         self._cleanup_dirs()
         if failure:
@@ -560,25 +669,53 @@ class Daemon:
         return [pid for pid, cmd in self.children()
                 if re.match(r"pyrelayd: front\b", cmd)]
 
-    def wait_relays(self, n, timeout=10):
-        """Wait until exactly n relay children exist; returns relay_pids().
-        Polls /proc every 20 ms with a deadline: a relay's start or exit
-        gives no event this process can wait on."""
+    def wait_fronts(self, n=None, timeout=10):
+        """Wait until n (default: workers) children carry the front title;
+        returns their pids.  Bounded /proc polling, as for relays."""
+        n = self.workers if n is None else n
+        got = []
+
+        def check():
+            got[:] = self.front_pids()
+            return len(got) == n
+        try:
+            poll_until(check, timeout, "%d fronts" % n)
+        except AssertionError:
+            raise AssertionError("expected %d fronts, have %s" %
+                                 (n, self.children()))
+        return list(got)
+
+    def wait_relays(self, n, timeout=10, exact=False):
+        """Wait until at least n (exactly n with exact=True) relay children
+        exist; returns relay_pids().  Polls /proc every 20 ms with a
+        deadline: a relay's start or exit gives no event this process can
+        wait on."""
         got = {}
 
         def check():
             got.clear()
             got.update(self.relay_pids())
-            return len(got) == n
+            return len(got) == n if exact else len(got) >= n
         try:
             poll_until(check, timeout, "%d relay processes" % n)
         except AssertionError:
-            raise AssertionError("expected %d relays, have %d: %s"
-                                 % (n, len(got), sorted(got)[:10]))
+            raise AssertionError("expected %s%d relays, have %d: %s"
+                                 % ("" if exact else ">= ", n, len(got),
+                                    sorted(got)[:10]))
         return dict(got)
 
     def wait_no_relays(self, timeout=10):
-        return self.wait_relays(0, timeout=timeout)
+        """Wait until no relay child is left (zombies count as left)."""
+        def none():
+            return not any(re.match(r"pyrelayd: relay ", cmd) or
+                           proc_state(pid) == "Z"
+                           for pid, cmd in self.children())
+        try:
+            poll_until(none, timeout, "no relay processes")
+        except AssertionError:
+            raise AssertionError("relays still running after %gs: %s"
+                                 % (timeout, sorted(self.relay_pids())[:10]))
+        return {}
 
     def healthz(self):
         status, headers, body = http_get(self.port, "/healthz")
@@ -912,19 +1049,28 @@ async def recv(ws, timeout=10):
                              "message" % (e.code, e.reason))
 
 
+async def _send(ws, msg, who):
+    try:
+        await ws.send(msg)
+    except websockets.exceptions.ConnectionClosed as e:
+        raise AssertionError("%s connection closed (%s %r) before sending"
+                             % (who, e.code, e.reason))
+
+
 async def assert_exchange(b, p, sid, n=1, timeout=10):
     """Phone sends {"n":n}; the binary must receive exactly
     {"conn_id":"client-<sid>-<8hex>","frame":{"n":n}}; the binary answers
     through that conn id and the phone must receive the frame verbatim.
     Returns the conn id."""
-    await p.send('{"n":%d}' % n)
+    await _send(p, '{"n":%d}' % n, "phone")
     msg = await recv(b, timeout)
     assert isinstance(msg, str), "binary got a binary message: %r" % msg
     m = re.fullmatch(r'\{"conn_id":"(client-%s-[0-9a-f]{8})","frame":'
                      r'\{"n":%d\}\}' % (re.escape(sid), n), msg)
     assert m, "binary received %r" % msg
     cid = m.group(1)
-    await b.send(json.dumps({"conn_id": cid, "frame": {"back": n}}))
+    await _send(b, json.dumps({"conn_id": cid, "frame": {"back": n}}),
+                "binary")
     got = await recv(p, timeout)
     assert got == '{"back": %d}' % n, "phone received %r" % got
     return cid

@@ -23,6 +23,9 @@ import harness  # noqa: E402
 # many /v1 requests from 127.0.0.1: lift the per-IP bucket (burst 20)
 RATE = "rate limit burst 10000 refill 100ms"
 
+# sanitizer builds start and exit processes several times slower
+SLOW = 3 if harness.sanitizer_build() else 1
+
 NOBODY = None
 
 
@@ -51,6 +54,9 @@ def assert_sandboxed(tc, d, pid, what):
     tc.assertEqual(st.get("Seccomp"), "2", what + " Seccomp")
     tc.assertEqual(int(st.get("CapEff", "1"), 16), 0, what + " CapEff")
     tc.assertEqual(int(st.get("CapPrm", "1"), 16), 0, what + " CapPrm")
+    if harness.sanitizer_build():
+        # the sanitizer runtime needs /proc: such builds skip the chroot
+        return
     tc.assertEqual(os.readlink("/proc/%d/root" % pid),
                    os.path.realpath(d.chroot), what + " root")
 
@@ -58,6 +64,9 @@ def assert_sandboxed(tc, d, pid, what):
 class Sandbox(unittest.TestCase):
 
     def test_workers_sandboxed_parent_not(self):
+        if harness.sanitizer_build():
+            sys.stderr.write("note: sanitizer build, which skips the chroot: "
+                             "/proc/PID/root is not checked\n")
         with harness.Daemon(extra_conf=RATE) as d:
             async def main():
                 b1 = await harness.binary(d, "sandbox-a")
@@ -65,8 +74,7 @@ class Sandbox(unittest.TestCase):
                 p = await harness.phone(d, "sandbox-a")
                 await harness.assert_exchange(b1, p, "sandbox-a")
                 relays = await asyncio.to_thread(d.wait_relays, 2)
-                fronts = d.front_pids()
-                self.assertEqual(len(fronts), 2, d.children())
+                fronts = await asyncio.to_thread(d.wait_fronts, 2)
                 for pid in fronts:
                     assert_sandboxed(self, d, pid, "front %d" % pid)
                 for sid, pid in relays.items():
@@ -161,8 +169,7 @@ class Crashes(unittest.TestCase):
 
     def test_kill9_front_is_replaced(self):
         with harness.Daemon(extra_conf=RATE) as d:
-            fronts = d.front_pids()
-            self.assertEqual(len(fronts), 2, d.children())
+            fronts = d.wait_fronts(2)
             victim = fronts[0]
             start = harness.proc_stat(victim)[2]
             os.kill(victim, signal.SIGKILL)
@@ -197,11 +204,16 @@ class ManyServerIds(unittest.TestCase):
 
     def test_relay_per_server_id_and_retirement(self):
         sids = ["many-%03d" % i for i in range(self.N)]
-        with harness.Daemon(extra_conf=RATE + "\ngrace 1s") as d:
+        # 200 forks+execs on a loaded machine can take longer than the 5 s
+        # the head has by default: that limit is not this test's subject
+        conf = RATE + "\ngrace 1s\nhandshake timeout 60s"
+        with harness.Daemon(extra_conf=conf) as d:
             async def main():
                 bs = await asyncio.gather(*(
-                    harness.binary(d, s, open_timeout=60) for s in sids))
-                relays = await asyncio.to_thread(d.wait_relays, self.N, 30)
+                    harness.binary(d, s, open_timeout=30 * SLOW)
+                    for s in sids))
+                relays = await asyncio.to_thread(d.wait_relays, self.N,
+                                                 30 * SLOW)
                 self.assertEqual(set(relays), set(sids))
                 self.assertEqual(len(set(relays.values())), self.N)
                 ps = subprocess.run(
@@ -218,9 +230,9 @@ class ManyServerIds(unittest.TestCase):
                 # every binary is live
                 self.assertEqual(sum(b.closed for b in bs), 0)
                 await harness.close_all(*bs)
-            harness.run(main(), timeout=180)
+            harness.run(main(), timeout=90 * SLOW)
             # grace 1s, then each relay retires
-            d.wait_no_relays(timeout=30)
+            d.wait_no_relays(timeout=30 * SLOW)
             kids = d.children()
             self.assertEqual(len(kids), 2, kids)
             for pid, cmd in kids:
@@ -263,8 +275,8 @@ class ReclaimAtGraceDeadline(unittest.TestCase):
                                p.close_reason))
                     self.assertIsNone(b2.close_code, "round %d" % i)
                     await harness.close_all(b2, p)
-            harness.run(main(), timeout=120)
-            d.wait_no_relays(timeout=20)
+            harness.run(main(), timeout=60 * SLOW)
+            d.wait_no_relays(timeout=20 * SLOW)
             crash = re.search(r".*\bevent=relay_exited\b.*\bsignal=\d+.*",
                               d.log_text())
             self.assertIsNone(crash, crash and crash.group(0))

@@ -136,7 +136,18 @@ def raw_until_close(raw, timeout=10, answer_pings=False):
         if left <= 0:
             raise AssertionError("no close frame within %gs (%d frames, %d "
                                  "pings)" % (timeout, len(frames), pings))
-        fin, op, payload = raw.read_frame(left)
+        try:
+            fin, op, payload = raw.read_frame(left)
+        except (EOFError, ConnectionResetError) as e:
+            raise AssertionError("connection ended without a close frame "
+                                 "(%d frames, %d pings before): %r"
+                                 % (len(frames), pings, e))
+        except AssertionError:
+            if time.monotonic() >= deadline:
+                raise AssertionError("no close frame within %gs (%d frames, "
+                                     "%d pings)" % (timeout, len(frames),
+                                                    pings))
+            raise
         if op == OP_PING:
             pings += 1
             if answer_pings:
@@ -181,6 +192,11 @@ def raw_drain(raw, timeout=10, stop_at_close=False, expect_payload=None):
             return closes, ndata, "eof"
         except ConnectionResetError:
             return closes, ndata, "reset"
+        except AssertionError:
+            if time.monotonic() >= deadline:
+                raise AssertionError("connection still open after %gs (%d "
+                                     "data frames read)" % (timeout, ndata))
+            raise
         if op == OP_CLOSE:
             closes.append(parse_close(payload))
             if stop_at_close:
@@ -977,6 +993,7 @@ class CloseHandshakeTest(DaemonCase):
         frames, code, reason, _ = await in_thread(raw_until_close, p, 5)
         self.assertEqual((frames, code), ([], 1000))
         await in_thread(raw_wait_end, p, 5)
+        p.close()
         await self.expect_msg(b, notice(cid, 1000))
         # the binary's own close handshake
         raw = await c.raw_binary(new_sid("ch"))

@@ -32,7 +32,6 @@
 #include "pyrelayd.h"
 
 /* parse.y: where error messages go (NULL: stderr) */
-extern void	(*config_error_hook)(const char *);
 
 static char	errors[65536];		/* messages of the last parse */
 /* half of PATH_MAX: a file name still fits after them */
