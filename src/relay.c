@@ -719,6 +719,7 @@ relay_ws_pong(void *arg)
 				relay_conn_close(n, 4409, "server-id already claimed");
 			}
 		}
+		relay_counters_flush(r);
 	}
 }
 
@@ -1008,8 +1009,18 @@ relay_reject(struct relay *r, int fd, const struct msg_conn_upgrade *up,
 	relay_conn_close(c, code, reason);
 }
 
+static void	relay_attach_one(struct relay *, struct msg *);
+
+/* Every decision on a new connection is counted before its client sees it. */
 static void
 relay_attach(struct relay *r, struct msg *m)
+{
+	relay_attach_one(r, m);
+	relay_counters_flush(r);
+}
+
+static void
+relay_attach_one(struct relay *r, struct msg *m)
 {
 	struct msg_conn_upgrade	*up = (struct msg_conn_upgrade *)m->body;
 	struct conn		*c;

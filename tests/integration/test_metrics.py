@@ -1,0 +1,145 @@
+#!/usr/bin/python3
+# Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING.
+"""/metrics (protocol.md §2): every series present from start at 0, exact
+counts after claims, registrations and rejections, summed across relay
+processes (including ones that have exited), and no client-chosen value in
+any label."""
+
+import asyncio
+import json
+import re
+import unittest
+
+import harness
+
+SERIES = [
+    "pyrycode_relay_connected_binaries",
+    "pyrycode_relay_connected_phones",
+    'pyrycode_relay_frames_forwarded_total{direction="phone_to_binary"}',
+    'pyrycode_relay_frames_forwarded_total{direction="binary_to_phone"}',
+    "pyrycode_relay_grace_expiries_total",
+] + [
+    'pyrycode_relay_ws_upgrade_attempts_total{endpoint="%s",outcome="%s"}'
+    % (e, o)
+    for e in ("server", "client")
+    for o in ("accept", "reject_headers", "reject_409", "reject_404",
+              "reject_429", "reject_rate_limit")
+] + [
+    'pyrycode_relay_register_failures_total{kind="%s"}' % k
+    for k in ("no_server", "server_in_use", "phones_at_cap", "ratelimit")
+]
+
+
+def scrape(d):
+    status, headers, body = harness.http_get(d.metrics_port, "/metrics")
+    assert status == 200, status
+    assert headers["content-type"].startswith("text/plain; version=0.0.4"), \
+        headers
+    values = {}
+    for line in body.decode().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, value = line.rsplit(" ", 1)
+        values[name] = int(value)
+    return values, body.decode()
+
+
+def upgrades(v, endpoint, outcome):
+    return v['pyrycode_relay_ws_upgrade_attempts_total'
+             '{endpoint="%s",outcome="%s"}' % (endpoint, outcome)]
+
+
+class Metrics(unittest.TestCase):
+    def test_every_series_present_from_start_at_zero(self):
+        with harness.Daemon() as d:
+            v, _ = scrape(d)
+            for s in SERIES:
+                self.assertIn(s, v)
+                self.assertEqual(v[s], 0, s)
+            # the metrics listener serves nothing else, the main one no /metrics
+            self.assertEqual(harness.http_get(d.metrics_port, "/healthz")[0], 404)
+            self.assertEqual(harness.http_get(d.port, "/metrics")[0], 404)
+
+    def test_counts_after_claims_and_rejections(self):
+        conf = "phones per server 1\nconflict probe 300ms\n" \
+               "rate limit burst 10000 refill 100ms\ngrace 300ms"
+        with harness.Daemon(conf) as d:
+            async def main():
+                b = await harness.binary(d, "m-sid-1")
+                p = await harness.phone(d, "m-sid-1")
+                await p.send('{"a": 1}')
+                env = json.loads(await harness.recv(b))
+                await b.send(json.dumps({"conn_id": env["conn_id"],
+                                         "frame": [1]}))
+                self.assertEqual(await harness.recv(p), "[1]")
+                # 4429, 4404, 4409 and a header-gate 400
+                p2 = await harness.phone(d, "m-sid-1")
+                await harness.expect_close(p2, 4429)
+                p3 = await harness.phone(d, "m-sid-none")
+                await harness.expect_close(p3, 4404)
+                b2 = await harness.binary(d, "m-sid-1")
+                await harness.expect_close(b2, 4409)
+                st, _, _ = harness.http_get(
+                    d.port, "/v1/server", headers={
+                        "X-Pyrycode-Server": "m-sid-2", "User-Agent": "t",
+                        "Connection": "Upgrade", "Upgrade": "websocket",
+                        "Sec-WebSocket-Version": "13",
+                        "Sec-WebSocket-Key": harness.ws_key()})
+                self.assertEqual(st, 400)
+                v, text = scrape(d)
+                self.assertEqual(v["pyrycode_relay_connected_binaries"], 1)
+                self.assertEqual(v["pyrycode_relay_connected_phones"], 1)
+                self.assertEqual(upgrades(v, "server", "accept"), 1)
+                self.assertEqual(upgrades(v, "client", "accept"), 1)
+                self.assertEqual(upgrades(v, "client", "reject_429"), 1)
+                self.assertEqual(upgrades(v, "client", "reject_404"), 1)
+                self.assertEqual(upgrades(v, "server", "reject_409"), 1)
+                self.assertEqual(upgrades(v, "server", "reject_headers"), 1)
+                self.assertEqual(v['pyrycode_relay_register_failures_total'
+                                   '{kind="phones_at_cap"}'], 1)
+                self.assertEqual(v['pyrycode_relay_register_failures_total'
+                                   '{kind="no_server"}'], 1)
+                self.assertEqual(v['pyrycode_relay_register_failures_total'
+                                   '{kind="server_in_use"}'], 1)
+                # no label carries a server-id or any client value
+                self.assertNotIn("m-sid", text)
+                self.assertNotIn("127.0.0.1", text)
+                # the relay exits after its grace: its counts stay
+                await p.close()
+                await b.close()
+                d.wait_no_relays(timeout=10)
+                v, _ = scrape(d)
+                self.assertEqual(v["pyrycode_relay_grace_expiries_total"], 1)
+                self.assertEqual(v['pyrycode_relay_frames_forwarded_total'
+                                   '{direction="phone_to_binary"}'], 1)
+                self.assertEqual(v['pyrycode_relay_frames_forwarded_total'
+                                   '{direction="binary_to_phone"}'], 1)
+                self.assertEqual(upgrades(v, "server", "accept"), 1)
+                self.assertEqual(v['pyrelayd_relay_process_exits_total'
+                                   '{cause="retired"}'], 1)
+                self.assertEqual(v["pyrycode_relay_connected_binaries"], 0)
+            harness.run(main())
+
+    def test_rate_limit_counted(self):
+        with harness.Daemon("rate limit burst 2 refill 60s") as d:
+            async def main():
+                for i in range(2):
+                    b = await harness.binary(d, "rl-%d" % i)
+                    await b.close()
+                st, _, _ = harness.http_get(d.port, "/v1/server", headers={
+                    "X-Pyrycode-Server": "rl-3", "X-Pyrycode-Version": "1",
+                    "User-Agent": "t", "Connection": "Upgrade",
+                    "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                    "Sec-WebSocket-Key": harness.ws_key()})
+                self.assertEqual(st, 429)
+                # /healthz is exempt
+                self.assertEqual(harness.http_get(d.port, "/healthz")[0], 200)
+                v, _ = scrape(d)
+                self.assertEqual(upgrades(v, "server", "reject_rate_limit"), 1)
+                self.assertEqual(v['pyrycode_relay_register_failures_total'
+                                   '{kind="ratelimit"}'], 1)
+            harness.run(main())
+
+
+if __name__ == "__main__":
+    harness.main()
