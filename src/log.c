@@ -73,6 +73,9 @@ log_line(int pri, const char *msg)
 	}
 }
 
+static void vlog(int, int, const char *, va_list)
+    __attribute__((__format__(printf, 3, 0)));
+
 static void
 vlog(int pri, int with_errno, const char *fmt, va_list ap)
 {

@@ -574,6 +574,13 @@ relay_deliver(struct relay *r, const struct envelope *env)
 		    r->sid);
 		return;
 	}
+	if ((!env->has_frame || env->frame_is_null) &&
+	    (!env->has_close_code || env->close_code == 0)) {
+		/* "frame":null with no close is no frame (docs/protocol-notes.md) */
+		log_info("event=envelope_dropped server_id=%s reason=\"null frame\"",
+		    r->sid);
+		return;
+	}
 	if (env->has_frame && !env->frame_is_null) {
 		if (ws_cost(&p->ws) + env->frame_len + WS_MSG_OVERHEAD >
 		    r->lim.outbox) {

@@ -35,6 +35,9 @@
 #define SOL_TLS		282
 #endif
 
+/* mask that compares a whole argument */
+#define SANDBOX_ALL	(~(scmp_datum_t)0)
+
 struct sandbox_syscall {
 	int		 nr;
 	const char	*name;
@@ -134,11 +137,13 @@ static const struct sandbox_syscall front_syscalls[] = {
 
 #ifdef PYRELAYD_SANITIZERS
 /*
- * Sanitizer builds only: what the ASan/UBSan/LSan runtime needs to report
+ * Sanitizer builds only: what the ASan/UBSan/LSan runtimes need to report
  * and to check for leaks at exit.  LSan clones a tracer task that ptraces
- * us, lists /proc/PID/task and reads /proc/self/maps.  socket, connect and
- * execve stay forbidden so that the sandbox tests still see SIGSYS (an
- * external symbolizer therefore cannot start: reports are unsymbolized).
+ * us and lists /proc/PID/task; reports read /proc/self/maps and the
+ * binary's debug information; isatty() and stat calls.  If the tracer is
+ * killed, the process spins forever at exit: keep this list complete.
+ * socket, connect and execve stay forbidden so that the sandbox tests
+ * still see SIGSYS.
  */
 static const struct sandbox_syscall sanitizer_syscalls[] = {
 	SANDBOX_SYSCALL(open),
@@ -146,6 +151,7 @@ static const struct sandbox_syscall sanitizer_syscalls[] = {
 	SANDBOX_SYSCALL(readlink),
 	SANDBOX_SYSCALL(getdents),
 	SANDBOX_SYSCALL(getdents64),
+	SANDBOX_SYSCALL(lseek),
 	SANDBOX_SYSCALL(newfstatat),
 	SANDBOX_SYSCALL(ioctl),
 	SANDBOX_SYSCALL(sched_getaffinity),
@@ -272,8 +278,6 @@ sandbox_allow_arg(scmp_filter_ctx ctx, const char *role, int nr,
 	    1, &cmp), role, name);
 }
 
-#define SANDBOX_ALL	(~(scmp_datum_t)0)
-
 /*
  * Rules with argument checks that every role shares.  Memory may be
  * mapped but never made executable, so an attacker who writes code into
@@ -285,11 +289,6 @@ sandbox_allow_common_args(scmp_filter_ctx ctx, const char *role)
 #ifndef PYRELAYD_SANITIZERS
 	struct scmp_arg_cmp	cmp[2];
 #endif
-
-	/*
-	 * The sanitizer list allows ioctl, newfstatat and tgkill without
-	 * conditions; these rules would only narrow it.
-	 */
 
 	sandbox_allow_arg(ctx, role, SCMP_SYS(mmap), "mmap", 2, PROT_EXEC, 0);
 	sandbox_allow_arg(ctx, role, SCMP_SYS(mprotect), "mprotect", 2,
@@ -305,6 +304,10 @@ sandbox_allow_common_args(scmp_filter_ctx ctx, const char *role)
 	sandbox_allow_arg(ctx, role, SCMP_SYS(fcntl), "fcntl F_SETFD", 1,
 	    SANDBOX_ALL, F_SETFD);
 
+	/*
+	 * Sanitizer builds allow ioctl, newfstatat and tgkill without
+	 * conditions (sanitizer_syscalls): no narrower rules then.
+	 */
 #ifndef PYRELAYD_SANITIZERS
 	/* libevent's evbuffer_read() asks how many bytes are waiting */
 	sandbox_allow_arg(ctx, role, SCMP_SYS(ioctl), "ioctl FIONREAD", 1,
@@ -339,12 +342,40 @@ sandbox_allow_common_args(scmp_filter_ctx ctx, const char *role)
 #endif
 }
 
+/*
+ * glibc's syslog() reconnects to /dev/log with socket(AF_UNIX, SOCK_DGRAM |
+ * SOCK_CLOEXEC, 0) whenever it is not connected (no syslog daemon, journald
+ * restarted, chroot).  Fail that one call with EACCES: a lost log line
+ * rather than a worker killed by its own logging.  Every other socket()
+ * is still killed.
+ */
+static void
+sandbox_deny_syslog_reconnect(scmp_filter_ctx ctx, const char *role)
+{
+	struct scmp_arg_cmp	cmp[3];
+
+	memset(cmp, 0, sizeof(cmp));
+	cmp[0].arg = 0;
+	cmp[0].op = SCMP_CMP_EQ;
+	cmp[0].datum_a = AF_UNIX;
+	cmp[1].arg = 1;
+	cmp[1].op = SCMP_CMP_EQ;
+	cmp[1].datum_a = SOCK_DGRAM | SOCK_CLOEXEC;
+	cmp[2].arg = 2;
+	cmp[2].op = SCMP_CMP_EQ;
+	cmp[2].datum_a = 0;
+	sandbox_seccomp_check(seccomp_rule_add_array(ctx,
+	    SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 3, cmp), role,
+	    "socket for syslog");
+}
+
 static void
 sandbox_filter_relay(scmp_filter_ctx ctx)
 {
 	sandbox_allow_list(ctx, "relay", relay_syscalls,
 	    sizeof(relay_syscalls) / sizeof(relay_syscalls[0]));
 	sandbox_allow_common_args(ctx, "relay");
+	sandbox_deny_syslog_reconnect(ctx, "relay");
 }
 
 static void
@@ -353,6 +384,7 @@ sandbox_filter_front(scmp_filter_ctx ctx)
 	sandbox_allow_list(ctx, "front", front_syscalls,
 	    sizeof(front_syscalls) / sizeof(front_syscalls[0]));
 	sandbox_allow_common_args(ctx, "front");
+	sandbox_deny_syslog_reconnect(ctx, "front");
 	/* kernel TLS: OpenSSL sets TLS_TX/TLS_RX after TCP_ULP "tls" */
 	sandbox_allow_arg(ctx, "front", SCMP_SYS(setsockopt),
 	    "setsockopt SOL_TLS", 1, SANDBOX_ALL, SOL_TLS);
@@ -383,6 +415,14 @@ sandbox_seccomp(enum proc_role role)
 #ifdef PYRELAYD_SANITIZERS
 	sandbox_allow_list(ctx, name, sanitizer_syscalls,
 	    sizeof(sanitizer_syscalls) / sizeof(sanitizer_syscalls[0]));
+	/*
+	 * compiler-rt looks for llvm-symbolizer with stat() and would then
+	 * fork and execve it, which the filter kills: make it not find one,
+	 * so that reports come out unsymbolized (module+offset) instead.
+	 */
+	if (SCMP_SYS(stat) >= 0)
+		sandbox_seccomp_check(seccomp_rule_add(ctx,
+		    SCMP_ACT_ERRNO(ENOENT), SCMP_SYS(stat), 0), name, "stat");
 #endif
 
 	sandbox_seccomp_check(seccomp_load(ctx), name, "load");
@@ -432,15 +472,15 @@ sandbox_enter(enum proc_role role, const struct msg_setup *setup,
     rlim_t maxfds)
 {
 	const char	*name = sandbox_role_name(role);
-	struct rlimit	 rl;
+	struct rlimit	 rl, want;
 	struct stat	 st;
 	unsigned char	 seed[16];
 	const char	*skipped = NULL;
 	int		 root = setup->root != 0;
-	const char	*nproc = "unchanged";
+	const char	*nproc;
 	uid_t		 uid;
 	gid_t		 gid;
-	int		 chrooted = 0, fsize = 1;
+	int		 chrooted = 0, limit_fsize = 1;
 
 	if (role != ROLE_FRONT && role != ROLE_RELAY)
 		fatalx("sandbox: role %d is not a worker", (int)role);
@@ -465,8 +505,8 @@ sandbox_enter(enum proc_role role, const struct msg_setup *setup,
 	explicit_bzero(seed, sizeof(seed));
 
 	if (root) {
-		if (memchr(setup->chroot, '\0', sizeof(setup->chroot)) == NULL ||
-		    setup->chroot[0] != '/')
+		if (memchr(setup->chroot, '\0', sizeof(setup->chroot)) ==
+		    NULL || setup->chroot[0] != '/')
 			fatalx("sandbox: role=%s bad chroot path", name);
 #ifdef PYRELAYD_SANITIZERS
 		/*
@@ -487,16 +527,20 @@ sandbox_enter(enum proc_role role, const struct msg_setup *setup,
 
 	/*
 	 * RLIMIT_NOFILE before the uid change: raising the hard limit above
-	 * what we inherited needs root.  As an ordinary user we can only
-	 * lower it.
+	 * what we inherited needs CAP_SYS_RESOURCE, which an ordinary user
+	 * and root in many containers lack.  Then use the inherited limit.
 	 */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
 		fatal("sandbox: role=%s getrlimit nofile", name);
-	if (!root && rl.rlim_max != RLIM_INFINITY && maxfds > rl.rlim_max) {
-		log_info("sandbox: role=%s nofile=%llu above hard limit, "
-		    "using %llu", name, (unsigned long long)maxfds,
-		    (unsigned long long)rl.rlim_max);
-		maxfds = rl.rlim_max;
+	if (rl.rlim_max != RLIM_INFINITY && maxfds > rl.rlim_max) {
+		want.rlim_cur = want.rlim_max = maxfds;
+		if (!root || setrlimit(RLIMIT_NOFILE, &want) == -1) {
+			log_info("sandbox: role=%s nofile=%llu above hard "
+			    "limit, using %llu", name,
+			    (unsigned long long)maxfds,
+			    (unsigned long long)rl.rlim_max);
+			maxfds = rl.rlim_max;
+		}
 	}
 	sandbox_setrlimit(name, RLIMIT_NOFILE, "nofile", maxfds);
 
@@ -504,22 +548,16 @@ sandbox_enter(enum proc_role role, const struct msg_setup *setup,
 		sandbox_drop(name, setup->uid, setup->gid);
 
 #ifdef PYRELAYD_SANITIZERS
-	/*
-	 * LSan's tracer forks off (RLIMIT_NPROC) and ptraces us, which the
-	 * kernel refuses once a uid change has made us non-dumpable.
-	 */
-	if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) == -1)
-		fatal("sandbox: role=%s PR_SET_DUMPABLE", name);
+	/* LSan's tracer task would not be allowed to exist */
+	nproc = "unchanged (sanitizer build)";
 #else
 	/*
-	 * No processes.  Only after the uid change: the limit counts every
-	 * process of the real uid, and an ordinary user's shell and editor
-	 * count too.
+	 * No processes.  After the uid change, so that it is the new user's
+	 * count that fork() would check.  The limit binds only this process:
+	 * as an ordinary user it stops our forks, not the user's others.
 	 */
-	if (root) {
-		sandbox_setrlimit(name, RLIMIT_NPROC, "nproc", 0);
-		nproc = "0";
-	}
+	sandbox_setrlimit(name, RLIMIT_NPROC, "nproc", 0);
+	nproc = "0";
 #endif
 	sandbox_setrlimit(name, RLIMIT_CORE, "core", 0);
 	/*
@@ -527,8 +565,8 @@ sandbox_enter(enum proc_role role, const struct msg_setup *setup,
 	 * file would then die of SIGXFSZ on its first log line.
 	 */
 	if (fstat(STDERR_FILENO, &st) == 0 && S_ISREG(st.st_mode))
-		fsize = 0;
-	if (fsize)
+		limit_fsize = 0;
+	if (limit_fsize)
 		sandbox_setrlimit(name, RLIMIT_FSIZE, "fsize", 0);
 
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
@@ -546,5 +584,5 @@ sandbox_enter(enum proc_role role, const struct msg_setup *setup,
 	    "nproc=%s core=0 fsize=%s no_new_privs=1 seccomp=kill_process",
 	    name, (unsigned)uid, (unsigned)gid,
 	    chrooted ? setup->chroot : "no", (unsigned long long)maxfds,
-	    nproc, fsize ? "0" : "unchanged (stderr is a file)");
+	    nproc, limit_fsize ? "0" : "unchanged (stderr is a file)");
 }

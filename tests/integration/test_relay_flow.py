@@ -566,8 +566,11 @@ class WriteTimeoutTest(DaemonCase):
                              "relay socket not found in /proc/net/tcp")
 
         # Fill the kernel's send queue of the relay's socket: send 64 KiB
-        # frames until that queue stops growing while at least 256 KiB more
+        # frames until that queue stops growing while at least 512 KiB more
         # were sent than it holds (the rest waits in the relay's outbox).
+        # After each frame a ping round trip on the binary's connection
+        # makes sure the relay has handled it (it reads the binary in order)
+        # before the queue is looked at.
         frame = '"%s"' % ("x" * 65000)
         big = env(cs, frame)
         sent = stable = 0
@@ -575,12 +578,13 @@ class WriteTimeoutTest(DaemonCase):
         while sent < 16 << 20:
             await b.send(big)
             sent += len(frame) + 4
+            await asyncio.wait_for(await b.ping(), 10)
             q = tcp_send_queue(self.d.port, lport)
             if q is None:
                 break       # already dropped: the notice below must follow
-            stable = stable + 1 if q <= last and sent - q >= 256 << 10 else 0
+            stable = stable + 1 if q <= last and sent - q >= 512 << 10 else 0
             last = max(last, q)
-            if stable >= 4:
+            if stable >= 2:
                 break
         else:
             self.fail("the relay's send queue kept growing up to 16 MiB")
