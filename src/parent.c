@@ -649,6 +649,9 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 	switch (m->hdr.type) {
 	case MSG_HELLO:
 		w->hello = 1;
+		/* a front says HELLO once it is set up and sandboxed */
+		if (w->role == ROLE_FRONT)
+			log_info("event=front_ready pid=%d", (int)w->pid);
 		if (w->role == ROLE_FRONT && !p->ready) {
 			int	i, all = 1;
 

@@ -108,6 +108,12 @@ class Metrics(unittest.TestCase):
                 await p.close()
                 await b.close()
                 d.wait_no_relays(timeout=10)
+                # the parent counts the exit when it reaps the relay, which
+                # a client cannot see happen: poll /metrics with a deadline
+                harness.poll_until(
+                    lambda: scrape(d)[0]['pyrelayd_relay_process_exits_total'
+                                         '{cause="retired"}'] == 1,
+                    10, "the relay's exit to be counted")
                 v, _ = scrape(d)
                 self.assertEqual(v["pyrycode_relay_grace_expiries_total"], 1)
                 self.assertEqual(v['pyrycode_relay_frames_forwarded_total'

@@ -172,13 +172,15 @@ class Crashes(unittest.TestCase):
             fronts = d.wait_fronts(2)
             victim = fronts[0]
             start = harness.proc_stat(victim)[2]
+            mark = d.log_mark()
             os.kill(victim, signal.SIGKILL)
 
-            # a front's start gives no event here: bounded /proc polling
-            def replaced():
-                f = d.front_pids()
-                return len(f) == 2 and victim not in f and f
-            new = harness.poll_until(replaced, 10, "a replacement front")
+            # the parent logs front_ready when a new front is sandboxed
+            m = d.wait_log(r"event=front_ready pid=(\d+)", since=mark)
+            new = d.front_pids()
+            self.assertEqual(len(new), 2, new)
+            self.assertNotIn(victim, new)
+            self.assertIn(int(m.group(1)), new)
             self.assertFalse(harness.same_process(victim, start),
                              "killed front not reaped")
             self.assertTrue(d.alive(), "parent died")
