@@ -84,6 +84,7 @@ static const struct msg_rule front_rules[] = {
 	{ MSG_CONN_VERDICT, sizeof(struct msg_conn_verdict), MSG_FD_REQUIRED, "CONN_VERDICT" },
 	{ MSG_HEALTH, sizeof(struct msg_health), MSG_FD_NONE, "HEALTH" },
 	{ MSG_METRICS, sizeof(struct msg_metrics), MSG_FD_NONE, "METRICS" },
+	{ MSG_VERBOSE, sizeof(struct msg_verbose), MSG_FD_NONE, "VERBOSE" },
 };
 
 static void
@@ -615,6 +616,9 @@ front_dispatch(evutil_socket_t fd, short ev, void *arg)
 			break;
 		case MSG_METRICS:
 			front_metrics(f, m);
+			break;
+		case MSG_VERBOSE:
+			log_setverbose(((struct msg_verbose *)m->body)->verbose);
 			break;
 		default:
 			if (m->fd != -1)

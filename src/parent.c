@@ -47,97 +47,6 @@
 #define RESPAWN_MAX_MS		10000	/* backoff ceiling for a front that keeps dying */
 #define RESPAWN_STABLE_MS	5000	/* a front that lived this long resets the backoff */
 
-struct conn_rec;
-struct worker;
-
-/* One client address: live connection count and rate-limit bucket. */
-struct ip_rec {
-	RB_ENTRY(ip_rec)	 entry;
-	unsigned char		 addr[16];
-	int			 family;
-	uint32_t		 live;
-	double			 tokens;
-	int64_t			 refill_ms;	/* last refill */
-};
-RB_HEAD(ip_tree, ip_rec);
-
-/* One connection, from accept until some process reports it gone. */
-struct conn_rec {
-	RB_ENTRY(conn_rec)	 entry;
-	TAILQ_ENTRY(conn_rec)	 owned;		/* owner's list */
-	uint64_t		 id;
-	struct ip_rec		*ip;
-	struct worker		*owner;		/* NULL: in the parent */
-};
-RB_HEAD(conn_tree, conn_rec);
-TAILQ_HEAD(conn_rec_list, conn_rec);
-
-struct worker {
-	TAILQ_ENTRY(worker)	 entry;		/* all workers */
-	RB_ENTRY(worker)	 map;		/* relays in the map */
-	enum proc_role		 role;
-	pid_t			 pid;
-	int			 dead;		/* killed or channel gone; awaiting reap */
-	int			 in_map;	/* relays: reachable by server-id */
-	int			 killed;	/* by us, for a bad message */
-	int			 retired;	/* RETIRE seen */
-	int			 hello;
-	struct msg_chan		 chan;
-	struct event		*ev_read;
-	struct event		*ev_write;
-	struct conn_rec_list	 conns;
-	char			 sid[SERVER_ID_MAX + 1];
-	uint32_t		 binaries;	/* relay's last report */
-	uint32_t		 phones;
-	int			 front_slot;	/* fronts: index */
-	int64_t			 started_ms;
-};
-TAILQ_HEAD(worker_list, worker);
-RB_HEAD(relay_map, worker);
-
-struct listener {
-	TAILQ_ENTRY(listener)	 entry;
-	struct listen_addr	*la;
-	struct event		*ev;
-};
-TAILQ_HEAD(listener_list, listener);
-
-struct parent {
-	struct event_base	*base;
-	struct config		*conf;
-	struct parent_opts	 opts;
-	char			 self[PATH_MAX];
-	int			 root;
-	uid_t			 uid;
-	gid_t			 gid;
-	struct listener_list	 listeners;
-	struct event		*ev_accept_pause;
-	int			 reserve_fd;
-	struct worker_list	 workers;
-	struct relay_map	 relays;
-	struct worker		**fronts;
-	int			 nfronts;
-	int			 next_front;
-	int			 ready;
-	struct conn_tree	 conns;
-	struct ip_tree		 ips;
-	uint64_t		 next_conn_id;
-	uint32_t		 live;
-	uint64_t		 binaries, phones;	/* sums of relay reports */
-	int64_t			 started_ms;
-	int			 stopping;
-	struct event		*ev_drain;
-	struct event		*ev_sigchld, *ev_sigterm, *ev_sigint, *ev_sighup;
-	struct event		*ev_respawn;
-	int64_t			 respawn_ms;	/* current backoff */
-	/* /metrics: relays' counters summed, plus what the parent sees */
-	struct relay_counters	 cnt;
-	uint64_t		 accepted;
-	uint64_t		 relays_started;
-	uint64_t		 relay_exits[EXIT_CAUSE_MAX];
-	uint64_t		 front_outcomes[FRONT_OUTCOME_MAX];
-};
-
 static struct parent	*P;
 
 static int
@@ -156,12 +65,12 @@ conn_cmp(struct conn_rec *a, struct conn_rec *b)
 }
 RB_GENERATE_STATIC(conn_tree, conn_rec, entry, conn_cmp)
 
-static int
+int
 relay_cmp(struct worker *a, struct worker *b)
 {
 	return strcmp(a->sid, b->sid);
 }
-RB_GENERATE_STATIC(relay_map, worker, map, relay_cmp)
+RB_GENERATE(relay_map, worker, map, relay_cmp)
 
 static void	parent_worker_read(evutil_socket_t, short, void *);
 static void	parent_worker_write(evutil_socket_t, short, void *);
@@ -182,6 +91,7 @@ static const struct msg_rule relay_to_parent[] = {
 	{ MSG_RELAY_STATE, sizeof(struct msg_relay_state), MSG_FD_NONE, "RELAY_STATE" },
 	{ MSG_RETIRE, sizeof(struct msg_empty), MSG_FD_NONE, "RETIRE" },
 	{ MSG_RELAY_COUNTERS, sizeof(struct relay_counters), MSG_FD_NONE, "RELAY_COUNTERS" },
+	{ MSG_CTL_PHONE, sizeof(struct msg_ctl_phone), MSG_FD_NONE, "CTL_PHONE" },
 };
 
 static const char *
@@ -282,7 +192,7 @@ conn_release(struct parent *p, struct conn_rec *c)
 
 /* ---- workers ------------------------------------------------------------ */
 
-static void
+void
 parent_worker_flush(struct worker *w)
 {
 	int	rv;
@@ -309,6 +219,7 @@ parent_worker_kill(struct parent *p, struct worker *w, const char *why)
 	w->dead = 1;
 	w->killed = 1;
 	kill(w->pid, SIGKILL);
+	parent_ctl_relay_gone(p, w);
 	event_del(w->ev_read);
 	event_del(w->ev_write);
 	if (w->in_map) {
@@ -545,7 +456,7 @@ static void parent_dispatch(struct parent *, struct worker *);
  * to, so reading what relays sent before answering makes the counts exact
  * at every moment a client can observe.
  */
-static void
+void
 parent_drain_relays(struct parent *p)
 {
 	struct worker	*r, *next;
@@ -677,6 +588,9 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 	case MSG_METRICS_REQ:
 		parent_metrics(p, w, m);
 		break;
+	case MSG_CTL_PHONE:
+		parent_ctl_relay_phone(p, w, m);
+		break;
 	case MSG_RELAY_COUNTERS:
 		if (parent_add_counters(p, (struct relay_counters *)m->body) == -1)
 			parent_worker_kill(p, w, "bad RELAY_COUNTERS");
@@ -784,6 +698,7 @@ parent_worker_free(struct parent *p, struct worker *w)
 		parent_relay_counts(p, w, 0, 0);
 	if (w->in_map)
 		RB_REMOVE(relay_map, &p->relays, w);
+	parent_ctl_relay_gone(p, w);
 	TAILQ_REMOVE(&p->workers, w, entry);
 	event_free(w->ev_read);
 	event_free(w->ev_write);
@@ -818,6 +733,7 @@ static void
 parent_check_stopped(struct parent *p)
 {
 	if (p->stopping && TAILQ_EMPTY(&p->workers)) {
+		parent_ctl_close(p);
 		log_info("event=stopped");
 		exit(0);
 	}
@@ -1059,17 +975,20 @@ parent_stop(evutil_socket_t sig, short ev, void *arg)
 	parent_check_stopped(p);
 }
 
-/* A reload's "file:line: message" lines go to the log, not a closed stderr. */
+/* A reload's "file:line: message" lines go to the log (and pyrelayctl). */
+static struct ctl_client	*reload_ctl;
+
 static void
 parent_config_error(const char *msg)
 {
 	log_warnx("event=config_error message=\"%s\"", msg);
+	if (reload_ctl != NULL)
+		parent_ctl_error_line(reload_ctl, msg);
 }
 
-static void
-parent_reload(evutil_socket_t sig, short ev, void *arg)
+int
+parent_reload_config(struct parent *p, struct ctl_client *ctl)
 {
-	struct parent		*p = arg;
 	struct config		*nc;
 	struct worker		*w;
 	struct msg_limits	 ml;
@@ -1081,19 +1000,24 @@ parent_reload(evutil_socket_t sig, short ev, void *arg)
 	    "(built-in)");
 	if (p->conf->path[0] == '\0') {
 		log_info("event=reload_done changed=none reason=\"no configuration file\"");
-		return;
+		return 0;
 	}
 	/* parse first; on error keep the running configuration */
 	config_error_hook = parent_config_error;
-	if ((nc = config_parse(p->conf->path, p->opts.macros, p->opts.nmacros)) == NULL) {
+	reload_ctl = ctl;
+	nc = config_parse(p->conf->path, p->opts.macros, p->opts.nmacros);
+	reload_ctl = NULL;
+	if (nc == NULL) {
 		log_warnx("event=reload_failed file=%s reason=\"configuration has "
 		    "errors, keeping the running one\"", p->conf->path);
-		return;
+		return -1;
 	}
 	if (p->root && sandbox_check(nc, &uid, &gid, err, sizeof(err)) == -1) {
 		log_warnx("event=reload_failed reason=\"%s\"", err);
+		if (ctl != NULL)
+			parent_ctl_error_line(ctl, err);
 		config_free(nc);
-		return;
+		return -1;
 	}
 	/* limits and timers apply at once; listeners, user and chroot need a restart */
 	p->conf->lim = nc->lim;
@@ -1106,6 +1030,33 @@ parent_reload(evutil_socket_t sig, short ev, void *arg)
 		parent_worker_flush(w);
 	}
 	log_info("event=reload_done");
+	return 0;
+}
+
+static void
+parent_reload(evutil_socket_t sig, short ev, void *arg)
+{
+	parent_reload_config(arg, NULL);
+}
+
+/* pyrelayctl log verbose|brief: this process, every worker, and later ones. */
+void
+parent_set_verbose(struct parent *p, int verbose)
+{
+	struct worker		*w;
+	struct msg_verbose	 mv;
+
+	p->opts.verbose = verbose;
+	log_setverbose(verbose);
+	memset(&mv, 0, sizeof(mv));
+	mv.verbose = verbose;
+	TAILQ_FOREACH(w, &p->workers, entry) {
+		if (w->dead)
+			continue;
+		msg_compose(&w->chan, MSG_VERBOSE, 0, &mv, sizeof(mv), -1);
+		parent_worker_flush(w);
+	}
+	log_info("event=log_level verbose=%d", verbose);
 }
 
 static void
@@ -1157,6 +1108,9 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 		fatalx("parent: event_base_new");
 	parent_open_listeners(p);
 	p->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	TAILQ_INIT(&p->ctl_clients);
+	if (parent_ctl_open(p) == -1)
+		exit(1);
 
 	if (!opts->foreground && daemon(1, 0) == -1)
 		fatal("daemon");

@@ -3,6 +3,16 @@
 #ifndef PARENT_H
 #define PARENT_H
 
+#include <sys/types.h>
+#include <sys/queue.h>
+/* libbsd leaves __unused undefined on glibc; the tree macros need it */
+#ifndef __unused
+#define __unused __attribute__((__unused__))
+#endif
+#include <sys/tree.h>
+
+#include "msg.h"
+#include "proto.h"
 #include "pyrelayd.h"
 
 struct parent_opts {
@@ -13,6 +23,126 @@ struct parent_opts {
 	int		 verbose;
 	int		 conffile_given;	/* -f used */
 };
+
+/*
+ * The parent's state, shared by parent.c (processes, accepting, routing)
+ * and parent_ctl.c (the control socket).
+ */
+struct conn_rec;
+struct worker;
+struct ctl_client;
+TAILQ_HEAD(ctl_client_list, ctl_client);
+
+/* One client address: live connection count and rate-limit bucket. */
+struct ip_rec {
+	RB_ENTRY(ip_rec)	 entry;
+	unsigned char		 addr[16];
+	int			 family;
+	uint32_t		 live;
+	double			 tokens;
+	int64_t			 refill_ms;	/* last refill */
+};
+RB_HEAD(ip_tree, ip_rec);
+
+/* One connection, from accept until some process reports it gone. */
+struct conn_rec {
+	RB_ENTRY(conn_rec)	 entry;
+	TAILQ_ENTRY(conn_rec)	 owned;		/* owner's list */
+	uint64_t		 id;
+	struct ip_rec		*ip;
+	struct worker		*owner;		/* NULL: in the parent */
+};
+RB_HEAD(conn_tree, conn_rec);
+TAILQ_HEAD(conn_rec_list, conn_rec);
+
+struct worker {
+	TAILQ_ENTRY(worker)	 entry;		/* all workers */
+	RB_ENTRY(worker)	 map;		/* relays in the map */
+	enum proc_role		 role;
+	pid_t			 pid;
+	int			 dead;		/* killed or channel gone; awaiting reap */
+	int			 in_map;	/* relays: reachable by server-id */
+	int			 killed;	/* by us, for a bad message */
+	int			 retired;	/* RETIRE seen */
+	int			 hello;
+	struct msg_chan		 chan;
+	struct event		*ev_read;
+	struct event		*ev_write;
+	struct conn_rec_list	 conns;
+	char			 sid[SERVER_ID_MAX + 1];
+	uint32_t		 binaries;	/* relay's last report */
+	uint32_t		 phones;
+	int			 front_slot;	/* fronts: index */
+	int64_t			 started_ms;
+};
+TAILQ_HEAD(worker_list, worker);
+RB_HEAD(relay_map, worker);
+
+struct listener {
+	TAILQ_ENTRY(listener)	 entry;
+	struct listen_addr	*la;
+	struct event		*ev;
+};
+TAILQ_HEAD(listener_list, listener);
+
+struct parent {
+	struct event_base	*base;
+	struct config		*conf;
+	struct parent_opts	 opts;
+	char			 self[PATH_MAX];
+	int			 root;
+	uid_t			 uid;
+	gid_t			 gid;
+	struct listener_list	 listeners;
+	struct event		*ev_accept_pause;
+	int			 reserve_fd;
+	struct worker_list	 workers;
+	struct relay_map	 relays;
+	struct worker		**fronts;
+	int			 nfronts;
+	int			 next_front;
+	int			 ready;
+	struct conn_tree	 conns;
+	struct ip_tree		 ips;
+	uint64_t		 next_conn_id;
+	uint32_t		 live;
+	uint64_t		 binaries, phones;	/* sums of relay reports */
+	int64_t			 started_ms;
+	int			 stopping;
+	struct event		*ev_drain;
+	struct event		*ev_sigchld, *ev_sigterm, *ev_sigint, *ev_sighup;
+	struct event		*ev_respawn;
+	int64_t			 respawn_ms;	/* current backoff */
+	/* /metrics: relays' counters summed, plus what the parent sees */
+	struct relay_counters	 cnt;
+	uint64_t		 accepted;
+	uint64_t		 relays_started;
+	uint64_t		 relay_exits[EXIT_CAUSE_MAX];
+	uint64_t		 front_outcomes[FRONT_OUTCOME_MAX];
+	/* control socket */
+	int			 ctl_fd;
+	struct event		*ev_ctl;
+	struct ctl_client_list	 ctl_clients;
+	uint64_t		 ctl_next_req;
+};
+
+int	relay_cmp(struct worker *, struct worker *);
+RB_PROTOTYPE(relay_map, worker, map, relay_cmp)
+
+/* parent.c */
+void	parent_worker_flush(struct worker *);
+void	parent_drain_relays(struct parent *);
+/* Re-reads the configuration; errors go to the log and to ctl (may be NULL). */
+int	parent_reload_config(struct parent *, struct ctl_client *);
+void	parent_set_verbose(struct parent *, int);
+
+/* parent_ctl.c */
+int	parent_ctl_open(struct parent *);
+void	parent_ctl_close(struct parent *);
+void	parent_ctl_error_line(struct ctl_client *, const char *);
+/* a relay's answer to MSG_CTL_SHOW, or its death (m == NULL) */
+void	parent_ctl_relay_phone(struct parent *, struct worker *, struct msg *);
+void	parent_ctl_relay_gone(struct parent *, struct worker *);
 
 /* Runs the supervisor with a parsed configuration; never returns. */
 void	parent_main(struct config *, const struct parent_opts *)

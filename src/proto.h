@@ -32,6 +32,10 @@ enum proto_type {
 	MSG_RELAY_COUNTERS,	/* relay -> parent: counter increments since the last */
 	MSG_METRICS_REQ,	/* front -> parent: hdr.id = request */
 	MSG_METRICS,		/* parent -> front: hdr.id = request */
+	MSG_VERBOSE,		/* parent -> worker: log verbosity */
+	MSG_CTL_SHOW,		/* parent -> relay: list your phones, hdr.id = request */
+	MSG_CTL_PHONE,		/* relay -> parent: one phone, or the end of the list */
+	MSG_CTL_KICK,		/* parent -> relay: close everything 1001, retire */
 	MSG_TYPE_MAX
 };
 
@@ -162,6 +166,22 @@ struct msg_health {
 struct msg_relay_state {
 	uint32_t	binary_connected;	/* 0 during grace or probe-less */
 	uint32_t	phones;
+};
+
+struct msg_verbose {
+	uint32_t	verbose;
+	uint32_t	pad;
+};
+
+struct msg_ctl_phone {
+	uint32_t	last;		/* 1: end of the list, no phone in this one */
+	uint32_t	pad;
+	uint64_t	age_s;
+	uint64_t	bytes_in;
+	uint64_t	bytes_out;
+	char		conn_id[CONN_ID_MAX + 1];
+	char		device[DEVICE_NAME_MAX + 1];
+	char		pad2[6];
 };
 
 struct msg_empty {

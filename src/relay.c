@@ -134,12 +134,17 @@ static void	 relay_report(struct relay *);
 static void	 relay_check_exit(struct relay *);
 static void	 relay_start_grace(struct relay *);
 static void	 relay_probe_start(struct relay *);
+static void	 relay_ctl_show(struct relay *, uint64_t);
+static void	 relay_kick(struct relay *);
 
 static const struct msg_rule relay_rules[] = {
 	{ MSG_SETUP, sizeof(struct msg_setup), MSG_FD_NONE, "SETUP" },
 	{ MSG_LIMITS, sizeof(struct msg_limits), MSG_FD_NONE, "LIMITS" },
 	{ MSG_CONN_ATTACH, sizeof(struct msg_conn_upgrade), MSG_FD_REQUIRED, "CONN_ATTACH" },
 	{ MSG_RETIRE_OK, sizeof(struct msg_empty), MSG_FD_NONE, "RETIRE_OK" },
+	{ MSG_VERBOSE, sizeof(struct msg_verbose), MSG_FD_NONE, "VERBOSE" },
+	{ MSG_CTL_SHOW, sizeof(struct msg_empty), MSG_FD_NONE, "CTL_SHOW" },
+	{ MSG_CTL_KICK, sizeof(struct msg_empty), MSG_FD_NONE, "CTL_KICK" },
 };
 
 #define COUNT(r, field)	do { (r)->cnt.field++; (r)->cnt_dirty = 1; } while (0)
@@ -1163,6 +1168,15 @@ relay_dispatch(evutil_socket_t fd, short ev, void *arg)
 			r->retired = 1;
 			relay_check_exit(r);
 			break;
+		case MSG_VERBOSE:
+			log_setverbose(((struct msg_verbose *)m->body)->verbose);
+			break;
+		case MSG_CTL_SHOW:
+			relay_ctl_show(r, m->hdr.id);
+			break;
+		case MSG_CTL_KICK:
+			relay_kick(r);
+			break;
 		default:
 			if (m->fd != -1)
 				close(m->fd);
@@ -1170,6 +1184,58 @@ relay_dispatch(evutil_socket_t fd, short ev, void *arg)
 		}
 	}
 	free(m);
+}
+
+/* pyrelayctl show server: one message per registered phone, then the end. */
+static void
+relay_ctl_show(struct relay *r, uint64_t req)
+{
+	struct msg_ctl_phone	 ph;
+	struct conn		*c;
+	int64_t			 now = now_ms();
+
+	TAILQ_FOREACH(c, &r->conns, entry) {
+		if (c->role != CR_PHONE || c->unregistered)
+			continue;
+		memset(&ph, 0, sizeof(ph));
+		ph.age_s = (now - c->created_ms) / 1000;
+		ph.bytes_in = c->bytes_in;
+		ph.bytes_out = c->bytes_out;
+		strlcpy(ph.conn_id, c->conn_id, sizeof(ph.conn_id));
+		strlcpy(ph.device, c->device, sizeof(ph.device));
+		msg_compose(&r->chan, MSG_CTL_PHONE, req, &ph, sizeof(ph), -1);
+	}
+	memset(&ph, 0, sizeof(ph));
+	ph.last = 1;
+	msg_compose(&r->chan, MSG_CTL_PHONE, req, &ph, sizeof(ph), -1);
+	relay_chan_flush(r);
+}
+
+/* pyrelayctl kick server: everyone out with 1001, then retire. */
+static void
+relay_kick(struct relay *r)
+{
+	struct conn		*c, *next;
+	struct msg_empty	 e = { 0 };
+
+	log_info("event=server_kicked server_id=%s phones=%d", r->sid, r->nphones);
+	if (!r->retiring) {
+		r->retiring = 1;
+		r->in_grace = 0;
+		evtimer_del(r->ev_grace);
+		msg_compose(&r->chan, MSG_RETIRE, 0, &e, sizeof(e), -1);
+		relay_chan_flush(r);
+	}
+	TAILQ_FOREACH_SAFE(c, &r->conns, entry, next) {
+		c->notice_done = 1;
+		if (c->state == CS_OPEN)
+			relay_conn_close(c, 1001, "kicked by operator");
+	}
+	free(r->gq);
+	r->gq = NULL;
+	r->gq_len = r->gq_cap = r->gq_bytes = 0;
+	relay_report(r);
+	relay_check_exit(r);
 }
 
 static void

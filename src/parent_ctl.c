@@ -1,0 +1,469 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * The parent's control socket (control.h has the protocol): one command
+ * line per connection from pyrelayctl(8), answered with text and closed.
+ * Only the socket's file mode decides who may connect (0600: root).
+ */
+#include "config.h"
+
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "control.h"
+#include "parent.h"
+
+#define CTL_OUT_MAX	(4 * 1024 * 1024)	/* an answer is bounded too */
+
+struct ctl_client {
+	TAILQ_ENTRY(ctl_client)	 entry;
+	struct parent		*p;
+	int			 fd;
+	struct event		*ev_read;
+	struct event		*ev_write;
+	struct event		*ev_timer;
+	char			 in[CTL_LINE_MAX];
+	size_t			 inlen;
+	char			*out;
+	size_t			 outlen, outcap, outoff;
+	int			 failed;	/* an "error:" line was written */
+	struct worker		*waiting;	/* relay asked for its phones */
+	uint64_t		 req;
+};
+
+static void	ctl_client_write(evutil_socket_t, short, void *);
+
+static void
+ctl_printf(struct ctl_client *c, const char *fmt, ...)
+	__attribute__((__format__(printf, 2, 3)));
+
+static void
+ctl_printf(struct ctl_client *c, const char *fmt, ...)
+{
+	va_list	ap;
+	int	n;
+	size_t	ncap;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(c->out + c->outlen, c->outcap - c->outlen, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+			return;
+		if ((size_t)n < c->outcap - c->outlen) {
+			c->outlen += n;
+			return;
+		}
+		ncap = c->outcap ? c->outcap * 2 : 1024;
+		while (ncap < c->outlen + n + 1)
+			ncap *= 2;
+		if (ncap > CTL_OUT_MAX)
+			return;
+		c->out = xreallocarray(c->out, 1, ncap);
+		c->outcap = ncap;
+	}
+}
+
+static void
+ctl_client_free(struct ctl_client *c)
+{
+	TAILQ_REMOVE(&c->p->ctl_clients, c, entry);
+	event_free(c->ev_read);
+	event_free(c->ev_write);
+	event_free(c->ev_timer);
+	close(c->fd);
+	free(c->out);
+	free(c);
+}
+
+/* The answer is complete: write it, then close. */
+static void
+ctl_client_finish(struct ctl_client *c)
+{
+	c->waiting = NULL;
+	event_del(c->ev_read);
+	evtimer_del(c->ev_timer);
+	ctl_client_write(c->fd, EV_WRITE, c);
+}
+
+static void
+ctl_client_write(evutil_socket_t fd, short ev, void *arg)
+{
+	struct ctl_client	*c = arg;
+	ssize_t			 n;
+
+	while (c->outoff < c->outlen) {
+		n = send(c->fd, c->out + c->outoff, c->outlen - c->outoff,
+		    MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				event_add(c->ev_write, NULL);
+				return;
+			}
+			break;
+		}
+		c->outoff += n;
+	}
+	ctl_client_free(c);
+}
+
+static void
+ctl_error(struct ctl_client *c, const char *msg)
+{
+	c->outlen = 0;
+	ctl_printf(c, "error: %s\n", msg);
+	c->failed = 1;
+}
+
+/* A reload's file:line errors follow its "error:" line. */
+void
+parent_ctl_error_line(struct ctl_client *c, const char *msg)
+{
+	if (!c->failed) {
+		ctl_error(c, "configuration has errors, keeping the running one");
+	}
+	ctl_printf(c, "%s\n", msg);
+}
+
+static const char *
+binary_state(const struct worker *r)
+{
+	if (r->retired || !r->in_map)
+		return "retiring";
+	return r->binaries ? "connected" : "grace";
+}
+
+static void
+ctl_show_summary(struct parent *p, struct ctl_client *c)
+{
+	struct worker	*w;
+	int		 relays = 0, fronts = 0;
+
+	parent_drain_relays(p);
+	TAILQ_FOREACH(w, &p->workers, entry) {
+		if (w->role == ROLE_RELAY)
+			relays++;
+		else if (w->role == ROLE_FRONT && !w->dead)
+			fronts++;
+	}
+	ctl_printf(c, "ok\nversion %s\nuptime_seconds %lld\nconnections %u\n"
+	    "binaries %llu\nphones %llu\nrelays %d\nfronts %d\nktls unavailable\n",
+	    PACKAGE_VERSION, (long long)(now_ms() - p->started_ms) / 1000,
+	    p->live, (unsigned long long)p->binaries,
+	    (unsigned long long)p->phones, relays, fronts);
+}
+
+static void
+ctl_show_servers(struct parent *p, struct ctl_client *c)
+{
+	struct worker	*r;
+	int64_t		 now = now_ms();
+
+	parent_drain_relays(p);
+	ctl_printf(c, "ok\n# server_id pid binary phones age_seconds\n");
+	/* the map is ordered by server-id */
+	RB_FOREACH(r, relay_map, &p->relays)
+		ctl_printf(c, "%s %d %s %u %lld\n", r->sid, (int)r->pid,
+		    binary_state(r), r->phones,
+		    (long long)(now - r->started_ms) / 1000);
+}
+
+static struct worker *
+ctl_find_relay(struct parent *p, const char *sid)
+{
+	struct worker	key;
+
+	strlcpy(key.sid, sid, sizeof(key.sid));
+	return RB_FIND(relay_map, &p->relays, &key);
+}
+
+static void
+ctl_show_server(struct parent *p, struct ctl_client *c, const char *sid)
+{
+	struct worker		*r;
+	struct msg_empty	 e = { 0 };
+
+	parent_drain_relays(p);
+	if ((r = ctl_find_relay(p, sid)) == NULL || r->dead) {
+		ctl_error(c, "no such server-id");
+		ctl_client_finish(c);
+		return;
+	}
+	ctl_printf(c, "ok\nserver_id %s\npid %d\nbinary %s\nphones %u\n"
+	    "age_seconds %lld\n# conn_id device age_seconds bytes_in bytes_out\n",
+	    r->sid, (int)r->pid, binary_state(r), r->phones,
+	    (long long)(now_ms() - r->started_ms) / 1000);
+	/* the phones come from the relay; answer when its list ends */
+	c->waiting = r;
+	c->req = ++p->ctl_next_req;
+	msg_compose(&r->chan, MSG_CTL_SHOW, c->req, &e, sizeof(e), -1);
+	parent_worker_flush(r);
+}
+
+/* Device names are client-chosen: quote them and escape anything odd. */
+static void
+ctl_quoted(struct ctl_client *c, const char *s)
+{
+	const unsigned char	*u;
+
+	ctl_printf(c, "\"");
+	for (u = (const unsigned char *)s; *u != '\0'; u++) {
+		if (*u == '"' || *u == '\\')
+			ctl_printf(c, "\\%c", *u);
+		else if (*u < 0x20 || *u >= 0x7f)
+			ctl_printf(c, "\\x%02x", *u);
+		else
+			ctl_printf(c, "%c", *u);
+	}
+	ctl_printf(c, "\"");
+}
+
+void
+parent_ctl_relay_phone(struct parent *p, struct worker *r, struct msg *m)
+{
+	struct msg_ctl_phone	*ph = (struct msg_ctl_phone *)m->body;
+	struct ctl_client	*c;
+
+	if (ph->conn_id[sizeof(ph->conn_id) - 1] != '\0' ||
+	    ph->device[sizeof(ph->device) - 1] != '\0' || ph->last > 1)
+		return;
+	TAILQ_FOREACH(c, &p->ctl_clients, entry)
+		if (c->waiting == r && c->req == m->hdr.id)
+			break;
+	if (c == NULL)
+		return;	/* the client went away */
+	if (ph->last) {
+		ctl_client_finish(c);
+		return;
+	}
+	ctl_printf(c, "%s ", ph->conn_id);
+	ctl_quoted(c, ph->device);
+	ctl_printf(c, " %llu %llu %llu\n", (unsigned long long)ph->age_s,
+	    (unsigned long long)ph->bytes_in, (unsigned long long)ph->bytes_out);
+}
+
+void
+parent_ctl_relay_gone(struct parent *p, struct worker *r)
+{
+	struct ctl_client	*c, *next;
+
+	TAILQ_FOREACH_SAFE(c, &p->ctl_clients, entry, next) {
+		if (c->waiting != r)
+			continue;
+		ctl_error(c, "the relay process exited");
+		ctl_client_finish(c);
+	}
+}
+
+static void
+ctl_kick(struct parent *p, struct ctl_client *c, const char *sid)
+{
+	struct worker		*r;
+	struct msg_empty	 e = { 0 };
+
+	if ((r = ctl_find_relay(p, sid)) == NULL || r->dead) {
+		ctl_error(c, "no such server-id");
+		return;
+	}
+	/* out of the map now: the next client for this id starts afresh */
+	RB_REMOVE(relay_map, &p->relays, r);
+	r->in_map = 0;
+	log_info("event=server_kick server_id=%s pid=%d", r->sid, (int)r->pid);
+	msg_compose(&r->chan, MSG_CTL_KICK, 0, &e, sizeof(e), -1);
+	parent_worker_flush(r);
+	ctl_printf(c, "ok\n");
+}
+
+static void
+ctl_execute(struct parent *p, struct ctl_client *c)
+{
+	struct ctl_cmd	 cmd;
+	const char	*errstr;
+
+	if (ctl_parse(c->in, c->inlen, &cmd, &errstr) == -1) {
+		ctl_error(c, errstr);
+		ctl_client_finish(c);
+		return;
+	}
+	switch (cmd.verb) {
+	case CTL_SHOW_SUMMARY:
+		ctl_show_summary(p, c);
+		break;
+	case CTL_SHOW_SERVERS:
+		ctl_show_servers(p, c);
+		break;
+	case CTL_SHOW_SERVER:
+		ctl_show_server(p, c, cmd.server_id);
+		return;		/* finishes when the relay answers */
+	case CTL_RELOAD:
+		if (parent_reload_config(p, c) == 0 && !c->failed)
+			ctl_printf(c, "ok\n");
+		break;
+	case CTL_LOG_VERBOSE:
+		parent_set_verbose(p, 1);
+		ctl_printf(c, "ok\n");
+		break;
+	case CTL_LOG_BRIEF:
+		parent_set_verbose(p, 0);
+		ctl_printf(c, "ok\n");
+		break;
+	case CTL_KICK_SERVER:
+		ctl_kick(p, c, cmd.server_id);
+		break;
+	}
+	ctl_client_finish(c);
+}
+
+static void
+ctl_client_read(evutil_socket_t fd, short ev, void *arg)
+{
+	struct ctl_client	*c = arg;
+	ssize_t			 n;
+	char			*nl;
+
+	n = recv(fd, c->in + c->inlen, sizeof(c->in) - c->inlen, MSG_DONTWAIT);
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		ctl_client_free(c);
+		return;
+	}
+	c->inlen += n;
+	if ((nl = memchr(c->in, '\n', c->inlen)) != NULL) {
+		c->inlen = nl - c->in + 1;
+		event_del(c->ev_read);
+		ctl_execute(c->p, c);
+		return;
+	}
+	if (c->inlen == sizeof(c->in)) {
+		ctl_error(c, "command too long");
+		ctl_client_finish(c);
+	}
+}
+
+static void
+ctl_client_timeout(evutil_socket_t fd, short ev, void *arg)
+{
+	struct ctl_client	*c = arg;
+
+	if (c->waiting != NULL)
+		ctl_error(c, "the relay did not answer");
+	else
+		ctl_error(c, "timeout");
+	ctl_client_finish(c);
+}
+
+static void
+ctl_accept(evutil_socket_t lfd, short ev, void *arg)
+{
+	struct parent		*p = arg;
+	struct ctl_client	*c;
+	struct timeval		 tv = { CTL_TIMEOUT_MS / 1000, 0 };
+	int			 fd;
+
+	if ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) == -1) {
+		if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+			log_warn("control: accept");
+		return;
+	}
+	c = xcalloc(1, sizeof(*c));
+	c->p = p;
+	c->fd = fd;
+	c->ev_read = event_new(p->base, fd, EV_READ | EV_PERSIST, ctl_client_read, c);
+	c->ev_write = event_new(p->base, fd, EV_WRITE, ctl_client_write, c);
+	c->ev_timer = evtimer_new(p->base, ctl_client_timeout, c);
+	if (c->ev_read == NULL || c->ev_write == NULL || c->ev_timer == NULL)
+		fatalx("control: event_new");
+	TAILQ_INSERT_TAIL(&p->ctl_clients, c, entry);
+	event_add(c->ev_read, NULL);
+	evtimer_add(c->ev_timer, &tv);
+}
+
+int
+parent_ctl_open(struct parent *p)
+{
+	struct sockaddr_un	 sun;
+	struct stat		 st;
+	const char		*path = p->conf->control_socket;
+	mode_t			 old;
+	int			 fd;
+
+	p->ctl_fd = -1;
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlcpy(sun.sun_path, path, sizeof(sun.sun_path)) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "pyrelayd: control socket \"%s\": path too long\n", path);
+		return -1;
+	}
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) == -1) {
+		fprintf(stderr, "pyrelayd: control socket: %s\n", strerror(errno));
+		return -1;
+	}
+	/* a live daemon answers on it; a stale socket file is replaced */
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+		fprintf(stderr, "pyrelayd: control socket \"%s\": in use by a running "
+		    "pyrelayd\n", path);
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			fprintf(stderr, "pyrelayd: control socket \"%s\": exists and is "
+			    "not a socket\n", path);
+			return -1;
+		}
+		unlink(path);
+	}
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) == -1) {
+		fprintf(stderr, "pyrelayd: control socket: %s\n", strerror(errno));
+		return -1;
+	}
+	/* created 0600 from the start: no window where others may connect */
+	old = umask(0177);
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		umask(old);
+		fprintf(stderr, "pyrelayd: control socket \"%s\": %s\n", path,
+		    strerror(errno));
+		close(fd);
+		return -1;
+	}
+	umask(old);
+	if (listen(fd, 16) == -1) {
+		fprintf(stderr, "pyrelayd: control socket \"%s\": %s\n", path,
+		    strerror(errno));
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	p->ctl_fd = fd;
+	p->ev_ctl = event_new(p->base, fd, EV_READ | EV_PERSIST, ctl_accept, p);
+	if (p->ev_ctl == NULL)
+		fatalx("control: event_new");
+	event_add(p->ev_ctl, NULL);
+	return 0;
+}
+
+void
+parent_ctl_close(struct parent *p)
+{
+	if (p->ctl_fd == -1)
+		return;
+	event_del(p->ev_ctl);
+	close(p->ctl_fd);
+	p->ctl_fd = -1;
+	unlink(p->conf->control_socket);
+}
