@@ -534,11 +534,15 @@ front_metrics(struct front *f, struct msg *m)
 	    "# HELP pyrelayd_connections_accepted_total Connections accepted.\n"
 	    "# TYPE pyrelayd_connections_accepted_total counter\n"
 	    "pyrelayd_connections_accepted_total %llu\n"
+	    "# HELP pyrelayd_client_addresses Client addresses with admission state.\n"
+	    "# TYPE pyrelayd_client_addresses gauge\n"
+	    "pyrelayd_client_addresses %llu\n"
 	    "# HELP pyrelayd_uptime_seconds Seconds since start.\n"
 	    "# TYPE pyrelayd_uptime_seconds gauge\n"
 	    "pyrelayd_uptime_seconds %llu\n",
 	    (unsigned long long)mm->connections,
-	    (unsigned long long)mm->accepted, (unsigned long long)mm->uptime_s);
+	    (unsigned long long)mm->accepted, (unsigned long long)mm->addresses,
+	    (unsigned long long)mm->uptime_s);
 	fc->outcome = FRONT_METRICS;
 	n = http_ok_response(front_resp_buf(fc, RESP_METRICS), RESP_METRICS,
 	    "text/plain; version=0.0.4; charset=utf-8", body, len);

@@ -46,6 +46,8 @@
 #define RESPAWN_MIN_MS		100	/* first restart of a dead front */
 #define RESPAWN_MAX_MS		10000	/* backoff ceiling for a front that keeps dying */
 #define RESPAWN_STABLE_MS	5000	/* a front that lived this long resets the backoff */
+#define IP_SWEEP_MS		5000	/* how often idle addresses are forgotten */
+#define IP_IDLE_MAX		65536	/* idle addresses kept at most (see ip_sweep) */
 
 static struct parent	*P;
 
@@ -109,6 +111,41 @@ role_str(enum proc_role role)
 
 /* ---- connection accounting ------------------------------------------- */
 
+/*
+ * Forgets addresses with no live connection: those whose bucket is full
+ * hold nothing worth keeping.  Under a flood of distinct addresses the
+ * table holds at most one entry per live connection plus IP_IDLE_MAX idle
+ * ones (about 64 bytes each): past that, idle entries go even with tokens
+ * spent, which only ever helps the address that is forgotten.
+ */
+static void
+ip_sweep(struct parent *p)
+{
+	struct ip_rec	*ip, *next;
+	int64_t		 now = now_ms();
+	double		 tokens;
+	uint64_t	 idle = 0;
+
+	RB_FOREACH_SAFE(ip, ip_tree, &p->ips, next) {
+		if (ip->live > 0)
+			continue;
+		tokens = ip->tokens + (double)(now - ip->refill_ms) /
+		    p->conf->lim.rate_refill_ms;
+		if (tokens >= p->conf->lim.rate_burst || idle >= IP_IDLE_MAX) {
+			RB_REMOVE(ip_tree, &p->ips, ip);
+			free(ip);
+			p->nips--;
+		} else
+			idle++;
+	}
+}
+
+static void
+ip_sweep_tick(evutil_socket_t fd, short ev, void *arg)
+{
+	ip_sweep(arg);
+}
+
 static void
 ip_key(const struct sockaddr_storage *ss, struct ip_rec *key)
 {
@@ -133,6 +170,7 @@ ip_get(struct parent *p, const struct sockaddr_storage *ss)
 	ip->tokens = p->conf->lim.rate_burst;
 	ip->refill_ms = now_ms();
 	RB_INSERT(ip_tree, &p->ips, ip);
+	p->nips++;
 	return ip;
 }
 
@@ -151,6 +189,7 @@ ip_maybe_free(struct parent *p, struct ip_rec *ip)
 		return;
 	RB_REMOVE(ip_tree, &p->ips, ip);
 	free(ip);
+	p->nips--;
 }
 
 /* protocol.md §2 step 2: token bucket per client address. */
@@ -479,6 +518,7 @@ parent_metrics(struct parent *p, struct worker *w, struct msg *m)
 	mm->uptime_s = (now_ms() - p->started_ms) / 1000;
 	mm->connections = p->live;
 	mm->accepted = p->accepted;
+	mm->addresses = p->nips;
 	TAILQ_FOREACH(r, &p->workers, entry)
 		if (r->role == ROLE_RELAY)
 			mm->relays_alive++;
@@ -1119,6 +1159,12 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	p->ev_accept_pause = evtimer_new(p->base, parent_accept_resume, p);
 	p->ev_drain = evtimer_new(p->base, parent_drain_deadline, p);
 	p->ev_respawn = evtimer_new(p->base, parent_respawn_fronts, p);
+	p->ev_ip_sweep = event_new(p->base, -1, EV_PERSIST, ip_sweep_tick, p);
+	{
+		struct timeval	tv = { IP_SWEEP_MS / 1000, 0 };
+
+		event_add(p->ev_ip_sweep, &tv);
+	}
 	p->ev_sigchld = evsignal_new(p->base, SIGCHLD, parent_sigchld, p);
 	p->ev_sigterm = evsignal_new(p->base, SIGTERM, parent_stop, p);
 	p->ev_sigint = evsignal_new(p->base, SIGINT, parent_stop, p);

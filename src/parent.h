@@ -105,6 +105,8 @@ struct parent {
 	struct conn_tree	 conns;
 	struct ip_tree		 ips;
 	uint64_t		 next_conn_id;
+	uint64_t		 nips;		/* entries in ips */
+	struct event		*ev_ip_sweep;
 	uint32_t		 live;
 	uint64_t		 binaries, phones;	/* sums of relay reports */
 	int64_t			 started_ms;

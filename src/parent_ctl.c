@@ -160,10 +160,12 @@ ctl_show_summary(struct parent *p, struct ctl_client *c)
 			fronts++;
 	}
 	ctl_printf(c, "ok\nversion %s\nuptime_seconds %lld\nconnections %u\n"
-	    "binaries %llu\nphones %llu\nrelays %d\nfronts %d\nktls unavailable\n",
+	    "binaries %llu\nphones %llu\nrelays %d\nfronts %d\naddresses %llu\n"
+	    "ktls unavailable\n",
 	    PACKAGE_VERSION, (long long)(now_ms() - p->started_ms) / 1000,
 	    p->live, (unsigned long long)p->binaries,
-	    (unsigned long long)p->phones, relays, fronts);
+	    (unsigned long long)p->phones, relays, fronts,
+	    (unsigned long long)p->nips);
 }
 
 static void

@@ -151,6 +151,7 @@ struct msg_metrics {
 	uint64_t		connections;		/* live, all processes */
 	uint64_t		accepted;		/* total accepted */
 	uint64_t		relays_alive;
+	uint64_t		addresses;		/* client addresses tracked */
 	uint64_t		relay_exits[EXIT_CAUSE_MAX];
 	uint64_t		relays_started;
 	uint64_t		front_outcomes[FRONT_OUTCOME_MAX];
