@@ -23,12 +23,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "front.h"
 #include "http.h"
 #include "msg.h"
 #include "proto.h"
 #include "pyrelayd.h"
 #include "sandbox.h"
+#include "tls.h"
 #include "ws.h"
 
 #define FRONT_MAXFDS		65536
@@ -37,6 +41,7 @@
 #define RESP_METRICS		16384
 
 enum fconn_state {
+	FC_TLS,			/* TLS handshake */
 	FC_HEAD,		/* reading the request head */
 	FC_HEALTH,		/* waiting for the parent's counts */
 	FC_WRITE,		/* writing our answer */
@@ -57,6 +62,8 @@ struct fconn {
 	char			*resp;
 	size_t			 resp_len, resp_off;
 	enum front_outcome	 outcome;
+	SSL			*ssl;		/* TLS listeners */
+	int			 want_write;	/* SSL needs the socket writable */
 };
 TAILQ_HEAD(fconn_list, fconn);
 
@@ -69,6 +76,9 @@ struct front {
 	struct limits		 lim;
 	struct fconn_list	 conns;
 	int			 stopping;
+	SSL_CTX			*tls_ctx;	/* NULL until the parent sends MSG_TLS */
+	int			 tls_warned;
+	int			 pumps;
 };
 
 static struct front	*front;
@@ -85,6 +95,7 @@ static const struct msg_rule front_rules[] = {
 	{ MSG_HEALTH, sizeof(struct msg_health), MSG_FD_NONE, "HEALTH" },
 	{ MSG_METRICS, sizeof(struct msg_metrics), MSG_FD_NONE, "METRICS" },
 	{ MSG_VERBOSE, sizeof(struct msg_verbose), MSG_FD_NONE, "VERBOSE" },
+	{ MSG_TLS, sizeof(struct msg_tls), MSG_FD_NONE, "TLS" },
 };
 
 static void
@@ -147,9 +158,78 @@ front_conn_free(struct fconn *fc, int closed)
 		msg_compose(&f->chan, MSG_CONN_CLOSED, fc->id, &mc, sizeof(mc), -1);
 		front_chan_flush(f);
 	}
+	if (fc->ssl != NULL)
+		SSL_free(fc->ssl);
 	free(fc->buf);
 	free(fc->resp);
 	free(fc);
+}
+
+void
+front_pump_count(int delta)
+{
+	front->pumps += delta;
+}
+
+#define FIO_AGAIN	(-1)
+#define FIO_ERROR	(-2)
+
+/* Reads from the client, through TLS when the listener has it. */
+static ssize_t
+fio_recv(struct fconn *fc, void *buf, size_t len)
+{
+	ssize_t	n;
+	int	r;
+
+	if (fc->ssl == NULL) {
+		n = recv(fc->fd, buf, len, MSG_DONTWAIT);
+		if (n >= 0)
+			return n;
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ?
+		    FIO_AGAIN : FIO_ERROR;
+	}
+	if ((r = SSL_read(fc->ssl, buf, len)) > 0)
+		return r;
+	switch (SSL_get_error(fc->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		return FIO_AGAIN;
+	case SSL_ERROR_WANT_WRITE:
+		fc->want_write = 1;
+		event_add(fc->ev_write, NULL);
+		return FIO_AGAIN;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	default:
+		ERR_clear_error();
+		return FIO_ERROR;
+	}
+}
+
+static ssize_t
+fio_send(struct fconn *fc, const void *buf, size_t len)
+{
+	ssize_t	n;
+	int	r;
+
+	if (fc->ssl == NULL) {
+		n = send(fc->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n >= 0)
+			return n;
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ?
+		    FIO_AGAIN : FIO_ERROR;
+	}
+	if ((r = SSL_write(fc->ssl, buf, len)) > 0)
+		return r;
+	switch (SSL_get_error(fc->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		event_add(fc->ev_read, NULL);
+		return FIO_AGAIN;
+	case SSL_ERROR_WANT_WRITE:
+		return FIO_AGAIN;
+	default:
+		ERR_clear_error();
+		return FIO_ERROR;
+	}
 }
 
 /* Sends the prepared answer, then lingers until the peer closes. */
@@ -192,24 +272,33 @@ front_conn_write(evutil_socket_t fd, short ev, void *arg)
 	struct fconn	*fc = arg;
 	ssize_t		 n;
 
+	if (fc->state == FC_TLS || fc->state == FC_HEAD) {
+		/* the TLS layer wanted to write while reading */
+		fc->want_write = 0;
+		event_del(fc->ev_write);
+		front_conn_read(fd, EV_READ, fc);
+		return;
+	}
 	if (fc->state != FC_WRITE)
 		return;
 	while (fc->resp_off < fc->resp_len) {
-		n = send(fc->fd, fc->resp + fc->resp_off, fc->resp_len - fc->resp_off,
-		    MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n == -1) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				event_add(fc->ev_write, NULL);
-				return;
-			}
-			if (errno == EINTR)
-				continue;
+		n = fio_send(fc, fc->resp + fc->resp_off, fc->resp_len - fc->resp_off);
+		if (n == FIO_AGAIN) {
+			event_add(fc->ev_write, NULL);
+			return;
+		}
+		if (n == FIO_ERROR) {
 			front_conn_free(fc, 1);
 			return;
 		}
 		fc->resp_off += n;
 	}
 	event_del(fc->ev_write);
+	if (fc->ssl != NULL) {
+		/* close_notify; the client's answer is drained below */
+		SSL_shutdown(fc->ssl);
+		ERR_clear_error();
+	}
 	/*
 	 * Half-close and read until EOF: closing with unread input would send
 	 * a RST that can destroy the answer before the client reads it.
@@ -257,6 +346,51 @@ front_gate_rejected(const struct http_request *req, int status)
 	return http_upgrade_status(&fixed) == 400;
 }
 
+/*
+ * architecture.md "TLS": with kernel TLS in both directions the relay gets
+ * the socket itself and the front leaves the data path; otherwise the relay
+ * gets one end of a socketpair and the front pumps.
+ */
+static void
+front_tls_handoff(struct front *f, struct fconn *fc, struct msg_conn_upgrade *up)
+{
+	int	sv[2], r;
+
+	if (tls_ktls_both(fc->ssl)) {
+		/* what OpenSSL decrypted already travels with the fd */
+		while (SSL_pending(fc->ssl) > 0 && up->preread_len < PREREAD_MAX) {
+			r = SSL_read(fc->ssl, up->preread + up->preread_len,
+			    PREREAD_MAX - up->preread_len);
+			if (r <= 0)
+				break;
+			up->preread_len += r;
+		}
+		if (SSL_pending(fc->ssl) == 0) {
+			up->tls_mode = TLS_MODE_KTLS;
+			log_debug("front: conn %llu: kernel TLS hand-off",
+			    (unsigned long long)fc->id);
+			msg_compose(&f->chan, MSG_CONN_UPGRADE, fc->id, up,
+			    sizeof(*up), fc->fd);
+			/* no close_notify: the session lives on in the kernel */
+			SSL_free(fc->ssl);
+			fc->ssl = NULL;
+			return;
+		}
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+	    sv) == -1) {
+		log_warn("front: socketpair");
+		SSL_free(fc->ssl);
+		fc->ssl = NULL;
+		close(fc->fd);
+		return;
+	}
+	up->tls_mode = TLS_MODE_PUMP;
+	msg_compose(&f->chan, MSG_CONN_UPGRADE, fc->id, up, sizeof(*up), sv[1]);
+	front_pump_start(f->base, fc->ssl, fc->fd, sv[0]);
+	fc->ssl = NULL;
+}
+
 static void
 front_upgrade(struct front *f, struct fconn *fc, const struct http_request *req)
 {
@@ -282,10 +416,14 @@ front_upgrade(struct front *f, struct fconn *fc, const struct http_request *req)
 		extra = PREREAD_MAX;	/* cannot happen: buf is at most that big */
 	memcpy(up->preread, fc->buf + req->head_len, extra);
 	up->preread_len = extra;
-	msg_compose(&f->chan, MSG_CONN_UPGRADE, fc->id, up, sizeof(*up), fc->fd);
+	if (fc->ssl != NULL)
+		front_tls_handoff(f, fc, up);
+	else
+		msg_compose(&f->chan, MSG_CONN_UPGRADE, fc->id, up, sizeof(*up),
+		    fc->fd);
 	front_chan_flush(f);
 	free(up);
-	/* the fd belongs to the channel now */
+	/* the fd belongs to the channel (or the pump) now */
 	front_conn_free(fc, 0);
 }
 
@@ -296,6 +434,12 @@ front_head_done(struct front *f, struct fconn *fc, const struct http_request *re
 	int			metrics = fc->meta.listen_flags & LISTEN_METRICS;
 
 	evtimer_del(fc->ev_timer);
+	/* protocol.md §2 step 1: on TLS listeners the Host must be the domain */
+	if ((fc->meta.listen_flags & LISTEN_TLS) && f->lim.domain[0] != '\0' &&
+	    (req->host_count != 1 || !tls_host_matches(req->host, f->lim.domain))) {
+		front_http_error(fc, 421, 0);
+		return;
+	}
 	if (metrics) {
 		/* the metrics listener serves nothing else */
 		if (req->path != HTTP_PATH_METRICS) {
@@ -338,10 +482,40 @@ front_conn_read(evutil_socket_t fd, short ev, void *arg)
 	ssize_t			 n;
 
 	if (fc->state == FC_LINGER) {
+		/* raw bytes: after our close_notify nothing is decrypted */
 		n = recv(fd, drain, sizeof(drain), MSG_DONTWAIT);
 		if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR))
 			front_conn_free(fc, 1);
 		return;
+	}
+	if (fc->state == FC_WRITE) {
+		/* the TLS layer wanted to read while writing */
+		front_conn_write(fd, EV_WRITE, fc);
+		return;
+	}
+	if (fc->state == FC_TLS) {
+		int	r = SSL_accept(fc->ssl);
+
+		if (r != 1) {
+			switch (SSL_get_error(fc->ssl, r)) {
+			case SSL_ERROR_WANT_READ:
+				return;
+			case SSL_ERROR_WANT_WRITE:
+				fc->want_write = 1;
+				event_add(fc->ev_write, NULL);
+				return;
+			default:
+				/* plaintext on a TLS port, wrong SNI, old versions */
+				log_debug("front: tls handshake failed: %s",
+				    ERR_reason_error_string(ERR_peek_error()) ?
+				    ERR_reason_error_string(ERR_peek_error()) : "eof");
+				ERR_clear_error();
+				fc->outcome = FRONT_HTTP_ERROR;
+				front_conn_free(fc, 1);
+				return;
+			}
+		}
+		fc->state = FC_HEAD;
 	}
 	if (fc->state != FC_HEAD)
 		return;
@@ -358,14 +532,10 @@ front_conn_read(evutil_socket_t fd, short ev, void *arg)
 		fc->buf = xreallocarray(fc->buf, 1, ncap);
 		fc->cap = ncap;
 	}
-	n = recv(fd, fc->buf + fc->len, fc->cap - fc->len, MSG_DONTWAIT);
-	if (n == -1) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-			return;
-		front_conn_free(fc, 1);
+	n = fio_recv(fc, fc->buf + fc->len, fc->cap - fc->len);
+	if (n == FIO_AGAIN)
 		return;
-	}
-	if (n == 0) {
+	if (n == FIO_ERROR || n == 0) {
 		front_conn_free(fc, 1);
 		return;
 	}
@@ -373,6 +543,9 @@ front_conn_read(evutil_socket_t fd, short ev, void *arg)
 	switch (http_parse_head((const char *)fc->buf, fc->len,
 	    f->lim.max_header_size, &req)) {
 	case HTTP_INCOMPLETE:
+		/* TLS may hold decrypted bytes the socket no longer signals */
+		if (fc->ssl != NULL && SSL_pending(fc->ssl) > 0)
+			event_active(fc->ev_read, EV_READ, 0);
 		break;
 	case HTTP_COMPLETE:
 		front_head_done(f, fc, &req);
@@ -581,6 +754,26 @@ front_verdict(struct front *f, struct msg *m)
 	front_http_error(fc, v->code, v->ws_version_hdr);
 }
 
+/* New certificate and key: new handshakes use them, live ones keep theirs. */
+static void
+front_tls_material(struct front *f, struct msg_tls *mt)
+{
+	SSL_CTX	*ctx;
+	char	 err[512];
+
+	ctx = tls_ctx_new(mt, f->lim.domain, err, sizeof(err));
+	explicit_bzero(mt, sizeof(*mt));
+	if (ctx == NULL) {
+		log_warnx("event=tls_error reason=\"%s\" keeping=%s", err,
+		    f->tls_ctx ? "previous" : "none");
+		return;
+	}
+	/* the SSLs of live connections hold references to the old one */
+	SSL_CTX_free(f->tls_ctx);
+	f->tls_ctx = ctx;
+	log_debug("front: tls certificate loaded");
+}
+
 static void
 front_dispatch(evutil_socket_t fd, short ev, void *arg)
 {
@@ -608,6 +801,18 @@ front_dispatch(evutil_socket_t fd, short ev, void *arg)
 			fc = front_conn_new(f, m->fd, m->hdr.id);
 			memcpy(&fc->meta, m->body, sizeof(fc->meta));
 			fc->state = FC_HEAD;
+			if (fc->meta.listen_flags & LISTEN_TLS) {
+				if (f->tls_ctx == NULL ||
+				    (fc->ssl = SSL_new(f->tls_ctx)) == NULL ||
+				    SSL_set_fd(fc->ssl, fc->fd) != 1) {
+					if (!f->tls_warned++)
+						log_warnx("front: no TLS certificate "
+						    "loaded: closing TLS connections");
+					front_conn_free(fc, 1);
+					break;
+				}
+				fc->state = FC_TLS;
+			}
 			event_add(fc->ev_read, NULL);
 			front_set_timer(fc, fc->meta.accepted_ms +
 			    f->lim.handshake_timeout_ms);
@@ -623,6 +828,9 @@ front_dispatch(evutil_socket_t fd, short ev, void *arg)
 			break;
 		case MSG_VERBOSE:
 			log_setverbose(((struct msg_verbose *)m->body)->verbose);
+			break;
+		case MSG_TLS:
+			front_tls_material(f, (struct msg_tls *)m->body);
 			break;
 		default:
 			if (m->fd != -1)
@@ -712,6 +920,7 @@ front_main(int fd)
 		 * use now, while opening files is still allowed.
 		 */
 		http_ws_accept("dGhlIHNhbXBsZSBub25jZQ==", 24, accept);
+		tls_preload();
 
 		/* the operator's hard limit (systemd LimitNOFILE=, ulimit) rules */
 		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&

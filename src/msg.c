@@ -85,7 +85,8 @@ msg_chan_clear(struct msg_chan *chan)
 		TAILQ_REMOVE(&chan->outq, mo, entry);
 		if (mo->fd != -1)
 			close(mo->fd);
-		free(mo);
+		/* packets may carry key material (MSG_TLS): wipe, then free */
+		freezero(mo, sizeof(*mo) + mo->len);
 	}
 	chan->outq_len = 0;
 	if (chan->fd != -1)
@@ -187,7 +188,8 @@ msg_flush(struct msg_chan *chan)
 		chan->outq_len--;
 		if (mo->fd != -1)
 			close(mo->fd);
-		free(mo);
+		/* packets may carry key material (MSG_TLS): wipe, then free */
+		freezero(mo, sizeof(*mo) + mo->len);
 	}
 	return 1;
 }

@@ -39,6 +39,7 @@
 #include "proto.h"
 #include "pyrelayd.h"
 #include "sandbox.h"
+#include "tls.h"
 
 #define ACCEPT_BATCH		64	/* accepts per listener wakeup */
 #define ACCEPT_PAUSE_MS		1000	/* after EMFILE/ENFILE */
@@ -267,6 +268,28 @@ parent_worker_kill(struct parent *p, struct worker *w, const char *why)
 	}
 }
 
+/*
+ * Reads the certificate and key (as root) and queues them for one front;
+ * the parent keeps no copy (architecture.md "TLS").
+ */
+static int
+parent_send_tls(struct parent *p, struct worker *w, char *err, size_t errlen)
+{
+	struct msg_tls	*mt;
+	int		 rv = 0;
+
+	mt = xmalloc(sizeof(*mt));
+	if (tls_load_files(p->conf->tls_cert, p->conf->tls_key, mt, err,
+	    errlen) == -1)
+		rv = -1;
+	else if (w != NULL) {
+		msg_compose(&w->chan, MSG_TLS, 0, mt, sizeof(*mt), -1);
+		parent_worker_flush(w);
+	}
+	freezero(mt, sizeof(*mt));
+	return rv;
+}
+
 static void
 parent_send_setup(struct parent *p, struct worker *w)
 {
@@ -285,6 +308,12 @@ parent_send_setup(struct parent *p, struct worker *w)
 	msg_compose(&w->chan, MSG_SETUP, 0, s, sizeof(*s), -1);
 	free(s);
 	parent_worker_flush(w);
+	if (w->role == ROLE_FRONT && p->tls) {
+		char	err[512];
+
+		if (parent_send_tls(p, w, err, sizeof(err)) == -1)
+			log_warnx("event=tls_error reason=\"%s\"", err);
+	}
 }
 
 static struct worker *
@@ -462,6 +491,12 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 	}
 	conn_set_owner(c, NULL);
 	p->front_outcomes[FRONT_UPGRADE]++;
+	if (up->tls_mode > TLS_MODE_PUMP) {
+		close(m->fd);
+		parent_worker_kill(p, w, "bad tls_mode");
+		return;
+	}
+	p->tls_handoffs[up->tls_mode]++;
 	ep = up->kind == CONN_BINARY ? EP_SERVER : EP_CLIENT;
 	if (ip_take_token(p, c->ip) == -1) {
 		log_info("event=rate_limited endpoint=%s",
@@ -1061,7 +1096,23 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 	}
 	/* limits and timers apply at once; listeners, user and chroot need a restart */
 	p->conf->lim = nc->lim;
+	strlcpy(p->conf->tls_cert, nc->tls_cert, sizeof(p->conf->tls_cert));
+	strlcpy(p->conf->tls_key, nc->tls_key, sizeof(p->conf->tls_key));
 	config_free(nc);
+	/* protocol.md §7: SIGHUP reloads certificates without dropping anyone */
+	if (p->tls) {
+		TAILQ_FOREACH(w, &p->workers, entry) {
+			if (w->dead || w->role != ROLE_FRONT)
+				continue;
+			if (parent_send_tls(p, w, err, sizeof(err)) == -1) {
+				log_warnx("event=reload_failed reason=\"%s\" "
+				    "keeping=certificate", err);
+				if (ctl != NULL)
+					parent_ctl_error_line(ctl, err);
+				break;
+			}
+		}
+	}
 	ml.lim = p->conf->lim;
 	TAILQ_FOREACH(w, &p->workers, entry) {
 		if (w->dead)
@@ -1134,6 +1185,18 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	p->uid = getuid();
 	p->gid = getgid();
 	if (sandbox_check(conf, &p->uid, &p->gid, err, sizeof(err)) == -1) {
+		fprintf(stderr, "pyrelayd: %s\n", err);
+		exit(1);
+	}
+	{
+		struct listen_addr	*la;
+
+		TAILQ_FOREACH(la, &conf->listeners, entry)
+			if (la->flags & LISTEN_TLS)
+				p->tls = 1;
+	}
+	/* the certificate files are checked before anything starts */
+	if (p->tls && parent_send_tls(p, NULL, err, sizeof(err)) == -1) {
 		fprintf(stderr, "pyrelayd: %s\n", err);
 		exit(1);
 	}

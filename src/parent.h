@@ -106,6 +106,8 @@ struct parent {
 	struct ip_tree		 ips;
 	uint64_t		 next_conn_id;
 	uint64_t		 nips;		/* entries in ips */
+	int			 tls;		/* a TLS listener is configured */
+	uint64_t		 tls_handoffs[3];	/* by enum tls_mode */
 	struct event		*ev_ip_sweep;
 	uint32_t		 live;
 	uint64_t		 binaries, phones;	/* sums of relay reports */

@@ -36,6 +36,7 @@ enum proto_type {
 	MSG_CTL_SHOW,		/* parent -> relay: list your phones, hdr.id = request */
 	MSG_CTL_PHONE,		/* relay -> parent: one phone, or the end of the list */
 	MSG_CTL_KICK,		/* parent -> relay: close everything 1001, retire */
+	MSG_TLS,		/* parent -> front: certificate chain and key (PEM) */
 	MSG_TYPE_MAX
 };
 
@@ -80,11 +81,19 @@ struct msg_conn_upgrade {
 	uint32_t		preread_len;
 	uint32_t		ws_version_hdr;	/* a 400 adds Sec-WebSocket-Version: 13 */
 	uint32_t		header_gate;	/* the 400 came from the header gate */
+	uint32_t		tls_mode;	/* enum tls_mode */
+	uint32_t		pad1;
 	char			server_id[SERVER_ID_MAX + 1];
 	char			device_name[DEVICE_NAME_MAX + 1];
 	char			ws_accept[WS_ACCEPT_LEN + 1];
 	char			pad[3];
 	unsigned char		preread[PREREAD_MAX];
+};
+
+enum tls_mode {
+	TLS_MODE_NONE = 0,	/* plain listener */
+	TLS_MODE_KTLS,		/* the kernel took the session: the fd is the socket */
+	TLS_MODE_PUMP,		/* the front keeps the session: the fd is a socketpair end */
 };
 
 enum verdict_kind {
@@ -183,6 +192,14 @@ struct msg_ctl_phone {
 	char		conn_id[CONN_ID_MAX + 1];
 	char		device[DEVICE_NAME_MAX + 1];
 	char		pad2[6];
+};
+
+#define TLS_PEM_MAX	30000	/* certificate chain + key, PEM */
+
+struct msg_tls {
+	uint32_t	cert_len;	/* pem[0..cert_len) is the chain */
+	uint32_t	key_len;	/* then the key */
+	unsigned char	pem[TLS_PEM_MAX];
 };
 
 struct msg_empty {

@@ -388,6 +388,9 @@ sandbox_filter_front(scmp_filter_ctx ctx)
 	/* kernel TLS: OpenSSL sets TLS_TX/TLS_RX after TCP_ULP "tls" */
 	sandbox_allow_arg(ctx, "front", SCMP_SYS(setsockopt),
 	    "setsockopt SOL_TLS", 1, SANDBOX_ALL, SOL_TLS);
+	/* the TLS pump hands the relay one end of an AF_UNIX socketpair */
+	sandbox_allow_arg(ctx, "front", SCMP_SYS(socketpair),
+	    "socketpair AF_UNIX", 0, SANDBOX_ALL, AF_UNIX);
 }
 
 static void

@@ -384,11 +384,6 @@ class DaemonCase(unittest.TestCase):
         return await in_thread(self.d.wait_log, regex, timeout, since)
 
 
-# protocol.md §2 step 5: a valid request head of each endpoint
-def good_request(port, path, sid, headers=None):
-    return harness.upgrade_request(port, path, headers, sid=sid)
-
-
 MAIN_CONF = """\
 phones per server 2
 message size 1K

@@ -15,7 +15,6 @@ import socket
 import struct
 import sys
 import time
-import unittest  # noqa: F401  (unittest.main via harness.main)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
@@ -23,9 +22,8 @@ if HERE not in sys.path:
 
 import harness  # noqa: E402
 from test_relay import (  # noqa: E402
-    BASE_CONF, MAIN_CONF, ConnectionClosed, DaemonCase, atest, close_payload,
-    conn_id_re, env, in_thread, new_sid, notice, raw_drain, raw_next_data,
-    raw_until_close,
+    MAIN_CONF, ConnectionClosed, DaemonCase, atest, close_payload,
+    conn_id_re, env, in_thread, new_sid, notice, raw_drain, raw_until_close,
     OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
     R_BACKLOG, R_BAD_CODE, R_BAD_JSON, R_BAD_UTF8, R_TOO_BIG)
 
