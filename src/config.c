@@ -258,6 +258,8 @@ config_print(const struct config *conf, FILE *fp)
 		print_string(fp, conf->tls_key);
 		fputc('\n', fp);
 	}
+	if (lim->ktls_off)
+		fputs("tls ktls no\n", fp);
 	if (conf->acme_webroot[0] != '\0')
 		print_quoted(fp, "acme webroot", conf->acme_webroot);
 	print_duration(fp, "grace", lim->grace_ms);

@@ -96,6 +96,7 @@ static const struct msg_rule front_rules[] = {
 	{ MSG_METRICS, sizeof(struct msg_metrics), MSG_FD_NONE, "METRICS" },
 	{ MSG_VERBOSE, sizeof(struct msg_verbose), MSG_FD_NONE, "VERBOSE" },
 	{ MSG_TLS, sizeof(struct msg_tls), MSG_FD_NONE, "TLS" },
+	{ MSG_ACME, sizeof(struct msg_acme), MSG_FD_NONE, "ACME" },
 };
 
 static void
@@ -356,7 +357,7 @@ front_tls_handoff(struct front *f, struct fconn *fc, struct msg_conn_upgrade *up
 {
 	int	sv[2], r;
 
-	if (tls_ktls_both(fc->ssl)) {
+	if (!f->lim.ktls_off && tls_ktls_both(fc->ssl)) {
 		/* what OpenSSL decrypted already travels with the fd */
 		while (SSL_pending(fc->ssl) > 0 && up->preread_len < PREREAD_MAX) {
 			r = SSL_read(fc->ssl, up->preread + up->preread_len,
@@ -438,6 +439,24 @@ front_head_done(struct front *f, struct fconn *fc, const struct http_request *re
 	if ((fc->meta.listen_flags & LISTEN_TLS) && f->lim.domain[0] != '\0' &&
 	    (req->host_count != 1 || !tls_host_matches(req->host, f->lim.domain))) {
 		front_http_error(fc, 421, 0);
+		return;
+	}
+	if (fc->meta.listen_flags & LISTEN_ACME) {
+		struct msg_acme_req	ar;
+
+		/* HTTP-01 challenges and 404: the parent reads the file */
+		if (req->path != HTTP_PATH_ACME ||
+		    !http_acme_token_valid(req->acme_token)) {
+			front_http_error(fc, 404, 0);
+			return;
+		}
+		memset(&ar, 0, sizeof(ar));
+		strlcpy(ar.token, req->acme_token, sizeof(ar.token));
+		fc->state = FC_HEALTH;
+		event_del(fc->ev_read);
+		front_set_timer(fc, now_ms() + LINGER_MS);
+		msg_compose(&f->chan, MSG_ACME_REQ, fc->id, &ar, sizeof(ar), -1);
+		front_chan_flush(f);
 		return;
 	}
 	if (metrics) {
@@ -634,7 +653,7 @@ front_metrics(struct front *f, struct msg *m)
 	    "signaled", "killed" };
 	static const char *const fouts[FRONT_OUTCOME_MAX] = { "healthz",
 	    "metrics", "http_error", "timeout", "client_gone", "verdict",
-	    "upgrade" };
+	    "upgrade", "acme" };
 	struct msg_metrics	*mm = (struct msg_metrics *)m->body;
 	struct fconn		*fc;
 	char			*body;
@@ -754,6 +773,28 @@ front_verdict(struct front *f, struct msg *m)
 	front_http_error(fc, v->code, v->ws_version_hdr);
 }
 
+static void
+front_acme(struct front *f, struct msg *m)
+{
+	struct msg_acme	*a = (struct msg_acme *)m->body;
+	struct fconn	*fc;
+	int		 n;
+
+	if ((fc = front_find(f, m->hdr.id)) == NULL || fc->state != FC_HEALTH)
+		return;
+	if (!a->found || a->len > sizeof(a->data)) {
+		front_http_error(fc, 404, 0);
+		return;
+	}
+	fc->outcome = FRONT_ACME;
+	n = http_ok_response(front_resp_buf(fc, RESP_METRICS), RESP_METRICS,
+	    "text/plain", a->data, a->len);
+	if (n < 0)
+		fatalx("front: acme answer does not fit");
+	fc->resp_len = n;
+	front_conn_respond(fc);
+}
+
 /* New certificate and key: new handshakes use them, live ones keep theirs. */
 static void
 front_tls_material(struct front *f, struct msg_tls *mt)
@@ -831,6 +872,9 @@ front_dispatch(evutil_socket_t fd, short ev, void *arg)
 			break;
 		case MSG_TLS:
 			front_tls_material(f, (struct msg_tls *)m->body);
+			break;
+		case MSG_ACME:
+			front_acme(f, m);
 			break;
 		default:
 			if (m->fd != -1)

@@ -553,3 +553,19 @@ http_ok_response(char *out, size_t outsz, const char *content_type,
 	out[n + bodylen] = '\0';
 	return n + (int)bodylen;
 }
+
+int
+http_acme_token_valid(const char *s)
+{
+	size_t	i;
+
+	/* no '.', no '/': nothing in a token can leave the challenge directory */
+	for (i = 0; s[i] != '\0'; i++) {
+		if (i >= 128)
+			return 0;
+		if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
+		    (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
+			return 0;
+	}
+	return i > 0;
+}

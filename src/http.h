@@ -95,6 +95,9 @@ int	http_ok_response(char *out, size_t outsz, const char *content_type,
 	    const char *body, size_t bodylen);
 const char *http_reason(int status);
 
+/* An ACME HTTP-01 token: 1..128 bytes of base64url [A-Za-z0-9_-] (RFC 8555 §8.3) */
+int	http_acme_token_valid(const char *s);
+
 /* 1..64 bytes of [A-Za-z0-9._-] */
 int	server_id_valid(const char *s, size_t len);
 

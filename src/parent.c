@@ -13,6 +13,7 @@
 #include <sys/queue.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 /* libbsd leaves __unused undefined on glibc; the tree macros need it */
 #ifndef __unused
 #define __unused __attribute__((__unused__))
@@ -86,6 +87,7 @@ static const struct msg_rule front_to_parent[] = {
 	{ MSG_CONN_CLOSED, sizeof(struct msg_conn_closed), MSG_FD_NONE, "CONN_CLOSED" },
 	{ MSG_HEALTH_REQ, sizeof(struct msg_empty), MSG_FD_NONE, "HEALTH_REQ" },
 	{ MSG_METRICS_REQ, sizeof(struct msg_empty), MSG_FD_NONE, "METRICS_REQ" },
+	{ MSG_ACME_REQ, sizeof(struct msg_acme_req), MSG_FD_NONE, "ACME_REQ" },
 };
 
 static const struct msg_rule relay_to_parent[] = {
@@ -582,6 +584,45 @@ parent_add_counters(struct parent *p, const struct relay_counters *d)
 	return 0;
 }
 
+/*
+ * ACME HTTP-01 (architecture.md "TLS"): the parent reads
+ * <acme webroot>/.well-known/acme-challenge/<token> for a front; the token
+ * was checked by the front and is checked again here.
+ */
+static void
+parent_acme(struct parent *p, struct worker *w, struct msg *m)
+{
+	struct msg_acme_req	*ar = (struct msg_acme_req *)m->body;
+	struct msg_acme		*a;
+	struct stat		 st;
+	char			 path[PATH_MAX];
+	ssize_t			 n;
+	int			 fd;
+
+	if (memchr(ar->token, '\0', sizeof(ar->token)) == NULL ||
+	    !http_acme_token_valid(ar->token)) {
+		parent_worker_kill(p, w, "bad ACME_REQ");
+		return;
+	}
+	a = xcalloc(1, sizeof(*a));
+	if (p->conf->acme_webroot[0] != '\0' &&
+	    snprintf(path, sizeof(path), "%s/.well-known/acme-challenge/%s",
+	    p->conf->acme_webroot, ar->token) < (int)sizeof(path) &&
+	    (fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) != -1) {
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		    st.st_size <= (off_t)sizeof(a->data) &&
+		    (n = read(fd, a->data, sizeof(a->data))) >= 0) {
+			a->found = 1;
+			a->len = n;
+		}
+		close(fd);
+	}
+	log_info("event=acme_challenge found=%u", a->found);
+	msg_compose(&w->chan, MSG_ACME, m->hdr.id, a, sizeof(*a), -1);
+	parent_worker_flush(w);
+	free(a);
+}
+
 static void
 parent_health(struct parent *p, struct worker *w, struct msg *m)
 {
@@ -662,6 +703,9 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 		break;
 	case MSG_METRICS_REQ:
 		parent_metrics(p, w, m);
+		break;
+	case MSG_ACME_REQ:
+		parent_acme(p, w, m);
 		break;
 	case MSG_CTL_PHONE:
 		parent_ctl_relay_phone(p, w, m);

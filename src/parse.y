@@ -71,6 +71,7 @@ enum setting {
 	SET_CONTROL,
 	SET_DOMAIN,
 	SET_TLS,
+	SET_KTLS,
 	SET_ACME,
 	SET_GRACE,
 	SET_PHONES,
@@ -160,7 +161,7 @@ static int	 macro_set(const char *, const char *, int);
 
 %token	ACME BURST CERTIFICATE CHROOT CONFLICT CONNECTIONS CONTROL
 %token	CREDENTIALS DOMAIN FCM GRACE HANDSHAKE HEADER HEARTBEAT IP KEY
-%token	LIMIT LISTEN MAX MESSAGE METRICS ON OUTBOX PER PHONES PORT PROBE
+%token	KTLS LIMIT LISTEN MAX MESSAGE METRICS ON OUTBOX PER PHONES PORT PROBE
 %token	PROXYPROTO PUSH QUEUE RATE REFILL SERVER SIZE SOCKET TIMEOUT TLS
 %token	USER WEBROOT WORKERS WRITE
 %token	ERROR
@@ -215,6 +216,17 @@ main	: USER value			{ set_user(&$2); }
 				    conf->tls_cert, sizeof(conf->tls_cert));
 				set_path("tls key", &$5,
 				    conf->tls_key, sizeof(conf->tls_key));
+			}
+		}
+	| TLS KTLS value		{
+			/* an operator's way out of kernel TLS, and the tests' */
+			if (once(SET_KTLS, "tls ktls")) {
+				if ($3.s != NULL && strcmp($3.s, "yes") == 0)
+					conf->lim.ktls_off = 0;
+				else if ($3.s != NULL && strcmp($3.s, "no") == 0)
+					conf->lim.ktls_off = 1;
+				else
+					stmt_err("tls ktls: expected yes or no");
 			}
 		}
 	| ACME WEBROOT value		{
@@ -353,6 +365,7 @@ static const struct keyword {
 	{ "heartbeat",		HEARTBEAT },
 	{ "ip",			IP },
 	{ "key",		KEY },
+	{ "ktls",		KTLS },
 	{ "limit",		LIMIT },
 	{ "listen",		LISTEN },
 	{ "max",		MAX },

@@ -37,6 +37,8 @@ enum proto_type {
 	MSG_CTL_PHONE,		/* relay -> parent: one phone, or the end of the list */
 	MSG_CTL_KICK,		/* parent -> relay: close everything 1001, retire */
 	MSG_TLS,		/* parent -> front: certificate chain and key (PEM) */
+	MSG_ACME_REQ,		/* front -> parent: challenge token, hdr.id = conn */
+	MSG_ACME,		/* parent -> front: the file, or not found */
 	MSG_TYPE_MAX
 };
 
@@ -119,6 +121,7 @@ enum front_outcome {
 	FRONT_CLIENT_GONE,	/* the client closed or failed first */
 	FRONT_VERDICT,		/* wrote a verdict the parent decided */
 	FRONT_UPGRADE,		/* handed to the parent (counted by the parent) */
+	FRONT_ACME,		/* answered an ACME HTTP-01 challenge */
 	FRONT_OUTCOME_MAX
 };
 
@@ -200,6 +203,20 @@ struct msg_tls {
 	uint32_t	cert_len;	/* pem[0..cert_len) is the chain */
 	uint32_t	key_len;	/* then the key */
 	unsigned char	pem[TLS_PEM_MAX];
+};
+
+#define ACME_TOKEN_MAX	128
+#define ACME_FILE_MAX	4096	/* key authorizations are under 200 bytes */
+
+struct msg_acme_req {
+	char		token[ACME_TOKEN_MAX + 1];
+	char		pad[7];
+};
+
+struct msg_acme {
+	uint32_t	found;
+	uint32_t	len;
+	char		data[ACME_FILE_MAX];
 };
 
 struct msg_empty {

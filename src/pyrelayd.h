@@ -81,6 +81,8 @@ struct limits {
 	uint32_t	max_connections;	/* 10000 */
 	uint32_t	max_connections_per_ip;	/* 256 */
 	uint32_t	rate_burst;		/* 20 */
+	uint32_t	ktls_off;		/* tls ktls no: always pump */
+	uint32_t	pad0;
 	char		domain[256];		/* "" when unset */
 };
 

@@ -34,7 +34,8 @@ read_file(const char *what, const char *path, int secret, unsigned char *buf,
 	ssize_t		n = 0;
 	int		fd;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) == -1) {
+	/* symlinks are fine: certbot's live/ files point into archive/ */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
 		snprintf(err, errlen, "tls certificate %s \"%s\": %s", what, path,
 		    strerror(errno));
 		return -1;

@@ -158,7 +158,8 @@ def parse_server(test, out):
     for key in ("pid", "phones", "age_seconds"):
         test.assertRegex(info[key], r"^[0-9]+$", out)
         info[key] = int(info[key])
-    test.assertIn(info["binary"], ("connected", "grace"), out)
+    test.assertIn(info["binary"], ("connected", "grace", "probe",
+                                   "retiring"), out)
     test.assertEqual(lines[5], PHONES_HEADER, out)
     phones = {}
     for line in lines[6:]:

@@ -1,0 +1,263 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * pyrelay-bench: a WebSocket load generator for relays that speak
+ * protocol.md.  One epoll loop per thread; every connection belongs to
+ * one thread for its whole life.  See pyrelay-bench(1).
+ */
+#ifndef BENCH_H
+#define BENCH_H
+
+#include <sys/types.h>
+#include <sys/socket.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define BENCH_VERSION		"1.0"
+
+#define MAX_THREADS		64
+#define MAX_PHONES		1024
+#define MIN_BYTES		64	/* room for {"s":..,"t":..,"p":""} */
+#define MAX_BYTES		(16 * 1024 * 1024)
+#define MAX_HEAD		8192	/* HTTP response head */
+#define MAX_FRAME		(64 * 1024 * 1024)
+#define RBUF_SIZE		(256 * 1024)
+#define CID_MAX			160	/* a conn id as JSON text, quotes included */
+#define SID_MAX			64
+#define NSTATUS			600
+#define NCLOSE			5000
+#define NERRNO			160
+#define SWEEP_NS		(100 * 1000 * 1000ULL)
+#define BACKOFF_NS		(10 * 1000 * 1000ULL)
+
+/* Histogram: 128 linear steps per power of two, so about 1% error. */
+#define HIST_SUB_BITS		7
+#define HIST_SUB		(1 << HIST_SUB_BITS)
+#define HIST_BUCKETS		((64 - HIST_SUB_BITS + 1) * HIST_SUB)
+
+enum mode {
+	MODE_UP,
+	MODE_FANOUT,
+	MODE_IDLE,
+	MODE_CLAIM
+};
+
+enum role {
+	ROLE_BINARY,
+	ROLE_PHONE
+};
+
+enum cstate {
+	CS_UNUSED,		/* not connected yet, or reset for reuse */
+	CS_CONNECTING,		/* TCP connect in progress */
+	CS_HANDSHAKE,		/* request sent, waiting for the 101 */
+	CS_OPEN,
+	CS_DEAD			/* closed; never touched again (reusable in claim) */
+};
+
+/* Phases are set by the main thread and followed by every worker. */
+enum phase {
+	PH_INIT,
+	PH_BINARIES,		/* connect the binaries */
+	PH_PHONES,		/* then the phones */
+	PH_HELLO,		/* fanout: phones say hello, binaries learn ids */
+	PH_WARMUP,		/* traffic, not counted */
+	PH_MEASURE,		/* traffic, counted */
+	PH_HOLD,		/* idle: hold the connections */
+	PH_STOP
+};
+
+struct hist {
+	uint64_t	 n;
+	uint64_t	 sum;
+	uint64_t	 min;
+	uint64_t	 max;
+	uint64_t	 b[HIST_BUCKETS];
+};
+
+struct thr;
+struct srv;
+struct slot;
+
+/*
+ * One direction of measured traffic.  up: a phone sends and gets its
+ * echo back (src == dst).  fanout: the binary sends to one phone.
+ * recv is written by the receiving thread only.
+ */
+struct stream {
+	struct conn		*src;
+	struct conn		*dst;
+	uint64_t		 sent;
+	_Atomic uint64_t	 recv;
+	uint64_t		 owed;		/* --rate credits not yet spent */
+	size_t			 cidlen;
+	char			 cid[CID_MAX];	/* fanout: learned conn id */
+};
+
+struct conn {
+	int			 fd;
+	enum cstate		 state;
+	enum role		 role;
+	int			 counted;	/* setup outcome reported */
+	int			 dirty;		/* on the flush list */
+	int			 pollout;	/* EPOLLOUT armed */
+	int			 closing;	/* we sent a close frame */
+	struct thr		*thr;
+	struct srv		*srv;
+	struct slot		*slot;
+	struct stream		*st;		/* phone: its stream */
+	uint64_t		 t_start;
+	uint8_t			*in;		/* handshake bytes, partial frames */
+	size_t			 inlen;
+	size_t			 incap;
+	uint8_t			*out;
+	size_t			 outoff;
+	size_t			 outlen;
+	size_t			 outcap;
+	char			 key[25];	/* Sec-WebSocket-Key */
+	char			 sid[SID_MAX + 1];
+};
+
+struct srv {
+	struct conn		*bin;
+	struct conn		*phones;
+	struct stream		*streams;
+	int			 nphones;
+	int			 nlearned;
+	char			 sid[SID_MAX + 1];
+};
+
+enum slot_state {
+	SL_IDLE,
+	SL_BINARY,		/* binary connecting */
+	SL_PHONE,		/* phone connecting */
+	SL_MESSAGE,		/* phone sent its message */
+	SL_BACKOFF		/* failed; wait a little, then start over */
+};
+
+/* One claim cycle at a time: new server-id, binary, phone, message. */
+struct slot {
+	struct conn		 bin;
+	struct conn		 phone;
+	enum slot_state		 state;
+	uint64_t		 t_start;
+	uint64_t		 t_retry;
+	uint64_t		 n;
+	int			 id;
+};
+
+struct counters {
+	uint64_t	 ops;		/* round trips, deliveries, cycles */
+	uint64_t	 bytes;		/* payload bytes received by phones */
+	uint64_t	 notices;	/* close notices seen by binaries */
+	uint64_t	 late;		/* --rate ticks served more than 1 ms late */
+	uint64_t	 lag_max;
+	uint64_t	 opened;	/* connections that got their 101 */
+	uint64_t	 err_timeout;
+	uint64_t	 err_accept;
+	uint64_t	 err_http;
+	uint64_t	 err_eof;
+	uint64_t	 err_proto;
+	uint64_t	 err_msg;
+	uint64_t	 err_order;
+	uint64_t	 status[NSTATUS];
+	uint64_t	 close[NCLOSE];
+	uint64_t	 errnos[NERRNO];
+};
+
+struct thr {
+	int			 id;
+	pthread_t		 tid;
+	int			 epfd;
+	int			 evfd;
+	enum phase		 phase;
+	uint64_t		 rng;
+	uint64_t		 now;
+	uint64_t		 next_sweep;
+
+	struct conn		**conns;	/* setup order: binaries, phones */
+	int			 nconns;
+	int			 nbinaries;
+	int			 next_conn;	/* next one to connect */
+	int			 inflight;	/* connects not yet answered */
+
+	struct stream		**streams;	/* streams this thread sends on */
+	int			 nstreams;
+	uint64_t		 tick0;
+	uint64_t		 tick_k;
+	uint64_t		 tick_next;
+	double			 tick_ns;
+
+	struct slot		*slots;
+	int			 nslots;
+
+	struct conn		**flush;
+	int			 nflush;
+	int			 flushcap;
+
+	_Atomic int		 sleeping;	/* fanout: waiting for receipts */
+	uint64_t		 wake;		/* bit i: wake thread i */
+
+	uint64_t		 open_at_end;
+	uint8_t			*rbuf;
+	struct counters		 c;
+	struct hist		 h;
+};
+
+struct config {
+	enum mode		 mode;
+	const char		*mode_name;
+	struct sockaddr_storage	 addr;
+	socklen_t		 addrlen;
+	char			 hostport[128];
+	int			 servers;
+	int			 phones;
+	size_t			 bytes;
+	int			 window;
+	int			 threads;
+	int			 slots;
+	int			 connects;	/* in flight per thread */
+	double			 duration;
+	double			 warmup;
+	double			 settle;
+	double			 rate;
+	double			 timeout;
+	uint64_t		 timeout_ns;
+	int			 opcode;
+	int			 keyval;
+	int			 verbose;
+	pid_t			 relay_pid;
+	char			 prefix[41];
+};
+
+extern struct config		 cfg;
+extern _Atomic int		 g_phase;
+extern _Atomic int		 g_done;	/* setup outcomes */
+extern _Atomic int		 g_learned;	/* fanout conn ids learned */
+extern struct thr		*g_thr;
+extern int			 g_nthr;
+
+/* bench_conn.c */
+void		*thr_main(void *);
+void		 thr_kick(struct thr *);
+
+/* bench_util.c */
+uint64_t	 now_ns(void);
+uint64_t	 rng_next(uint64_t *);
+void		 hist_add(struct hist *, uint64_t);
+void		 hist_merge(struct hist *, const struct hist *);
+uint64_t	 hist_pct(const struct hist *, double);
+size_t		 fmt_u64(char *, uint64_t);
+int		 json_member(const uint8_t *, size_t, size_t *, size_t *,
+		    size_t *, size_t *, size_t *);
+int		 json_find(const uint8_t *, size_t, const char *, size_t *,
+		    size_t *);
+int		 json_u64(const uint8_t *, size_t, size_t, uint64_t *);
+void		 ws_accept(const char *, char *);
+void		 b64_key(uint64_t *, char *);
+void		 ws_mask(uint8_t *, size_t, const uint8_t *);
+
+#endif /* BENCH_H */
