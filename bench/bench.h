@@ -251,8 +251,6 @@ void		 hist_add(struct hist *, uint64_t);
 void		 hist_merge(struct hist *, const struct hist *);
 uint64_t	 hist_pct(const struct hist *, double);
 size_t		 fmt_u64(char *, uint64_t);
-int		 json_member(const uint8_t *, size_t, size_t *, size_t *,
-		    size_t *, size_t *, size_t *);
 int		 json_find(const uint8_t *, size_t, const char *, size_t *,
 		    size_t *);
 int		 json_u64(const uint8_t *, size_t, size_t, uint64_t *);

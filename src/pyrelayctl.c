@@ -127,7 +127,7 @@ ctl_send(int fd, const char *line, size_t len, int64_t deadline)
 			err(1, "%s", ctl_path);
 		}
 		line += n;
-		len -= n;
+		len -= (size_t)n;
 	}
 }
 
@@ -178,9 +178,9 @@ ctl_answer(int fd, int64_t deadline)
 		if (n == 0)
 			break;
 		p = buf;
-		left = n;
+		left = (size_t)n;
 		if (out == NULL) {
-			nl = memchr(buf, '\n', n);
+			nl = memchr(buf, '\n', (size_t)n);
 			take = nl != NULL ? (size_t)(nl - buf) : (size_t)n;
 			if (take >= sizeof(first) - flen)
 				errx(1, "bad answer from pyrelayd");
@@ -191,7 +191,7 @@ ctl_answer(int fd, int64_t deadline)
 			first[flen] = '\0';
 			out = ctl_first_line(first, &status);
 			p = nl + 1;
-			left = n - take - 1;
+			left = (size_t)n - take - 1;
 		}
 		if (left > 0 && fwrite(p, 1, left, out) != left)
 			err(1, "write");

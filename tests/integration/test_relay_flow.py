@@ -58,6 +58,19 @@ def tcp_send_queue(local_port, remote_port):
     return None
 
 
+def tcp_recv_queue(local_port, remote_port):
+    """Bytes waiting to be read by the loopback socket local_port ->
+    remote_port, or None when that socket does not exist."""
+    want = (loopback_hex(local_port), loopback_hex(remote_port))
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if (parts[1], parts[2]) == want and parts[3] == "01":
+                return int(parts[4].split(":")[1], 16)
+    return None
+
+
 # ==========================================================================
 # protocol.md §4: phone -> binary
 
@@ -465,6 +478,11 @@ class BinaryToPhoneTest(DaemonCase):
             ("close_code true",
              '{"conn_id":"%s","frame":"bad","close_code":true}' % cid),
             ("no frame, no close_code", '{"conn_id":"%s"}' % cid),
+            # a null frame is no frame (docs/protocol-notes.md)
+            ("frame null, no close_code",
+             '{"conn_id":"%s","frame":null}' % cid),
+            ("frame null, close_code 0",
+             '{"conn_id":"%s","frame":null,"close_code":0}' % cid),
             ("unknown conn id", '{"conn_id":"%s","frame":"bad"}' % unknown),
             ("another server-id's phone",
              '{"conn_id":"%s","frame":"bad"}' % cid2),
@@ -546,6 +564,64 @@ class BackpressureTest(DaemonCase):
         await in_thread(raw_drain, stalled, 5)
         self.assertFalse(b.closed)
         for p, _ in sib:
+            self.assertFalse(p.closed)
+
+
+class BinaryBackpressureTest(DaemonCase):
+    # protocol.md §4: past the outbox toward the binary, the relay stops
+    # reading that server-id's phones until it drains; nothing is dropped
+    CONF = "outbox 64K\nheartbeat 60s timeout 60s\n"
+    PHONES = 4
+    PER_PHONE = 4000          # x ~900 bytes: 14 MiB offered while stalled
+    RSS_BOUND_KB = 24 * 1024
+
+    @atest(timeout=120)
+    async def test_phones_paused_while_binary_backs_up(self, c):
+        sid = new_sid("bb")
+        b = await c.raw_binary(sid, rcvbuf=4096)    # reads nothing for now
+        phones = [await c.phone(sid) for _ in range(self.PHONES)]
+        pad = "y" * 850
+
+        async def send_all(k):
+            for i in range(self.PER_PHONE):
+                await phones[k].send('{"k":%d,"i":%d,"p":"%s"}' % (k, i, pad))
+        senders = [asyncio.create_task(send_all(k))
+                   for k in range(self.PHONES)]
+        relay = self.d.relay_pids()[sid]
+        # the stall is what is under test: watch it for a while
+        peak = 0
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            peak = max(peak, int(harness.proc_status(relay)["VmRSS"].split()[0]))
+        self.assertLess(peak, self.RSS_BOUND_KB,
+                        "relay RSS %d KiB: it kept reading phones" % peak)
+        # the relay has stopped reading: what the phones sent waits in the
+        # kernel's receive queues of the relay's side of their sockets
+        for p in phones:
+            port = p.transport.get_extra_info("sockname")[1]
+            rxq = tcp_recv_queue(self.d.port, port)
+            self.assertIsNotNone(rxq)
+            self.assertGreater(rxq, 64 * 1024,
+                               "relay still reads phone port %d" % port)
+
+        # the binary reads now: every message arrives, in order per phone
+        def read_all():
+            seen = [0] * self.PHONES
+            total = self.PHONES * self.PER_PHONE
+            for _ in range(total):
+                fin, op, payload = b.read_frame(timeout=30)
+                self.assertEqual(op, OP_TEXT)
+                d = json.loads(payload)
+                self.assertRegex(d["conn_id"], conn_id_re(sid))
+                k, i = d["frame"]["k"], d["frame"]["i"]
+                self.assertEqual(i, seen[k], "phone %d out of order" % k)
+                seen[k] += 1
+            return seen
+        seen = await in_thread(read_all)
+        self.assertEqual(seen, [self.PER_PHONE] * self.PHONES)
+        await asyncio.wait_for(asyncio.gather(*senders), 30)
+        for p in phones:
             self.assertFalse(p.closed)
 
 
