@@ -716,10 +716,12 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 		break;
 	case MSG_RELAY_STATE:
 		st = (struct msg_relay_state *)m->body;
-		if (st->binary_connected > 1 || st->phones > 100000) {
+		if (st->binary_connected > 1 || st->phones > 100000 ||
+		    st->probing > 1) {
 			parent_worker_kill(p, w, "bad RELAY_STATE");
 			break;
 		}
+		w->probing = st->probing;
 		parent_relay_counts(p, w, st->binary_connected, st->phones);
 		break;
 	case MSG_RETIRE:

@@ -72,6 +72,7 @@ struct worker {
 	char			 sid[SERVER_ID_MAX + 1];
 	uint32_t		 binaries;	/* relay's last report */
 	uint32_t		 phones;
+	uint32_t		 probing;	/* relay's last report */
 	int			 front_slot;	/* fronts: index */
 	int64_t			 started_ms;
 };

@@ -143,6 +143,8 @@ binary_state(const struct worker *r)
 {
 	if (r->retired || !r->in_map)
 		return "retiring";
+	if (r->probing)
+		return "probe";
 	return r->binaries ? "connected" : "grace";
 }
 

@@ -177,8 +177,10 @@ struct msg_health {
 };
 
 struct msg_relay_state {
-	uint32_t	binary_connected;	/* 0 during grace or probe-less */
+	uint32_t	binary_connected;	/* 0 during grace */
 	uint32_t	phones;
+	uint32_t	probing;		/* a conflict probe is running */
+	uint32_t	pad;
 };
 
 struct msg_verbose {

@@ -100,7 +100,7 @@ v1_addr(const unsigned char *buf, size_t len, size_t *off, int af, void *dst)
 
 /*
  * A v1 port: 0..65535 in decimal with no leading zero, ending at the byte
- * term, which is not consumed.
+ * term, which is consumed.
  */
 static enum proxy_result
 v1_port(const unsigned char *buf, size_t len, size_t *off, unsigned char term,
@@ -127,7 +127,7 @@ v1_port(const unsigned char *buf, size_t len, size_t *off, unsigned char term,
 	if (i == 0)
 		return PROXY_BAD;
 	*port = htons((in_port_t)val);
-	*off += i;
+	*off += i + 1;
 	return PROXY_OK;
 }
 
@@ -208,12 +208,10 @@ v1_parse(const unsigned char *buf, size_t len, struct proxy_info *pi)
 		return r;
 	if ((r = v1_port(buf, len, &off, ' ', &sport)) != PROXY_OK)
 		return r;
-	if ((r = match_lit(buf, len, &off, " ", 1)) != PROXY_OK)
-		return r;
+	/* the line ends in CRLF; a bare LF or CR is not a line end */
 	if ((r = v1_port(buf, len, &off, '\r', &dport)) != PROXY_OK)
 		return r;
-	/* a bare LF or CR is not a line end here */
-	if ((r = match_lit(buf, len, &off, "\r\n", 2)) != PROXY_OK)
+	if ((r = match_lit(buf, len, &off, "\n", 1)) != PROXY_OK)
 		return r;
 
 	pi->version = 1;

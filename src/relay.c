@@ -111,7 +111,7 @@ struct relay {
 	/* scratch for compaction, grown to the largest message seen */
 	unsigned char		*scratch;
 	size_t			 scratch_cap;
-	uint32_t		 reported_binary, reported_phones;
+	uint32_t		 reported_binary, reported_phones, reported_probing;
 	int			 reported_once;
 	struct relay_counters	 cnt;		/* increments not yet sent */
 	int			 cnt_dirty;
@@ -209,14 +209,17 @@ relay_report(struct relay *r)
 
 	/* counters first, so that claims are counted when they are visible */
 	relay_counters_flush(r);
+	memset(&st, 0, sizeof(st));
 	st.binary_connected = r->binary != NULL;
 	st.phones = r->nphones;
+	st.probing = r->probing;
 	if (r->reported_once && st.binary_connected == r->reported_binary &&
-	    st.phones == r->reported_phones)
+	    st.phones == r->reported_phones && st.probing == r->reported_probing)
 		return;
 	r->reported_once = 1;
 	r->reported_binary = st.binary_connected;
 	r->reported_phones = st.phones;
+	r->reported_probing = st.probing;
 	msg_compose(&r->chan, MSG_RELAY_STATE, 0, &st, sizeof(st), -1);
 	relay_chan_flush(r);
 	relay_title(r);
@@ -731,6 +734,7 @@ relay_ws_pong(void *arg)
 				relay_conn_close(n, 4409, "server-id already claimed");
 			}
 		}
+		relay_report(r);
 		relay_counters_flush(r);
 	}
 }
@@ -928,6 +932,7 @@ relay_probe_start(struct relay *r)
 	tv.tv_sec = r->lim.conflict_probe_ms / 1000;
 	tv.tv_usec = (r->lim.conflict_probe_ms % 1000) * 1000;
 	evtimer_add(r->ev_probe, &tv);
+	relay_report(r);
 }
 
 /* No pong within the probe: takeover. */
@@ -941,8 +946,10 @@ relay_probe_expired(evutil_socket_t fd, short ev, void *arg)
 	TAILQ_FOREACH(n, &r->conns, entry)
 		if (n->role == CR_NEWCOMER && n->state == CS_OPEN)
 			break;
-	if (n == NULL || old == NULL)
+	if (n == NULL || old == NULL) {
+		relay_report(r);
 		return;
+	}
 	log_info("event=server_id_takeover server_id=%s", r->sid);
 	COUNT(r, upgrades[EP_SERVER][OUT_ACCEPT]);
 	/* switch first, so that the old binary's end starts no grace */
