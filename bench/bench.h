@@ -230,13 +230,14 @@ struct config {
 	int			 keyval;
 	int			 verbose;
 	pid_t			 relay_pid;
-	char			 prefix[41];
+	char			 prefix[33];
 };
 
 extern struct config		 cfg;
 extern _Atomic int		 g_phase;
 extern _Atomic int		 g_done;	/* setup outcomes */
 extern _Atomic int		 g_learned;	/* fanout conn ids learned */
+extern _Atomic int		 g_opened;	/* setup connections upgraded */
 extern struct thr		*g_thr;
 extern int			 g_nthr;
 

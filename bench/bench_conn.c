@@ -69,7 +69,7 @@ static void	 put_msg(uint8_t *, size_t, uint64_t, uint64_t);
 static void	 binary_message(struct conn *, const uint8_t *, size_t);
 static void	 phone_message(struct conn *, const uint8_t *, size_t);
 static int	 stream_try_send(struct thr *, struct stream *);
-static void	 setup_done(struct conn *, int);
+static void	 setup_done(struct conn *);
 static void	 slot_start(struct thr *, struct slot *);
 static void	 slot_fail(struct slot *);
 static void	 slot_done(struct thr *, struct slot *);
@@ -114,7 +114,7 @@ sending(const struct thr *t)
 }
 
 static void
-setup_done(struct conn *c, int ok)
+setup_done(struct conn *c)
 {
 	if (c->counted || c->slot != NULL)
 		return;
@@ -330,7 +330,7 @@ conn_kill(struct conn *c)
 	c->pollout = 0;
 	c->inlen = 0;
 	c->outoff = c->outlen = 0;
-	setup_done(c, 0);
+	setup_done(c);
 }
 
 /* An error the caller has counted: kill, and fail the claim cycle. */
@@ -338,9 +338,7 @@ static void
 conn_fail(struct conn *c)
 {
 	conn_kill(c);
-	if (c->state == CS_DEAD && c->slot != NULL)
-		slot_fail(c->slot);
-	else if (c->slot != NULL)
+	if (c->slot != NULL)
 		slot_fail(c->slot);
 }
 
@@ -562,7 +560,7 @@ conn_handshake(struct conn *c)
 		return -1;
 	}
 	ws_accept(c->key, want);
-	line = memchr(h, '\n', headlen) + 1;
+	line = (const char *)memchr(h, '\n', headlen) + 1;
 	while (line < end) {
 		eol = memchr(line, '\r', (size_t)(end - line));
 		if (eol == NULL)
@@ -604,7 +602,8 @@ conn_opened(struct conn *c)
 	uint8_t		 key[4], *p;
 
 	if (s == NULL) {
-		setup_done(c, 1);
+		atomic_fetch_add(&g_opened, 1);
+		setup_done(c);
 		return;
 	}
 	if (c == &s->bin && s->state == SL_BINARY) {
@@ -1027,15 +1026,14 @@ thr_phase(struct thr *t, enum phase ph)
 	struct conn	*c;
 	uint8_t		 key[4], *p;
 	char		 hello[40];
-	int		 i, n;
+	int		 i, n, was_sending = sending(t);
 
 	t->phase = ph;
-	switch (ph) {
-	case PH_HELLO:
+	if (ph == PH_HELLO) {
 		/* the binary learns each phone's conn id from this */
 		for (i = t->nbinaries; i < t->nconns; i++) {
 			c = t->conns[i];
-			if (c->state != CS_OPEN)
+			if (c->state != CS_OPEN || c->st == NULL)
 				continue;
 			n = snprintf(hello, sizeof(hello), "{\"hello\":%d}",
 			    (int)(c->st - c->srv->streams));
@@ -1043,20 +1041,17 @@ thr_phase(struct thr *t, enum phase ph)
 			memcpy(p, hello, (size_t)n);
 			ws_mask(p, (size_t)n, key);
 		}
-		break;
-	case PH_WARMUP:
-		if (cfg.rate > 0) {
-			t->tick0 = t->now + (uint64_t)(t->tick_ns * t->id /
-			    g_nthr);
-			t->tick_k = 0;
-			t->tick_next = t->tick0;
-		} else if (cfg.mode == MODE_UP) {
-			for (i = 0; i < t->nstreams; i++)
-				stream_try_send(t, t->streams[i]);
-		}
-		break;
-	default:
-		break;
+	}
+	if (!sending(t) || was_sending)
+		return;
+	/* traffic starts */
+	if (cfg.rate > 0) {
+		t->tick0 = t->now + (uint64_t)(t->tick_ns * t->id / g_nthr);
+		t->tick_k = 0;
+		t->tick_next = t->tick0;
+	} else if (cfg.mode == MODE_UP) {
+		for (i = 0; i < t->nstreams; i++)
+			stream_try_send(t, t->streams[i]);
 	}
 }
 

@@ -30,6 +30,7 @@
 #include "http.h"
 #include "msg.h"
 #include "proto.h"
+#include "proxy.h"
 #include "pyrelayd.h"
 #include "sandbox.h"
 #include "tls.h"
@@ -41,6 +42,7 @@
 #define RESP_METRICS		16384
 
 enum fconn_state {
+	FC_PROXY,		/* PROXY protocol header */
 	FC_TLS,			/* TLS handshake */
 	FC_HEAD,		/* reading the request head */
 	FC_HEALTH,		/* waiting for the parent's counts */
@@ -64,6 +66,8 @@ struct fconn {
 	enum front_outcome	 outcome;
 	SSL			*ssl;		/* TLS listeners */
 	int			 want_write;	/* SSL needs the socket writable */
+	unsigned char		 proxy[PROXY_V2_MAX];	/* PROXY header so far */
+	size_t			 proxy_len;
 };
 TAILQ_HEAD(fconn_list, fconn);
 
@@ -490,6 +494,67 @@ front_head_done(struct front *f, struct fconn *fc, const struct http_request *re
 	}
 }
 
+/*
+ * How many bytes may be read without reading past the PROXY header: the
+ * rest of the connection (a TLS handshake, the request head) must stay in
+ * the socket for whoever reads it next.
+ */
+static size_t
+front_proxy_want(const unsigned char *b, size_t have)
+{
+	size_t	total;
+
+	if (have == 0 || b[0] == 'P')
+		return 1;		/* v1 ends at CRLF: byte by byte */
+	if (have < 16)
+		return 16 - have;	/* v2: the fixed part holds the length */
+	total = 16 + (((size_t)b[14] << 8) | b[15]);
+	return total > have ? total - have : 1;
+}
+
+/*
+ * Reads the PROXY header (the listener requires one before anything else).
+ * Returns 1 when it is complete, 0 to wait, -1 when the connection is gone:
+ * a malformed or missing header closes it with nothing written.
+ */
+static int
+front_proxy_read(struct fconn *fc)
+{
+	struct proxy_info	pi;
+	size_t			want;
+	ssize_t			n;
+
+	for (;;) {
+		want = front_proxy_want(fc->proxy, fc->proxy_len);
+		if (want > sizeof(fc->proxy) - fc->proxy_len)
+			want = sizeof(fc->proxy) - fc->proxy_len;
+		n = recv(fc->fd, fc->proxy + fc->proxy_len, want, MSG_DONTWAIT);
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+		    errno == EINTR))
+			return 0;
+		if (n <= 0) {
+			front_conn_free(fc, 1);
+			return -1;
+		}
+		fc->proxy_len += n;
+		switch (proxy_parse(fc->proxy, fc->proxy_len, &pi)) {
+		case PROXY_INCOMPLETE:
+			continue;
+		case PROXY_BAD:
+			log_debug("front: conn %llu: bad PROXY header",
+			    (unsigned long long)fc->id);
+			fc->outcome = FRONT_HTTP_ERROR;
+			front_conn_free(fc, 1);
+			return -1;
+		case PROXY_OK:
+			/* the carried source is the client from now on */
+			if (!pi.local)
+				memcpy(&fc->meta.peer, &pi.src, sizeof(pi.src));
+			return 1;
+		}
+	}
+}
+
 static void
 front_conn_read(evutil_socket_t fd, short ev, void *arg)
 {
@@ -511,6 +576,11 @@ front_conn_read(evutil_socket_t fd, short ev, void *arg)
 		/* the TLS layer wanted to read while writing */
 		front_conn_write(fd, EV_WRITE, fc);
 		return;
+	}
+	if (fc->state == FC_PROXY) {
+		if (front_proxy_read(fc) != 1)
+			return;
+		fc->state = fc->ssl != NULL ? FC_TLS : FC_HEAD;
 	}
 	if (fc->state == FC_TLS) {
 		int	r = SSL_accept(fc->ssl);
@@ -854,6 +924,8 @@ front_dispatch(evutil_socket_t fd, short ev, void *arg)
 				}
 				fc->state = FC_TLS;
 			}
+			if (fc->meta.listen_flags & LISTEN_PROXY)
+				fc->state = FC_PROXY;
 			event_add(fc->ev_read, NULL);
 			front_set_timer(fc, fc->meta.accepted_ms +
 			    f->lim.handshake_timeout_ms);

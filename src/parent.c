@@ -493,6 +493,27 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 	}
 	conn_set_owner(c, NULL);
 	p->front_outcomes[FRONT_UPGRADE]++;
+	/*
+	 * Behind a PROXY listener the client is the address the header
+	 * carried (the front parsed it); only such listeners may change it.
+	 */
+	if (c->listen_flags & LISTEN_PROXY) {
+		struct ip_rec	pkey, *nip;
+
+		if (up->peer.ss_family != AF_INET && up->peer.ss_family != AF_INET6) {
+			close(m->fd);
+			parent_worker_kill(p, w, "bad peer address");
+			return;
+		}
+		ip_key(&up->peer, &pkey);
+		if (ip_cmp(&pkey, c->ip) != 0) {
+			nip = ip_get(p, &up->peer);
+			c->ip->live--;
+			ip_maybe_free(p, c->ip);
+			c->ip = nip;
+			nip->live++;
+		}
+	}
 	if (up->tls_mode > TLS_MODE_PUMP) {
 		close(m->fd);
 		parent_worker_kill(p, w, "bad tls_mode");
@@ -526,6 +547,7 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 
 /* Counts /healthz reports: drain every relay's pending reports first. */
 static void parent_dispatch(struct parent *, struct worker *);
+static void parent_dispatch_loop(struct parent *, struct worker *, struct msg *);
 
 /*
  * A relay reports its counts before it writes the 101 a client could react
@@ -759,11 +781,30 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 static void
 parent_dispatch(struct parent *p, struct worker *w)
 {
-	static struct msg	*m;
-	int			 rv, n;
+	/*
+	 * One buffer per nesting level: answering /healthz or /metrics first
+	 * drains every relay through this function, and the request being
+	 * answered must survive that.
+	 */
+	static struct msg	*bufs[2];
+	static int		 depth;
+	struct msg		*m;
 
-	if (m == NULL)
-		m = xmalloc(sizeof(*m));
+	if (depth >= 2)
+		fatalx("parent: dispatch nested too deep");
+	if (bufs[depth] == NULL)
+		bufs[depth] = xmalloc(sizeof(*bufs[depth]));
+	m = bufs[depth];
+	depth++;
+	parent_dispatch_loop(p, w, m);
+	depth--;
+}
+
+static void
+parent_dispatch_loop(struct parent *p, struct worker *w, struct msg *m)
+{
+	int	rv, n;
+
 	/* bounded, so one busy worker cannot starve the others */
 	for (n = 0; n < 256 && !w->dead; n++) {
 		rv = msg_recv(&w->chan, m);
@@ -995,6 +1036,7 @@ parent_accept(evutil_socket_t lfd, short ev, void *arg)
 		p->accepted++;
 		c->ip = ip_get(p, &ss);
 		c->ip->live++;
+		c->listen_flags = l->la->flags;
 		p->live++;
 		RB_INSERT(conn_tree, &p->conns, c);
 		conn_set_owner(c, w);

@@ -51,6 +51,7 @@ struct conn_rec {
 	uint64_t		 id;
 	struct ip_rec		*ip;
 	struct worker		*owner;		/* NULL: in the parent */
+	int			 listen_flags;	/* of the listener that accepted it */
 };
 RB_HEAD(conn_tree, conn_rec);
 TAILQ_HEAD(conn_rec_list, conn_rec);

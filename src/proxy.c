@@ -116,7 +116,8 @@ v1_port(const unsigned char *buf, size_t len, size_t *off, unsigned char term,
 			break;
 		if (c < '0' || c > '9' || i >= V1_PORT_DIGITS)
 			return PROXY_BAD;
-		if (i == 1 && val == 0)		/* "0" only as the whole port */
+		/* "0" only as the whole port */
+		if (i == 1 && val == 0)
 			return PROXY_BAD;
 		val = val * 10 + (c - '0');
 		if (val > 65535)
@@ -276,7 +277,7 @@ v2_parse(const unsigned char *buf, size_t len, struct proxy_info *pi)
 			alen = V2_ADDR_TCP6;
 			break;
 		case V2_FAM_UNSPEC:
-			/* spec: receiver may accept and use the real endpoints */
+			/* spec: may be accepted, using the real endpoints */
 			local = 1;
 			break;
 		default:

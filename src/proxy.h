@@ -16,20 +16,24 @@
 #include <stddef.h>
 
 #define PROXY_V1_MAX	107	/* v1 header incl. CRLF */
-#define PROXY_V2_MAX	(16 + 216) /* bound we accept for v2 (header + addresses + TLVs); longer is PROXY_BAD */
+/* bound we accept for v2 (header + addresses + TLVs); longer is PROXY_BAD */
+#define PROXY_V2_MAX	(16 + 216)
 
 enum proxy_result {
-	PROXY_INCOMPLETE = 0,	/* a valid header may still follow: read more */
+	PROXY_INCOMPLETE = 0,	/* a valid header may still follow */
 	PROXY_OK,		/* header parsed; pi->len is its length */
-	PROXY_BAD,		/* no valid header can start this way: close */
+	PROXY_BAD,		/* no valid header starts this way: close */
 };
 
 struct proxy_info {
 	int			version;	/* 1 or 2 */
-	int			local;		/* LOCAL / UNKNOWN: no address, use the socket's peer */
-	struct sockaddr_storage	src;		/* AF_INET/AF_INET6 with port */
+	/* LOCAL / UNKNOWN: no address, use the socket's peer */
+	int			local;
+	/* AF_INET/AF_INET6 with port */
+	struct sockaddr_storage	src;
 	socklen_t		srclen;		/* 0 when local */
-	size_t			len;		/* bytes of the header; the HTTP request starts after them */
+	/* bytes of the header; the HTTP request starts after them */
+	size_t			len;
 };
 
 /*

@@ -4,9 +4,11 @@
  * libFuzzer harness for the PROXY header parser (src/proxy.c).  Besides
  * memory errors it checks the parser's promises: a parsed header lies in
  * the input and has a source address of the right size, or none when
- * local; the input cut at the header's end parses the same; every prefix
- * follows INCOMPLETE... then one verdict that more bytes never change;
- * and PROXY_V2_MAX bytes are always enough for a verdict.  Each prefix
+ * local, that agrees with the header's text (read again here with
+ * strtok_r, inet_pton and strtonum) or bytes; the input cut at the
+ * header's end parses the same; every prefix follows INCOMPLETE... then
+ * one verdict that more bytes never change; and PROXY_V2_MAX bytes are
+ * always enough for a verdict.  Each prefix
  * is parsed from its own buffer of exactly its size, so reading past the
  * length given is caught by AddressSanitizer.
  */
@@ -15,6 +17,7 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -60,6 +63,93 @@ all_zero(const void *p, size_t len)
 	return 1;
 }
 
+/* A v1 port field: decimal, no leading zero, 0..65535. */
+static long long
+v1_port(const char *s)
+{
+	const char	*errstr;
+	long long	 v;
+
+	CHECK(strspn(s, "0123456789") == strlen(s));
+	CHECK(s[0] != '0' || s[1] == '\0');
+	v = strtonum(s, 0, 65535, &errstr);
+	CHECK(errstr == NULL);
+	return v;
+}
+
+/* The v1 line split on single spaces must say what the parser found. */
+static void
+check_v1_text(const uint8_t *data, const struct proxy_info *pi)
+{
+	char				 line[PROXY_V1_MAX + 1], *f[6];
+	char				*p, *last;
+	const struct sockaddr_in	*sin = (const void *)&pi->src;
+	const struct sockaddr_in6	*sin6 = (const void *)&pi->src;
+	unsigned char			 a[16];
+	int				 n, af;
+
+	CHECK(memchr(data, '\r', pi->len - 2) == NULL);
+	CHECK(memchr(data, '\n', pi->len - 2) == NULL);
+	if (pi->local) {
+		/* after "UNKNOWN " anything but CR and LF, even NUL */
+		CHECK(memcmp(data, "PROXY UNKNOWN", 13) == 0);
+		CHECK(pi->len == 15 || data[13] == ' ');
+		return;
+	}
+	memcpy(line, data, pi->len - 2);
+	line[pi->len - 2] = '\0';
+	CHECK(strlen(line) == pi->len - 2);	/* no NUL inside */
+	CHECK(strstr(line, "  ") == NULL && line[strlen(line) - 1] != ' ');
+	n = 0;
+	for (p = strtok_r(line, " ", &last); p != NULL;
+	    p = strtok_r(NULL, " ", &last)) {
+		CHECK(n < 6);
+		f[n++] = p;
+	}
+	CHECK(n == 6);
+	CHECK(strcmp(f[0], "PROXY") == 0);
+	if (strcmp(f[1], "TCP4") == 0)
+		af = AF_INET;
+	else {
+		CHECK(strcmp(f[1], "TCP6") == 0);
+		af = AF_INET6;
+	}
+	CHECK(pi->src.ss_family == af);
+	CHECK(inet_pton(af, f[3], a) == 1);
+	CHECK(inet_pton(af, f[2], a) == 1);
+	(void)v1_port(f[5]);
+	if (af == AF_INET) {
+		CHECK(memcmp(&sin->sin_addr, a, 4) == 0);
+		CHECK(ntohs(sin->sin_port) == v1_port(f[4]));
+	} else {
+		CHECK(memcmp(&sin6->sin6_addr, a, 16) == 0);
+		CHECK(ntohs(sin6->sin6_port) == v1_port(f[4]));
+	}
+}
+
+/* The v2 address block must be what the parser found. */
+static void
+check_v2_bytes(const uint8_t *data, const struct proxy_info *pi)
+{
+	const struct sockaddr_in	*sin = (const void *)&pi->src;
+	const struct sockaddr_in6	*sin6 = (const void *)&pi->src;
+
+	if (pi->local) {
+		CHECK(data[12] == 0x20 || (data[12] == 0x21 && data[13] == 0));
+		return;
+	}
+	CHECK(data[12] == 0x21);
+	if (pi->src.ss_family == AF_INET) {
+		CHECK(data[13] == 0x11 && pi->len >= 16 + 12);
+		CHECK(memcmp(&sin->sin_addr, data + 16, 4) == 0);
+		CHECK(memcmp(&sin->sin_port, data + 24, 2) == 0);
+	} else {
+		CHECK(data[13] == 0x21 && pi->len >= 16 + 36);
+		CHECK(memcmp(&sin6->sin6_addr, data + 16, 16) == 0);
+		CHECK(memcmp(&sin6->sin6_port, data + 48, 2) == 0);
+	}
+}
+
 static void
 check_ok(const uint8_t *data, size_t size, const struct proxy_info *pi)
 {
@@ -88,6 +178,10 @@ check_ok(const uint8_t *data, size_t size, const struct proxy_info *pi)
 		CHECK(all_zero((const char *)&pi->src + pi->srclen,
 		    sizeof(pi->src) - pi->srclen));
 	}
+	if (pi->version == 1)
+		check_v1_text(data, pi);
+	else
+		check_v2_bytes(data, pi);
 }
 
 int

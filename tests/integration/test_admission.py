@@ -3,7 +3,9 @@
 """Admission (protocol.md §2) and the log's form and secrecy.
 
 * Per-client-IP token bucket shared by /v1/server and /v1/client (429),
-  /healthz exempt, refill, one bucket per address.
+  /healthz exempt, refill, one bucket per address; addresses whose bucket
+  is full again are forgotten (pyrelayd_client_addresses).  /healthz and
+  /metrics are always answered, even while relays report to the parent.
 * `max connections` and `max connections per ip` (503), counted from accept
   (a socket still sending its head counts) until the connection is gone; a
   relay killed with SIGKILL releases its connections' slots.
@@ -208,8 +210,9 @@ class RateLimit(unittest.TestCase):
                                            "127.0.0.4"), 101)
                 await harness.close_all(p, b1, b2)
             harness.run(main())
-            self.assertRegex(d.log_text(), r"event=rate_limited endpoint=server")
-            self.assertRegex(d.log_text(), r"event=rate_limited endpoint=client")
+            log = d.log_text()
+            self.assertRegex(log, r"event=rate_limited endpoint=server")
+            self.assertRegex(log, r"event=rate_limited endpoint=client")
 
     def test_refill(self):
         with harness.Daemon("rate limit burst 2 refill 500ms") as d:
@@ -244,6 +247,51 @@ class RateLimit(unittest.TestCase):
             harness.poll_until(
                 lambda: gauge(d, "pyrelayd_client_addresses") <= 2, 10,
                 "idle client addresses to be swept", interval=0.2)
+
+    def test_healthz_answered_while_relays_report(self):
+        """/healthz and /metrics are answered, every time, while binaries
+        come and go (their relays report to the parent meanwhile).  A
+        request is never left without a response."""
+        with harness.Daemon(NO_RATE_LIMIT) as d:
+            stop = threading.Event()
+            errors = []
+
+            def churn(k):
+                i = 0
+                try:
+                    while not stop.is_set():
+                        st = status_of(d, "/v1/server",
+                                       "ch-%d-%d" % (k, i % 4))
+                        assert st == 101, st
+                        i += 1
+                except BaseException as e:
+                    errors.append(e)
+            threads = [threading.Thread(target=churn, args=(k,), daemon=True)
+                       for k in range(2)]
+            for t in threads:
+                t.start()
+            bad = []
+            n = 0
+            try:
+                end = time.monotonic() + 2
+                while time.monotonic() < end and len(bad) < 3:
+                    port, path = ((d.port, "/healthz") if n % 2 == 0 else
+                                  (d.metrics_port, "/metrics"))
+                    n += 1
+                    t = time.monotonic()
+                    try:
+                        st = harness.http_get(port, path, timeout=5)[0]
+                    except AssertionError as e:
+                        st = str(e)
+                    if st != 200:
+                        bad.append((path, st, round(time.monotonic() - t, 2)))
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(timeout=10)
+            if errors:
+                raise errors[0]
+            self.assertEqual(bad, [], "of %d requests" % n)
 
 
 # --------------------------------------------------------------------------
@@ -568,7 +616,8 @@ class Log(unittest.TestCase):
                 # malformed envelopes and an unknown conn id carrying markers
                 mark = d.log_mark()
                 bad = ["not json payload-SECRET-m1",
-                       json.dumps({"conn_id": 12, "frame": "payload-SECRET-m2"}),
+                       json.dumps({"conn_id": 12,
+                                   "frame": "payload-SECRET-m2"}),
                        json.dumps(["payload-SECRET-m3"]),
                        json.dumps({"conn_id": "client-ls-a-SECRET00",
                                    "frame": "payload-SECRET-m4"}),

@@ -32,7 +32,7 @@ static const unsigned char	zero_pi[sizeof(struct proxy_info)];
 struct expect {
 	int		 version;
 	int		 local;
-	int		 af;		/* AF_INET, AF_INET6, 0 when local */
+	int		 af;	/* AF_INET, AF_INET6, 0 when local */
 	const char	*addr;
 	unsigned int	 port;
 	size_t		 len;
@@ -74,7 +74,8 @@ check_info(const struct proxy_info *pi, const struct expect *e)
 		memset(&sin, 0, sizeof(sin));
 		sin.sin_family = AF_INET;
 		sin.sin_port = htons(e->port);
-		CU_ASSERT_FATAL(inet_pton(AF_INET, e->addr, &sin.sin_addr) == 1);
+		CU_ASSERT_FATAL(inet_pton(AF_INET, e->addr, &sin.sin_addr) ==
+		    1);
 		CU_ASSERT(memcmp(&pi->src, &sin, sizeof(sin)) == 0);
 	} else {
 		CU_ASSERT_EQUAL(pi->srclen, sizeof(sin6));
@@ -95,7 +96,7 @@ static void
 check_valid(const unsigned char *hdr, size_t len, const struct expect *e)
 {
 	struct proxy_info	 pi;
-	unsigned char		 buf[2 * PROXY_V2_MAX + sizeof(TAIL) + 128];
+	unsigned char	 buf[2 * PROXY_V2_MAX + sizeof(TAIL) + 128];
 	size_t			 i, n;
 
 	CU_ASSERT_FATAL(len == e->len);
@@ -142,8 +143,8 @@ check_bad_at(const unsigned char *buf, size_t len, size_t bad_at,
 		r = parse_copy(buf, i, &pi);
 		CU_ASSERT_EQUAL(r, want);
 		if (r != want) {
-			fprintf(stderr, "\n  %s: prefix %zu gives %d, want %d\n",
-			    what, i, r, want);
+			fprintf(stderr, "\n  %s: prefix %zu gives %d, "
+			    "want %d\n", what, i, r, want);
 			break;
 		}
 		CU_ASSERT(memcmp(&pi, zero_pi, sizeof(pi)) == 0);
@@ -221,7 +222,7 @@ static void
 test_v2_valid(void)
 {
 	static const unsigned char	a4[12] = {
-		192, 0, 2, 1,	198, 51, 100, 2,	0xdc, 0x04,	0x01, 0xbb
+		192, 0, 2, 1,  198, 51, 100, 2,  0xdc, 0x04,  0x01, 0xbb
 	};
 	static const unsigned char	a6[36] = {
 		0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
@@ -301,7 +302,7 @@ test_v1_bad(void)
 {
 	static const struct {
 		const char	*s;
-		size_t		 bad_at;	/* first prefix length that is BAD */
+		size_t		 bad_at;	/* first BAD prefix */
 	} cases[] = {
 		/* not a PROXY header at all */
 		{ "GET / HTTP/1.1\r\n", 1 },
@@ -361,7 +362,8 @@ test_v1_bad(void)
 		{ "PROXY TCP6 ::1%eth0 ::1 1 2\r\n", 15 },
 		{ "PROXY TCP6 [::1] ::1 1 2\r\n", 12 },
 		{ "PROXY TCP6 "
-		    "0000000000000000000000000000000000000000000000 ::1 1 2\r\n",
+		    "0000000000000000000000000000000000000000000000"
+		    " ::1 1 2\r\n",
 		    57 },
 		/* ports */
 		{ "PROXY TCP4 1.2.3.4 5.6.7.8 65536 443\r\n", 32 },
