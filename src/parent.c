@@ -256,7 +256,7 @@ parent_worker_kill(struct parent *p, struct worker *w, const char *why)
 {
 	if (w->dead)
 		return;
-	log_warnx("event=worker_killed role=%s pid=%d sid=%s reason=\"%s\"",
+	log_warnx("event=worker_killed role=%s pid=%d server_id=%s reason=\"%s\"",
 	    role_str(w->role), (int)w->pid, w->sid[0] ? w->sid : "-", why);
 	w->dead = 1;
 	w->killed = 1;
@@ -933,10 +933,10 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 		/* a relay that exits 0 after RETIRE_OK (or at shutdown) is normal */
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
 		    (w->role == ROLE_RELAY || p->stopping))
-			log_debug("event=%s_exited pid=%d sid=%s %s", role_str(w->role),
-			    (int)pid, w->sid[0] ? w->sid : "-", how);
+			log_info("event=%s_exited pid=%d server_id=%s %s",
+			    role_str(w->role), (int)pid, w->sid[0] ? w->sid : "-", how);
 		else
-			log_warnx("event=%s_exited pid=%d sid=%s %s abnormal=1",
+			log_warnx("event=%s_exited pid=%d server_id=%s %s abnormal=1",
 			    role_str(w->role), (int)pid, w->sid[0] ? w->sid : "-",
 			    how);
 		if (w->role == ROLE_FRONT) {

@@ -167,7 +167,7 @@ class Challenges(unittest.TestCase):
                      CHALLENGE + "good/", CHALLENGE + "good/x",
                      CHALLENGE + "x/good", CHALLENGE + "/good",
                      CHALLENGE + "go%6fd", CHALLENGE + "good%00",
-                     CHALLENGE + "go od", CHALLENGE + "good~",
+                     CHALLENGE + "go%20od", CHALLENGE + "good~",
                      "/.well-known/acme-challenge", "/.well-known/good",
                      "/.well-known/acme-challenge/../acme-challenge/good",
                      "/good", "/"):
@@ -524,7 +524,9 @@ class EndToEnd(unittest.TestCase):
             r.stdout[-3000:], r.stderr[-3000:], self.dump()))
         # pebble fetched the challenge from pyrelayd's acme listener
         d.wait_log(r"\bevent=acme_challenge found=1\b", since=mark)
-        self.assertIn("Running deploy-hook command", r.stderr + r.stdout)
+        # the hook ran (its line, in certbot's report of the hook)
+        self.assertIn("pyrelayd deploy hook: reloading for %s" % DOMAIN,
+                      r.stderr + r.stdout)
         # the hook's reload
         d.wait_log(r"\bevent=reload_done\b", since=mark, timeout=10)
         for p in ("fullchain.pem", "privkey.pem"):

@@ -658,7 +658,7 @@ class Log(unittest.TestCase):
                 await harness.close_all(b, bt)
                 d.wait_log(r"event=server_released server_id=ls-a")
                 d.wait_log(r"event=grace_expired server_id=ls-a")
-                d.wait_log(r"event=relay_exited .*sid=ls-a\b")
+                d.wait_log(r"event=relay_exited .*server_id=ls-a\b")
                 # rate limit, from an address of its own (header-gate 400s
                 # spend tokens too: the limit comes first)
                 src = "127.0.0.9"

@@ -797,12 +797,14 @@ class Pump(unittest.TestCase):
                 big = os.urandom(5 * 1024 * 1024 // 2).hex()
                 digest = hashlib.sha256(big.encode()).hexdigest()
                 await p.send(json.dumps(big))
-                env = json.loads(await harness.recv(b, 30))
+                env = json.loads(await harness.recv(b, 15))
+                self.assertIn("frame", env, "5 MB phone message lost: %r"
+                              % env)
                 self.assertEqual(hashlib.sha256(
                     env["frame"].encode()).hexdigest(), digest)
                 cid = env["conn_id"]
                 await b.send(json.dumps({"conn_id": cid, "frame": big}))
-                got = json.loads(await harness.recv(p, 30))
+                got = json.loads(await harness.recv(p, 15))
                 self.assertEqual(hashlib.sha256(got.encode()).hexdigest(),
                                  digest)
                 # 5 MB in 64 KiB messages, both ways at once
@@ -824,7 +826,7 @@ class Pump(unittest.TestCase):
                     out = []
                     while len(out) < len(parts):
                         out.append(unwrap(json.loads(
-                            await harness.recv(ws, 30))))
+                            await harness.recv(ws, 15))))
                     return out
                 _, _, at_b, at_p = await asyncio.gather(
                     up(), down(), collect(b, lambda e: e["frame"]),
@@ -979,7 +981,7 @@ class Throughput(unittest.TestCase):
 
                 async def receive():
                     for _ in range(n):
-                        await harness.recv(receiver, 30)
+                        await harness.recv(receiver, 10)
                 t0 = time.monotonic()
                 await asyncio.gather(send(), receive())
                 return n / (time.monotonic() - t0)
