@@ -174,6 +174,8 @@ void
 front_pump_count(int delta)
 {
 	front->pumps += delta;
+	if (front->stopping && front->pumps == 0)
+		event_base_loopexit(front->base, NULL);
 }
 
 #define FIO_AGAIN	(-1)
@@ -969,13 +971,22 @@ front_chan_writable(evutil_socket_t fd, short ev, void *arg)
 		event_del(f->ev_chan_write);
 }
 
+/*
+ * SIGTERM: connections still in their head are dropped; a front that pumps
+ * TLS sessions stays until the relays' "shutting down" closes have gone
+ * through them (the parent's drain deadline bounds the wait).
+ */
 static void
 front_sigterm(evutil_socket_t sig, short ev, void *arg)
 {
 	struct front	*f = arg;
+	struct fconn	*fc, *next;
 
-	/* connections still reading a head are dropped; nothing is upgraded here */
-	event_base_loopexit(f->base, NULL);
+	f->stopping = 1;
+	TAILQ_FOREACH_SAFE(fc, &f->conns, entry, next)
+		front_conn_free(fc, 1);
+	if (f->pumps == 0)
+		event_base_loopexit(f->base, NULL);
 }
 
 void

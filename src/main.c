@@ -124,6 +124,7 @@ main(int argc, char *argv[])
 	}
 	opts.macros = macros;
 	opts.nmacros = nmacros;
-	log_init(opts.foreground, opts.verbose, "pyrelayd");
+	/* errors until the daemon detaches go to stderr, then to syslog */
+	log_init(1, opts.verbose, "pyrelayd");
 	parent_main(conf, &opts);
 }

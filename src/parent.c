@@ -1303,8 +1303,11 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	if (parent_ctl_open(p) == -1)
 		exit(1);
 
-	if (!opts->foreground && daemon(1, 0) == -1)
-		fatal("daemon");
+	if (!opts->foreground) {
+		if (daemon(1, 0) == -1)
+			fatal("daemon");
+		log_init(0, opts->verbose, "pyrelayd");
+	}
 	setproctitle("parent");
 
 	p->ev_accept_pause = evtimer_new(p->base, parent_accept_resume, p);
