@@ -124,10 +124,13 @@ pump_step(struct pump *pu)
 	pu->ssl_want_write = 0;
 	do {
 		progress = 0;
+		/* a drained buffer starts over, so a full one never stays full */
+		if (pu->up_off == pu->up_len)
+			pu->up_off = pu->up_len = 0;
+		if (pu->down_off == pu->down_len)
+			pu->down_off = pu->down_len = 0;
 		/* client -> relay */
 		if (!pu->tcp_eof && pu->up_len < sizeof(pu->up)) {
-			if (pu->up_off == pu->up_len)
-				pu->up_off = pu->up_len = 0;
 			r = SSL_read(pu->ssl, pu->up + pu->up_len,
 			    sizeof(pu->up) - pu->up_len);
 			if (r > 0) {
@@ -151,8 +154,6 @@ pump_step(struct pump *pu)
 		}
 		/* relay -> client */
 		if (!pu->pair_eof && pu->down_len < sizeof(pu->down)) {
-			if (pu->down_off == pu->down_len)
-				pu->down_off = pu->down_len = 0;
 			n = recv(pu->pair, pu->down + pu->down_len,
 			    sizeof(pu->down) - pu->down_len, MSG_DONTWAIT);
 			if (n > 0) {

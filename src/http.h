@@ -34,7 +34,7 @@ struct http_request {
 	int		version_minor;		/* HTTP/1.<minor> (HTTP/2+ never parses) */
 	int		version_major;
 	enum http_path	path;			/* query string ignored, exact match */
-	char		acme_token[128];	/* when path == HTTP_PATH_ACME, raw (unchecked) */
+	char		acme_token[128 + 1];	/* when path == HTTP_PATH_ACME, raw (unchecked) */
 	char		host[256];		/* Host header value, "" if none (truncated if longer) */
 	int		host_count;
 

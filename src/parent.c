@@ -284,7 +284,14 @@ parent_send_tls(struct parent *p, struct worker *w, char *err, size_t errlen)
 	if (tls_load_files(p->conf->tls_cert, p->conf->tls_key, mt, err,
 	    errlen) == -1)
 		rv = -1;
-	else if (w != NULL) {
+	else if (w == NULL) {
+		SSL_CTX	*ctx;
+
+		/* a check only: the key must match the chain, as a front will see */
+		if ((ctx = tls_ctx_new(mt, "", err, errlen)) == NULL)
+			rv = -1;
+		SSL_CTX_free(ctx);
+	} else {
 		msg_compose(&w->chan, MSG_TLS, 0, mt, sizeof(*mt), -1);
 		parent_worker_flush(w);
 	}
@@ -1182,23 +1189,36 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 		config_free(nc);
 		return -1;
 	}
+	/*
+	 * protocol.md §7: SIGHUP reloads certificates without dropping anyone.
+	 * They are checked first; a reload with a bad one changes nothing.
+	 */
+	if (p->tls) {
+		char	oldcert[PATH_MAX], oldkey[PATH_MAX];
+
+		strlcpy(oldcert, p->conf->tls_cert, sizeof(oldcert));
+		strlcpy(oldkey, p->conf->tls_key, sizeof(oldkey));
+		strlcpy(p->conf->tls_cert, nc->tls_cert, sizeof(p->conf->tls_cert));
+		strlcpy(p->conf->tls_key, nc->tls_key, sizeof(p->conf->tls_key));
+		if (parent_send_tls(p, NULL, err, sizeof(err)) == -1) {
+			strlcpy(p->conf->tls_cert, oldcert, sizeof(p->conf->tls_cert));
+			strlcpy(p->conf->tls_key, oldkey, sizeof(p->conf->tls_key));
+			log_warnx("event=reload_failed reason=\"%s\"", err);
+			if (ctl != NULL)
+				parent_ctl_error_line(ctl, err);
+			config_free(nc);
+			return -1;
+		}
+	}
 	/* limits and timers apply at once; listeners, user and chroot need a restart */
 	p->conf->lim = nc->lim;
-	strlcpy(p->conf->tls_cert, nc->tls_cert, sizeof(p->conf->tls_cert));
-	strlcpy(p->conf->tls_key, nc->tls_key, sizeof(p->conf->tls_key));
 	config_free(nc);
-	/* protocol.md §7: SIGHUP reloads certificates without dropping anyone */
 	if (p->tls) {
 		TAILQ_FOREACH(w, &p->workers, entry) {
 			if (w->dead || w->role != ROLE_FRONT)
 				continue;
-			if (parent_send_tls(p, w, err, sizeof(err)) == -1) {
-				log_warnx("event=reload_failed reason=\"%s\" "
-				    "keeping=certificate", err);
-				if (ctl != NULL)
-					parent_ctl_error_line(ctl, err);
-				break;
-			}
+			if (parent_send_tls(p, w, err, sizeof(err)) == -1)
+				log_warnx("event=tls_error reason=\"%s\"", err);
 		}
 	}
 	ml.lim = p->conf->lim;

@@ -18,11 +18,9 @@ pebble's root) and a binary and a phone talk over it.  Skipped (exit 77)
 when pebble, pebble-challtestsrv or certbot are not installed (apt-get
 install pebble certbot)."""
 
-import asyncio
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import stat
@@ -592,6 +590,7 @@ class EndToEnd(unittest.TestCase):
         harness.poll_until(
             lambda: handshake()["serialNumber"] == renewed["serialNumber"],
             5, "the renewed certificate")
+        self.assertEqual(d.stop(), 0, "\n".join(d.log_lines()[-40:]))
 
 
 class Hook(unittest.TestCase):

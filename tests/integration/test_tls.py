@@ -18,7 +18,6 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -485,7 +484,11 @@ class NamesAndProtocols(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.d = TLSDaemon("ec")
-        cls.d.start()
+        try:
+            cls.d.start()
+        except BaseException:
+            cls.d.stop()
+            raise
 
     @classmethod
     def tearDownClass(cls):
@@ -962,6 +965,55 @@ class Reload(unittest.TestCase):
             self.assertEqual(r.returncode, 1, (oct(mode), r.stderr))
             self.assertIn("tls certificate key", r.stderr)
             self.assertIn(key, r.stderr)
+
+    def test_key_not_matching_the_certificate(self):
+        # the parent checks the pair as a front would: at start ...
+        chain = CERTS["A"][0]
+        key = os.path.join(self.dir, "other.key")
+        shutil.copyfile(CERTS["B"][1], key)
+        os.chmod(key, 0o600)
+        d = TLSDaemon(None, chain=chain, key=key)
+        try:
+            r = harness.run_pyrelayd(["-d", "-f", d.conf_path])
+        finally:
+            d.stop()
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("does not match", r.stderr)
+        # ... and before a reload, which then changes nothing
+        copy_cert("A", self.dir)
+        chain, key = (os.path.join(self.dir, n)
+                      for n in ("chain.pem", "key.pem"))
+        with TLSDaemon(None, chain=chain, key=key) as d:
+            shutil.copyfile(CERTS["B"][1], key + ".tmp")
+            os.chmod(key + ".tmp", 0o600)
+            os.replace(key + ".tmp", key)
+            answer = control(d, "reload")
+            self.assertTrue(answer.startswith("error:"), answer)
+            self.assertIn("does not match", answer)
+            self.assertEqual(int(self._peer(d)["serialNumber"], 16),
+                             CERTS["A"][2])
+            self.assertEqual(tls_http(d.tls_port)[0], 200)
+
+
+class Shutdown(unittest.TestCase):
+    def test_sigterm_closes_pumped_clients_1001(self):
+        # protocol.md §7 through the pump: the front stays until the relay's
+        # close has gone through it
+        d = TLSDaemon("ec", ktls=False)
+        d.start()
+        try:
+            async def main():
+                s = sid("term")
+                b = await wss_binary(d, s)
+                p = await wss_phone(d, s)
+                await harness.assert_exchange(b, p, s)
+                d.signal(signal.SIGTERM)
+                await harness.expect_close(b, 1001, "shutting down")
+                await harness.expect_close(p, 1001, "shutting down")
+            harness.run(main())
+            self.assertEqual(d.wait_exit(15), 0)
+        finally:
+            d.stop()
 
 
 class Throughput(unittest.TestCase):
