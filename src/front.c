@@ -14,6 +14,9 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <errno.h>
 #include <event2/event.h>
 #include <signal.h>
@@ -914,6 +917,17 @@ front_dispatch(evutil_socket_t fd, short ev, void *arg)
 			fc = front_conn_new(f, m->fd, m->hdr.id);
 			memcpy(&fc->meta, m->body, sizeof(fc->meta));
 			fc->state = FC_HEAD;
+			{
+				int	one = 1;
+
+				/*
+				 * TLS 1.2 ends the handshake with two records in
+				 * two writes: Nagle would hold the second for
+				 * the client's delayed ACK (40 ms).
+				 */
+				setsockopt(fc->fd, IPPROTO_TCP, TCP_NODELAY, &one,
+				    sizeof(one));
+			}
 			if (fc->meta.listen_flags & LISTEN_TLS) {
 				if (f->tls_ctx == NULL ||
 				    (fc->ssl = SSL_new(f->tls_ctx)) == NULL ||
