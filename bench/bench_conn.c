@@ -1029,6 +1029,10 @@ thr_phase(struct thr *t, enum phase ph)
 	int		 i, n, was_sending = sending(t);
 
 	t->phase = ph;
+	if (ph == PH_MEASURE)
+		/* a backlog from the warm-up would inflate the paced rate */
+		for (i = 0; i < t->nstreams; i++)
+			t->streams[i]->owed = 0;
 	if (ph == PH_HELLO) {
 		/* the binary learns each phone's conn id from this */
 		for (i = t->nbinaries; i < t->nconns; i++) {
