@@ -25,7 +25,7 @@
 #define MAX_HEAD		8192	/* HTTP response head */
 #define MAX_FRAME		(64 * 1024 * 1024)
 #define RBUF_SIZE		(256 * 1024)
-#define CID_MAX			160	/* a conn id as JSON text, quotes included */
+#define CID_MAX			160	/* a conn id as JSON text, quoted */
 #define SID_MAX			64
 #define NSTATUS			600
 #define NCLOSE			5000
@@ -55,7 +55,7 @@ enum cstate {
 	CS_CONNECTING,		/* TCP connect in progress */
 	CS_HANDSHAKE,		/* request sent, waiting for the 101 */
 	CS_OPEN,
-	CS_DEAD			/* closed; never touched again (reusable in claim) */
+	CS_DEAD			/* closed (claim slots reuse it) */
 };
 
 /* Phases are set by the main thread and followed by every worker. */
@@ -63,7 +63,7 @@ enum phase {
 	PH_INIT,
 	PH_BINARIES,		/* connect the binaries */
 	PH_PHONES,		/* then the phones */
-	PH_HELLO,		/* fanout: phones say hello, binaries learn ids */
+	PH_HELLO,		/* fanout: binaries learn conn ids */
 	PH_WARMUP,		/* traffic, not counted */
 	PH_MEASURE,		/* traffic, counted */
 	PH_HOLD,		/* idle: hold the connections */
@@ -92,7 +92,7 @@ struct stream {
 	struct conn		*dst;
 	uint64_t		 sent;
 	_Atomic uint64_t	 recv;
-	uint64_t		 owed;		/* --rate credits not yet spent */
+	uint64_t		 owed;		/* unspent --rate credits */
 	size_t			 cidlen;
 	char			 cid[CID_MAX];	/* fanout: learned conn id */
 };
@@ -110,7 +110,7 @@ struct conn {
 	struct slot		*slot;
 	struct stream		*st;		/* phone: its stream */
 	uint64_t		 t_start;
-	uint8_t			*in;		/* handshake bytes, partial frames */
+	uint8_t			*in;		/* head, partial frame */
 	size_t			 inlen;
 	size_t			 incap;
 	uint8_t			*out;
@@ -153,7 +153,7 @@ struct counters {
 	uint64_t	 ops;		/* round trips, deliveries, cycles */
 	uint64_t	 bytes;		/* payload bytes received by phones */
 	uint64_t	 notices;	/* close notices seen by binaries */
-	uint64_t	 late;		/* --rate ticks served more than 1 ms late */
+	uint64_t	 late;		/* --rate ticks over 1 ms late */
 	uint64_t	 lag_max;
 	uint64_t	 opened;	/* connections that got their 101 */
 	uint64_t	 err_timeout;
@@ -178,13 +178,13 @@ struct thr {
 	uint64_t		 now;
 	uint64_t		 next_sweep;
 
-	struct conn		**conns;	/* setup order: binaries, phones */
+	struct conn		**conns;	/* binaries, then phones */
 	int			 nconns;
 	int			 nbinaries;
 	int			 next_conn;	/* next one to connect */
 	int			 inflight;	/* connects not yet answered */
 
-	struct stream		**streams;	/* streams this thread sends on */
+	struct stream		**streams;	/* those it sends on */
 	int			 nstreams;
 	uint64_t		 tick0;
 	uint64_t		 tick_k;
@@ -198,7 +198,7 @@ struct thr {
 	int			 nflush;
 	int			 flushcap;
 
-	_Atomic int		 sleeping;	/* fanout: waiting for receipts */
+	_Atomic int		 sleeping;	/* fanout: in epoll_wait */
 	uint64_t		 wake;		/* bit i: wake thread i */
 
 	uint64_t		 open_at_end;

@@ -1147,9 +1147,10 @@ thr_main(void *arg)
 		t->now = now_ns();
 		for (i = 0; i < n; i++) {
 			if (ev[i].data.ptr == NULL) {
-				if (read(t->evfd, &drain, sizeof(drain)) == -1 &&
-				    errno != EAGAIN)
-					vlog(t, "eventfd: %s", strerror(errno));
+				if (read(t->evfd, &drain, sizeof(drain)) ==
+				    -1 && errno != EAGAIN)
+					vlog(t, "eventfd: %s",
+					    strerror(errno));
 				continue;
 			}
 			conn_event(ev[i].data.ptr, ev[i].events);

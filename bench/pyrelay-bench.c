@@ -206,7 +206,7 @@ plan(void)
 		t = &g_thr[i];
 		t->id = i;
 		if (getrandom(&t->rng, sizeof(t->rng), 0) != sizeof(t->rng))
-			t->rng = (uint64_t)now_ns() * 2654435761ULL + (uint64_t)i;
+			t->rng = now_ns() * 2654435761ULL + (uint64_t)i;
 		t->rng |= 1;
 	}
 	if (cfg.mode == MODE_CLAIM) {
@@ -214,7 +214,8 @@ plan(void)
 			g_thr[i % g_nthr].nslots++;
 		for (i = 0; i < g_nthr; i++) {
 			t = &g_thr[i];
-			t->slots = xcalloc((size_t)t->nslots, sizeof(*t->slots));
+			t->slots = xcalloc((size_t)t->nslots,
+			    sizeof(*t->slots));
 			t->nslots = 0;
 		}
 		for (i = 0; i < cfg.slots; i++) {
@@ -252,7 +253,8 @@ plan(void)
 			t->nstreams = 0;
 		}
 		for (i = 0; i < cfg.servers; i++) {
-			(void)snprintf(sid, sizeof(sid), "%s-%d", cfg.prefix, i);
+			(void)snprintf(sid, sizeof(sid), "%s-%d", cfg.prefix,
+			    i);
 			srvs[i].nphones = cfg.phones;
 			(void)snprintf(srvs[i].sid, sizeof(srvs[i].sid), "%s",
 			    sid);
@@ -437,11 +439,12 @@ proc_snap(pid_t root, struct snap *s)
 			if (all[i].pid == root)
 				in[i] = changed = 1;
 			else
-				for (k = 0; k < n; k++)
-					if (in[k] && all[k].pid == all[i].ppid) {
-						in[i] = changed = 1;
-						break;
-					}
+				for (k = 0; k < n; k++) {
+					if (!in[k] || all[k].pid != all[i].ppid)
+						continue;
+					in[i] = changed = 1;
+					break;
+				}
 		}
 	} while (changed);
 	for (i = 0; i < n; i++)

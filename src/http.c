@@ -1,8 +1,8 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * HTTP/1.x request head parser and canned responses (protocol.md §2,
- * RFC 9112 §2-§5, RFC 6455 §4.2).  The parser is restartable: it is handed
+ * HTTP/1.x request head parser (protocol.md §2, RFC 9112 §2-§5,
+ * RFC 6455 §4.2); the answers are in http_response.c.  The parser is restartable: it is handed
  * the whole buffer after every read and never keeps state between calls.
  */
 #include "config.h"
@@ -131,23 +131,6 @@ ws_key_ok(const char *key, size_t len)
 		if (!b64_char(key[i]))
 			return 0;
 	return key[22] == '=' && key[23] == '=';
-}
-
-int
-server_id_valid(const char *s, size_t len)
-{
-	size_t		i;
-	unsigned char	c;
-
-	if (len < 1 || len > SERVER_ID_MAX)
-		return 0;
-	for (i = 0; i < len; i++) {
-		c = s[i];
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-		    (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
-			return 0;
-	}
-	return 1;
 }
 
 static enum http_path
@@ -420,152 +403,4 @@ http_ws_accept(const char *key, size_t keylen, char out[WS_ACCEPT_LEN + 1])
 	EVP_MD_CTX_free(ctx);
 	/* 20 bytes give 28 base64 characters and a NUL */
 	EVP_EncodeBlock((unsigned char *)out, md, (int)mdlen);
-}
-
-const char *
-http_reason(int status)
-{
-	switch (status) {
-	case 101:
-		return "Switching Protocols";
-	case 200:
-		return "OK";
-	case 400:
-		return "Bad Request";
-	case 404:
-		return "Not Found";
-	case 405:
-		return "Method Not Allowed";
-	case 421:
-		return "Misdirected Request";
-	case 426:
-		return "Upgrade Required";
-	case 429:
-		return "Too Many Requests";
-	case 431:
-		return "Request Header Fields Too Large";
-	case 500:
-		return "Internal Server Error";
-	case 503:
-		return "Service Unavailable";
-	default:
-		return "Unknown";
-	}
-}
-
-/* snprintf result to the length, or -1 when it (and its NUL) did not fit */
-static int
-fit(int n, size_t outsz)
-{
-	if (n < 0 || (size_t)n >= outsz)
-		return -1;
-	return n;
-}
-
-/*
- * Error responses are only ever 4xx/5xx; out is NUL-terminated, and must
- * have room for that NUL too.
- */
-int
-http_error_response(char *out, size_t outsz, int status, int ws_version_hdr)
-{
-	const char	*reason, *extra = "";
-	char		 body[64];
-	int		 bodylen;
-
-	if (status < 400 || status > 599)
-		return -1;
-	reason = http_reason(status);
-	if (status == 421)
-		body[0] = '\0';
-	else
-		(void)snprintf(body, sizeof(body), "%s\n", reason);
-	bodylen = (int)strlen(body);
-
-	if (status == 405)
-		extra = "Allow: GET\r\n";
-	else if (status == 400 && ws_version_hdr)
-		extra = "Sec-WebSocket-Version: 13\r\n";
-
-	if (status == 426)
-		return fit(snprintf(out, outsz,
-		    "HTTP/1.1 %d %s\r\n"
-		    "Upgrade: websocket\r\n"
-		    "Connection: Upgrade\r\n"
-		    "Content-Type: text/plain; charset=utf-8\r\n"
-		    "Content-Length: %d\r\n"
-		    "\r\n"
-		    "%s", status, reason, bodylen, body), outsz);
-	if (bodylen == 0)
-		return fit(snprintf(out, outsz,
-		    "HTTP/1.1 %d %s\r\n"
-		    "%s"
-		    "Content-Length: 0\r\n"
-		    "Connection: close\r\n"
-		    "\r\n", status, reason, extra), outsz);
-	return fit(snprintf(out, outsz,
-	    "HTTP/1.1 %d %s\r\n"
-	    "%s"
-	    "Content-Type: text/plain; charset=utf-8\r\n"
-	    "Content-Length: %d\r\n"
-	    "Connection: close\r\n"
-	    "\r\n"
-	    "%s", status, reason, extra, bodylen, body), outsz);
-}
-
-int
-http_switching_response(char *out, size_t outsz, const char *ws_accept)
-{
-	if (ws_accept == NULL || strlen(ws_accept) != WS_ACCEPT_LEN)
-		return -1;
-	return fit(snprintf(out, outsz,
-	    "HTTP/1.1 101 Switching Protocols\r\n"
-	    "Upgrade: websocket\r\n"
-	    "Connection: Upgrade\r\n"
-	    "Sec-WebSocket-Accept: %s\r\n"
-	    "\r\n", ws_accept), outsz);
-}
-
-/* out is NUL-terminated after the body, so it needs bodylen + 1 room. */
-int
-http_ok_response(char *out, size_t outsz, const char *content_type,
-    const char *body, size_t bodylen)
-{
-	int	n;
-
-	/* a caller's content type must not open a header of its own */
-	if (content_type == NULL || strpbrk(content_type, "\r\n") != NULL)
-		return -1;
-	if (body == NULL && bodylen > 0)
-		return -1;
-	n = snprintf(out, outsz,
-	    "HTTP/1.1 200 OK\r\n"
-	    "Content-Type: %s\r\n"
-	    "Cache-Control: no-store\r\n"
-	    "Content-Length: %zu\r\n"
-	    "Connection: close\r\n"
-	    "\r\n", content_type, bodylen);
-	if (fit(n, outsz) == -1 || bodylen >= outsz - (size_t)n ||
-	    bodylen > (size_t)(INT_MAX - n))
-		return -1;
-	if (bodylen > 0)
-		memcpy(out + n, body, bodylen);
-	out[n + bodylen] = '\0';
-	return n + (int)bodylen;
-}
-
-int
-http_acme_token_valid(const char *s)
-{
-	size_t	i;
-
-	/* no '.', no '/': nothing in a token can leave the challenge directory */
-	for (i = 0; s[i] != '\0'; i++) {
-		if (i >= 128)
-			return 0;
-		if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
-		    (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
-			return 0;
-	}
-	return i > 0;
 }

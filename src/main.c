@@ -2,8 +2,9 @@
 
 /*
  * pyrelayd [-dnvV] [-f file] [-D macro=value]   (protocol.md §10)
- * Workers are this same program started by the parent as
- * `pyrelayd -P front|relay [-d]` with their channel on fd 3.
+ * Fronts are this same program started by the parent as
+ * `pyrelayd -P front [-d]`, relays the smaller pyrelayd-relay(8 in libexec),
+ * both with their channel on fd 3.
  */
 #include "config.h"
 
@@ -21,7 +22,6 @@ extern char **environ;
 #include "front.h"
 #include "parent.h"
 #include "pyrelayd.h"
-#include "relay.h"
 
 #define WORKER_FD	3
 
@@ -45,10 +45,6 @@ worker_main(const char *role, int foreground)
 	if (strcmp(role, "front") == 0) {
 		log_init(foreground, 0, "front");
 		front_main(WORKER_FD);
-	}
-	if (strcmp(role, "relay") == 0) {
-		log_init(foreground, 0, "relay");
-		relay_main(WORKER_FD);
 	}
 	usage();
 }

@@ -358,13 +358,16 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 			sigemptyset(&set);
 			sigprocmask(SIG_SETMASK, &set, NULL);
 		}
+		/* argv[0] names the titles ps(1) shows: "pyrelayd: relay ..." */
 		argv[argc++] = "pyrelayd";
-		argv[argc++] = "-P";
-		argv[argc++] = role == ROLE_FRONT ? "front" : "relay";
+		if (role == ROLE_FRONT) {
+			argv[argc++] = "-P";
+			argv[argc++] = "front";
+		}
 		if (p->opts.foreground)
 			argv[argc++] = "-d";
 		argv[argc] = NULL;
-		execv(p->self, argv);
+		execv(role == ROLE_FRONT ? p->self : p->relay_exe, argv);
 		_exit(127);
 	}
 	close(sv[1]);
@@ -1263,10 +1266,25 @@ parent_resolve_self(struct parent *p)
 {
 	ssize_t	n;
 
+	char	*slash;
+
 	n = readlink("/proc/self/exe", p->self, sizeof(p->self) - 1);
 	if (n <= 0)
 		fatal("readlink /proc/self/exe");
 	p->self[n] = '\0';
+	/*
+	 * The relay executable: beside this one (a build tree, or sbin and
+	 * libexec being one directory), else where make install put it.
+	 */
+	strlcpy(p->relay_exe, p->self, sizeof(p->relay_exe));
+	if ((slash = strrchr(p->relay_exe, '/')) != NULL)
+		slash[1] = '\0';
+	strlcat(p->relay_exe, "pyrelayd-relay", sizeof(p->relay_exe));
+	if (access(p->relay_exe, X_OK) == -1)
+		strlcpy(p->relay_exe, LIBEXECDIR "/pyrelayd-relay",
+		    sizeof(p->relay_exe));
+	if (access(p->relay_exe, X_OK) == -1)
+		fatal("relay executable %s", p->relay_exe);
 }
 
 void

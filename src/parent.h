@@ -92,6 +92,7 @@ struct parent {
 	struct config		*conf;
 	struct parent_opts	 opts;
 	char			 self[PATH_MAX];
+	char			 relay_exe[PATH_MAX];
 	int			 root;
 	uid_t			 uid;
 	gid_t			 gid;
