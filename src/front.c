@@ -377,7 +377,7 @@ front_tls_handoff(struct front *f, struct fconn *fc, struct msg_conn_upgrade *up
 		}
 		if (SSL_pending(fc->ssl) == 0) {
 			up->tls_mode = TLS_MODE_KTLS;
-			log_debug("front: conn %llu: kernel TLS hand-off",
+			log_debug("event=tls_handoff conn=%llu mode=ktls",
 			    (unsigned long long)fc->id);
 			msg_compose(&f->chan, MSG_CONN_UPGRADE, fc->id, up,
 			    sizeof(*up), fc->fd);
@@ -389,7 +389,7 @@ front_tls_handoff(struct front *f, struct fconn *fc, struct msg_conn_upgrade *up
 	}
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
 	    sv) == -1) {
-		log_warn("front: socketpair");
+		log_warn("event=tls_handoff_failed step=socketpair");
 		SSL_free(fc->ssl);
 		fc->ssl = NULL;
 		close(fc->fd);
@@ -546,7 +546,7 @@ front_proxy_read(struct fconn *fc)
 		case PROXY_INCOMPLETE:
 			continue;
 		case PROXY_BAD:
-			log_debug("front: conn %llu: bad PROXY header",
+			log_debug("event=proxy_header_bad conn=%llu",
 			    (unsigned long long)fc->id);
 			fc->outcome = FRONT_HTTP_ERROR;
 			front_conn_free(fc, 1);
@@ -600,7 +600,7 @@ front_conn_read(evutil_socket_t fd, short ev, void *arg)
 				return;
 			default:
 				/* plaintext on a TLS port, wrong SNI, old versions */
-				log_debug("front: tls handshake failed: %s",
+				log_debug("event=tls_handshake_failed reason=\"%s\"",
 				    ERR_reason_error_string(ERR_peek_error()) ?
 				    ERR_reason_error_string(ERR_peek_error()) : "eof");
 				ERR_clear_error();
@@ -887,7 +887,7 @@ front_tls_material(struct front *f, struct msg_tls *mt)
 	/* the SSLs of live connections hold references to the old one */
 	SSL_CTX_free(f->tls_ctx);
 	f->tls_ctx = ctx;
-	log_debug("front: tls certificate loaded");
+	log_debug("event=tls_certificate_loaded");
 }
 
 static void
@@ -904,7 +904,7 @@ front_dispatch(evutil_socket_t fd, short ev, void *arg)
 		if (rv == 0)
 			break;
 		if (rv == -1) {
-			log_debug("front: parent channel closed");
+			log_debug("event=parent_gone");
 			exit(0);
 		}
 		if (rv == -2)
@@ -933,8 +933,8 @@ front_dispatch(evutil_socket_t fd, short ev, void *arg)
 				    (fc->ssl = SSL_new(f->tls_ctx)) == NULL ||
 				    SSL_set_fd(fc->ssl, fc->fd) != 1) {
 					if (!f->tls_warned++)
-						log_warnx("front: no TLS certificate "
-						    "loaded: closing TLS connections");
+						log_warnx("event=tls_no_certificate "
+						    "action=close");
 					front_conn_free(fc, 1);
 					break;
 				}

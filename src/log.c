@@ -86,7 +86,9 @@ vlog(int pri, int with_errno, const char *fmt, va_list ap)
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	if (with_errno) {
 		len = strlen(buf);
-		snprintf(buf + len, sizeof(buf) - len, ": %s", strerror(saved));
+		/* key=value like every line: the cause is the error field */
+		snprintf(buf + len, sizeof(buf) - len, " error=\"%s\"",
+		    strerror(saved));
 	}
 	log_line(pri, buf);
 	errno = saved;

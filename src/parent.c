@@ -335,12 +335,12 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	int		 argc = 0;
 
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
-		log_warn("parent: socketpair");
+		log_warn("event=spawn_failed step=socketpair");
 		return NULL;
 	}
 	switch ((pid = fork())) {
 	case -1:
-		log_warn("parent: fork");
+		log_warn("event=spawn_failed step=fork");
 		close(sv[0]);
 		close(sv[1]);
 		return NULL;
@@ -459,7 +459,8 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
 		r->in_map = 1;
 		p->relays_started++;
 		RB_INSERT(relay_map, &p->relays, r);
-		log_debug("parent: relay for %s is pid %d", up->server_id, (int)r->pid);
+		log_debug("event=relay_started server_id=%s pid=%d", up->server_id,
+		    (int)r->pid);
 	}
 	conn_set_owner(c, r);
 	msg_compose(&r->chan, MSG_CONN_ATTACH, c->id, up, sizeof(*up), fd);
@@ -762,7 +763,8 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 			RB_REMOVE(relay_map, &p->relays, w);
 			w->in_map = 0;
 		}
-		log_debug("parent: relay %s pid %d retires", w->sid, (int)w->pid);
+		log_debug("event=relay_retiring server_id=%s pid=%d", w->sid,
+		    (int)w->pid);
 		msg_compose(&w->chan, MSG_RETIRE_OK, 0, &e, sizeof(e), -1);
 		parent_worker_flush(w);
 		break;
@@ -1034,7 +1036,7 @@ parent_accept(evutil_socket_t lfd, short ev, void *arg)
 				parent_accept_pause(p);
 			} else if (errno != EAGAIN && errno != EWOULDBLOCK &&
 			    errno != EINTR && errno != ECONNABORTED)
-				log_warn("parent: accept");
+				log_warn("event=accept_failed");
 			return;
 		}
 		if ((w = parent_pick_front(p)) == NULL) {
@@ -1068,19 +1070,19 @@ parent_listen(struct listen_addr *la)
 	listen_addr_print(la, name, sizeof(name));
 	fd = socket(la->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
-		log_warn("listen on %s: socket", name);
+		log_warn("event=listen_failed addr=\"%s\" step=socket", name);
 		return -1;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (la->ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&la->ss, la->sslen) == -1) {
-		log_warn("listen on %s: bind", name);
+		log_warn("event=listen_failed addr=\"%s\" step=bind", name);
 		close(fd);
 		return -1;
 	}
 	if (listen(fd, 1024) == -1) {
-		log_warn("listen on %s: listen", name);
+		log_warn("event=listen_failed addr=\"%s\" step=listen", name);
 		close(fd);
 		return -1;
 	}

@@ -384,7 +384,7 @@ ctl_accept(evutil_socket_t lfd, short ev, void *arg)
 
 	if ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) == -1) {
 		if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-			log_warn("control: accept");
+			log_warn("event=control_accept_failed");
 		return;
 	}
 	c = xcalloc(1, sizeof(*c));

@@ -537,8 +537,9 @@ relay_conn_drop(struct conn *c, const char *why)
 
 	if (c->state == CS_DEAD)
 		return;
-	log_debug("relay %s: drop %s %s: %s", r->sid, role_name(c->role),
-	    c->conn_id[0] ? c->conn_id : "", why);
+	log_debug("event=conn_dropped server_id=%s role=%s conn_id=%s "
+	    "reason=\"%s\"", r->sid, role_name(c->role),
+	    c->conn_id[0] ? c->conn_id : "-", why);
 	c->state = CS_DEAD;
 	if (c->role == CR_PHONE)
 		relay_phone_gone(c, 1001);
@@ -1158,7 +1159,7 @@ relay_dispatch(evutil_socket_t fd, short ev, void *arg)
 			break;
 		if (rv == -1) {
 			/* the parent is gone: nothing left to serve for */
-			log_debug("relay %s: parent channel closed", r->sid);
+			log_debug("event=parent_gone server_id=%s", r->sid);
 			exit(0);
 		}
 		if (rv == -2)
@@ -1344,7 +1345,7 @@ relay_main(int fd)
 	relay_title(r);
 	msg_hello(&r->chan, ROLE_RELAY);
 	relay_chan_flush(r);
-	log_debug("relay %s: ready", r->sid);
+	log_debug("event=relay_ready server_id=%s", r->sid);
 
 	/* messages that arrived with SETUP are read by the loop */
 	event_active(r->ev_chan, EV_READ, 0);

@@ -538,8 +538,8 @@ sandbox_enter(enum proc_role role, const struct msg_setup *setup,
 	if (rl.rlim_max != RLIM_INFINITY && maxfds > rl.rlim_max) {
 		want.rlim_cur = want.rlim_max = maxfds;
 		if (!root || setrlimit(RLIMIT_NOFILE, &want) == -1) {
-			log_info("sandbox: role=%s nofile=%llu above hard "
-			    "limit, using %llu", name,
+			log_info("event=sandbox role=%s nofile_wanted=%llu "
+			    "nofile=%llu reason=hard_limit", name,
 			    (unsigned long long)maxfds,
 			    (unsigned long long)rl.rlim_max);
 			maxfds = rl.rlim_max;
@@ -581,9 +581,9 @@ sandbox_enter(enum proc_role role, const struct msg_setup *setup,
 	sandbox_seccomp(role);
 
 	if (skipped != NULL)
-		log_info("sandbox: role=%s running as uid=%u: skipped %s",
+		log_info("event=sandbox role=%s uid=%u skipped=\"%s\"",
 		    name, (unsigned)uid, skipped);
-	log_debug("sandbox: role=%s uid=%u gid=%u chroot=%s nofile=%llu "
+	log_debug("event=sandbox role=%s uid=%u gid=%u chroot=%s nofile=%llu "
 	    "nproc=%s core=0 fsize=%s no_new_privs=1 seccomp=kill_process",
 	    name, (unsigned)uid, (unsigned)gid,
 	    chrooted ? setup->chroot : "no", (unsigned long long)maxfds,

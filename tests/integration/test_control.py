@@ -707,7 +707,7 @@ class LogLevel(CtlCase):
         preset = bool(os.environ.get("PYRELAYD_TEST_VERBOSE"))
         with harness.Daemon() as d:
             sa, sb, sc = sid("la"), sid("lb"), sid("lc")
-            debug = r"parent: relay for %s is pid [0-9]+"
+            debug = r"event=relay_started server_id=%s pid=[0-9]+"
 
             async def no_debug_line(s, check):
                 """s's relay start logged no debug line: a later line of
@@ -735,7 +735,7 @@ class LogLevel(CtlCase):
                 await asyncio.to_thread(d.wait_log, debug % re.escape(sb), 10,
                                         mark)
                 # relays started from now on log debug lines too
-                await asyncio.to_thread(d.wait_log, r"relay %s: ready"
+                await asyncio.to_thread(d.wait_log, r"event=relay_ready server_id=%s"
                                         % re.escape(sb), 10, mark)
                 self.assertEqual(await self.actl_ok(d, "log", "brief"), "")
                 bc = await no_debug_line(sc, True)
