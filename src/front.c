@@ -426,6 +426,14 @@ front_upgrade(struct front *f, struct fconn *fc, const struct http_request *req)
 		extra = PREREAD_MAX;	/* cannot happen: buf is at most that big */
 	memcpy(up->preread, fc->buf + req->head_len, extra);
 	up->preread_len = extra;
+	/*
+	 * Out of epoll before the fd leaves: once our copy is closed, a
+	 * registration of the socket (alive in the relay) could no longer
+	 * be removed, and every byte for the relay would wake this front.
+	 */
+	event_del(fc->ev_read);
+	event_del(fc->ev_write);
+	evtimer_del(fc->ev_timer);
 	if (fc->ssl != NULL)
 		front_tls_handoff(f, fc, up);
 	else
