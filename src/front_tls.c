@@ -65,6 +65,19 @@ pump_event(evutil_socket_t fd, short ev, void *arg)
 }
 
 /* Re-arms the two events for what each side can do next. */
+/* Points ev at what fd should wake us for, when that changed. */
+static void
+pump_rearm(struct pump *pu, struct event *ev, int fd, short want, short *cur)
+{
+	if (want == *cur)
+		return;
+	event_del(ev);
+	event_assign(ev, event_get_base(ev), fd, want | EV_PERSIST, pump_event, pu);
+	if (want)
+		event_add(ev, NULL);
+	*cur = want;
+}
+
 static void
 pump_arm(struct pump *pu)
 {
@@ -78,22 +91,8 @@ pump_arm(struct pump *pu)
 		pair |= EV_READ;
 	if (pu->up_len > pu->up_off)
 		pair |= EV_WRITE;
-	if (tcp != pu->tcp_events) {
-		event_del(pu->ev_tcp);
-		event_assign(pu->ev_tcp, event_get_base(pu->ev_tcp), pu->tcp,
-		    tcp | EV_PERSIST, pump_event, pu);
-		if (tcp)
-			event_add(pu->ev_tcp, NULL);
-		pu->tcp_events = tcp;
-	}
-	if (pair != pu->pair_events) {
-		event_del(pu->ev_pair);
-		event_assign(pu->ev_pair, event_get_base(pu->ev_pair), pu->pair,
-		    pair | EV_PERSIST, pump_event, pu);
-		if (pair)
-			event_add(pu->ev_pair, NULL);
-		pu->pair_events = pair;
-	}
+	pump_rearm(pu, pu->ev_tcp, pu->tcp, tcp, &pu->tcp_events);
+	pump_rearm(pu, pu->ev_pair, pu->pair, pair, &pu->pair_events);
 }
 
 /* Returns 0 to go on, -1 when the TLS side failed. */
