@@ -883,12 +883,13 @@ static void
 front_tls_material(struct front *f, struct msg_tls *mt)
 {
 	SSL_CTX	*ctx;
-	char	 err[512];
+	char	 err[512], q[512];
 
 	ctx = tls_ctx_new(mt, f->lim.domain, err, sizeof(err));
 	explicit_bzero(mt, sizeof(*mt));
 	if (ctx == NULL) {
-		log_warnx("event=tls_error reason=\"%s\" keeping=%s", err,
+		log_warnx("event=tls_error reason=\"%s\" keeping=%s",
+		    log_quotable(err, q, sizeof(q)),
 		    f->tls_ctx ? "previous" : "none");
 		return;
 	}

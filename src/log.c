@@ -50,6 +50,26 @@ log_getverbose(void)
 	return log_verbose;
 }
 
+const char *
+log_quotable(const char *text, char *buf, size_t size)
+{
+	size_t	i;
+
+	if (size == 0)
+		return "";
+	for (i = 0; text[i] != '\0' && i < size - 1; i++) {
+		if (text[i] == '"')
+			buf[i] = '\'';
+		else if (text[i] == '\\' || (unsigned char)text[i] < 0x20 ||
+		    text[i] == 0x7f)
+			buf[i] = '?';
+		else
+			buf[i] = text[i];
+	}
+	buf[i] = '\0';
+	return buf;
+}
+
 static void
 log_line(int pri, const char *msg)
 {

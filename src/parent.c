@@ -318,10 +318,11 @@ parent_send_setup(struct parent *p, struct worker *w)
 	free(s);
 	parent_worker_flush(w);
 	if (w->role == ROLE_FRONT && p->tls) {
-		char	err[512];
+		char	err[512], q[512];
 
 		if (parent_send_tls(p, w, err, sizeof(err)) == -1)
-			log_warnx("event=tls_error reason=\"%s\"", err);
+			log_warnx("event=tls_error reason=\"%s\"",
+			    log_quotable(err, q, sizeof(q)));
 	}
 }
 
@@ -1156,7 +1157,10 @@ static struct ctl_client	*reload_ctl;
 static void
 parent_config_error(const char *msg)
 {
-	log_warnx("event=config_error message=\"%s\"", msg);
+	char	q[1024];
+
+	log_warnx("event=config_error message=\"%s\"",
+	    log_quotable(msg, q, sizeof(q)));
 	if (reload_ctl != NULL)
 		parent_ctl_error_line(reload_ctl, msg);
 }
@@ -1169,9 +1173,9 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 	struct msg_limits	 ml;
 	uid_t			 uid;
 	gid_t			 gid;
-	char			 err[512];
+	char			 err[512], q[512];
 
-	log_info("event=reload file=%s", p->conf->path[0] ? p->conf->path :
+	log_info("event=reload file=\"%s\"", p->conf->path[0] ? p->conf->path :
 	    "(built-in)");
 	if (p->conf->path[0] == '\0') {
 		log_info("event=reload_done changed=none reason=\"no configuration file\"");
@@ -1188,7 +1192,8 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 		return -1;
 	}
 	if (p->root && sandbox_check(nc, &uid, &gid, err, sizeof(err)) == -1) {
-		log_warnx("event=reload_failed reason=\"%s\"", err);
+		log_warnx("event=reload_failed reason=\"%s\"",
+		    log_quotable(err, q, sizeof(q)));
 		if (ctl != NULL)
 			parent_ctl_error_line(ctl, err);
 		config_free(nc);
@@ -1208,7 +1213,8 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 		if (parent_send_tls(p, NULL, err, sizeof(err)) == -1) {
 			strlcpy(p->conf->tls_cert, oldcert, sizeof(p->conf->tls_cert));
 			strlcpy(p->conf->tls_key, oldkey, sizeof(p->conf->tls_key));
-			log_warnx("event=reload_failed reason=\"%s\"", err);
+			log_warnx("event=reload_failed reason=\"%s\"",
+		    log_quotable(err, q, sizeof(q)));
 			if (ctl != NULL)
 				parent_ctl_error_line(ctl, err);
 			config_free(nc);
@@ -1223,7 +1229,8 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 			if (w->dead || w->role != ROLE_FRONT)
 				continue;
 			if (parent_send_tls(p, w, err, sizeof(err)) == -1)
-				log_warnx("event=tls_error reason=\"%s\"", err);
+				log_warnx("event=tls_error reason=\"%s\"",
+			    log_quotable(err, q, sizeof(q)));
 		}
 	}
 	ml.lim = p->conf->lim;

@@ -125,6 +125,8 @@ void	log_init(int foreground, int verbose, const char *procname);
 void	log_setverbose(int);
 int	log_getverbose(void);
 void	log_procname(const char *);
+/* Text made safe inside a "quoted" log value ("->', controls->?); returns buf. */
+const char *log_quotable(const char *text, char *buf, size_t size);
 void	log_warn(const char *, ...) __attribute__((__format__(printf, 1, 2)));
 void	log_warnx(const char *, ...) __attribute__((__format__(printf, 1, 2)));
 void	log_info(const char *, ...) __attribute__((__format__(printf, 1, 2)));

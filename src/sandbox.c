@@ -583,8 +583,8 @@ sandbox_enter(enum proc_role role, const struct msg_setup *setup,
 	if (skipped != NULL)
 		log_info("event=sandbox role=%s uid=%u skipped=\"%s\"",
 		    name, (unsigned)uid, skipped);
-	log_debug("event=sandbox role=%s uid=%u gid=%u chroot=%s nofile=%llu "
-	    "nproc=%s core=0 fsize=%s no_new_privs=1 seccomp=kill_process",
+	log_debug("event=sandbox role=%s uid=%u gid=%u chroot=\"%s\" nofile=%llu "
+	    "nproc=\"%s\" core=0 fsize=\"%s\" no_new_privs=1 seccomp=kill_process",
 	    name, (unsigned)uid, (unsigned)gid,
 	    chrooted ? setup->chroot : "no", (unsigned long long)maxfds,
 	    nproc, limit_fsize ? "0" : "unchanged (stderr is a file)");

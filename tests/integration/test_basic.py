@@ -684,6 +684,15 @@ class Signals(unittest.TestCase):
                 await harness.close_all(b, p, p2, b2, p3)
             harness.run(main())
             self.assertEqual(d.healthz()["status"], "ok")
+            # the errors are log events in key=value form like every line
+            # (the message quotes keywords: "unknown keyword 'this'")
+            kv = r'[A-Za-z_][A-Za-z0-9_.]*=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)'
+            line = re.compile(r"^\S+\[\d+\]: event=[a-z_]+(?: %s)*$" % kv)
+            errs = [ln for ln in d.log_lines() if "event=config_error" in ln
+                    or "event=reload" in ln]
+            self.assertTrue(errs)
+            for ln in errs:
+                self.assertRegex(ln, line)
 
     def stop_with(self, sig):
         d = harness.Daemon(extra_conf=RATE)
