@@ -48,7 +48,7 @@ enum fconn_state {
 	FC_PROXY,		/* PROXY protocol header */
 	FC_TLS,			/* TLS handshake */
 	FC_HEAD,		/* reading the request head */
-	FC_HEALTH,		/* waiting for the parent's counts */
+	FC_PARENT,		/* waiting for the parent's answer */
 	FC_WRITE,		/* writing our answer */
 	FC_LINGER,		/* answer sent, SHUT_WR done, draining until EOF */
 };
@@ -445,6 +445,18 @@ front_upgrade(struct front *f, struct fconn *fc, const struct http_request *req)
 	front_conn_free(fc, 0);
 }
 
+/* Answers that need the parent (counts, a challenge file) wait for it. */
+static void
+front_ask_parent(struct front *f, struct fconn *fc, uint32_t type,
+    const void *body, size_t len)
+{
+	fc->state = FC_PARENT;
+	event_del(fc->ev_read);
+	front_set_timer(fc, now_ms() + LINGER_MS);
+	msg_compose(&f->chan, type, fc->id, body, len, -1);
+	front_chan_flush(f);
+}
+
 static void
 front_head_done(struct front *f, struct fconn *fc, const struct http_request *req)
 {
@@ -469,11 +481,7 @@ front_head_done(struct front *f, struct fconn *fc, const struct http_request *re
 		}
 		memset(&ar, 0, sizeof(ar));
 		strlcpy(ar.token, req->acme_token, sizeof(ar.token));
-		fc->state = FC_HEALTH;
-		event_del(fc->ev_read);
-		front_set_timer(fc, now_ms() + LINGER_MS);
-		msg_compose(&f->chan, MSG_ACME_REQ, fc->id, &ar, sizeof(ar), -1);
-		front_chan_flush(f);
+		front_ask_parent(f, fc, MSG_ACME_REQ, &ar, sizeof(ar));
 		return;
 	}
 	if (metrics) {
@@ -482,20 +490,12 @@ front_head_done(struct front *f, struct fconn *fc, const struct http_request *re
 			front_http_error(fc, 404, 0);
 			return;
 		}
-		fc->state = FC_HEALTH;
-		event_del(fc->ev_read);
-		front_set_timer(fc, now_ms() + LINGER_MS);
-		msg_compose(&f->chan, MSG_METRICS_REQ, fc->id, &e, sizeof(e), -1);
-		front_chan_flush(f);
+		front_ask_parent(f, fc, MSG_METRICS_REQ, &e, sizeof(e));
 		return;
 	}
 	switch (req->path) {
 	case HTTP_PATH_HEALTHZ:
-		fc->state = FC_HEALTH;
-		event_del(fc->ev_read);
-		front_set_timer(fc, now_ms() + LINGER_MS);
-		msg_compose(&f->chan, MSG_HEALTH_REQ, fc->id, &e, sizeof(e), -1);
-		front_chan_flush(f);
+		front_ask_parent(f, fc, MSG_HEALTH_REQ, &e, sizeof(e));
 		break;
 	case HTTP_PATH_SERVER:
 	case HTTP_PATH_CLIENT:
@@ -691,7 +691,7 @@ front_health(struct front *f, struct msg *m)
 	char			 body[256];
 	int			 blen, n;
 
-	if ((fc = front_find(f, m->hdr.id)) == NULL || fc->state != FC_HEALTH)
+	if ((fc = front_find(f, m->hdr.id)) == NULL || fc->state != FC_PARENT)
 		return;
 	blen = snprintf(body, sizeof(body),
 	    "{\"status\":\"ok\",\"version\":\"%s\",\"connected_binaries\":%llu,"
@@ -743,7 +743,7 @@ front_metrics(struct front *f, struct msg *m)
 	size_t			 len = 0, sz = RESP_METRICS - 512;
 	int			 i, j, n;
 
-	if ((fc = front_find(f, m->hdr.id)) == NULL || fc->state != FC_HEALTH)
+	if ((fc = front_find(f, m->hdr.id)) == NULL || fc->state != FC_PARENT)
 		return;
 	body = xmalloc(sz);
 	mprintf(body, sz, &len,
@@ -863,7 +863,7 @@ front_acme(struct front *f, struct msg *m)
 	struct fconn	*fc;
 	int		 n;
 
-	if ((fc = front_find(f, m->hdr.id)) == NULL || fc->state != FC_HEALTH)
+	if ((fc = front_find(f, m->hdr.id)) == NULL || fc->state != FC_PARENT)
 		return;
 	if (!a->found || a->len > sizeof(a->data)) {
 		front_http_error(fc, 404, 0);

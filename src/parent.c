@@ -114,6 +114,22 @@ role_str(enum proc_role role)
 
 /* ---- connection accounting ------------------------------------------- */
 
+/* The tokens ip's bucket holds at now (protocol.md §2: one per refill period). */
+static double
+ip_tokens(const struct parent *p, const struct ip_rec *ip, int64_t now)
+{
+	return ip->tokens + (double)(now - ip->refill_ms) /
+	    p->conf->lim.rate_refill_ms;
+}
+
+static void
+ip_forget(struct parent *p, struct ip_rec *ip)
+{
+	RB_REMOVE(ip_tree, &p->ips, ip);
+	free(ip);
+	p->nips--;
+}
+
 /*
  * Forgets addresses with no live connection: those whose bucket is full
  * hold nothing worth keeping.  Under a flood of distinct addresses the
@@ -126,19 +142,15 @@ ip_sweep(struct parent *p)
 {
 	struct ip_rec	*ip, *next;
 	int64_t		 now = now_ms();
-	double		 tokens;
 	uint64_t	 idle = 0;
 
 	RB_FOREACH_SAFE(ip, ip_tree, &p->ips, next) {
 		if (ip->live > 0)
 			continue;
-		tokens = ip->tokens + (double)(now - ip->refill_ms) /
-		    p->conf->lim.rate_refill_ms;
-		if (tokens >= p->conf->lim.rate_burst || idle >= IP_IDLE_MAX) {
-			RB_REMOVE(ip_tree, &p->ips, ip);
-			free(ip);
-			p->nips--;
-		} else
+		if (ip_tokens(p, ip, now) >= p->conf->lim.rate_burst ||
+		    idle >= IP_IDLE_MAX)
+			ip_forget(p, ip);
+		else
 			idle++;
 	}
 }
@@ -181,18 +193,9 @@ ip_get(struct parent *p, const struct sockaddr_storage *ss)
 static void
 ip_maybe_free(struct parent *p, struct ip_rec *ip)
 {
-	int64_t	elapsed;
-	double	tokens;
-
-	if (ip->live > 0)
+	if (ip->live > 0 || ip_tokens(p, ip, now_ms()) < p->conf->lim.rate_burst)
 		return;
-	elapsed = now_ms() - ip->refill_ms;
-	tokens = ip->tokens + (double)elapsed / p->conf->lim.rate_refill_ms;
-	if (tokens < p->conf->lim.rate_burst)
-		return;
-	RB_REMOVE(ip_tree, &p->ips, ip);
-	free(ip);
-	p->nips--;
+	ip_forget(p, ip);
 }
 
 /* protocol.md §2 step 2: token bucket per client address. */
@@ -201,7 +204,7 @@ ip_take_token(struct parent *p, struct ip_rec *ip)
 {
 	int64_t	now = now_ms();
 
-	ip->tokens += (double)(now - ip->refill_ms) / p->conf->lim.rate_refill_ms;
+	ip->tokens = ip_tokens(p, ip, now);
 	if (ip->tokens > p->conf->lim.rate_burst)
 		ip->tokens = p->conf->lim.rate_burst;
 	ip->refill_ms = now;
@@ -434,16 +437,23 @@ parent_verdict(struct parent *p, struct conn_rec *c, int fd, int kind, int code,
 	parent_worker_flush(w);
 }
 
+struct worker *
+parent_find_relay(struct parent *p, const char *sid)
+{
+	struct worker	key;
+
+	strlcpy(key.sid, sid, sizeof(key.sid));
+	return RB_FIND(relay_map, &p->relays, &key);
+}
+
 /* Sends a connection to the relay that owns its server-id. */
 static void
 parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
     int fd)
 {
-	struct worker	 key, *r;
+	struct worker	*r;
 
-	strlcpy(key.sid, up->server_id, sizeof(key.sid));
-	r = RB_FIND(relay_map, &p->relays, &key);
-	if (r == NULL) {
+	if ((r = parent_find_relay(p, up->server_id)) == NULL) {
 		if (up->kind == CONN_PHONE) {
 			/* protocol.md §3: decided where no relay exists */
 			log_info("event=phone_register_no_server server_id=%s",

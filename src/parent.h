@@ -139,6 +139,8 @@ RB_PROTOTYPE(relay_map, worker, map, relay_cmp)
 /* parent.c */
 void	parent_worker_flush(struct worker *);
 void	parent_drain_relays(struct parent *);
+/* The relay in the map for a server-id, or NULL. */
+struct worker	*parent_find_relay(struct parent *, const char *sid);
 /* Re-reads the configuration; errors go to the log and to ctl (may be NULL). */
 int	parent_reload_config(struct parent *, struct ctl_client *);
 void	parent_set_verbose(struct parent *, int);

@@ -189,15 +189,6 @@ ctl_show_servers(struct parent *p, struct ctl_client *c)
 		    (long long)(now - r->started_ms) / 1000);
 }
 
-static struct worker *
-ctl_find_relay(struct parent *p, const char *sid)
-{
-	struct worker	key;
-
-	strlcpy(key.sid, sid, sizeof(key.sid));
-	return RB_FIND(relay_map, &p->relays, &key);
-}
-
 static void
 ctl_show_server(struct parent *p, struct ctl_client *c, const char *sid)
 {
@@ -205,7 +196,7 @@ ctl_show_server(struct parent *p, struct ctl_client *c, const char *sid)
 	struct msg_empty	 e = { 0 };
 
 	parent_drain_relays(p);
-	if ((r = ctl_find_relay(p, sid)) == NULL || r->dead) {
+	if ((r = parent_find_relay(p, sid)) == NULL || r->dead) {
 		ctl_error(c, "no such server-id");
 		ctl_client_finish(c);
 		return;
@@ -282,7 +273,7 @@ ctl_kick(struct parent *p, struct ctl_client *c, const char *sid)
 	struct worker		*r;
 	struct msg_empty	 e = { 0 };
 
-	if ((r = ctl_find_relay(p, sid)) == NULL || r->dead) {
+	if ((r = parent_find_relay(p, sid)) == NULL || r->dead) {
 		ctl_error(c, "no such server-id");
 		return;
 	}

@@ -134,6 +134,7 @@ static void	 relay_report(struct relay *);
 static void	 relay_check_exit(struct relay *);
 static void	 relay_start_grace(struct relay *);
 static void	 relay_probe_start(struct relay *);
+static void	 relay_conn_closing(struct conn *, int);
 static void	 relay_ctl_show(struct relay *, uint64_t);
 static void	 relay_kick(struct relay *);
 
@@ -275,6 +276,18 @@ relay_check_backpressure(struct relay *r)
 		else
 			relay_conn_resume(c);
 	}
+}
+
+/* The oldest binary still waiting for a conflict probe, or NULL. */
+static struct conn *
+relay_first_newcomer(struct relay *r)
+{
+	struct conn	*n;
+
+	TAILQ_FOREACH(n, &r->conns, entry)
+		if (n->role == CR_NEWCOMER && n->state == CS_OPEN)
+			return n;
+	return NULL;
 }
 
 static struct conn *
@@ -465,10 +478,7 @@ relay_binary_gone(struct conn *c)
 		/* a newcomer is waiting: it takes over at once */
 		struct conn	*n;
 
-		TAILQ_FOREACH(n, &r->conns, entry)
-			if (n->role == CR_NEWCOMER && n->state == CS_OPEN)
-				break;
-		if (n != NULL) {
+		if ((n = relay_first_newcomer(r)) != NULL) {
 			r->probing = 0;
 			evtimer_del(r->ev_probe);
 			n->role = CR_BINARY;
@@ -478,11 +488,8 @@ relay_binary_gone(struct conn *c)
 			COUNT(r, upgrades[EP_SERVER][OUT_ACCEPT]);
 			relay_report(r);
 			/* other newcomers now probe the new holder */
-			TAILQ_FOREACH(n, &r->conns, entry)
-				if (n->role == CR_NEWCOMER && n->state == CS_OPEN) {
-					relay_probe_start(r);
-					break;
-				}
+			if (relay_first_newcomer(r) != NULL)
+				relay_probe_start(r);
 			return;
 		}
 		r->probing = 0;
@@ -549,21 +556,32 @@ relay_conn_drop(struct conn *c, const char *why)
 	relay_check_exit(r);
 }
 
+/*
+ * An open connection enters its close handshake (our close frame is queued,
+ * or the peer's arrived): it leaves the registry now, with notice_code
+ * owed to the binary for a phone, and has the close timeout to finish.
+ */
+static void
+relay_conn_closing(struct conn *c, int notice_code)
+{
+	if (c->state != CS_OPEN)
+		return;
+	c->state = CS_CLOSING;
+	c->close_deadline_ms = now_ms() + c->r->lim.close_timeout_ms;
+	if (c->role == CR_PHONE)
+		relay_phone_gone(c, notice_code);
+	else if (c->role == CR_BINARY)
+		relay_binary_gone(c);
+}
+
 /* Starts our side of the close handshake (protocol.md §5: 5 s for the peer's close). */
 static void
 relay_conn_close(struct conn *c, uint16_t code, const char *reason)
 {
-	struct relay	*r = c->r;
-
 	if (c->state != CS_OPEN)
 		return;
-	c->state = CS_CLOSING;
 	ws_send_close(&c->ws, code, reason);
-	c->close_deadline_ms = now_ms() + r->lim.close_timeout_ms;
-	if (c->role == CR_PHONE)
-		relay_phone_gone(c, 1001);
-	else if (c->role == CR_BINARY)
-		relay_binary_gone(c);
+	relay_conn_closing(c, 1001);
 	/* keep reading: the peer's close frame ends the handshake */
 	relay_conn_resume(c);
 	relay_mark_dirty(c);
@@ -745,15 +763,8 @@ relay_ws_close(void *arg, uint16_t code)
 {
 	struct conn	*c = arg;
 
-	if (c->state == CS_OPEN) {
-		/* the peer started the close: its code is the notice's */
-		c->state = CS_CLOSING;
-		c->close_deadline_ms = now_ms() + c->r->lim.close_timeout_ms;
-		if (c->role == CR_PHONE)
-			relay_phone_gone(c, code);
-		else if (c->role == CR_BINARY)
-			relay_binary_gone(c);
-	}
+	/* the peer started the close: its code is the notice's */
+	relay_conn_closing(c, code);
 	relay_mark_dirty(c);
 }
 
@@ -784,14 +795,7 @@ relay_conn_read(evutil_socket_t fd, short ev, void *arg)
 	}
 	if ((code = ws_feed(&c->ws, readbuf, n, &relay_ws_handler, c)) != 0) {
 		/* ws queued the close (1002/1007/1009); the conn is closing */
-		if (c->state == CS_OPEN) {
-			c->state = CS_CLOSING;
-			c->close_deadline_ms = now_ms() + c->r->lim.close_timeout_ms;
-			if (c->role == CR_PHONE)
-				relay_phone_gone(c, 1001);
-			else if (c->role == CR_BINARY)
-				relay_binary_gone(c);
-		}
+		relay_conn_closing(c, 1001);
 	}
 	if (c->state == CS_DEAD)
 		return;
@@ -944,10 +948,7 @@ relay_probe_expired(evutil_socket_t fd, short ev, void *arg)
 	struct conn	*old = r->binary, *n;
 
 	r->probing = 0;
-	TAILQ_FOREACH(n, &r->conns, entry)
-		if (n->role == CR_NEWCOMER && n->state == CS_OPEN)
-			break;
-	if (n == NULL || old == NULL) {
+	if ((n = relay_first_newcomer(r)) == NULL || old == NULL) {
 		relay_report(r);
 		return;
 	}
@@ -959,11 +960,8 @@ relay_probe_expired(evutil_socket_t fd, short ev, void *arg)
 	r->binary = n;
 	relay_conn_close(old, 1011, "heartbeat timeout");
 	relay_report(r);
-	TAILQ_FOREACH(n, &r->conns, entry)
-		if (n->role == CR_NEWCOMER && n->state == CS_OPEN) {
-			relay_probe_start(r);
-			break;
-		}
+	if (relay_first_newcomer(r) != NULL)
+		relay_probe_start(r);
 }
 
 static struct conn *
@@ -1006,14 +1004,8 @@ relay_conn_start(struct conn *c, const struct msg_conn_upgrade *up)
 	relay_conn_schedule(c);
 	if (up->preread_len > 0)
 		if (ws_feed(&c->ws, up->preread, up->preread_len,
-		    &relay_ws_handler, c) != 0 && c->state == CS_OPEN) {
-			c->state = CS_CLOSING;
-			c->close_deadline_ms = now_ms() + c->r->lim.close_timeout_ms;
-			if (c->role == CR_PHONE)
-				relay_phone_gone(c, 1001);
-			else if (c->role == CR_BINARY)
-				relay_binary_gone(c);
-		}
+		    &relay_ws_handler, c) != 0)
+			relay_conn_closing(c, 1001);
 }
 
 static void
@@ -1135,9 +1127,6 @@ relay_check_exit(struct relay *r)
 		return;
 	if (!TAILQ_EMPTY(&r->conns))
 		return;
-	if (r->shutting_down && !r->retired && !r->retiring) {
-		/* the parent is stopping us: nothing to hand back */
-	}
 	event_base_loopexit(r->base, NULL);
 }
 

@@ -149,7 +149,7 @@ ws_frame(struct ws *ws, uint8_t op, const void *a, size_t alen,
 	const void		*piece[3] = { a, b, c };
 	size_t			 plen[3] = { alen, blen, clen };
 	size_t			 total = alen + blen + clen;
-	int			 i, first = 1;
+	int			 i;
 
 	memset(&iocb, 0, sizeof(iocb));
 	iocb.fin = 1;
@@ -169,9 +169,7 @@ ws_frame(struct ws *ws, uint8_t op, const void *a, size_t alen,
 		/* our send callback takes everything, so one call per piece */
 		if (wslay_frame_send(ws->fctx, &iocb) != (ssize_t)plen[i])
 			return -1;
-		first = 0;
 	}
-	(void)first;
 	return obuf_mark_end(&ws->out);
 }
 
