@@ -24,21 +24,6 @@
 #define OBUF_KEEP		16384
 #define MSG_KEEP		16384
 
-static ssize_t
-ws_recv_cb(uint8_t *buf, size_t len, int flags, void *arg)
-{
-	struct ws	*ws = arg;
-	size_t		 n;
-
-	if (ws->inlen == 0)
-		return -1;	/* wslay turns this into WSLAY_ERR_WANT_READ */
-	n = len < ws->inlen ? len : ws->inlen;
-	memcpy(buf, ws->in, n);
-	ws->in += n;
-	ws->inlen -= n;
-	return n;
-}
-
 static int
 obuf_reserve(struct ws_obuf *o, size_t n)
 {
@@ -55,6 +40,8 @@ obuf_reserve(struct ws_obuf *o, size_t n)
 		if (o->cap - o->len >= n)
 			return 0;
 	}
+	if (n > SIZE_MAX - o->len)
+		return -1;
 	need = o->len + n;
 	ncap = o->cap ? o->cap : 1024;
 	while (ncap < need) {
@@ -69,48 +56,30 @@ obuf_reserve(struct ws_obuf *o, size_t n)
 	return 0;
 }
 
-static ssize_t
-ws_send_cb(const uint8_t *data, size_t len, int flags, void *arg)
+static int
+obuf_append(struct ws_obuf *o, const void *data, size_t len)
 {
-	struct ws	*ws = arg;
-	struct ws_obuf	*o = &ws->out;
-
+	if (len == 0)
+		return 0;
 	if (obuf_reserve(o, len) == -1)
 		return -1;
 	memcpy(o->buf + o->len, data, len);
 	o->len += len;
 	o->appended += len;
-	return len;
-}
-
-static int
-ws_genmask_cb(uint8_t *buf, size_t len, void *arg)
-{
-	/* server frames are never masked */
-	return -1;
+	return 0;
 }
 
 int
 ws_init(struct ws *ws, uint64_t max_msg)
 {
-	struct wslay_frame_callbacks cb = {
-		.send_callback = ws_send_cb,
-		.recv_callback = ws_recv_cb,
-		.genmask_callback = ws_genmask_cb,
-	};
-
 	memset(ws, 0, sizeof(*ws));
 	ws->max_msg = max_msg;
-	if (wslay_frame_context_init(&ws->fctx, &cb, ws) != 0)
-		return -1;
 	return 0;
 }
 
 void
 ws_free(struct ws *ws)
 {
-	if (ws->fctx != NULL)
-		wslay_frame_context_free(ws->fctx);
 	free(ws->out.buf);
 	free(ws->out.ends);
 	free(ws->msg);
@@ -141,35 +110,43 @@ obuf_mark_end(struct ws_obuf *o)
 	return 0;
 }
 
+/* Writes a frame header for an unmasked server frame; returns its length. */
+static size_t
+ws_frame_header(unsigned char *h, uint8_t op, uint64_t len)
+{
+	size_t	n = 0;
+	int	i;
+
+	h[n++] = 0x80 | op;
+	if (len < 126)
+		h[n++] = len;
+	else if (len < 65536) {
+		h[n++] = 126;
+		h[n++] = len >> 8;
+		h[n++] = len & 0xff;
+	} else {
+		h[n++] = 127;
+		for (i = 7; i >= 0; i--)
+			h[n++] = (len >> (8 * i)) & 0xff;
+	}
+	return n;
+}
+
 static int
 ws_frame(struct ws *ws, uint8_t op, const void *a, size_t alen,
     const void *b, size_t blen, const void *c, size_t clen)
 {
-	struct wslay_frame_iocb	 iocb;
-	const void		*piece[3] = { a, b, c };
-	size_t			 plen[3] = { alen, blen, clen };
-	size_t			 total = alen + blen + clen;
-	int			 i;
+	unsigned char	 h[10];
+	size_t		 hlen, total = alen + blen + clen;
 
-	memset(&iocb, 0, sizeof(iocb));
-	iocb.fin = 1;
-	iocb.opcode = op;
-	iocb.payload_length = total;
-	if (obuf_reserve(&ws->out, total + 14) == -1)
+	hlen = ws_frame_header(h, op, total);
+	/* one reservation for the whole frame, so the appends cannot fail */
+	if (total > SIZE_MAX - hlen || obuf_reserve(&ws->out, hlen + total) == -1)
 		return -1;
-	if (total == 0) {
-		if (wslay_frame_send(ws->fctx, &iocb) < 0)
-			return -1;
-	}
-	for (i = 0; i < 3; i++) {
-		if (plen[i] == 0)
-			continue;
-		iocb.data = piece[i];
-		iocb.data_length = plen[i];
-		/* our send callback takes everything, so one call per piece */
-		if (wslay_frame_send(ws->fctx, &iocb) != (ssize_t)plen[i])
-			return -1;
-	}
+	obuf_append(&ws->out, h, hlen);
+	obuf_append(&ws->out, a, alen);
+	obuf_append(&ws->out, b, blen);
+	obuf_append(&ws->out, c, clen);
 	return obuf_mark_end(&ws->out);
 }
 
@@ -185,9 +162,7 @@ ws_send_text(struct ws *ws, const void *a, size_t alen, const void *b,
 int
 ws_send_raw(struct ws *ws, const void *data, size_t len)
 {
-	if (ws_send_cb(data, len, 0, ws) != (ssize_t)len)
-		return -1;
-	return 0;
+	return obuf_append(&ws->out, data, len);
 }
 
 int
@@ -387,63 +362,186 @@ ws_control(struct ws *ws, const struct ws_handler *h, void *arg)
 	return 0;
 }
 
-int
-ws_feed(struct ws *ws, const unsigned char *data, size_t len,
+void
+ws_unmask(unsigned char *p, size_t len, const unsigned char key[4], size_t koff)
+{
+	unsigned char	k[8];
+	uint64_t	km, w;
+	size_t		i;
+
+	for (i = 0; i < 8; i++)
+		k[i] = key[(koff + i) & 3];
+	memcpy(&km, k, sizeof(km));
+	/* eight bytes at a time; memcpy keeps unaligned loads defined */
+	for (i = 0; i + 8 <= len; i += 8) {
+		memcpy(&w, p + i, sizeof(w));
+		w ^= km;
+		memcpy(p + i, &w, sizeof(w));
+	}
+	for (; i < len; i++)
+		p[i] ^= k[i & 7];
+}
+
+/*
+ * Decodes a client frame header from p[0..n).  Returns its length, 0 when
+ * more bytes are needed, -1 when it breaks RFC 6455 §5.2: a reserved bit
+ * set (no extension is agreed), no mask (§5.1), a length not in its
+ * shortest form or with the top bit set.
+ */
+static int
+ws_header(struct ws *ws, const unsigned char *p, size_t n)
+{
+	size_t		need = 6, i;
+	uint64_t	len;
+
+	if (n < 2)
+		return 0;
+	if ((p[0] & 0x70) != 0 || (p[1] & 0x80) == 0)
+		return -1;
+	len = p[1] & 0x7f;
+	if (len == 126)
+		need += 2;
+	else if (len == 127)
+		need += 8;
+	if (n < need)
+		return 0;
+	if (len == 126) {
+		len = (p[2] << 8) | p[3];
+		if (len < 126)
+			return -1;
+	} else if (len == 127) {
+		for (len = 0, i = 2; i < 10; i++)
+			len = (len << 8) | p[i];
+		if (len < 65536 || (len >> 63) != 0)
+			return -1;
+	}
+	ws->fop = p[0] & 0x0f;
+	ws->ffin = (p[0] & 0x80) != 0;
+	ws->flen = len;
+	ws->foff = 0;
+	memcpy(ws->fmask, p + need - 4, 4);
+	return need;
+}
+
+/* The header of a frame is decoded: checks it against the message state. */
+static int
+ws_frame_start(struct ws *ws, const struct ws_handler *h, void *arg)
+{
+	if (ws->fop >= 0x8) {
+		if (ws->fop != WS_OP_CLOSE && ws->fop != WS_OP_PING &&
+		    ws->fop != WS_OP_PONG)
+			return ws_fail(ws, 1002, REASON_PROTOCOL);
+		/* §5.5: control frames are short and never fragmented */
+		if (!ws->ffin || ws->flen > sizeof(ws->ctrl))
+			return ws_fail(ws, 1002, REASON_PROTOCOL);
+		return 0;
+	}
+	if (ws->fop == WS_OP_CONT) {
+		if (ws->msgop == 0)
+			return ws_fail(ws, 1002, REASON_PROTOCOL);
+	} else if (ws->fop == WS_OP_TEXT || ws->fop == WS_OP_BINARY) {
+		if (ws->msgop != 0)
+			return ws_fail(ws, 1002, REASON_PROTOCOL);
+		ws->msgop = ws->fop;
+		ws->msglen = 0;
+		if (h->message_start)
+			h->message_start(arg);
+	} else
+		return ws_fail(ws, 1002, REASON_PROTOCOL);
+	/* checked before any byte is buffered: 2^62 announced allocates nothing */
+	if (ws->flen > ws->max_msg || ws->msglen + ws->flen > ws->max_msg)
+		return ws_fail(ws, 1009, REASON_TOO_BIG);
+	return 0;
+}
+
+/* A data message is complete in buf[0..len). */
+static int
+ws_message_done(struct ws *ws, const unsigned char *buf, size_t len,
     const struct ws_handler *h, void *arg)
 {
-	struct wslay_frame_iocb	iocb;
-	ssize_t			r;
-	int			ctrl;
+	int	r = 0;
+
+	if (ws->close_sent)
+		;	/* after our close, data is discarded */
+	else if (ws->msgop == WS_OP_TEXT && !utf8_valid(buf, len))
+		r = ws_fail(ws, 1007, REASON_UTF8);
+	else
+		h->message(arg, ws->msgop == WS_OP_BINARY,
+		    len ? buf : (const unsigned char *)"", len);
+	/* buf may be ws->msg: reset only now */
+	ws_msg_reset(ws);
+	return r;
+}
+
+int
+ws_feed(struct ws *ws, unsigned char *data, size_t len,
+    const struct ws_handler *h, void *arg)
+{
+	size_t	n, have;
+	int	hl, r;
 
 	if (ws->failed || ws->close_rcvd)
 		return 0;
-	ws->in = data;
-	ws->inlen = len;
 	for (;;) {
-		memset(&iocb, 0, sizeof(iocb));
-		r = wslay_frame_recv(ws->fctx, &iocb);
-		if (r == WSLAY_ERR_WANT_READ)
-			break;
-		if (r < 0)
-			return ws_fail(ws, 1002, REASON_PROTOCOL);
 		if (!ws->in_frame) {
-			/* first chunk of a frame: check its header */
+			if (len == 0)
+				break;
+			if (ws->hdrlen == 0) {
+				if ((hl = ws_header(ws, data, len)) == 0) {
+					/* a header is at most 14 bytes: keep the part */
+					memcpy(ws->hdr, data, len);
+					ws->hdrlen = len;
+					break;
+				}
+			} else {
+				/* a header split across reads */
+				have = ws->hdrlen;
+				n = sizeof(ws->hdr) - have;
+				if (n > len)
+					n = len;
+				memcpy(ws->hdr + have, data, n);
+				if ((hl = ws_header(ws, ws->hdr, have + n)) == 0) {
+					ws->hdrlen += n;
+					break;
+				}
+				if (hl > 0) {
+					ws->hdrlen = 0;
+					hl -= have;
+				}
+			}
+			if (hl < 0)
+				return ws_fail(ws, 1002, REASON_PROTOCOL);
+			data += hl;
+			len -= hl;
 			ws->in_frame = 1;
-			ws->fop = iocb.opcode;
-			ws->ffin = iocb.fin;
-			ws->flen = iocb.payload_length;
-			ws->foff = 0;
-			/* clients must mask (RFC 6455 §5.1); no extension is agreed */
-			if (!iocb.mask || iocb.rsv != 0)
-				return ws_fail(ws, 1002, REASON_PROTOCOL);
-			ctrl = ws->fop >= 0x8;
-			if (ctrl) {
-				if (ws->fop != WS_OP_CLOSE && ws->fop != WS_OP_PING &&
-				    ws->fop != WS_OP_PONG)
-					return ws_fail(ws, 1002, REASON_PROTOCOL);
-			} else if (ws->fop == WS_OP_CONT) {
-				if (ws->msgop == 0)
-					return ws_fail(ws, 1002, REASON_PROTOCOL);
-			} else if (ws->fop == WS_OP_TEXT || ws->fop == WS_OP_BINARY) {
-				if (ws->msgop != 0)
-					return ws_fail(ws, 1002, REASON_PROTOCOL);
-				ws->msgop = ws->fop;
-				ws->msglen = 0;
-				if (h->message_start)
-					h->message_start(arg);
-			} else
-				return ws_fail(ws, 1002, REASON_PROTOCOL);
-			if (!ctrl && ws->msglen + ws->flen > ws->max_msg)
-				return ws_fail(ws, 1009, REASON_TOO_BIG);
+			if ((r = ws_frame_start(ws, h, arg)) != 0)
+				return r;
+			/* a whole one-frame message is used where it lies */
+			if (ws->fop != WS_OP_CONT && ws->fop < 0x8 && ws->ffin &&
+			    ws->flen <= len) {
+				n = ws->flen;
+				ws_unmask(data, n, ws->fmask, 0);
+				ws->in_frame = 0;
+				if ((r = ws_message_done(ws, data, n, h, arg)) != 0)
+					return r;
+				data += n;
+				len -= n;
+				if (ws->failed)
+					break;
+				continue;
+			}
 		}
+		n = ws->flen - ws->foff < len ? ws->flen - ws->foff : len;
+		ws_unmask(data, n, ws->fmask, ws->foff & 3);
 		if (ws->fop >= 0x8)
-			memcpy(ws->ctrl + ws->foff, iocb.data, iocb.data_length);
-		else if (!ws->close_sent &&
-		    ws_msg_append(ws, iocb.data, iocb.data_length) == -1)
+			memcpy(ws->ctrl + ws->foff, data, n);
+		else if (!ws->close_sent && ws_msg_append(ws, data, n) == -1)
 			return ws_fail(ws, 1011, "out of memory");
-		ws->foff += iocb.data_length;
+		ws->foff += n;
+		data += n;
+		len -= n;
 		if (ws->foff < ws->flen)
-			continue;
+			break;		/* len is 0: wait for the rest */
 		/* frame complete */
 		ws->in_frame = 0;
 		if (ws->fop >= 0x8) {
@@ -455,22 +553,10 @@ ws_feed(struct ws *ws, const unsigned char *data, size_t len,
 		}
 		if (!ws->ffin)
 			continue;
-		/* message complete */
-		if (!ws->close_sent) {
-			if (ws->msgop == WS_OP_TEXT &&
-			    !utf8_valid(ws->msg, ws->msglen)) {
-				ws_msg_reset(ws);
-				return ws_fail(ws, 1007, REASON_UTF8);
-			}
-			h->message(arg, ws->msgop == WS_OP_BINARY,
-			    ws->msglen ? ws->msg : (const unsigned char *)"",
-			    ws->msglen);
-		}
-		ws_msg_reset(ws);
+		if ((r = ws_message_done(ws, ws->msg, ws->msglen, h, arg)) != 0)
+			return r;
 		if (ws->failed)
 			break;
 	}
-	ws->in = NULL;
-	ws->inlen = 0;
 	return 0;
 }

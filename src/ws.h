@@ -1,13 +1,11 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * RFC 6455 server side over our own buffers.  wslay's frame layer
- * (wslay_frame_recv / wslay_frame_send) is the codec: it parses and unmasks
- * frame headers and payloads and writes frame headers.  This file adds what
- * protocol.md needs on top: message reassembly with a hard size bound,
- * UTF-8 checks, control frames, the close handshake with fixed reasons, and
- * an output buffer whose cost is accounted per message.  See docs/wslay.md
- * for why the event layer of wslay is not used.
+ * RFC 6455, server side, over our own buffers: the frame codec (header
+ * checks, unmasking in place, frame headers out), message reassembly with a
+ * hard size bound, UTF-8 checks, control frames, the close handshake with
+ * fixed reasons, and an output buffer whose cost is accounted per message.
+ * docs/ws-codec.md says why this is not wslay any more.
  */
 #ifndef WS_H
 #define WS_H
@@ -15,8 +13,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
-
-#include <wslay/wslay.h>
 
 #define WS_OP_CONT	0x0
 #define WS_OP_TEXT	0x1
@@ -39,9 +35,6 @@ struct ws_obuf {
 };
 
 struct ws {
-	wslay_frame_context_ptr	 fctx;
-	const unsigned char	*in;		/* bytes being fed */
-	size_t			 inlen;
 	struct ws_obuf		 out;
 
 	/* the data message being reassembled */
@@ -51,8 +44,11 @@ struct ws {
 	uint64_t		 max_msg;
 
 	/* the frame being received */
-	int			 in_frame;
+	unsigned char		 hdr[14];	/* a header split across reads */
+	uint8_t			 hdrlen;
+	int			 in_frame;	/* its header is decoded */
 	uint8_t			 fop, ffin;
+	unsigned char		 fmask[4];
 	uint64_t		 flen, foff;
 	unsigned char		 ctrl[125];
 
@@ -79,8 +75,10 @@ void	 ws_free(struct ws *);
  * Returns 0, or the close code when the peer broke the protocol (a close
  * frame with that code and a fixed reason is queued; stop reading).
  * Data messages that arrive after we sent a close are discarded.
+ * The bytes are unmasked in place: a message that lies whole in them is
+ * handed to the handler where it is, without a copy.
  */
-int	 ws_feed(struct ws *, const unsigned char *, size_t,
+int	 ws_feed(struct ws *, unsigned char *, size_t,
 	    const struct ws_handler *, void *arg);
 
 /* Queue one unfragmented text frame whose payload is the concatenation of
@@ -107,5 +105,8 @@ size_t	 ws_close_frame(unsigned char *out, size_t outsz, uint16_t code,
 	    const char *reason);
 /* 1 when a code may be sent in a close frame (RFC 6455 §7.4). */
 int	 ws_code_sendable(int code);
+/* XORs len bytes with the 4-byte key, starting at key offset koff (0-3). */
+void	 ws_unmask(unsigned char *, size_t, const unsigned char key[4],
+	    size_t koff);
 
 #endif

@@ -2,8 +2,8 @@
 
 /*
  * ws.c driven by scripted byte buffers: framing, reassembly, limits, UTF-8,
- * control frames, the close handshake and output cost accounting.  Also the
- * reason pyrelayd does not use wslay's event layer (docs/wslay.md).
+ * control frames, the close handshake and output cost accounting; the frame
+ * codec: every header form, unmasking, input split at any offset.
  */
 #include "config.h"
 
@@ -25,6 +25,8 @@ struct seen {
 	int		 closes;
 	uint16_t	 close_code;
 	int		 starts;
+	const unsigned char *last_ptr;	/* where the handler got the bytes */
+	uint32_t	 sum;		/* FNV-1a of the last whole message */
 };
 
 static void
@@ -32,8 +34,14 @@ on_message(void *arg, int binary, const unsigned char *buf, size_t len)
 {
 	struct seen	*s = arg;
 
+	size_t		 i;
+
 	s->messages++;
 	s->binary = binary;
+	s->last_ptr = buf;
+	s->sum = 2166136261u;
+	for (i = 0; i < len; i++)
+		s->sum = (s->sum ^ buf[i]) * 16777619u;
 	s->last_len = len < sizeof(s->last) ? len : sizeof(s->last);
 	memcpy(s->last, buf, s->last_len);
 }
@@ -187,7 +195,7 @@ test_fragments_with_ping_between(void)
 }
 
 static void
-expect_failure(const unsigned char *f, size_t n, uint64_t max, int code,
+expect_failure(unsigned char *f, size_t n, uint64_t max, int code,
     const char *reason)
 {
 	struct ws	ws;
@@ -230,9 +238,8 @@ test_too_big(void)
 	n += client_frame(f + n, 1, WS_OP_CONT, payload, 600, 1);
 	expect_failure(f, n, 1024, 1009, "message too big");
 	/*
-	 * A header announcing 2^62 bytes allocates nothing: wslay hands over a
-	 * frame with its first payload byte, and the limit is checked then,
-	 * before that byte is buffered.
+	 * A header announcing 2^62 bytes allocates nothing: the limit is
+	 * checked against the header, before any payload byte is buffered.
 	 */
 	n = 0;
 	f[n++] = 0x81;
@@ -410,67 +417,163 @@ test_code_sendable(void)
 		CU_ASSERT(!ws_code_sendable(bad[i]));
 }
 
+static uint32_t
+fnv(const unsigned char *p, size_t len)
+{
+	uint32_t	h = 2166136261u;
+	size_t		i;
+
+	for (i = 0; i < len; i++)
+		h = (h ^ p[i]) * 16777619u;
+	return h;
+}
+
 /*
- * docs/wslay.md: wslay's event layer closes an over-long message with 1009
- * and an empty reason, and nothing lets the caller give the reason
- * protocol.md §8 requires ("message too big").  This test documents the
- * library behaviour that made us use its frame layer instead.
+ * Every length form (7-bit, 16-bit, 64-bit and their edges), fed whole and
+ * split in two at many offsets (every one inside the header and near the
+ * ends, and a stride through the payload): the handler sees each message
+ * once, with the right bytes, and a frame that lies whole in one read is
+ * handed over where it lies.
  */
-static ssize_t
-evl_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
-    void *arg)
-{
-	struct { const unsigned char *p; size_t n; } *in = arg;
-	size_t	k = len < in->n ? len : in->n;
-
-	if (k == 0) {
-		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-		return -1;
-	}
-	memcpy(buf, in->p, k);
-	in->p += k;
-	in->n -= k;
-	return k;
-}
-
-static unsigned char	evl_out[256];
-static size_t		evl_outlen;
-
-static ssize_t
-evl_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
-    int flags, void *arg)
-{
-	if (len > sizeof(evl_out) - evl_outlen)
-		len = sizeof(evl_out) - evl_outlen;
-	memcpy(evl_out + evl_outlen, data, len);
-	evl_outlen += len;
-	return len;
-}
-
 static void
-test_wslay_event_layer_has_no_reason(void)
+test_length_forms_and_splits(void)
 {
-	struct wslay_event_callbacks	 cb = { evl_recv, evl_send, NULL, NULL,
-					    NULL, NULL, NULL };
-	wslay_event_context_ptr		 ctx;
-	unsigned char			 f[2048];
-	char				 payload[1025];
-	struct { const unsigned char *p; size_t n; } in;
+	const size_t	 lens[] = { 0, 1, 7, 8, 9, 125, 126, 127, 1000,
+			    65535, 65536, 70000 };
+	unsigned char	*payload, *frame, *work;
+	size_t		 li, len, n, cut, hl;
+	struct ws	 ws;
+	struct seen	 s;
+	uint32_t	 want;
 
-	memset(payload, 'a', sizeof(payload));
-	in.n = client_frame(f, 1, WS_OP_TEXT, payload, sizeof(payload), 1);
-	in.p = f;
-	CU_ASSERT_FATAL(wslay_event_context_server_init(&ctx, &cb, &in) == 0);
-	wslay_event_config_set_max_recv_msg_length(ctx, 1024);
-	wslay_event_recv(ctx);
-	evl_outlen = 0;
-	wslay_event_send(ctx);
-	/* a close frame with code 1009 and nothing after the code */
-	CU_ASSERT_EQUAL(evl_outlen, 4);
-	CU_ASSERT_EQUAL(evl_out[0], 0x88);
-	CU_ASSERT_EQUAL(evl_out[1], 2);
-	CU_ASSERT_EQUAL((evl_out[2] << 8) | evl_out[3], 1009);
-	wslay_event_context_free(ctx);
+	payload = malloc(70000);
+	frame = malloc(70000 + 14);
+	work = malloc(70000 + 14);
+	CU_ASSERT_FATAL(payload != NULL && frame != NULL && work != NULL);
+	for (n = 0; n < 70000; n++)
+		payload[n] = (n * 7 + 3) & 0xff;
+	for (li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
+		len = lens[li];
+		want = fnv(payload, len);
+		n = client_frame(frame, 1, WS_OP_BINARY, payload, len, 1);
+		hl = n - len;
+		CU_ASSERT_EQUAL(hl, len < 126 ? 6 : len < 65536 ? 8 : 14);
+		for (cut = 0; cut <= n; cut++) {
+			if (cut > 20 && cut + 20 < n && cut % 997 != 0)
+				continue;
+			memcpy(work, frame, n);
+			memset(&s, 0, sizeof(s));
+			CU_ASSERT_FATAL(ws_init(&ws, 70000) == 0);
+			CU_ASSERT_EQUAL(ws_feed(&ws, work, cut, &handler, &s), 0);
+			CU_ASSERT_EQUAL(ws_feed(&ws, work + cut, n - cut,
+			    &handler, &s), 0);
+			CU_ASSERT_EQUAL(s.messages, 1);
+			CU_ASSERT_EQUAL(s.sum, want);
+			if (len > 0 && (cut == 0 || cut == n))
+				CU_ASSERT(s.last_ptr == work + hl);
+			CU_ASSERT_EQUAL(ws_pending(&ws), 0);
+			ws_free(&ws);
+		}
+	}
+	free(payload);
+	free(frame);
+	free(work);
+}
+
+/* Lengths not in their shortest form, or over 2^63, are protocol errors. */
+static void
+test_length_not_shortest(void)
+{
+	unsigned char	f[32];
+	size_t		n;
+
+	/* 125 in the 16-bit form */
+	n = 0;
+	f[n++] = 0x82;
+	f[n++] = 0x80 | 126;
+	f[n++] = 0;
+	f[n++] = 125;
+	memcpy(f + n, "\1\2\3\4", 4);
+	n += 4;
+	expect_failure(f, n, 1024, 1002, "protocol error");
+	/* 65535 in the 64-bit form */
+	n = 0;
+	f[n++] = 0x82;
+	f[n++] = 0x80 | 127;
+	memcpy(f + n, "\0\0\0\0\0\0\xff\xff", 8);
+	n += 8;
+	memcpy(f + n, "\1\2\3\4", 4);
+	n += 4;
+	expect_failure(f, n, 1 << 20, 1002, "protocol error");
+	/* the top bit of the 64-bit length */
+	n = 0;
+	f[n++] = 0x82;
+	f[n++] = 0x80 | 127;
+	memcpy(f + n, "\x80\0\0\0\0\0\0\0", 8);
+	n += 8;
+	memcpy(f + n, "\1\2\3\4", 4);
+	n += 4;
+	expect_failure(f, n, 1 << 20, 1002, "protocol error");
+	/* a control frame of 126 bytes */
+	{
+		unsigned char	big[160];
+		char		p[126];
+
+		memset(p, 'p', sizeof(p));
+		n = client_frame(big, 1, WS_OP_PING, p, sizeof(p), 1);
+		expect_failure(big, n, 1024, 1002, "protocol error");
+	}
+}
+
+/* ws_unmask matches a byte-by-byte XOR for every length, offset and alignment. */
+static void
+test_unmask(void)
+{
+	const unsigned char	key[4] = { 0xa1, 0x5b, 0x3c, 0xd7 };
+	unsigned char		buf[64], ref[64];
+	size_t			len, koff, align, i;
+
+	for (align = 0; align < 8; align++)
+		for (koff = 0; koff < 4; koff++)
+			for (len = 0; len + align <= sizeof(buf); len++) {
+				for (i = 0; i < sizeof(buf); i++)
+					buf[i] = ref[i] = i * 13 + 1;
+				for (i = 0; i < len; i++)
+					ref[align + i] ^= key[(koff + i) % 4];
+				ws_unmask(buf + align, len, key, koff);
+				CU_ASSERT(memcmp(buf, ref, sizeof(buf)) == 0);
+			}
+}
+
+/* Two messages and a ping in one read; the second message split from its
+ * header by the read boundary keeps the mask phase right. */
+static void
+test_several_in_one_read(void)
+{
+	struct ws	ws;
+	struct seen	s = { 0 };
+	unsigned char	f[512];
+	char		p[200];
+	size_t		n = 0, m;
+
+	memset(p, 'q', sizeof(p));
+	CU_ASSERT_FATAL(ws_init(&ws, 1024) == 0);
+	n += client_frame(f + n, 1, WS_OP_TEXT, "{\"a\":1}", 7, 1);
+	n += client_frame(f + n, 1, WS_OP_PING, "", 0, 1);
+	m = n;
+	n += client_frame(f + n, 1, WS_OP_TEXT, p, sizeof(p), 1);
+	/* the read ends 3 bytes into the second message's payload */
+	CU_ASSERT_EQUAL(ws_feed(&ws, f, m + 8 + 3, &handler, &s), 0);
+	CU_ASSERT_EQUAL(s.messages, 1);
+	CU_ASSERT(memcmp(s.last, "{\"a\":1}", 7) == 0);
+	CU_ASSERT_EQUAL(ws_feed(&ws, f + m + 11, n - m - 11, &handler, &s), 0);
+	CU_ASSERT_EQUAL(s.messages, 2);
+	CU_ASSERT_EQUAL(s.last_len, sizeof(p));
+	CU_ASSERT(memcmp(s.last, p, sizeof(p)) == 0);
+	/* the pong went out */
+	CU_ASSERT_EQUAL(ws_pending(&ws), 2);
+	CU_ASSERT_EQUAL(ws.out.buf[0], 0x8a);
+	ws_free(&ws);
 }
 
 int
@@ -492,8 +595,10 @@ main(void)
 	CU_add_test(s, "after our close", test_after_our_close);
 	CU_add_test(s, "output and cost", test_output_and_cost);
 	CU_add_test(s, "sendable close codes", test_code_sendable);
-	s = CU_add_suite("wslay event layer", NULL, NULL);
-	CU_add_test(s, "1009 without a reason", test_wslay_event_layer_has_no_reason);
+	CU_add_test(s, "length forms, split at any offset", test_length_forms_and_splits);
+	CU_add_test(s, "lengths not in shortest form", test_length_not_shortest);
+	CU_add_test(s, "unmask", test_unmask);
+	CU_add_test(s, "several frames in one read", test_several_in_one_read);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
