@@ -66,6 +66,8 @@ struct conn {
 	int			 wr_shut;	/* SHUT_WR done after a failure close */
 	struct ws		 ws;
 	char			 conn_id[CONN_ID_MAX + 1];
+	char			 envhead[32 + CONN_ID_MAX];	/* {"conn_id":"..","frame": */
+	int			 envhead_len;		/* 0 until first built */
 	size_t			 conn_id_len;
 	char			 device[DEVICE_NAME_MAX + 1];
 	int64_t			 created_ms;
@@ -75,6 +77,7 @@ struct conn {
 	int64_t			 close_deadline_ms;	/* CS_CLOSING */
 	int64_t			 progress_ms;		/* last write progress */
 	int64_t			 msg_started_ms;	/* 0 when no message is partial */
+	int64_t			 timer_at;		/* the deadline ev_timer is armed for */
 	int			 notice_done;		/* close notice sent or not owed */
 	int			 unregistered;
 	uint64_t		 bytes_in, bytes_out;
@@ -120,6 +123,7 @@ struct relay {
 
 static struct relay	*relay;
 static unsigned char	 readbuf[READ_CHUNK];
+_Static_assert(PREREAD_MAX <= READ_CHUNK, "a preread fits the read buffer");
 
 static void	 relay_conn_read(evutil_socket_t, short, void *);
 static void	 relay_conn_write(evutil_socket_t, short, void *);
@@ -148,7 +152,23 @@ static const struct msg_rule relay_rules[] = {
 	{ MSG_CTL_KICK, sizeof(struct msg_empty), MSG_FD_NONE, "CTL_KICK" },
 };
 
-#define COUNT(r, field)	do { (r)->cnt.field++; (r)->cnt_dirty = 1; } while (0)
+/*
+ * The counters timer runs only while there are increments to send: an idle
+ * relay has no timer and is never woken (a per-second tick in every relay
+ * cost most of a core at 20,000 server-ids).
+ */
+#define COUNT(r, field)	do { (r)->cnt.field++; relay_counters_arm(r); } while (0)
+
+static void
+relay_counters_arm(struct relay *r)
+{
+	struct timeval	tv = { COUNTERS_MS / 1000, (COUNTERS_MS % 1000) * 1000 };
+
+	if (r->cnt_dirty)
+		return;
+	r->cnt_dirty = 1;
+	evtimer_add(r->ev_counters, &tv);
+}
 
 /* Sends the counter increments gathered since the last time. */
 static void
@@ -161,6 +181,7 @@ relay_counters_flush(struct relay *r)
 		fatalx("relay %s: parent channel: %s", r->sid, r->chan.errstr);
 	memset(&r->cnt, 0, sizeof(r->cnt));
 	r->cnt_dirty = 0;
+	evtimer_del(r->ev_counters);
 }
 
 static void
@@ -677,8 +698,6 @@ relay_phone_message(struct conn *c, const unsigned char *buf, size_t len)
 	struct relay	*r = c->r;
 	unsigned char	*out;
 	ssize_t		 n;
-	char		 head[32 + CONN_ID_MAX];
-	int		 hl;
 
 	if ((out = relay_scratch(r, len)) == NULL) {
 		relay_conn_close(c, 1011, "out of memory");
@@ -688,9 +707,11 @@ relay_phone_message(struct conn *c, const unsigned char *buf, size_t len)
 		relay_conn_close(c, 1007, "invalid JSON");
 		return;
 	}
-	hl = snprintf(head, sizeof(head), "{\"conn_id\":\"%s\",\"frame\":",
-	    c->conn_id);
-	if (relay_to_binary(r, head, hl, out, n, "}", 1, 0) == 0)
+	/* the phone's envelope head is the same for each of its messages */
+	if (c->envhead_len == 0)
+		c->envhead_len = snprintf(c->envhead, sizeof(c->envhead),
+		    "{\"conn_id\":\"%s\",\"frame\":", c->conn_id);
+	if (relay_to_binary(r, c->envhead, c->envhead_len, out, n, "}", 1, 0) == 0)
 		COUNT(r, frames_p2b);
 	else {
 		log_info("event=grace_queue_full server_id=%s conn_id=%s",
@@ -799,7 +820,9 @@ relay_conn_read(evutil_socket_t fd, short ev, void *arg)
 	}
 	if (c->state == CS_DEAD)
 		return;
-	relay_mark_dirty(c);
+	/* write only what the read queued (a pong, a close) or a closing conn */
+	if (ws_pending(&c->ws) > 0 || c->state != CS_OPEN)
+		relay_mark_dirty(c);
 	relay_conn_schedule(c);
 }
 
@@ -875,6 +898,10 @@ relay_conn_schedule(struct conn *c)
 	if (c->msg_started_ms &&
 	    (t = c->msg_started_ms + r->lim.message_timeout_ms) < next)
 		next = t;
+	/* most calls find the deadline unchanged: leave the timer as it is */
+	if (next == c->timer_at && evtimer_pending(c->ev_timer, NULL))
+		return;
+	c->timer_at = next;
 	t = next - now_ms();
 	if (t < 0)
 		t = 0;
@@ -1002,10 +1029,13 @@ relay_conn_start(struct conn *c, const struct msg_conn_upgrade *up)
 	relay_mark_dirty(c);
 	event_add(c->ev_read, NULL);
 	relay_conn_schedule(c);
-	if (up->preread_len > 0)
-		if (ws_feed(&c->ws, up->preread, up->preread_len,
+	if (up->preread_len > 0) {
+		/* ws_feed unmasks in place: feed a copy, in the read buffer */
+		memcpy(readbuf, up->preread, up->preread_len);
+		if (ws_feed(&c->ws, readbuf, up->preread_len,
 		    &relay_ws_handler, c) != 0)
 			relay_conn_closing(c, 1001);
+	}
 }
 
 static void
@@ -1307,20 +1337,15 @@ relay_main(int fd)
 	r->ev_sigterm = evsignal_new(r->base, SIGTERM, relay_shutdown, r);
 	r->ev_sigint = evsignal_new(r->base, SIGINT, relay_ignore, r);
 	r->ev_sighup = evsignal_new(r->base, SIGHUP, relay_ignore, r);
-	r->ev_counters = event_new(r->base, -1, EV_PERSIST, relay_counters_tick, r);
+	r->ev_counters = evtimer_new(r->base, relay_counters_tick, r);
 	if (r->ev_chan == NULL || r->ev_flush == NULL || r->ev_grace == NULL ||
-	    r->ev_probe == NULL || r->ev_sigterm == NULL)
+	    r->ev_probe == NULL || r->ev_sigterm == NULL || r->ev_counters == NULL)
 		fatalx("relay: event_new");
 	event_priority_set(r->ev_flush, 0);
 	event_add(r->ev_chan, NULL);
 	event_add(r->ev_sigterm, NULL);
 	event_add(r->ev_sigint, NULL);
 	event_add(r->ev_sighup, NULL);
-	{
-		struct timeval	tv = { COUNTERS_MS / 1000, (COUNTERS_MS % 1000) * 1000 };
-
-		event_add(r->ev_counters, &tv);
-	}
 	signal(SIGPIPE, SIG_IGN);
 
 	/* the CSPRNG is seeded before the sandbox forbids what seeding needs */

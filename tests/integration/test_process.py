@@ -284,6 +284,49 @@ class ReclaimAtGraceDeadline(unittest.TestCase):
             self.assertIsNone(crash, crash and crash.group(0))
 
 
+
+def ctxt_switches(pid):
+    st = harness.proc_status(pid)
+    return (int(st["voluntary_ctxt_switches"]) +
+            int(st["nonvoluntary_ctxt_switches"]))
+
+
+class IdleRelays(unittest.TestCase):
+    """A relay whose clients are quiet is never woken: no per-second timer
+    (at 20,000 server-ids such a tick cost most of a core)."""
+
+    QUIET_S = 2.5   # the heartbeat (30 s) is far off
+
+    def test_idle_relay_is_not_woken(self):
+        with harness.Daemon(extra_conf=RATE) as d:
+            async def main():
+                b = await harness.binary(d, "idle-a")
+                p = await harness.phone(d, "idle-a")
+                await harness.assert_exchange(b, p, "idle-a")
+                pid = (await asyncio.to_thread(d.wait_relays, 1))["idle-a"]
+
+                # the relay sends its counts to the parent a moment after
+                # the exchange: wait until /metrics shows them
+                def counted():
+                    _, _, body = harness.http_get(d.metrics_port, "/metrics")
+                    return re.search(
+                        rb'frames_forwarded_total\{direction="binary_to_phone"\} 1\b',
+                        body) is not None
+                await asyncio.to_thread(harness.poll_until, counted,
+                                        10 * SLOW, "the counts to arrive")
+                before = ctxt_switches(pid)
+                # nothing happens in this interval: it is what is measured
+                await asyncio.sleep(self.QUIET_S)
+                after = ctxt_switches(pid)
+                self.assertEqual(after, before,
+                                 "the idle relay was woken %d times in %.1f s"
+                                 % (after - before, self.QUIET_S))
+                # and it still serves
+                await harness.assert_exchange(b, p, "idle-a", 2)
+                await harness.close_all(b, p)
+            harness.run(main())
+
+
 if __name__ == "__main__":
     if os.geteuid() != 0:
         print("SKIP: test_process.py needs root (workers drop to user "
