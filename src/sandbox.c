@@ -177,63 +177,6 @@ sandbox_role_name(enum proc_role role)
 	}
 }
 
-int
-sandbox_check(const struct config *conf, uid_t *uid, gid_t *gid,
-    char *errbuf, size_t errlen)
-{
-	struct passwd	*pw;
-	struct stat	 st;
-
-	if (geteuid() != 0) {
-		*uid = getuid();
-		*gid = getgid();
-		return 0;
-	}
-
-	errno = 0;
-	if ((pw = getpwnam(conf->user)) == NULL) {
-		if (errno != 0 && errno != ENOENT && errno != ESRCH)
-			snprintf(errbuf, errlen, "user \"%s\": %s", conf->user,
-			    strerror(errno));
-		else
-			snprintf(errbuf, errlen, "user \"%s\": no such user",
-			    conf->user);
-		return -1;
-	}
-	/* a worker running as root would have gained nothing from the drop */
-	if (pw->pw_uid == 0) {
-		snprintf(errbuf, errlen, "user \"%s\": must not be uid 0",
-		    conf->user);
-		return -1;
-	}
-
-	if (conf->chroot[0] != '/') {
-		snprintf(errbuf, errlen, "chroot \"%s\": must be an absolute "
-		    "path", conf->chroot);
-		return -1;
-	}
-	if (stat(conf->chroot, &st) == -1) {
-		snprintf(errbuf, errlen, "chroot \"%s\": %s", conf->chroot,
-		    strerror(errno));
-		return -1;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		snprintf(errbuf, errlen, "chroot \"%s\": %s", conf->chroot,
-		    strerror(ENOTDIR));
-		return -1;
-	}
-	/* the worker's uid must not be able to plant files in its own root */
-	if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-		snprintf(errbuf, errlen, "chroot \"%s\": must be owned by root "
-		    "and not writable by group or others", conf->chroot);
-		return -1;
-	}
-
-	*uid = pw->pw_uid;
-	*gid = pw->pw_gid;
-	return 0;
-}
-
 /* libseccomp returns -errno */
 static void
 sandbox_seccomp_check(int rc, const char *role, const char *what)
