@@ -790,7 +790,12 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 			parent_worker_kill(p, w, "bad CONN_REROUTE");
 			break;
 		}
-		/* step 3: routed again as if new */
+		/* step 3: routed again as if new; while stopping, nothing is */
+		if (p->stopping) {
+			close(m->fd);
+			conn_release(p, c);
+			break;
+		}
 		parent_route(p, c, (struct msg_conn_upgrade *)m->body, m->fd);
 		break;
 	default:

@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 
 #include <errno.h>
+#include <malloc.h>
 #include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
@@ -359,6 +360,15 @@ relay_gq_push(struct relay *r, const void *a, size_t alen, const void *b,
 }
 
 /* Reclaim: the queued envelopes go to the new binary first, in order. */
+/* Empties the grace queue (delivered, or no binary will come). */
+static void
+relay_gq_clear(struct relay *r)
+{
+	free(r->gq);
+	r->gq = NULL;
+	r->gq_len = r->gq_cap = r->gq_bytes = 0;
+}
+
 static void
 relay_gq_flush(struct relay *r)
 {
@@ -371,9 +381,7 @@ relay_gq_flush(struct relay *r)
 		ws_send_text(&r->binary->ws, r->gq + off, len32, NULL, 0, NULL, 0);
 		off += len32;
 	}
-	free(r->gq);
-	r->gq = NULL;
-	r->gq_len = r->gq_cap = r->gq_bytes = 0;
+	relay_gq_clear(r);
 	relay_mark_dirty(r->binary);
 }
 
@@ -431,6 +439,38 @@ relay_phone_gone(struct conn *c, int notice_code)
 	relay_check_exit(r);
 }
 
+/*
+ * architecture.md "The retire handshake", step 1: leave the parent's map.
+ * Sent once; the relay exits only after RETIRE_OK, so that whatever the
+ * parent sent before it is handed back (CONN_REROUTE), never lost.
+ */
+static void
+relay_retire(struct relay *r)
+{
+	struct msg_empty	e = { 0 };
+
+	if (r->retiring)
+		return;
+	r->retiring = 1;
+	r->in_grace = 0;
+	evtimer_del(r->ev_grace);
+	msg_compose(&r->chan, MSG_RETIRE, 0, &e, sizeof(e), -1);
+	relay_chan_flush(r);
+}
+
+/* Every open connection starts its close with 1001 and the reason. */
+static void
+relay_close_all(struct relay *r, const char *reason)
+{
+	struct conn	*c, *next;
+
+	TAILQ_FOREACH_SAFE(c, &r->conns, entry, next) {
+		c->notice_done = 1;
+		if (c->state == CS_OPEN)
+			relay_conn_close(c, 1001, reason);
+	}
+}
+
 static void
 relay_grace_expired(evutil_socket_t fd, short ev, void *arg)
 {
@@ -446,17 +486,8 @@ relay_grace_expired(evutil_socket_t fd, short ev, void *arg)
 			relay_conn_close(c, 1011, "binary did not reconnect");
 		}
 	}
-	free(r->gq);
-	r->gq = NULL;
-	r->gq_len = r->gq_cap = r->gq_bytes = 0;
-	/* architecture.md "The retire handshake", step 1 */
-	if (!r->retiring) {
-		struct msg_empty	e = { 0 };
-
-		r->retiring = 1;
-		msg_compose(&r->chan, MSG_RETIRE, 0, &e, sizeof(e), -1);
-		relay_chan_flush(r);
-	}
+	relay_gq_clear(r);
+	relay_retire(r);
 	relay_report(r);
 	relay_check_exit(r);
 }
@@ -1153,7 +1184,7 @@ relay_attach_one(struct relay *r, struct msg *m)
 static void
 relay_check_exit(struct relay *r)
 {
-	if (!(r->retired || r->shutting_down))
+	if (!r->retired)
 		return;
 	if (!TAILQ_EMPTY(&r->conns))
 		return;
@@ -1211,6 +1242,8 @@ relay_dispatch(evutil_socket_t fd, short ev, void *arg)
 		}
 	}
 	free(m);
+	/* hand back the pages set-up and this batch used (not the data path) */
+	malloc_trim(0);
 }
 
 /* pyrelayctl show server: one message per registered phone, then the end. */
@@ -1242,25 +1275,10 @@ relay_ctl_show(struct relay *r, uint64_t req)
 static void
 relay_kick(struct relay *r)
 {
-	struct conn		*c, *next;
-	struct msg_empty	 e = { 0 };
-
 	log_info("event=server_kicked server_id=%s phones=%d", r->sid, r->nphones);
-	if (!r->retiring) {
-		r->retiring = 1;
-		r->in_grace = 0;
-		evtimer_del(r->ev_grace);
-		msg_compose(&r->chan, MSG_RETIRE, 0, &e, sizeof(e), -1);
-		relay_chan_flush(r);
-	}
-	TAILQ_FOREACH_SAFE(c, &r->conns, entry, next) {
-		c->notice_done = 1;
-		if (c->state == CS_OPEN)
-			relay_conn_close(c, 1001, "kicked by operator");
-	}
-	free(r->gq);
-	r->gq = NULL;
-	r->gq_len = r->gq_cap = r->gq_bytes = 0;
+	relay_retire(r);
+	relay_close_all(r, "kicked by operator");
+	relay_gq_clear(r);
 	relay_report(r);
 	relay_check_exit(r);
 }
@@ -1269,16 +1287,18 @@ static void
 relay_shutdown(evutil_socket_t sig, short ev, void *arg)
 {
 	struct relay	*r = arg;
-	struct conn	*c, *next;
 
 	if (r->shutting_down)
 		return;
 	r->shutting_down = 1;
-	TAILQ_FOREACH_SAFE(c, &r->conns, entry, next) {
-		c->notice_done = 1;
-		if (c->state == CS_OPEN)
-			relay_conn_close(c, 1001, "shutting down");
-	}
+	/*
+	 * Leave the map first: a SIGTERM may reach one relay alone (an
+	 * operator, or systemd stopping a process), and the parent keeps
+	 * routing its server-id to it until it knows.
+	 */
+	relay_retire(r);
+	relay_close_all(r, "shutting down");
+	relay_gq_clear(r);
 	relay_check_exit(r);
 }
 
@@ -1356,6 +1376,7 @@ relay_main(int fd)
 	}
 	sandbox_enter(ROLE_RELAY, setup, RELAY_MAXFDS);
 	free(m);
+	malloc_trim(0);
 	relay_title(r);
 	msg_hello(&r->chan, ROLE_RELAY);
 	relay_chan_flush(r);

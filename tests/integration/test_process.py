@@ -327,6 +327,49 @@ class IdleRelays(unittest.TestCase):
             harness.run(main())
 
 
+
+class RelayStoppedAlone(unittest.TestCase):
+    """SIGTERM to one relay (an operator, a service manager): it leaves the
+    parent's map before it closes its clients, so its server-id is served
+    at once by a new relay, even while the old one still waits for a phone
+    that never answers its close."""
+
+    def test_sigterm_to_one_relay(self):
+        with harness.Daemon(extra_conf=RATE) as d:
+            async def main():
+                sid = "alone-a"
+                b1 = await harness.binary(d, sid)
+                silent = await asyncio.to_thread(
+                    harness.RawWS.connect, d.port,
+                    harness.upgrade_request(d.port, "/v1/client", sid=sid))
+                self.assertEqual(silent.status, 101)
+                old = (await asyncio.to_thread(d.wait_relays, 1))[sid]
+                started = harness.proc_stat(old)[2]
+                os.kill(old, signal.SIGTERM)
+                await harness.expect_close(b1, 1001)
+                # the silent phone gets its close and never answers it
+                fin, op, payload = await asyncio.to_thread(silent.read_frame)
+                self.assertEqual(op, 0x8)
+                self.assertEqual(payload[:2], b"\x03\xe9")  # 1001
+                # the old relay is still there, in its close handshake
+                self.assertTrue(harness.same_process(old, started))
+                b2 = await harness.binary(d, sid)
+                p2 = await harness.phone(d, sid)
+                await harness.assert_exchange(b2, p2, sid)
+                new = (await asyncio.to_thread(d.wait_relays, 1))[sid]
+                self.assertNotEqual(new, old)
+                # the old relay ends by itself when the close times out
+                await asyncio.to_thread(
+                    d.wait_log,
+                    r"\bevent=relay_exited pid=%d\b.*\bstatus=0\b" % old,
+                    15 * SLOW)
+                silent.close()
+                await harness.close_all(b2, p2)
+            harness.run(main(), timeout=60 * SLOW)
+            self.assertNotRegex(d.log_text(), r"\bevent=worker_killed\b")
+            self.assertNotRegex(d.log_text(), r"\babnormal=1\b")
+
+
 if __name__ == "__main__":
     if os.geteuid() != 0:
         print("SKIP: test_process.py needs root (workers drop to user "
