@@ -112,9 +112,6 @@ struct relay {
 	/* grace queue: [uint32 len][envelope] records */
 	unsigned char		*gq;
 	size_t			 gq_len, gq_cap, gq_bytes;
-	/* scratch for compaction, grown to the largest message seen */
-	unsigned char		*scratch;
-	size_t			 scratch_cap;
 	uint32_t		 reported_binary, reported_phones, reported_probing;
 	int			 reported_once;
 	struct relay_counters	 cnt;		/* increments not yet sent */
@@ -705,36 +702,14 @@ relay_binary_message(struct conn *c, const unsigned char *buf, size_t len)
 	relay_deliver(r, &env);
 }
 
-static unsigned char *
-relay_scratch(struct relay *r, size_t len)
-{
-	size_t	 ncap;
-	void	*p;
-
-	if (len <= r->scratch_cap)
-		return r->scratch;
-	ncap = r->scratch_cap ? r->scratch_cap : 4096;
-	while (ncap < len)
-		ncap *= 2;
-	if ((p = realloc(r->scratch, ncap)) == NULL)
-		return NULL;
-	r->scratch = p;
-	r->scratch_cap = ncap;
-	return r->scratch;
-}
-
 static void
-relay_phone_message(struct conn *c, const unsigned char *buf, size_t len)
+relay_phone_message(struct conn *c, unsigned char *buf, size_t len)
 {
 	struct relay	*r = c->r;
-	unsigned char	*out;
 	ssize_t		 n;
 
-	if ((out = relay_scratch(r, len)) == NULL) {
-		relay_conn_close(c, 1011, "out of memory");
-		return;
-	}
-	if ((n = json_compact(buf, len, out)) < 0) {
+	/* compacted where it lies (the read buffer or the reassembly buffer) */
+	if ((n = json_compact(buf, len, buf)) < 0) {
 		relay_conn_close(c, 1007, "invalid JSON");
 		return;
 	}
@@ -742,7 +717,7 @@ relay_phone_message(struct conn *c, const unsigned char *buf, size_t len)
 	if (c->envhead_len == 0)
 		c->envhead_len = snprintf(c->envhead, sizeof(c->envhead),
 		    "{\"conn_id\":\"%s\",\"frame\":", c->conn_id);
-	if (relay_to_binary(r, c->envhead, c->envhead_len, out, n, "}", 1, 0) == 0)
+	if (relay_to_binary(r, c->envhead, c->envhead_len, buf, n, "}", 1, 0) == 0)
 		COUNT(r, frames_p2b);
 	else {
 		log_info("event=grace_queue_full server_id=%s conn_id=%s",
@@ -752,7 +727,7 @@ relay_phone_message(struct conn *c, const unsigned char *buf, size_t len)
 }
 
 static void
-relay_ws_message(void *arg, int binary, const unsigned char *buf, size_t len)
+relay_ws_message(void *arg, int binary, unsigned char *buf, size_t len)
 {
 	struct conn	*c = arg;
 

@@ -456,18 +456,18 @@ ws_frame_start(struct ws *ws, const struct ws_handler *h, void *arg)
 
 /* A data message is complete in buf[0..len). */
 static int
-ws_message_done(struct ws *ws, const unsigned char *buf, size_t len,
+ws_message_done(struct ws *ws, unsigned char *buf, size_t len,
     const struct ws_handler *h, void *arg)
 {
-	int	r = 0;
+	static unsigned char	empty[1];
+	int			r = 0;
 
 	if (ws->close_sent)
 		;	/* after our close, data is discarded */
 	else if (ws->msgop == WS_OP_TEXT && !utf8_valid(buf, len))
 		r = ws_fail(ws, 1007, REASON_UTF8);
 	else
-		h->message(arg, ws->msgop == WS_OP_BINARY,
-		    len ? buf : (const unsigned char *)"", len);
+		h->message(arg, ws->msgop == WS_OP_BINARY, len ? buf : empty, len);
 	/* buf may be ws->msg: reset only now */
 	ws_msg_reset(ws);
 	return r;

@@ -59,8 +59,9 @@ struct ws {
 };
 
 struct ws_handler {
-	/* a complete data message; binary = 1 for opcode 2 */
-	void	(*message)(void *, int binary, const unsigned char *, size_t);
+	/* a complete data message; binary = 1 for opcode 2.  The bytes are
+	 * the codec's (the fed buffer or its own) and may be changed in place. */
+	void	(*message)(void *, int binary, unsigned char *, size_t);
 	void	(*pong)(void *);
 	/* the peer's close frame arrived; the echo is queued already when needed */
 	void	(*close)(void *, uint16_t code);

@@ -30,7 +30,7 @@ struct seen {
 };
 
 static void
-on_message(void *arg, int binary, const unsigned char *buf, size_t len)
+on_message(void *arg, int binary, unsigned char *buf, size_t len)
 {
 	struct seen	*s = arg;
 
