@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 #include <sys/queue.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -27,6 +28,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +54,7 @@
 #define IP_IDLE_MAX		65536	/* idle addresses kept at most (see ip_sweep) */
 #define POOL_FILL_BATCH		4	/* pooled relays started per loop turn */
 #define POOL_RETRY_MS		1000	/* after a pooled relay failed to start */
+#define SPAWN_STACK_SIZE	(64 * 1024)	/* the spawn child's, until execve */
 
 static struct parent	*P;
 
@@ -331,6 +334,85 @@ parent_send_setup(struct parent *p, struct worker *w)
 	}
 }
 
+/* What the spawn child needs; on the parent's memory (CLONE_VM). */
+struct spawn_req {
+	const char	*path;
+	char		**argv;
+	int		 fd;		/* the child's channel, to become fd 3 */
+};
+
+extern char **environ;
+
+/*
+ * The child of clone(CLONE_VM | CLONE_VFORK): it runs on the parent's
+ * memory, on its own small stack, while the parent waits for the execve.
+ * So only async-signal-safe calls, nothing written but its own stack, and
+ * no sanitizer bookkeeping on that stack (docs/pool.md).
+ */
+__attribute__((no_sanitize_address))
+static int
+spawn_child(void *arg)
+{
+	const struct spawn_req	*rq = arg;
+	struct sigaction	 sa;
+	sigset_t		 none;
+	int			 sig;
+
+	/* the child's channel is fd 3 */
+	if (rq->fd == 3) {
+		if (fcntl(3, F_SETFD, 0) == -1)
+			_exit(127);
+	} else if (dup2(rq->fd, 3) == -1)
+		_exit(127);
+	/* the parent blocked every signal; its handlers must never run here */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	for (sig = 1; sig < NSIG; sig++)
+		(void)sigaction(sig, &sa, NULL);
+	/* nothing else crosses the exec (the parent's fds are close-on-exec too) */
+	(void)close_range(4, ~0U, 0);
+	sigemptyset(&none);
+	(void)sigprocmask(SIG_SETMASK, &none, NULL);
+	execve(rq->path, rq->argv, environ);
+	_exit(127);
+}
+
+/*
+ * Starts a process: clone(CLONE_VM | CLONE_VFORK) then execve, which copies
+ * neither the parent's page tables nor touches its memory; fork() copied
+ * both, at a cost growing with every live relay (docs/pool.md, measured).
+ */
+static pid_t
+parent_start_process(const char *path, char **argv, int fd)
+{
+	static void		*stack;
+	struct spawn_req	 rq;
+	sigset_t		 all, old;
+	pid_t			 pid;
+	int			 saved;
+
+	if (stack == NULL) {
+		stack = mmap(NULL, SPAWN_STACK_SIZE, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+		if (stack == MAP_FAILED) {
+			stack = NULL;
+			return -1;
+		}
+	}
+	rq.path = path;
+	rq.argv = argv;
+	rq.fd = fd;
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
+	/* CLONE_VFORK: back here once the child has exec'd or exited */
+	pid = clone(spawn_child, (char *)stack + SPAWN_STACK_SIZE,
+	    CLONE_VM | CLONE_VFORK | SIGCHLD, &rq);
+	saved = errno;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	errno = saved;
+	return pid;
+}
+
 static struct worker *
 parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 {
@@ -344,37 +426,21 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 		log_warn("event=spawn_failed step=socketpair");
 		return NULL;
 	}
-	switch ((pid = fork())) {
-	case -1:
-		log_warn("event=spawn_failed step=fork");
+	/* argv[0] names the titles ps(1) shows: "pyrelayd: relay ..." */
+	argv[argc++] = "pyrelayd";
+	if (role == ROLE_FRONT) {
+		argv[argc++] = "-P";
+		argv[argc++] = "front";
+	}
+	if (p->opts.foreground)
+		argv[argc++] = "-d";
+	argv[argc] = NULL;
+	if ((pid = parent_start_process(role == ROLE_FRONT ? p->self :
+	    p->relay_exe, argv, sv[1])) == -1) {
+		log_warn("event=spawn_failed step=clone");
 		close(sv[0]);
 		close(sv[1]);
 		return NULL;
-	case 0:
-		/* the child's channel is fd 3; everything else is close-on-exec */
-		if (sv[1] == 3) {
-			if (fcntl(3, F_SETFD, 0) == -1)
-				_exit(127);
-		} else if (dup2(sv[1], 3) == -1)
-			_exit(127);
-		signal(SIGPIPE, SIG_DFL);
-		{
-			sigset_t	set;
-
-			sigemptyset(&set);
-			sigprocmask(SIG_SETMASK, &set, NULL);
-		}
-		/* argv[0] names the titles ps(1) shows: "pyrelayd: relay ..." */
-		argv[argc++] = "pyrelayd";
-		if (role == ROLE_FRONT) {
-			argv[argc++] = "-P";
-			argv[argc++] = "front";
-		}
-		if (p->opts.foreground)
-			argv[argc++] = "-d";
-		argv[argc] = NULL;
-		execv(role == ROLE_FRONT ? p->self : p->relay_exe, argv);
-		_exit(127);
 	}
 	close(sv[1]);
 	w = xcalloc(1, sizeof(*w));
