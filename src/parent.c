@@ -564,6 +564,7 @@ pool_resize(struct parent *p)
 	while (p->npool > p->conf->relay_pool &&
 	    (w = TAILQ_LAST(&p->pool, worker_list)) != NULL) {
 		pool_remove(p, w);
+		log_info("event=relay_pool_stop pid=%d", (int)w->pid);
 		kill(w->pid, SIGTERM);
 	}
 	pool_schedule(p, 0);

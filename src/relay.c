@@ -1290,7 +1290,7 @@ relay_assign(struct relay *r, const struct msg_assign *a)
 	r->lim = a->lim;
 	relay_counters_start(r);
 	relay_title(r);
-	log_debug("event=relay_assigned server_id=%s", r->sid);
+	log_debug("event=relay_ready server_id=%s pooled=1", r->sid);
 }
 
 void
@@ -1372,7 +1372,10 @@ relay_main(int fd)
 		setproctitle("pooled relay");
 	msg_hello(&r->chan, ROLE_RELAY);
 	relay_chan_flush(r);
-	log_debug("event=relay_ready server_id=%s", r->sid[0] ? r->sid : "-");
+	if (r->sid[0] != '\0')
+		log_debug("event=relay_ready server_id=%s", r->sid);
+	else
+		log_debug("event=relay_pooled");
 
 	/* messages that arrived with SETUP are read by the loop */
 	event_active(r->ev_chan, EV_READ, 0);
