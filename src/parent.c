@@ -52,7 +52,7 @@
 #define RESPAWN_STABLE_MS	5000	/* a front that lived this long resets the backoff */
 #define IP_SWEEP_MS		5000	/* how often idle addresses are forgotten */
 #define IP_IDLE_MAX		65536	/* idle addresses kept at most (see ip_sweep) */
-#define POOL_FILL_BATCH		4	/* pooled relays started per loop turn */
+#define POOL_STARTING_MAX	2	/* pooled relays starting at once */
 #define POOL_RETRY_MS		1000	/* after a pooled relay failed to start */
 #define SPAWN_STACK_SIZE	(64 * 1024)	/* the spawn child's, until execve */
 
@@ -482,19 +482,19 @@ pool_schedule(struct parent *p, int64_t ms)
 }
 
 /*
- * Starts pooled relays up to `relay pool`, a few per loop turn so that
- * claims are served between them.  The pool counts the relays still
- * starting, so at most `relay pool` are ever in flight.
+ * Starts pooled relays up to `relay pool`, at most POOL_STARTING_MAX at a
+ * time (the next when one says HELLO), so that refilling never takes more
+ * than a CPU or two from the relays serving clients, and a flood of claims
+ * cannot make it fork faster than relays start.
  */
 static void
 pool_fill(evutil_socket_t fd, short ev, void *arg)
 {
 	struct parent	*p = arg;
 	struct worker	*w;
-	int		 n;
 
-	for (n = 0; n < POOL_FILL_BATCH && !p->stopping &&
-	    p->npool < p->conf->relay_pool; n++) {
+	while (!p->stopping && p->npool < p->conf->relay_pool &&
+	    p->npool - p->npool_ready < POOL_STARTING_MAX) {
 		if ((w = parent_spawn(p, ROLE_RELAY, NULL)) == NULL) {
 			pool_schedule(p, POOL_RETRY_MS);
 			return;
@@ -503,7 +503,6 @@ pool_fill(evutil_socket_t fd, short ev, void *arg)
 		TAILQ_INSERT_TAIL(&p->pool, w, pool_entry);
 		p->npool++;
 	}
-	pool_schedule(p, 0);
 }
 
 /* Takes a relay out of the pool (it is no longer counted there). */
@@ -909,6 +908,8 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 		if (w->pooled && !w->hello) {
 			p->npool_ready++;
 			log_debug("event=relay_pooled pid=%d", (int)w->pid);
+			/* the next one may start */
+			pool_schedule(p, 0);
 		}
 		w->hello = 1;
 		/* a front says HELLO once it is set up and sandboxed */
