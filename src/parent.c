@@ -52,7 +52,6 @@
 #define RESPAWN_STABLE_MS	5000	/* a front that lived this long resets the backoff */
 #define IP_SWEEP_MS		5000	/* how often idle addresses are forgotten */
 #define IP_IDLE_MAX		65536	/* idle addresses kept at most (see ip_sweep) */
-#define POOL_STARTING_MAX	2	/* pooled relays starting at once */
 #define POOL_RETRY_MS		1000	/* after a pooled relay failed to start */
 #define SPAWN_STACK_SIZE	(64 * 1024)	/* the spawn child's, until execve */
 
@@ -482,10 +481,10 @@ pool_schedule(struct parent *p, int64_t ms)
 }
 
 /*
- * Starts pooled relays up to `relay pool`, at most POOL_STARTING_MAX at a
- * time (the next when one says HELLO), so that refilling never takes more
- * than a CPU or two from the relays serving clients, and a flood of claims
- * cannot make it fork faster than relays start.
+ * Starts pooled relays up to `relay pool`, at most pool_starting_max (half
+ * the CPUs, at least 1) at a time, the next when one says HELLO: refilling
+ * never takes more than half the machine from the relays serving clients,
+ * and a flood of claims cannot make it fork faster than relays start.
  */
 static void
 pool_fill(evutil_socket_t fd, short ev, void *arg)
@@ -494,7 +493,7 @@ pool_fill(evutil_socket_t fd, short ev, void *arg)
 	struct worker	*w;
 
 	while (!p->stopping && p->npool < p->conf->relay_pool &&
-	    p->npool - p->npool_ready < POOL_STARTING_MAX) {
+	    p->npool - p->npool_ready < p->pool_starting_max) {
 		if ((w = parent_spawn(p, ROLE_RELAY, NULL)) == NULL) {
 			pool_schedule(p, POOL_RETRY_MS);
 			return;
@@ -1594,6 +1593,7 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	p->nfronts = conf->workers > 0 ? conf->workers : (ncpu > 0 ? ncpu : 1);
 	p->fronts = xcalloc(p->nfronts, sizeof(*p->fronts));
+	p->pool_starting_max = ncpu >= 4 ? ncpu / 2 : 1;
 	for (i = 0; i < p->nfronts; i++) {
 		if ((p->fronts[i] = parent_spawn(p, ROLE_FRONT, NULL)) == NULL)
 			fatalx("parent: cannot start the fronts");

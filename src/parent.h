@@ -107,6 +107,7 @@ struct parent {
 	struct worker_list	 pool;
 	int			 npool;		/* in the pool, started or starting */
 	int			 npool_ready;	/* of those, sandboxed and waiting */
+	int			 pool_starting_max;	/* pooled relays starting at once */
 	struct event		*ev_pool_fill;
 	uint64_t		 assignments;	/* pooled relays given a server-id */
 	struct worker		**fronts;
