@@ -62,6 +62,7 @@ config_new_default(void)
 	strlcpy(conf->control_socket, PYRELAYD_CONTROL,
 	    sizeof(conf->control_socket));
 	conf->workers = 0;
+	conf->relay_pool = RELAY_POOL_DEFAULT;
 
 	lim = &conf->lim;
 	lim->grace_ms = 30 * 1000;
@@ -262,6 +263,7 @@ config_print(const struct config *conf, FILE *fp)
 		fputs("tls ktls no\n", fp);
 	if (conf->acme_webroot[0] != '\0')
 		print_quoted(fp, "acme webroot", conf->acme_webroot);
+	fprintf(fp, "relay pool %d\n", conf->relay_pool);
 	print_duration(fp, "grace", lim->grace_ms);
 	fprintf(fp, "phones per server %u\n", lim->phones_per_server);
 	fprintf(fp, "max connections %u\n", lim->max_connections);

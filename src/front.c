@@ -781,16 +781,24 @@ front_metrics(struct front *f, struct msg *m)
 		    "{kind=\"%s\"} %llu\n", regs[i],
 		    (unsigned long long)mm->c.register_failures[i]);
 	mprintf(body, sz, &len,
-	    "# HELP pyrelayd_relay_processes Relay processes alive.\n"
+	    "# HELP pyrelayd_relay_processes Relay processes serving a server-id.\n"
 	    "# TYPE pyrelayd_relay_processes gauge\n"
 	    "pyrelayd_relay_processes %llu\n"
-	    "# HELP pyrelayd_relay_processes_started_total Relay processes started.\n"
+	    "# HELP pyrelayd_relay_processes_started_total Relays given a server-id.\n"
 	    "# TYPE pyrelayd_relay_processes_started_total counter\n"
 	    "pyrelayd_relay_processes_started_total %llu\n"
+	    "# HELP pyrelayd_relays_pooled Relays started and sandboxed, waiting for a server-id.\n"
+	    "# TYPE pyrelayd_relays_pooled gauge\n"
+	    "pyrelayd_relays_pooled %llu\n"
+	    "# HELP pyrelayd_relay_assignments_total Pooled relays given a server-id.\n"
+	    "# TYPE pyrelayd_relay_assignments_total counter\n"
+	    "pyrelayd_relay_assignments_total %llu\n"
 	    "# HELP pyrelayd_relay_process_exits_total Relay process exits by cause.\n"
 	    "# TYPE pyrelayd_relay_process_exits_total counter\n",
 	    (unsigned long long)mm->relays_alive,
-	    (unsigned long long)mm->relays_started);
+	    (unsigned long long)mm->relays_started,
+	    (unsigned long long)mm->relays_pooled,
+	    (unsigned long long)mm->assignments);
 	for (i = 0; i < EXIT_CAUSE_MAX; i++)
 		mprintf(body, sz, &len, "pyrelayd_relay_process_exits_total"
 		    "{cause=\"%s\"} %llu\n", exits[i],

@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 #include <sys/queue.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -27,6 +28,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +52,8 @@
 #define RESPAWN_STABLE_MS	5000	/* a front that lived this long resets the backoff */
 #define IP_SWEEP_MS		5000	/* how often idle addresses are forgotten */
 #define IP_IDLE_MAX		65536	/* idle addresses kept at most (see ip_sweep) */
+#define POOL_RETRY_MS		1000	/* after a pooled relay failed to start */
+#define SPAWN_STACK_SIZE	(64 * 1024)	/* the spawn child's, until execve */
 
 static struct parent	*P;
 
@@ -329,6 +333,85 @@ parent_send_setup(struct parent *p, struct worker *w)
 	}
 }
 
+/* What the spawn child needs; on the parent's memory (CLONE_VM). */
+struct spawn_req {
+	const char	*path;
+	char		**argv;
+	int		 fd;		/* the child's channel, to become fd 3 */
+};
+
+extern char **environ;
+
+/*
+ * The child of clone(CLONE_VM | CLONE_VFORK): it runs on the parent's
+ * memory, on its own small stack, while the parent waits for the execve.
+ * So only async-signal-safe calls, nothing written but its own stack, and
+ * no sanitizer bookkeeping on that stack (docs/pool.md).
+ */
+__attribute__((no_sanitize_address))
+static int
+spawn_child(void *arg)
+{
+	const struct spawn_req	*rq = arg;
+	struct sigaction	 sa;
+	sigset_t		 none;
+	int			 sig;
+
+	/* the child's channel is fd 3 */
+	if (rq->fd == 3) {
+		if (fcntl(3, F_SETFD, 0) == -1)
+			_exit(127);
+	} else if (dup2(rq->fd, 3) == -1)
+		_exit(127);
+	/* the parent blocked every signal; its handlers must never run here */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	for (sig = 1; sig < NSIG; sig++)
+		(void)sigaction(sig, &sa, NULL);
+	/* nothing else crosses the exec (the parent's fds are close-on-exec too) */
+	(void)close_range(4, ~0U, 0);
+	sigemptyset(&none);
+	(void)sigprocmask(SIG_SETMASK, &none, NULL);
+	execve(rq->path, rq->argv, environ);
+	_exit(127);
+}
+
+/*
+ * Starts a process: clone(CLONE_VM | CLONE_VFORK) then execve, which copies
+ * neither the parent's page tables nor touches its memory; fork() copied
+ * both, at a cost growing with every live relay (docs/pool.md, measured).
+ */
+static pid_t
+parent_start_process(const char *path, char **argv, int fd)
+{
+	static void		*stack;
+	struct spawn_req	 rq;
+	sigset_t		 all, old;
+	pid_t			 pid;
+	int			 saved;
+
+	if (stack == NULL) {
+		stack = mmap(NULL, SPAWN_STACK_SIZE, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+		if (stack == MAP_FAILED) {
+			stack = NULL;
+			return -1;
+		}
+	}
+	rq.path = path;
+	rq.argv = argv;
+	rq.fd = fd;
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
+	/* CLONE_VFORK: back here once the child has exec'd or exited */
+	pid = clone(spawn_child, (char *)stack + SPAWN_STACK_SIZE,
+	    CLONE_VM | CLONE_VFORK | SIGCHLD, &rq);
+	saved = errno;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	errno = saved;
+	return pid;
+}
+
 static struct worker *
 parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 {
@@ -342,37 +425,21 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 		log_warn("event=spawn_failed step=socketpair");
 		return NULL;
 	}
-	switch ((pid = fork())) {
-	case -1:
-		log_warn("event=spawn_failed step=fork");
+	/* argv[0] names the titles ps(1) shows: "pyrelayd: relay ..." */
+	argv[argc++] = "pyrelayd";
+	if (role == ROLE_FRONT) {
+		argv[argc++] = "-P";
+		argv[argc++] = "front";
+	}
+	if (p->opts.foreground)
+		argv[argc++] = "-d";
+	argv[argc] = NULL;
+	if ((pid = parent_start_process(role == ROLE_FRONT ? p->self :
+	    p->relay_exe, argv, sv[1])) == -1) {
+		log_warn("event=spawn_failed step=clone");
 		close(sv[0]);
 		close(sv[1]);
 		return NULL;
-	case 0:
-		/* the child's channel is fd 3; everything else is close-on-exec */
-		if (sv[1] == 3) {
-			if (fcntl(3, F_SETFD, 0) == -1)
-				_exit(127);
-		} else if (dup2(sv[1], 3) == -1)
-			_exit(127);
-		signal(SIGPIPE, SIG_DFL);
-		{
-			sigset_t	set;
-
-			sigemptyset(&set);
-			sigprocmask(SIG_SETMASK, &set, NULL);
-		}
-		/* argv[0] names the titles ps(1) shows: "pyrelayd: relay ..." */
-		argv[argc++] = "pyrelayd";
-		if (role == ROLE_FRONT) {
-			argv[argc++] = "-P";
-			argv[argc++] = "front";
-		}
-		if (p->opts.foreground)
-			argv[argc++] = "-d";
-		argv[argc] = NULL;
-		execv(role == ROLE_FRONT ? p->self : p->relay_exe, argv);
-		_exit(127);
 	}
 	close(sv[1]);
 	w = xcalloc(1, sizeof(*w));
@@ -396,6 +463,109 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	TAILQ_INSERT_TAIL(&p->workers, w, entry);
 	parent_send_setup(p, w);
 	return w;
+}
+
+/* ---- the relay pool (docs/pool.md) ------------------------------------- */
+
+static void
+pool_schedule(struct parent *p, int64_t ms)
+{
+	struct timeval	tv;
+
+	if (p->stopping || p->npool >= p->conf->relay_pool ||
+	    evtimer_pending(p->ev_pool_fill, NULL))
+		return;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	evtimer_add(p->ev_pool_fill, &tv);
+}
+
+/*
+ * Starts pooled relays up to `relay pool`, at most pool_starting_max (half
+ * the CPUs, at least 1) at a time, the next when one says HELLO: refilling
+ * never takes more than half the machine from the relays serving clients,
+ * and a flood of claims cannot make it fork faster than relays start.
+ */
+static void
+pool_fill(evutil_socket_t fd, short ev, void *arg)
+{
+	struct parent	*p = arg;
+	struct worker	*w;
+
+	while (!p->stopping && p->npool < p->conf->relay_pool &&
+	    p->npool - p->npool_ready < p->pool_starting_max) {
+		if ((w = parent_spawn(p, ROLE_RELAY, NULL)) == NULL) {
+			pool_schedule(p, POOL_RETRY_MS);
+			return;
+		}
+		w->pooled = 1;
+		TAILQ_INSERT_TAIL(&p->pool, w, pool_entry);
+		p->npool++;
+	}
+}
+
+/* Takes a relay out of the pool (it is no longer counted there). */
+static void
+pool_remove(struct parent *p, struct worker *w)
+{
+	if (!w->pooled)
+		return;
+	TAILQ_REMOVE(&p->pool, w, pool_entry);
+	w->pooled = 0;
+	p->npool--;
+	if (w->hello)
+		p->npool_ready--;
+}
+
+/*
+ * A pooled relay for a server-id: one that is ready (sandboxed, waiting)
+ * first, else one still starting; NULL when the pool is empty.  The pool
+ * is refilled later, never on the claim's path.
+ */
+static struct worker *
+pool_take(struct parent *p, const char *sid)
+{
+	struct worker		*w, *pick = NULL;
+	struct msg_assign	*a;
+
+	TAILQ_FOREACH(w, &p->pool, pool_entry) {
+		if (w->dead)
+			continue;
+		if (w->hello) {
+			pick = w;
+			break;
+		}
+		if (pick == NULL)
+			pick = w;
+	}
+	if (pick == NULL)
+		return NULL;
+	pool_remove(p, pick);
+	strlcpy(pick->sid, sid, sizeof(pick->sid));
+	pick->started_ms = now_ms();
+	a = xcalloc(1, sizeof(*a));
+	strlcpy(a->server_id, sid, sizeof(a->server_id));
+	a->lim = p->conf->lim;
+	msg_compose(&pick->chan, MSG_ASSIGN, 0, a, sizeof(*a), -1);
+	free(a);
+	p->assignments++;
+	pool_schedule(p, 0);
+	return pick;
+}
+
+/* After a reload: start what is missing, stop what is beyond the size. */
+static void
+pool_resize(struct parent *p)
+{
+	struct worker	*w;
+
+	while (p->npool > p->conf->relay_pool &&
+	    (w = TAILQ_LAST(&p->pool, worker_list)) != NULL) {
+		pool_remove(p, w);
+		log_info("event=relay_pool_stop pid=%d", (int)w->pid);
+		kill(w->pid, SIGTERM);
+	}
+	pool_schedule(p, 0);
 }
 
 static struct worker *
@@ -452,6 +622,7 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
     int fd)
 {
 	struct worker	*r;
+	int		 pooled;
 
 	if ((r = parent_find_relay(p, up->server_id)) == NULL) {
 		if (up->kind == CONN_PHONE) {
@@ -463,15 +634,20 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
 			parent_verdict(p, c, fd, VERDICT_WS_CLOSE, 4404, up);
 			return;
 		}
-		if ((r = parent_spawn(p, ROLE_RELAY, up->server_id)) == NULL) {
-			parent_verdict(p, c, fd, VERDICT_HTTP, 503, up);
-			return;
+		/* a pooled relay if there is one, else one started now */
+		pooled = 1;
+		if ((r = pool_take(p, up->server_id)) == NULL) {
+			pooled = 0;
+			if ((r = parent_spawn(p, ROLE_RELAY, up->server_id)) == NULL) {
+				parent_verdict(p, c, fd, VERDICT_HTTP, 503, up);
+				return;
+			}
 		}
 		r->in_map = 1;
 		p->relays_started++;
 		RB_INSERT(relay_map, &p->relays, r);
-		log_debug("event=relay_started server_id=%s pid=%d", up->server_id,
-		    (int)r->pid);
+		log_debug("event=relay_started server_id=%s pid=%d pooled=%d",
+		    up->server_id, (int)r->pid, pooled);
 	}
 	conn_set_owner(c, r);
 	msg_compose(&r->chan, MSG_CONN_ATTACH, c->id, up, sizeof(*up), fd);
@@ -601,8 +777,10 @@ parent_metrics(struct parent *p, struct worker *w, struct msg *m)
 	mm->accepted = p->accepted;
 	mm->addresses = p->nips;
 	TAILQ_FOREACH(r, &p->workers, entry)
-		if (r->role == ROLE_RELAY)
+		if (r->role == ROLE_RELAY && !r->pooled)
 			mm->relays_alive++;
+	mm->relays_pooled = p->npool_ready;
+	mm->assignments = p->assignments;
 	memcpy(mm->relay_exits, p->relay_exits, sizeof(mm->relay_exits));
 	mm->relays_started = p->relays_started;
 	memcpy(mm->front_outcomes, p->front_outcomes, sizeof(mm->front_outcomes));
@@ -717,8 +895,21 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 	struct msg_empty	 e = { 0 };
 	struct conn_rec		 key, *c;
 
+	if (w->pooled && m->hdr.type != MSG_HELLO) {
+		/* it has no server-id and no connection: nothing to say */
+		if (m->fd != -1)
+			close(m->fd);
+		parent_worker_kill(p, w, "message from a pooled relay");
+		return;
+	}
 	switch (m->hdr.type) {
 	case MSG_HELLO:
+		if (w->pooled && !w->hello) {
+			p->npool_ready++;
+			log_debug("event=relay_pooled pid=%d", (int)w->pid);
+			/* the next one may start */
+			pool_schedule(p, 0);
+		}
 		w->hello = 1;
 		/* a front says HELLO once it is set up and sandboxed */
 		if (w->role == ROLE_FRONT)
@@ -733,6 +924,8 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 				p->ready = 1;
 				log_info("event=ready workers=%d pid=%d", p->nfronts,
 				    (int)getpid());
+				/* the pool fills once the fronts are up */
+				pool_schedule(p, 0);
 			}
 		}
 		break;
@@ -773,6 +966,11 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 		if (w->in_map) {
 			RB_REMOVE(relay_map, &p->relays, w);
 			w->in_map = 0;
+		}
+		/* a pooled relay told to stop (SIGTERM) is never assigned */
+		if (w->pooled) {
+			pool_remove(p, w);
+			pool_schedule(p, 0);
 		}
 		log_debug("event=relay_retiring server_id=%s pid=%d", w->sid,
 		    (int)w->pid);
@@ -888,6 +1086,13 @@ parent_worker_free(struct parent *p, struct worker *w)
 		parent_relay_counts(p, w, 0, 0);
 	if (w->in_map)
 		RB_REMOVE(relay_map, &p->relays, w);
+	if (w->pooled) {
+		/* one that never said HELLO failed to start: do not spin */
+		int	ready = w->hello;
+
+		pool_remove(p, w);
+		pool_schedule(p, ready ? 0 : POOL_RETRY_MS);
+	}
 	parent_ctl_relay_gone(p, w);
 	TAILQ_REMOVE(&p->workers, w, entry);
 	event_free(w->ev_read);
@@ -948,7 +1153,7 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 			snprintf(how, sizeof(how), "signal=%d", WTERMSIG(status));
 		else
 			snprintf(how, sizeof(how), "status=%d", WEXITSTATUS(status));
-		if (w->role == ROLE_RELAY) {
+		if (w->role == ROLE_RELAY && !w->pooled) {
 			if (w->killed)
 				p->relay_exits[EXIT_KILLED]++;
 			else if (WIFSIGNALED(status))
@@ -961,12 +1166,13 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 		/* a relay that exits 0 after RETIRE_OK (or at shutdown) is normal */
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
 		    (w->role == ROLE_RELAY || p->stopping))
-			log_info("event=%s_exited pid=%d server_id=%s %s",
-			    role_str(w->role), (int)pid, w->sid[0] ? w->sid : "-", how);
+			log_info("event=%s_exited pid=%d server_id=%s %s%s",
+			    role_str(w->role), (int)pid, w->sid[0] ? w->sid : "-", how,
+			    w->pooled ? " pooled=1" : "");
 		else
-			log_warnx("event=%s_exited pid=%d server_id=%s %s abnormal=1",
+			log_warnx("event=%s_exited pid=%d server_id=%s %s%s abnormal=1",
 			    role_str(w->role), (int)pid, w->sid[0] ? w->sid : "-",
-			    how);
+			    how, w->pooled ? " pooled=1" : "");
 		if (w->role == ROLE_FRONT) {
 			for (i = 0; i < p->nfronts; i++)
 				if (p->fronts[i] == w)
@@ -1238,6 +1444,7 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 	}
 	/* limits and timers apply at once; listeners, user and chroot need a restart */
 	p->conf->lim = nc->lim;
+	p->conf->relay_pool = nc->relay_pool;
 	config_free(nc);
 	if (p->tls) {
 		TAILQ_FOREACH(w, &p->workers, entry) {
@@ -1255,6 +1462,7 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 		msg_compose(&w->chan, MSG_LIMITS, 0, &ml, sizeof(ml), -1);
 		parent_worker_flush(w);
 	}
+	pool_resize(p);
 	log_info("event=reload_done");
 	return 0;
 }
@@ -1327,6 +1535,7 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	TAILQ_INIT(&p->listeners);
 	TAILQ_INIT(&p->workers);
 	RB_INIT(&p->relays);
+	TAILQ_INIT(&p->pool);
 	RB_INIT(&p->conns);
 	RB_INIT(&p->ips);
 	parent_resolve_self(p);
@@ -1375,6 +1584,7 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	p->ev_accept_pause = evtimer_new(p->base, parent_accept_resume, p);
 	p->ev_drain = evtimer_new(p->base, parent_drain_deadline, p);
 	p->ev_respawn = evtimer_new(p->base, parent_respawn_fronts, p);
+	p->ev_pool_fill = evtimer_new(p->base, pool_fill, p);
 	p->ev_ip_sweep = event_new(p->base, -1, EV_PERSIST, ip_sweep_tick, p);
 	{
 		struct timeval	tv = { IP_SWEEP_MS / 1000, 0 };
@@ -1393,6 +1603,7 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	p->nfronts = conf->workers > 0 ? conf->workers : (ncpu > 0 ? ncpu : 1);
 	p->fronts = xcalloc(p->nfronts, sizeof(*p->fronts));
+	p->pool_starting_max = ncpu >= 4 ? ncpu / 2 : 1;
 	for (i = 0; i < p->nfronts; i++) {
 		if ((p->fronts[i] = parent_spawn(p, ROLE_FRONT, NULL)) == NULL)
 			fatalx("parent: cannot start the fronts");

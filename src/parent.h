@@ -65,6 +65,8 @@ struct worker {
 	int			 in_map;	/* relays: reachable by server-id */
 	int			 killed;	/* by us, for a bad message */
 	int			 retired;	/* RETIRE seen */
+	int			 pooled;	/* relays: in the pool, no server-id yet */
+	TAILQ_ENTRY(worker)	 pool_entry;	/* the pool, while pooled */
 	int			 hello;
 	struct msg_chan		 chan;
 	struct event		*ev_read;
@@ -101,6 +103,13 @@ struct parent {
 	int			 reserve_fd;
 	struct worker_list	 workers;
 	struct relay_map	 relays;
+	/* relays started ahead of claims (docs/pool.md) */
+	struct worker_list	 pool;
+	int			 npool;		/* in the pool, started or starting */
+	int			 npool_ready;	/* of those, sandboxed and waiting */
+	int			 pool_starting_max;	/* pooled relays starting at once */
+	struct event		*ev_pool_fill;
+	uint64_t		 assignments;	/* pooled relays given a server-id */
 	struct worker		**fronts;
 	int			 nfronts;
 	int			 next_front;

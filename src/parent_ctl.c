@@ -156,17 +156,18 @@ ctl_show_summary(struct parent *p, struct ctl_client *c)
 
 	parent_drain_relays(p);
 	TAILQ_FOREACH(w, &p->workers, entry) {
-		if (w->role == ROLE_RELAY)
+		if (w->role == ROLE_RELAY && !w->pooled)
 			relays++;
 		else if (w->role == ROLE_FRONT && !w->dead)
 			fronts++;
 	}
 	ctl_printf(c, "ok\nversion %s\nuptime_seconds %lld\nconnections %u\n"
-	    "binaries %llu\nphones %llu\nrelays %d\nfronts %d\naddresses %llu\n"
+	    "binaries %llu\nphones %llu\nrelays %d\nrelays_pooled %d\n"
+	    "fronts %d\naddresses %llu\n"
 	    "ktls %s\ntls_handoffs_ktls %llu\ntls_handoffs_pump %llu\n",
 	    PACKAGE_VERSION, (long long)(now_ms() - p->started_ms) / 1000,
 	    p->live, (unsigned long long)p->binaries,
-	    (unsigned long long)p->phones, relays, fronts,
+	    (unsigned long long)p->phones, relays, p->npool_ready, fronts,
 	    (unsigned long long)p->nips,
 	    !p->tls ? "unused" : p->tls_handoffs[TLS_MODE_KTLS] ? "active" :
 	    p->tls_handoffs[TLS_MODE_PUMP] ? "unavailable" : "unknown",

@@ -87,6 +87,7 @@ enum setting {
 	SET_HEADER,
 	SET_WRITE,
 	SET_FCM,
+	SET_POOL,
 	SET_COUNT
 };
 
@@ -161,8 +162,8 @@ static int	 macro_set(const char *, const char *, int);
 
 %token	ACME BURST CERTIFICATE CHROOT CONFLICT CONNECTIONS CONTROL
 %token	CREDENTIALS DOMAIN FCM GRACE HANDSHAKE HEADER HEARTBEAT IP KEY
-%token	KTLS LIMIT LISTEN MAX MESSAGE METRICS ON OUTBOX PER PHONES PORT PROBE
-%token	PROXYPROTO PUSH QUEUE RATE REFILL SERVER SIZE SOCKET TIMEOUT TLS
+%token	KTLS LIMIT LISTEN MAX MESSAGE METRICS ON OUTBOX PER PHONES POOL PORT
+%token	PROBE PROXYPROTO PUSH QUEUE RATE REFILL RELAY SERVER SIZE SOCKET TIMEOUT TLS
 %token	USER WEBROOT WORKERS WRITE
 %token	ERROR
 %token	<v>	STRING NUMBER
@@ -234,6 +235,15 @@ main	: USER value			{ set_user(&$2); }
 				set_path("acme webroot", &$3,
 				    conf->acme_webroot,
 				    sizeof(conf->acme_webroot));
+		}
+	| RELAY POOL value		{
+			long long	n;
+
+			/* relays started ahead of claims; 0: none (docs/pool.md) */
+			if (once(SET_POOL, "relay pool") &&
+			    get_number("relay pool", &$3, 0, RELAY_POOL_MAX,
+			    &n) == 0)
+				conf->relay_pool = n;
 		}
 	| GRACE value			{
 			/* 0 turns the grace off: phones go with their binary */
@@ -375,6 +385,7 @@ static const struct keyword {
 	{ "outbox",		OUTBOX },
 	{ "per",		PER },
 	{ "phones",		PHONES },
+	{ "pool",		POOL },
 	{ "port",		PORT },
 	{ "probe",		PROBE },
 	{ "proxy-protocol",	PROXYPROTO },
@@ -382,6 +393,7 @@ static const struct keyword {
 	{ "queue",		QUEUE },
 	{ "rate",		RATE },
 	{ "refill",		REFILL },
+	{ "relay",		RELAY },
 	{ "server",		SERVER },
 	{ "size",		SIZE },
 	{ "socket",		SOCKET },

@@ -39,6 +39,7 @@ enum proto_type {
 	MSG_TLS,		/* parent -> front: certificate chain and key (PEM) */
 	MSG_ACME_REQ,		/* front -> parent: challenge token, hdr.id = conn */
 	MSG_ACME,		/* parent -> front: the file, or not found */
+	MSG_ASSIGN,		/* parent -> pooled relay: serve this server-id */
 	MSG_TYPE_MAX
 };
 
@@ -52,6 +53,16 @@ struct msg_setup {
 	char		chroot[PATH_MAX];
 	char		server_id[SERVER_ID_MAX + 1];	/* relays */
 	char		pad2[7];
+	struct limits	lim;
+};
+
+/*
+ * MSG_ASSIGN: a pooled relay (set up with an empty server-id, sandboxed,
+ * waiting) is given its server-id, once, for the rest of its life.
+ */
+struct msg_assign {
+	char		server_id[SERVER_ID_MAX + 1];
+	char		pad[7];
 	struct limits	lim;
 };
 
@@ -167,6 +178,8 @@ struct msg_metrics {
 	uint64_t		relay_exits[EXIT_CAUSE_MAX];
 	uint64_t		relays_started;
 	uint64_t		front_outcomes[FRONT_OUTCOME_MAX];
+	uint64_t		relays_pooled;		/* started, waiting for a server-id */
+	uint64_t		assignments;		/* pooled relays given a server-id */
 	struct relay_counters	c;
 };
 

@@ -86,11 +86,15 @@ struct limits {
 	char		domain[256];		/* "" when unset */
 };
 
+#define RELAY_POOL_DEFAULT	16
+#define RELAY_POOL_MAX		1024
+
 struct config {
 	char			 path[PATH_MAX];	/* file it came from, "" = built-in */
 	char			 user[64];
 	char			 chroot[PATH_MAX];
 	int			 workers;		/* 0 = number of CPUs */
+	int			 relay_pool;		/* idle relays kept started */
 	struct listen_list	 listeners;		/* listen on ... */
 	struct listen_list	 metrics;		/* metrics on ... */
 	char			 control_socket[PATH_MAX];

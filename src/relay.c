@@ -139,6 +139,7 @@ static void	 relay_probe_start(struct relay *);
 static void	 relay_conn_closing(struct conn *, int);
 static void	 relay_ctl_show(struct relay *, uint64_t);
 static void	 relay_kick(struct relay *);
+static void	 relay_assign(struct relay *, const struct msg_assign *);
 
 static const struct msg_rule relay_rules[] = {
 	{ MSG_SETUP, sizeof(struct msg_setup), MSG_FD_NONE, "SETUP" },
@@ -148,6 +149,7 @@ static const struct msg_rule relay_rules[] = {
 	{ MSG_VERBOSE, sizeof(struct msg_verbose), MSG_FD_NONE, "VERBOSE" },
 	{ MSG_CTL_SHOW, sizeof(struct msg_empty), MSG_FD_NONE, "CTL_SHOW" },
 	{ MSG_CTL_KICK, sizeof(struct msg_empty), MSG_FD_NONE, "CTL_KICK" },
+	{ MSG_ASSIGN, sizeof(struct msg_assign), MSG_FD_NONE, "ASSIGN" },
 };
 
 /*
@@ -1194,7 +1196,12 @@ relay_dispatch(evutil_socket_t fd, short ev, void *arg)
 		case MSG_LIMITS:
 			memcpy(&r->lim, m->body, sizeof(r->lim));
 			break;
+		case MSG_ASSIGN:
+			relay_assign(r, (struct msg_assign *)m->body);
+			break;
 		case MSG_CONN_ATTACH:
+			if (r->sid[0] == '\0')
+				fatalx("relay: CONN_ATTACH before ASSIGN");
 			relay_attach(r, m);
 			break;
 		case MSG_RETIRE_OK:
@@ -1282,6 +1289,26 @@ relay_ignore(evutil_socket_t sig, short ev, void *arg)
 {
 }
 
+/* Counter increments reach the parent every COUNTERS_MS once serving. */
+/*
+ * A pooled relay (docs/pool.md) gets its one server-id.  Until then it had
+ * no timer and no connection: it only waited on its channel.
+ */
+static void
+relay_assign(struct relay *r, const struct msg_assign *a)
+{
+	if (r->sid[0] != '\0')
+		fatalx("relay %s: a second ASSIGN", r->sid);
+	if (memchr(a->server_id, '\0', sizeof(a->server_id)) == NULL ||
+	    !server_id_valid(a->server_id, strlen(a->server_id)))
+		fatalx("relay: bad ASSIGN");
+	strlcpy(r->sid, a->server_id, sizeof(r->sid));
+	r->sidlen = strlen(r->sid);
+	r->lim = a->lim;
+	relay_title(r);
+	log_debug("event=relay_ready server_id=%s pooled=1", r->sid);
+}
+
 void
 relay_main(int fd)
 {
@@ -1314,9 +1341,11 @@ relay_main(int fd)
 		if (m->hdr.type == MSG_SETUP)
 			setup = (struct msg_setup *)m->body;
 	}
+	/* an empty server-id: a pooled relay, waiting for MSG_ASSIGN */
 	if (setup->server_id[SERVER_ID_MAX] != '\0' ||
 	    setup->chroot[sizeof(setup->chroot) - 1] != '\0' ||
-	    !server_id_valid(setup->server_id, strlen(setup->server_id)))
+	    (setup->server_id[0] != '\0' &&
+	    !server_id_valid(setup->server_id, strlen(setup->server_id))))
 		fatalx("relay: bad SETUP");
 	strlcpy(r->sid, setup->server_id, sizeof(r->sid));
 	r->sidlen = strlen(r->sid);
@@ -1352,10 +1381,16 @@ relay_main(int fd)
 	sandbox_enter(ROLE_RELAY, setup, RELAY_MAXFDS);
 	free(m);
 	malloc_trim(0);
-	relay_title(r);
+	if (r->sid[0] != '\0')
+		relay_title(r);
+	else
+		setproctitle("pooled relay");
 	msg_hello(&r->chan, ROLE_RELAY);
 	relay_chan_flush(r);
-	log_debug("event=relay_ready server_id=%s", r->sid);
+	if (r->sid[0] != '\0')
+		log_debug("event=relay_ready server_id=%s", r->sid);
+	else
+		log_debug("event=relay_pooled");
 
 	/* messages that arrived with SETUP are read by the loop */
 	event_active(r->ev_chan, EV_READ, 0);

@@ -283,6 +283,7 @@ test_defaults(void)
 	CU_ASSERT_STRING_EQUAL(conf->user, PYRELAYD_USER);
 	CU_ASSERT_STRING_EQUAL(conf->chroot, PYRELAYD_CHROOT);
 	CU_ASSERT_EQUAL(conf->workers, 0);
+	CU_ASSERT_EQUAL(conf->relay_pool, 16);
 	CU_ASSERT_STRING_EQUAL(conf->control_socket, PYRELAYD_CONTROL);
 	CU_ASSERT_STRING_EQUAL(conf->tls_cert, "");
 	CU_ASSERT_STRING_EQUAL(conf->tls_key, "");
@@ -377,6 +378,7 @@ test_every_keyword(void)
 	CU_ASSERT_STRING_EQUAL(conf->user, "_relay");
 	CU_ASSERT_STRING_EQUAL(conf->chroot, "/var/empty");
 	CU_ASSERT_EQUAL(conf->workers, 4);
+	CU_ASSERT_EQUAL(conf->relay_pool, 4);
 	CU_ASSERT_STRING_EQUAL(conf->control_socket,
 	    "/run/pyrelayd/control.sock");
 	CU_ASSERT_STRING_EQUAL(conf->lim.domain, "relay.example.com");
@@ -449,6 +451,7 @@ test_limits_at_bounds(void)
 
 	conf = parse_text(
 	    "workers 64\n"
+	    "relay pool 1024\n"
 	    "phones per server 1024\n"
 	    "max connections 1000000\n"
 	    "max connections per ip 1000000\n"
@@ -466,6 +469,7 @@ test_limits_at_bounds(void)
 	CU_ASSERT_STRING_EQUAL(errors, "");
 	CU_ASSERT_PTR_NOT_NULL_FATAL(conf);
 	CU_ASSERT_EQUAL(conf->workers, 64);
+	CU_ASSERT_EQUAL(conf->relay_pool, 1024);
 	CU_ASSERT_EQUAL(conf->lim.phones_per_server, 1024);
 	CU_ASSERT_EQUAL(conf->lim.max_connections, 1000000);
 	CU_ASSERT_EQUAL(conf->lim.max_connections_per_ip, 1000000);
@@ -485,6 +489,7 @@ test_limits_at_bounds(void)
 
 	conf = parse_text(
 	    "workers 1\n"
+	    "relay pool 0\n"
 	    "phones per server 1\n"
 	    "max connections 1\n"
 	    "max connections per ip 1\n"
@@ -498,6 +503,7 @@ test_limits_at_bounds(void)
 	    path, sizeof(path), NULL, 0);
 	CU_ASSERT_STRING_EQUAL(errors, "");
 	CU_ASSERT_PTR_NOT_NULL_FATAL(conf);
+	CU_ASSERT_EQUAL(conf->relay_pool, 0);
 	CU_ASSERT_EQUAL(conf->lim.message_size, 1024);
 	CU_ASSERT_EQUAL(conf->lim.outbox, 65536);
 	CU_ASSERT_EQUAL(conf->lim.grace_queue, 64 * 1024 * 1024);
@@ -579,6 +585,10 @@ static const struct bad_case {
 	{ "workers two\n", "1: workers two: not a number" },
 	{ "workers 99999999999999999999999\n",
 	  "1: workers 99999999999999999999999: out of range (1 to 64)" },
+	{ "relay pool 1025\n", "1: relay pool 1025: out of range (0 to 1024)" },
+	{ "relay pool -1\n", "1: relay pool -1: out of range (0 to 1024)" },
+	{ "relay pool 2\nrelay pool 3\n", "2: relay pool already set on line 1" },
+	{ "relay 2\n", "1: syntax error at \"2\"" },
 	{ "phones per server 0\n",
 	  "1: phones per server 0: out of range (1 to 1024)" },
 	{ "phones per server 1025\n",
