@@ -22,6 +22,8 @@ import harness  # noqa: E402
 import websockets  # noqa: E402
 
 SOFT, HARD = 32, 64
+KV = r'[A-Za-z_][A-Za-z0-9_.]*=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)'
+EVENT_LINE = re.compile(r"^\S+\[\d+\]: event=([a-z_]+)((?: %s)*)$" % KV)
 RATE = "rate limit burst 10000 refill 100ms"
 PRLIMIT = shutil.which("prlimit")
 
@@ -93,6 +95,9 @@ class Limits(unittest.TestCase):
                 await harness.assert_exchange(b, p, failed)
                 await harness.close_all(b, p, *bins[4:])
             harness.run(main())
+        # the new lines too are events in key=value form
+        bad = [ln for ln in d.log_lines() if not EVENT_LINE.match(ln)]
+        self.assertEqual(bad, [], "log lines not in key=value form")
 
 
 if __name__ == "__main__":
