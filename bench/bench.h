@@ -32,6 +32,9 @@
 #define NERRNO			160
 #define SWEEP_NS		(100 * 1000 * 1000ULL)
 #define BACKOFF_NS		(10 * 1000 * 1000ULL)
+#define STORM_BACKOFF_MIN_NS	(100 * 1000 * 1000ULL)	/* first storm retry */
+#define STORM_BACKOFF_MAX_NS	(5 * 1000 * 1000 * 1000ULL)
+#define STORM_DURATION		600	/* storm: default -d, the deadline */
 
 /* Histogram: 128 linear steps per power of two, so about 1% error. */
 #define HIST_SUB_BITS		7
@@ -42,7 +45,8 @@ enum mode {
 	MODE_UP,
 	MODE_FANOUT,
 	MODE_IDLE,
-	MODE_CLAIM
+	MODE_CLAIM,
+	MODE_STORM
 };
 
 enum role {
@@ -105,6 +109,7 @@ struct conn {
 	int			 dirty;		/* on the flush list */
 	int			 pollout;	/* EPOLLOUT armed */
 	int			 closing;	/* we sent a close frame */
+	uint32_t		 pings;		/* answered on this connection */
 	struct thr		*thr;
 	struct srv		*srv;
 	struct slot		*slot;
@@ -135,16 +140,21 @@ enum slot_state {
 	SL_BINARY,		/* binary connecting */
 	SL_PHONE,		/* phone connecting */
 	SL_MESSAGE,		/* phone sent its message */
-	SL_BACKOFF		/* failed; wait a little, then start over */
+	SL_BACKOFF,		/* failed; wait a little, then start over */
+	SL_SERVED		/* storm: claimed, and a message went round */
 };
 
-/* One claim cycle at a time: new server-id, binary, phone, message. */
+/*
+ * One claim cycle at a time: new server-id, binary, phone, message.
+ * storm: one server-id for good, tried until served, then held.
+ */
 struct slot {
 	struct conn		 bin;
 	struct conn		 phone;
 	enum slot_state		 state;
 	uint64_t		 t_start;
 	uint64_t		 t_retry;
+	uint64_t		 backoff;	/* storm: the last wait */
 	uint64_t		 n;
 	int			 id;
 };
@@ -156,6 +166,10 @@ struct counters {
 	uint64_t	 late;		/* --rate ticks over 1 ms late */
 	uint64_t	 lag_max;
 	uint64_t	 opened;	/* connections that got their 101 */
+	uint64_t	 pings;		/* pings from the relay, answered */
+	uint64_t	 lost;		/* open, then ended by the other side */
+	uint64_t	 attempts;	/* storm: binary connects started */
+	uint64_t	 relost;	/* storm: served, then lost again */
 	uint64_t	 err_timeout;
 	uint64_t	 err_accept;
 	uint64_t	 err_http;
@@ -202,6 +216,7 @@ struct thr {
 	uint64_t		 wake;		/* bit i: wake thread i */
 
 	uint64_t		 open_at_end;
+	uint64_t		 pings_min;	/* fewest pings of those open */
 	uint8_t			*rbuf;
 	struct counters		 c;
 	struct hist		 h;
@@ -238,6 +253,8 @@ extern _Atomic int		 g_phase;
 extern _Atomic int		 g_done;	/* setup outcomes */
 extern _Atomic int		 g_learned;	/* fanout conn ids learned */
 extern _Atomic int		 g_opened;	/* setup connections upgraded */
+extern _Atomic int		 g_served;	/* storm: server-ids served now */
+extern uint64_t			 g_storm_t0;	/* storm: when it started */
 extern struct thr		*g_thr;
 extern int			 g_nthr;
 

@@ -73,6 +73,7 @@ static void	 setup_done(struct conn *);
 static void	 slot_start(struct thr *, struct slot *);
 static void	 slot_fail(struct slot *);
 static void	 slot_done(struct thr *, struct slot *);
+static void	 slot_served(struct thr *, struct slot *);
 static int	 sending(const struct thr *);
 static int	 thr_pump(struct thr *);
 static void	 thr_flush(struct thr *);
@@ -261,6 +262,7 @@ conn_connect(struct thr *t, struct conn *c)
 	c->state = CS_CONNECTING;
 	c->t_start = t->now;
 	c->closing = 0;
+	c->pings = 0;
 	c->inlen = 0;
 	c->outoff = c->outlen = 0;
 	c->pollout = 0;
@@ -337,6 +339,8 @@ conn_kill(struct conn *c)
 static void
 conn_fail(struct conn *c)
 {
+	if (c->state == CS_OPEN)
+		c->thr->c.lost++;
 	conn_kill(c);
 	if (c->slot != NULL)
 		slot_fail(c->slot);
@@ -683,6 +687,8 @@ conn_frame(struct conn *c, uint8_t b0, const uint8_t *p, size_t len)
 	case OP_PING:
 		if (len > 125)
 			break;
+		t->c.pings++;
+		c->pings++;
 		send_control(c, OP_PONG, p, len);
 		return;
 	case OP_PONG:
@@ -752,6 +758,11 @@ binary_message(struct conn *c, const uint8_t *p, size_t n)
 		return;
 	}
 	switch (cfg.mode) {
+	case MODE_STORM:
+		if (c->slot->state != SL_MESSAGE)
+			break;
+		/* the message goes back to the phone, as in up */
+		/* FALLTHROUGH */
 	case MODE_UP:
 		/* echo: {"conn_id":<id>,"frame":<frame>} */
 		len = sizeof(ENV_HEAD) - 1 + (ce - cs) + sizeof(ENV_MID) - 1 +
@@ -802,6 +813,11 @@ phone_message(struct conn *c, const uint8_t *p, size_t n)
 	size_t		 vs, ve;
 	uint64_t	 seq, ts, now, recv;
 
+	if (cfg.mode == MODE_STORM && c->slot->state == SL_MESSAGE &&
+	    n == cfg.bytes) {
+		slot_served(t, c->slot);
+		return;
+	}
 	if (st == NULL || n != cfg.bytes ||
 	    json_find(p, n, "s", &vs, &ve) != 1 ||
 	    json_u64(p, n, vs, &seq) == -1 ||
@@ -883,8 +899,13 @@ slot_start(struct thr *t, struct slot *s)
 	int	 n;
 
 	s->n++;
-	n = snprintf(s->bin.sid, sizeof(s->bin.sid), "%s-c%d-%llu",
-	    cfg.prefix, s->id, (unsigned long long)s->n);
+	if (cfg.mode == MODE_STORM) {
+		t->c.attempts++;
+		n = snprintf(s->bin.sid, sizeof(s->bin.sid), "%s-%d",
+		    cfg.prefix, s->id);
+	} else
+		n = snprintf(s->bin.sid, sizeof(s->bin.sid), "%s-c%d-%llu",
+		    cfg.prefix, s->id, (unsigned long long)s->n);
 	if (n < 0 || (size_t)n >= sizeof(s->bin.sid)) {
 		fprintf(stderr, "pyrelay-bench: server-id too long\n");
 		exit(2);
@@ -898,10 +919,30 @@ slot_start(struct thr *t, struct slot *s)
 static void
 slot_fail(struct slot *s)
 {
+	struct thr	*t = s->bin.thr;
+	uint64_t	 w;
+
 	if (s->state == SL_BACKOFF || s->state == SL_IDLE)
 		return;
+	if (s->state == SL_SERVED) {
+		t->c.relost++;
+		atomic_fetch_sub(&g_served, 1);
+		s->backoff = 0;
+	}
 	s->state = SL_BACKOFF;
-	s->t_retry = s->bin.thr->now + BACKOFF_NS;
+	if (cfg.mode == MODE_STORM) {
+		/*
+		 * Like a binary: exponential backoff from 100 ms to 5 s,
+		 * each wait drawn from its upper half so that the retries
+		 * of a storm spread out.
+		 */
+		w = s->backoff ? s->backoff * 2 : STORM_BACKOFF_MIN_NS;
+		if (w > STORM_BACKOFF_MAX_NS)
+			w = STORM_BACKOFF_MAX_NS;
+		s->backoff = w;
+		s->t_retry = t->now + w / 2 + rng_next(&t->rng) % (w / 2);
+	} else
+		s->t_retry = t->now + BACKOFF_NS;
 	conn_kill(&s->phone);
 	conn_kill(&s->bin);
 }
@@ -918,6 +959,17 @@ slot_done(struct thr *t, struct slot *s)
 	s->state = SL_IDLE;
 	conn_close(&s->phone, 1000);
 	conn_close(&s->bin, 1000);
+}
+
+/* storm: the phone got its message back through the binary. */
+static void
+slot_served(struct thr *t, struct slot *s)
+{
+	uint64_t	 now = now_ns();
+
+	s->state = SL_SERVED;
+	hist_add(&t->h, now > g_storm_t0 ? now - g_storm_t0 : 0);
+	atomic_fetch_add(&g_served, 1);
 }
 
 /* ---------------------------------------------------------------- loop */
@@ -966,7 +1018,7 @@ thr_pump(struct thr *t)
 	if (cfg.mode == MODE_FANOUT)
 		for (i = 0; i < t->nstreams; i++)
 			n += stream_try_send(t, t->streams[i]);
-	if (cfg.mode == MODE_CLAIM) {
+	if (cfg.mode == MODE_CLAIM || cfg.mode == MODE_STORM) {
 		for (i = 0; i < t->nslots; i++) {
 			s = &t->slots[i];
 			if (s->state == SL_IDLE ||
@@ -1012,6 +1064,7 @@ thr_sweep(struct thr *t)
 	for (i = 0; i < t->nslots; i++) {
 		s = &t->slots[i];
 		if (s->state != SL_IDLE && s->state != SL_BACKOFF &&
+		    s->state != SL_SERVED &&
 		    t->now - s->t_start > cfg.timeout_ns) {
 			t->c.err_timeout++;
 			vlog(t, "%s: claim cycle timed out", s->bin.sid);
@@ -1065,12 +1118,18 @@ thr_stop(struct thr *t)
 {
 	int	 i;
 
+	t->pings_min = UINT64_MAX;
 	for (i = 0; i < t->nconns; i++) {
-		if (t->conns[i]->state == CS_OPEN)
+		if (t->conns[i]->state == CS_OPEN) {
 			t->open_at_end++;
+			if (t->conns[i]->pings < t->pings_min)
+				t->pings_min = t->conns[i]->pings;
+		}
 		conn_close(t->conns[i], 1000);
 	}
 	for (i = 0; i < t->nslots; i++) {
+		if (t->slots[i].state == SL_SERVED)
+			t->open_at_end++;
 		t->slots[i].state = SL_IDLE;
 		conn_close(&t->slots[i].phone, 1000);
 		conn_close(&t->slots[i].bin, 1000);
@@ -1120,7 +1179,7 @@ thr_main(void *arg)
 		if (cfg.rate > 0 && t->nstreams > 0 && sending(t) &&
 		    t->tick_next < deadline)
 			deadline = t->tick_next;
-		if (cfg.mode == MODE_CLAIM)
+		if (cfg.mode == MODE_CLAIM || cfg.mode == MODE_STORM)
 			for (i = 0; i < t->nslots; i++)
 				if (t->slots[i].state == SL_BACKOFF &&
 				    t->slots[i].t_retry < deadline)

@@ -38,6 +38,8 @@ _Atomic int		 g_phase = PH_INIT;
 _Atomic int		 g_done;
 _Atomic int		 g_learned;
 _Atomic int		 g_opened;
+_Atomic int		 g_served;
+uint64_t		 g_storm_t0;
 struct thr		*g_thr;
 int			 g_nthr;
 
@@ -62,6 +64,8 @@ struct result {
 	uint64_t	 open_at_end;
 	uint64_t	 expected;
 	double		 connect_secs;
+	double		 served_secs;	/* storm: until all were served */
+	uint64_t	 pings_min;
 	long long	 mem_drop_kib;
 	long long	 rss_kib;
 	long long	 pss_kib;
@@ -100,7 +104,7 @@ usage(void)
 	    "[-r rate]\n"
 	    "\t[-S servers] [-s seconds] [-T seconds] [-t threads] "
 	    "[-W window]\n"
-	    "\t[-w seconds] up | fanout | idle | claim\n");
+	    "\t[-w seconds] up | fanout | idle | claim | storm\n");
 	exit(2);
 }
 
@@ -209,7 +213,9 @@ plan(void)
 			t->rng = now_ns() * 2654435761ULL + (uint64_t)i;
 		t->rng |= 1;
 	}
-	if (cfg.mode == MODE_CLAIM) {
+	if (cfg.mode == MODE_STORM)
+		cfg.slots = cfg.servers;
+	if (cfg.mode == MODE_CLAIM || cfg.mode == MODE_STORM) {
 		for (i = 0; i < cfg.slots; i++)
 			g_thr[i % g_nthr].nslots++;
 		for (i = 0; i < g_nthr; i++) {
@@ -558,7 +564,10 @@ errors_total(const struct result *r, FILE *f, int keyval)
 	/* those that failed before their 101 are counted above already */
 	if (cfg.mode == MODE_IDLE && c->opened > r->open_at_end)
 		lost = c->opened - r->open_at_end;
-	ERR(1, lost, keyval ? "not_open_at_end" : "not open at the end");
+	if (cfg.mode == MODE_STORM && r->expected > r->open_at_end)
+		lost = r->expected - r->open_at_end;
+	ERR(1, lost, keyval ? "not_open_at_end" : cfg.mode == MODE_STORM ?
+	    "not served at the end" : "not open at the end");
 	ERR(1, (uint64_t)r->setup_short, keyval ? "setup_incomplete" :
 	    "setup incomplete");
 #undef ERR
@@ -598,6 +607,18 @@ report(struct result *r)
 			    r->mem_drop_kib,
 			    (double)r->mem_drop_kib / cfg.servers, r->rss_kib,
 			    r->pss_kib, (double)r->pss_kib / cfg.servers);
+			printf(" pings=%llu pings_min=%llu lost=%llu",
+			    (unsigned long long)r->c.pings,
+			    (unsigned long long)r->pings_min,
+			    (unsigned long long)r->c.lost);
+		} else if (cfg.mode == MODE_STORM) {
+			printf(" served=%llu served_secs=%.3f attempts=%llu "
+			    "relost=%llu p50_ms=%.1f p90_ms=%.1f p99_ms=%.1f "
+			    "max_ms=%.1f", (unsigned long long)r->open_at_end,
+			    r->served_secs, (unsigned long long)r->c.attempts,
+			    (unsigned long long)r->c.relost,
+			    hist_pct(&r->h, 50) / 1e6, hist_pct(&r->h, 90) / 1e6,
+			    hist_pct(&r->h, 99) / 1e6, r->h.max / 1e6);
 		} else {
 			printf(" ops=%llu per_s=%.1f mb_s=%.2f p50_us=%.1f "
 			    "p90_us=%.1f p99_us=%.1f p999_us=%.1f "
@@ -640,6 +661,33 @@ report(struct result *r)
 			printf("  relay PSS growth    %lld KiB, %.1f KiB per "
 			    "server-id (%zu processes)\n", r->pss_kib,
 			    (double)r->pss_kib / cfg.servers, r->relay_procs);
+		printf("  pings answered      %llu (at least %llu on each "
+		    "connection open at the end)\n",
+		    (unsigned long long)r->c.pings,
+		    (unsigned long long)(r->open_at_end ? r->pings_min : 0));
+		printf("  connections lost    %llu\n",
+		    (unsigned long long)r->c.lost);
+	} else if (cfg.mode == MODE_STORM) {
+		printf("  served              %llu of %d in %.2f s (binary "
+		    "claimed, a phone message went round)\n",
+		    (unsigned long long)r->open_at_end, cfg.servers,
+		    r->served_secs);
+		printf("  time to served (ms) p50 %.0f  p90 %.0f  p99 %.0f  "
+		    "max %.0f\n", hist_pct(&r->h, 50) / 1e6,
+		    hist_pct(&r->h, 90) / 1e6, hist_pct(&r->h, 99) / 1e6,
+		    r->h.max / 1e6);
+		printf("  binary connects     %llu (%llu retries)\n",
+		    (unsigned long long)r->c.attempts,
+		    (unsigned long long)(r->c.attempts > (uint64_t)cfg.servers ?
+		    r->c.attempts - (uint64_t)cfg.servers : 0));
+		if (r->c.relost > 0)
+			printf("  lost after served   %llu (retried)\n",
+			    (unsigned long long)r->c.relost);
+		if (r->relay_cpu >= 0)
+			printf("  relay cpu           %.1f%% of one core (%zu "
+			    "processes)\n", r->relay_cpu, r->relay_procs);
+		printf("  bench cpu           %.1f%% of one core\n",
+		    r->bench_cpu);
 	} else {
 		what = cfg.mode == MODE_UP ? "round trips/s" :
 		    cfg.mode == MODE_FANOUT ? "deliveries/s " : "cycles/s     ";
@@ -672,7 +720,8 @@ report(struct result *r)
 			printf("  close notices       %llu\n",
 			    (unsigned long long)r->c.notices);
 	}
-	printf("  errors              ");
+	printf(cfg.mode == MODE_STORM ? "  failures (retried)  " :
+	    "  errors              ");
 	if (nerr == 0)
 		printf("none\n");
 	else {
@@ -708,7 +757,7 @@ main(int argc, char *argv[])
 	const char		*host = "127.0.0.1";
 	long long		 mem0 = 0, rss0 = 0, pss0 = 0, need;
 	uint64_t		 t0, t1, rnd;
-	int			 ch, i, k, port = 8080;
+	int			 ch, i, k, port = 8080, dset = 0;
 	struct hist		*h;
 
 	cfg.servers = 1;
@@ -746,6 +795,7 @@ main(int argc, char *argv[])
 			break;
 		case 'd':
 			cfg.duration = secs_arg(optarg, "-d", 86400);
+			dset = 1;
 			break;
 		case 'H':
 			host = optarg;
@@ -817,6 +867,11 @@ main(int argc, char *argv[])
 		cfg.mode = MODE_IDLE;
 	else if (strcmp(argv[0], "claim") == 0)
 		cfg.mode = MODE_CLAIM;
+	else if (strcmp(argv[0], "storm") == 0) {
+		cfg.mode = MODE_STORM;
+		if (!dset)
+			cfg.duration = STORM_DURATION;
+	}
 	else
 		usage();
 	if (cfg.rate > 0 && cfg.mode != MODE_UP && cfg.mode != MODE_FANOUT) {
@@ -828,6 +883,7 @@ main(int argc, char *argv[])
 
 	/* every connection is an fd; ask for what the plan needs */
 	need = cfg.mode == MODE_CLAIM ? 2LL * cfg.slots :
+	    cfg.mode == MODE_STORM ? 2LL * cfg.servers :
 	    (long long)cfg.servers * (1 + cfg.phones);
 	need += 64;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)need) {
@@ -880,8 +936,9 @@ main(int argc, char *argv[])
 	memset(&r, 0, sizeof(r));
 	r.relay_cpu = -1;
 	r.expected = cfg.mode == MODE_CLAIM ? 0 :
+	    cfg.mode == MODE_STORM ? (uint64_t)cfg.servers :
 	    (uint64_t)cfg.servers * (uint64_t)(1 + cfg.phones);
-	if (cfg.mode != MODE_CLAIM) {
+	if (cfg.mode != MODE_CLAIM && cfg.mode != MODE_STORM) {
 		if (cfg.mode == MODE_IDLE) {
 			nap(0.2);
 			mem0 = meminfo_kib("/proc/meminfo", "MemAvailable:");
@@ -921,6 +978,26 @@ main(int argc, char *argv[])
 		}
 		set_phase(PH_HOLD);
 		nap(cfg.duration);
+	} else if (cfg.mode == MODE_STORM) {
+		/* every server-id at once, as after a relay restart */
+		if (cfg.relay_pid > 0)
+			proc_snap(cfg.relay_pid, &s0);
+		getrusage(RUSAGE_SELF, &ru0);
+		t0 = g_storm_t0 = now_ns();
+		set_phase(PH_MEASURE);
+		while (atomic_load(&g_served) < cfg.servers && !g_interrupted &&
+		    now_ns() - t0 < (uint64_t)(cfg.duration * 1e9))
+			nap(0.001);
+		t1 = now_ns();
+		r.served_secs = (double)(t1 - t0) / 1e9;
+		getrusage(RUSAGE_SELF, &ru1);
+		if (cfg.relay_pid > 0) {
+			proc_snap(cfg.relay_pid, &s1);
+			r.relay_cpu = proc_cpu(&s0, &s1);
+			r.relay_procs = s1.n;
+		}
+		r.secs = r.served_secs;
+		r.bench_cpu = bench_cpu(&ru0, &ru1, r.secs);
 	} else {
 		set_phase(PH_WARMUP);
 		nap(cfg.warmup);
@@ -956,6 +1033,12 @@ main(int argc, char *argv[])
 		if (c->lag_max > r.c.lag_max)
 			r.c.lag_max = c->lag_max;
 		r.c.opened += c->opened;
+		r.c.pings += c->pings;
+		r.c.lost += c->lost;
+		r.c.attempts += c->attempts;
+		r.c.relost += c->relost;
+		if (i == 0 || g_thr[i].pings_min < r.pings_min)
+			r.pings_min = g_thr[i].pings_min;
 		r.c.err_timeout += c->err_timeout;
 		r.c.err_accept += c->err_accept;
 		r.c.err_http += c->err_http;
@@ -975,6 +1058,9 @@ main(int argc, char *argv[])
 	if (cfg.mode == MODE_IDLE)
 		r.secs = cfg.duration;
 	report(&r);
+	if (cfg.mode == MODE_STORM)
+		return g_interrupted ? 130 : r.open_at_end ==
+		    (uint64_t)cfg.servers ? 0 : 1;
 	if (g_interrupted && atomic_load(&g_opened) > 0)
 		return 130;
 	return errors_total(&r, NULL, 0) > 0 ? 1 : 0;

@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -80,6 +81,13 @@ relay_cmp(struct worker *a, struct worker *b)
 }
 RB_GENERATE(relay_map, worker, map, relay_cmp)
 
+static int
+pid_cmp(struct worker *a, struct worker *b)
+{
+	return a->pid < b->pid ? -1 : a->pid > b->pid;
+}
+RB_GENERATE_STATIC(worker_pids, worker, bypid, pid_cmp)
+
 static void	parent_worker_read(evutil_socket_t, short, void *);
 static void	parent_worker_write(evutil_socket_t, short, void *);
 static void	parent_route(struct parent *, struct conn_rec *,
@@ -114,6 +122,147 @@ role_str(enum proc_role role)
 	default:
 		return "parent";
 	}
+}
+
+/* ---- resource limits ------------------------------------------------------ */
+
+/* A number from a /proc or /sys file, or -1. */
+static long long
+read_figure(const char *path)
+{
+	FILE		*f;
+	long long	 v = -1;
+
+	if ((f = fopen(path, "re")) == NULL)
+		return -1;
+	if (fscanf(f, "%lld", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
+/* This process's cgroup (v2) has pids.max tasks already: systemd TasksMax=. */
+static int
+cgroup_pids_full(void)
+{
+	FILE		*f;
+	char		 line[512], path[600];
+	long long	 max, cur;
+	size_t		 len;
+
+	if ((f = fopen("/proc/self/cgroup", "re")) == NULL)
+		return 0;
+	path[0] = '\0';
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "0::", 3) == 0) {
+			len = strcspn(line + 3, "\n");
+			line[3 + len] = '\0';
+			snprintf(path, sizeof(path), "/sys/fs/cgroup%s/pids.max",
+			    line + 3);
+		}
+	fclose(f);
+	if (path[0] == '\0' || (max = read_figure(path)) <= 0)
+		return 0;	/* no file, or "max" */
+	len = strlen(path);
+	strlcpy(path + len - strlen("max"), "current", sizeof(path) - len + 3);
+	return (cur = read_figure(path)) >= 0 && cur >= max;
+}
+
+/*
+ * Which limit a failed socketpair(), accept() or fork() ran into, by its
+ * errno (CAPACITY in pyrelayd(8) says what to raise).  fork() says EAGAIN
+ * for several: the figures that can be read tell which one is full.
+ */
+static const char *
+limit_name(int err)
+{
+	struct rlimit	rl;
+	char		buf[128];
+	long long	tasks = -1, v;
+	FILE		*f;
+
+	switch (err) {
+	case EMFILE:
+		return "RLIMIT_NOFILE";
+	case ENFILE:
+		return "fs.file-max";
+	case ENOMEM:
+		return "memory";
+	case EAGAIN:
+		break;
+	default:
+		return "none";
+	}
+	if (cgroup_pids_full())
+		return "pids.max";
+	/* the fourth field of /proc/loadavg: running/total tasks */
+	if ((f = fopen("/proc/loadavg", "re")) != NULL) {
+		if (fgets(buf, sizeof(buf), f) != NULL &&
+		    sscanf(buf, "%*s %*s %*s %*d/%lld", &tasks) != 1)
+			tasks = -1;
+		fclose(f);
+	}
+	if (tasks > 0 && (v = read_figure("/proc/sys/kernel/threads-max")) > 0 &&
+	    tasks + 16 >= v)
+		return "kernel.threads-max";
+	if (tasks > 0 && (v = read_figure("/proc/sys/kernel/pid_max")) > 0 &&
+	    tasks + 300 >= v)
+		return "kernel.pid_max";
+	/* root (CAP_SYS_RESOURCE) is not held to RLIMIT_NPROC */
+	if (geteuid() != 0 && getrlimit(RLIMIT_NPROC, &rl) == 0 &&
+	    rl.rlim_cur != RLIM_INFINITY)
+		return "RLIMIT_NPROC";
+	return "unknown";
+}
+
+/* Logs the limit that stopped a worker from starting (errno is the cause). */
+static void
+parent_spawn_failed(enum proc_role role, const char *sid)
+{
+	int	err = errno;
+
+	log_warnx("event=spawn_failed role=%s server_id=%s limit=%s error=\"%s\"",
+	    role == ROLE_RELAY ? "relay" : "front", sid != NULL ? sid : "-",
+	    limit_name(err), strerror(err));
+	errno = err;
+}
+
+/*
+ * RLIMIT_NOFILE: the soft limit up to the hard one, for the parent holds
+ * about one descriptor per server-id (pyrelayd(8), CAPACITY).  Workers
+ * inherit it; each sets its own (sandbox.c).
+ */
+static void
+parent_raise_nofile(struct parent *p)
+{
+	struct rlimit	rl;
+	long long	nr_open;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return;
+	p->nofile_was = rl.rlim_cur;
+	if (rl.rlim_max == RLIM_INFINITY) {
+		/* the kernel refuses more than fs.nr_open */
+		nr_open = read_figure("/proc/sys/fs/nr_open");
+		rl.rlim_cur = nr_open > 0 ? (rlim_t)nr_open : 1048576;
+	} else
+		rl.rlim_cur = rl.rlim_max;
+	if (rl.rlim_cur > p->nofile_was && setrlimit(RLIMIT_NOFILE, &rl) == -1)
+		rl.rlim_cur = p->nofile_was;
+	p->nofile = rl.rlim_cur;
+	p->nofile_max = rl.rlim_max;
+}
+
+/* The listen backlog: the kernel's ceiling, net.core.somaxconn. */
+static int
+listen_backlog(void)
+{
+	long long	v;
+
+	/* unreadable (systemd ProcSubset=pid): the kernel caps INT_MAX to it */
+	if ((v = read_figure("/proc/sys/net/core/somaxconn")) <= 0 || v > INT_MAX)
+		return INT_MAX;
+	return (int)v;
 }
 
 /* ---- connection accounting ------------------------------------------- */
@@ -311,6 +460,9 @@ parent_send_setup(struct parent *p, struct worker *w)
 {
 	struct msg_setup	*s;
 
+	/* every worker passes here once, right after its fork: reaping finds it */
+	if (!w->in_pids && RB_INSERT(worker_pids, &p->pids, w) == NULL)
+		w->in_pids = 1;
 	s = xcalloc(1, sizeof(*s));
 	s->role = w->role;
 	s->verbose = p->opts.verbose;
@@ -495,6 +647,7 @@ pool_fill(evutil_socket_t fd, short ev, void *arg)
 	while (!p->stopping && p->npool < p->conf->relay_pool &&
 	    p->npool - p->npool_ready < p->pool_starting_max) {
 		if ((w = parent_spawn(p, ROLE_RELAY, NULL)) == NULL) {
+			parent_spawn_failed(ROLE_RELAY, NULL);
 			pool_schedule(p, POOL_RETRY_MS);
 			return;
 		}
@@ -639,6 +792,7 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
 		if ((r = pool_take(p, up->server_id)) == NULL) {
 			pooled = 0;
 			if ((r = parent_spawn(p, ROLE_RELAY, up->server_id)) == NULL) {
+				parent_spawn_failed(ROLE_RELAY, up->server_id);
 				parent_verdict(p, c, fd, VERDICT_HTTP, 503, up);
 				return;
 			}
@@ -1094,6 +1248,8 @@ parent_worker_free(struct parent *p, struct worker *w)
 		pool_schedule(p, ready ? 0 : POOL_RETRY_MS);
 	}
 	parent_ctl_relay_gone(p, w);
+	if (w->in_pids)
+		RB_REMOVE(worker_pids, &p->pids, w);
 	TAILQ_REMOVE(&p->workers, w, entry);
 	event_free(w->ev_read);
 	event_free(w->ev_write);
@@ -1115,6 +1271,7 @@ parent_respawn_fronts(evutil_socket_t fd, short ev, void *arg)
 		if ((p->fronts[i] = parent_spawn(p, ROLE_FRONT, NULL)) == NULL) {
 			struct timeval	tv = { 1, 0 };
 
+			parent_spawn_failed(ROLE_FRONT, NULL);
 			evtimer_add(p->ev_respawn, &tv);
 			return;
 		}
@@ -1138,15 +1295,18 @@ static void
 parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 {
 	struct parent	*p = arg;
-	struct worker	*w;
+	struct worker	*w, key;
 	pid_t		 pid;
 	int		 status, i, respawn = 0;
 	char		 how[64];
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		TAILQ_FOREACH(w, &p->workers, entry)
-			if (w->pid == pid)
-				break;
+		/* by pid in a tree: 20,000 relays exiting is not quadratic */
+		key.pid = pid;
+		if ((w = RB_FIND(worker_pids, &p->pids, &key)) == NULL)
+			TAILQ_FOREACH(w, &p->workers, entry)
+				if (w->pid == pid)
+					break;
 		if (w == NULL)
 			continue;
 		if (WIFSIGNALED(status))
@@ -1247,7 +1407,8 @@ parent_accept(evutil_socket_t lfd, short ev, void *arg)
 				 * the connection off the queue and close it,
 				 * then stop accepting for a while.
 				 */
-				log_warnx("event=accept_paused reason=\"%s\"",
+				log_warnx("event=accept_paused limit=%s "
+				    "reason=\"%s\"", limit_name(errno),
 				    strerror(errno));
 				if (p->reserve_fd != -1) {
 					close(p->reserve_fd);
@@ -1303,7 +1464,7 @@ parent_listen(struct listen_addr *la)
 		close(fd);
 		return -1;
 	}
-	if (listen(fd, 1024) == -1) {
+	if (listen(fd, listen_backlog()) == -1) {
 		log_warn("event=listen_failed addr=\"%s\" step=listen", name);
 		close(fd);
 		return -1;
@@ -1538,7 +1699,9 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	TAILQ_INIT(&p->pool);
 	RB_INIT(&p->conns);
 	RB_INIT(&p->ips);
+	RB_INIT(&p->pids);
 	parent_resolve_self(p);
+	parent_raise_nofile(p);
 
 	p->root = geteuid() == 0;
 	p->uid = getuid();
@@ -1580,6 +1743,10 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 		log_init(0, opts->verbose, "pyrelayd");
 	}
 	setproctitle("parent");
+	log_info("event=limits nofile=%llu nofile_hard=%llu nofile_was=%llu "
+	    "backlog=%d", (unsigned long long)p->nofile,
+	    (unsigned long long)p->nofile_max,
+	    (unsigned long long)p->nofile_was, listen_backlog());
 
 	p->ev_accept_pause = evtimer_new(p->base, parent_accept_resume, p);
 	p->ev_drain = evtimer_new(p->base, parent_drain_deadline, p);

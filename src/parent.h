@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 #include <sys/queue.h>
+#include <sys/resource.h>
 /* libbsd leaves __unused undefined on glibc; the tree macros need it */
 #ifndef __unused
 #define __unused __attribute__((__unused__))
@@ -59,6 +60,8 @@ TAILQ_HEAD(conn_rec_list, conn_rec);
 struct worker {
 	TAILQ_ENTRY(worker)	 entry;		/* all workers */
 	RB_ENTRY(worker)	 map;		/* relays in the map */
+	RB_ENTRY(worker)	 bypid;		/* all workers, for reaping */
+	int			 in_pids;	/* in the pid tree */
 	enum proc_role		 role;
 	pid_t			 pid;
 	int			 dead;		/* killed or channel gone; awaiting reap */
@@ -81,6 +84,7 @@ struct worker {
 };
 TAILQ_HEAD(worker_list, worker);
 RB_HEAD(relay_map, worker);
+RB_HEAD(worker_pids, worker);
 
 struct listener {
 	TAILQ_ENTRY(listener)	 entry;
@@ -101,6 +105,7 @@ struct parent {
 	struct listener_list	 listeners;
 	struct event		*ev_accept_pause;
 	int			 reserve_fd;
+	rlim_t			 nofile, nofile_max, nofile_was;	/* RLIMIT_NOFILE */
 	struct worker_list	 workers;
 	struct relay_map	 relays;
 	/* relays started ahead of claims (docs/pool.md) */
@@ -110,6 +115,7 @@ struct parent {
 	int			 pool_starting_max;	/* pooled relays starting at once */
 	struct event		*ev_pool_fill;
 	uint64_t		 assignments;	/* pooled relays given a server-id */
+	struct worker_pids	 pids;		/* all workers by pid */
 	struct worker		**fronts;
 	int			 nfronts;
 	int			 next_front;
