@@ -1121,11 +1121,6 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 			RB_REMOVE(relay_map, &p->relays, w);
 			w->in_map = 0;
 		}
-		/* a pooled relay told to stop (SIGTERM) is never assigned */
-		if (w->pooled) {
-			pool_remove(p, w);
-			pool_schedule(p, 0);
-		}
 		log_debug("event=relay_retiring server_id=%s pid=%d", w->sid,
 		    (int)w->pid);
 		msg_compose(&w->chan, MSG_RETIRE_OK, 0, &e, sizeof(e), -1);

@@ -1273,6 +1273,11 @@ relay_shutdown(evutil_socket_t sig, short ev, void *arg)
 	if (r->shutting_down)
 		return;
 	r->shutting_down = 1;
+	/* a pooled relay has no server-id and no connection: just go */
+	if (r->sid[0] == '\0') {
+		event_base_loopexit(r->base, NULL);
+		return;
+	}
 	/*
 	 * Leave the map first: a SIGTERM may reach one relay alone (an
 	 * operator, or systemd stopping a process), and the parent keeps
