@@ -609,7 +609,8 @@ report(struct result *r)
 			    r->pss_kib, (double)r->pss_kib / cfg.servers);
 			printf(" pings=%llu pings_min=%llu lost=%llu",
 			    (unsigned long long)r->c.pings,
-			    (unsigned long long)r->pings_min,
+			    (unsigned long long)(r->open_at_end ?
+			    r->pings_min : 0),
 			    (unsigned long long)r->c.lost);
 		} else if (cfg.mode == MODE_STORM) {
 			printf(" served=%llu served_secs=%.3f attempts=%llu "
