@@ -358,7 +358,6 @@ relay_gq_push(struct relay *r, const void *a, size_t alen, const void *b,
 	return 0;
 }
 
-/* Reclaim: the queued envelopes go to the new binary first, in order. */
 /* Empties the grace queue (delivered, or no binary will come). */
 static void
 relay_gq_clear(struct relay *r)
@@ -368,6 +367,7 @@ relay_gq_clear(struct relay *r)
 	r->gq_len = r->gq_cap = r->gq_bytes = 0;
 }
 
+/* Reclaim: the queued envelopes go to the new binary first, in order. */
 static void
 relay_gq_flush(struct relay *r)
 {
@@ -1294,7 +1294,6 @@ relay_ignore(evutil_socket_t sig, short ev, void *arg)
 {
 }
 
-/* Counter increments reach the parent every COUNTERS_MS once serving. */
 /*
  * A pooled relay (docs/pool.md) gets its one server-id.  Until then it had
  * no timer and no connection: it only waited on its channel.
@@ -1386,16 +1385,15 @@ relay_main(int fd)
 	sandbox_enter(ROLE_RELAY, setup, RELAY_MAXFDS);
 	free(m);
 	malloc_trim(0);
-	if (r->sid[0] != '\0')
+	if (r->sid[0] != '\0') {
 		relay_title(r);
-	else
+		log_debug("event=relay_ready server_id=%s", r->sid);
+	} else {
 		setproctitle("pooled relay");
+		log_debug("event=relay_pooled");
+	}
 	msg_hello(&r->chan, ROLE_RELAY);
 	relay_chan_flush(r);
-	if (r->sid[0] != '\0')
-		log_debug("event=relay_ready server_id=%s", r->sid);
-	else
-		log_debug("event=relay_pooled");
 
 	/* messages that arrived with SETUP are read by the loop */
 	event_active(r->ev_chan, EV_READ, 0);
