@@ -460,9 +460,6 @@ parent_send_setup(struct parent *p, struct worker *w)
 {
 	struct msg_setup	*s;
 
-	/* every worker passes here once, right after its fork: reaping finds it */
-	if (!w->in_pids && RB_INSERT(worker_pids, &p->pids, w) == NULL)
-		w->in_pids = 1;
 	s = xcalloc(1, sizeof(*s));
 	s->role = w->role;
 	s->verbose = p->opts.verbose;
@@ -574,7 +571,7 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	int		 argc = 0;
 
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
-		log_warn("event=spawn_failed step=socketpair");
+		parent_spawn_failed(role, sid);
 		return NULL;
 	}
 	/* argv[0] names the titles ps(1) shows: "pyrelayd: relay ..." */
@@ -588,7 +585,7 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	argv[argc] = NULL;
 	if ((pid = parent_start_process(role == ROLE_FRONT ? p->self :
 	    p->relay_exe, argv, sv[1])) == -1) {
-		log_warn("event=spawn_failed step=clone");
+		parent_spawn_failed(role, sid);
 		close(sv[0]);
 		close(sv[1]);
 		return NULL;
@@ -597,6 +594,8 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	w = xcalloc(1, sizeof(*w));
 	w->role = role;
 	w->pid = pid;
+	/* reaping finds it by pid */
+	RB_INSERT(worker_pids, &p->pids, w);
 	w->started_ms = now_ms();
 	TAILQ_INIT(&w->conns);
 	if (sid != NULL)
@@ -647,7 +646,6 @@ pool_fill(evutil_socket_t fd, short ev, void *arg)
 	while (!p->stopping && p->npool < p->conf->relay_pool &&
 	    p->npool - p->npool_ready < p->pool_starting_max) {
 		if ((w = parent_spawn(p, ROLE_RELAY, NULL)) == NULL) {
-			parent_spawn_failed(ROLE_RELAY, NULL);
 			pool_schedule(p, POOL_RETRY_MS);
 			return;
 		}
@@ -679,7 +677,7 @@ static struct worker *
 pool_take(struct parent *p, const char *sid)
 {
 	struct worker		*w, *pick = NULL;
-	struct msg_assign	*a;
+	struct msg_assign	 a;
 
 	TAILQ_FOREACH(w, &p->pool, pool_entry) {
 		if (w->dead)
@@ -696,11 +694,10 @@ pool_take(struct parent *p, const char *sid)
 	pool_remove(p, pick);
 	strlcpy(pick->sid, sid, sizeof(pick->sid));
 	pick->started_ms = now_ms();
-	a = xcalloc(1, sizeof(*a));
-	strlcpy(a->server_id, sid, sizeof(a->server_id));
-	a->lim = p->conf->lim;
-	msg_compose(&pick->chan, MSG_ASSIGN, 0, a, sizeof(*a), -1);
-	free(a);
+	memset(&a, 0, sizeof(a));
+	strlcpy(a.server_id, sid, sizeof(a.server_id));
+	a.lim = p->conf->lim;
+	msg_compose(&pick->chan, MSG_ASSIGN, 0, &a, sizeof(a), -1);
 	p->assignments++;
 	pool_schedule(p, 0);
 	return pick;
@@ -792,7 +789,6 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
 		if ((r = pool_take(p, up->server_id)) == NULL) {
 			pooled = 0;
 			if ((r = parent_spawn(p, ROLE_RELAY, up->server_id)) == NULL) {
-				parent_spawn_failed(ROLE_RELAY, up->server_id);
 				parent_verdict(p, c, fd, VERDICT_HTTP, 503, up);
 				return;
 			}
@@ -1243,8 +1239,7 @@ parent_worker_free(struct parent *p, struct worker *w)
 		pool_schedule(p, ready ? 0 : POOL_RETRY_MS);
 	}
 	parent_ctl_relay_gone(p, w);
-	if (w->in_pids)
-		RB_REMOVE(worker_pids, &p->pids, w);
+	RB_REMOVE(worker_pids, &p->pids, w);
 	TAILQ_REMOVE(&p->workers, w, entry);
 	event_free(w->ev_read);
 	event_free(w->ev_write);
@@ -1266,7 +1261,6 @@ parent_respawn_fronts(evutil_socket_t fd, short ev, void *arg)
 		if ((p->fronts[i] = parent_spawn(p, ROLE_FRONT, NULL)) == NULL) {
 			struct timeval	tv = { 1, 0 };
 
-			parent_spawn_failed(ROLE_FRONT, NULL);
 			evtimer_add(p->ev_respawn, &tv);
 			return;
 		}
@@ -1299,10 +1293,6 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 		/* by pid in a tree: 20,000 relays exiting is not quadratic */
 		key.pid = pid;
 		if ((w = RB_FIND(worker_pids, &p->pids, &key)) == NULL)
-			TAILQ_FOREACH(w, &p->workers, entry)
-				if (w->pid == pid)
-					break;
-		if (w == NULL)
 			continue;
 		if (WIFSIGNALED(status))
 			snprintf(how, sizeof(how), "signal=%d", WTERMSIG(status));

@@ -61,7 +61,6 @@ struct worker {
 	TAILQ_ENTRY(worker)	 entry;		/* all workers */
 	RB_ENTRY(worker)	 map;		/* relays in the map */
 	RB_ENTRY(worker)	 bypid;		/* all workers, for reaping */
-	int			 in_pids;	/* in the pid tree */
 	enum proc_role		 role;
 	pid_t			 pid;
 	int			 dead;		/* killed or channel gone; awaiting reap */
