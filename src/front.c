@@ -173,6 +173,21 @@ front_conn_free(struct fconn *fc, int closed)
 	free(fc);
 }
 
+/*
+ * The parent sent a connection whose fd we could not receive (at our
+ * RLIMIT_NOFILE): the kernel closed it; the parent forgets it.
+ */
+static void
+front_fd_lost(struct front *f, uint64_t id)
+{
+	struct msg_conn_closed	mc;
+
+	memset(&mc, 0, sizeof(mc));
+	mc.fd_lost = 1;
+	msg_compose(&f->chan, MSG_CONN_CLOSED, id, &mc, sizeof(mc), -1);
+	front_chan_flush(f);
+}
+
 void
 front_pump_count(int delta)
 {
@@ -817,6 +832,9 @@ front_metrics(struct front *f, struct msg *m)
 	    "# HELP pyrelayd_connections_accepted_total Connections accepted.\n"
 	    "# TYPE pyrelayd_connections_accepted_total counter\n"
 	    "pyrelayd_connections_accepted_total %llu\n"
+	    "# HELP pyrelayd_connections_lost_total Connections dropped in a hand-over between processes: the receiver had no descriptor free (RLIMIT_NOFILE).\n"
+	    "# TYPE pyrelayd_connections_lost_total counter\n"
+	    "pyrelayd_connections_lost_total %llu\n"
 	    "# HELP pyrelayd_client_addresses Client addresses with admission state.\n"
 	    "# TYPE pyrelayd_client_addresses gauge\n"
 	    "pyrelayd_client_addresses %llu\n"
@@ -824,7 +842,8 @@ front_metrics(struct front *f, struct msg *m)
 	    "# TYPE pyrelayd_uptime_seconds gauge\n"
 	    "pyrelayd_uptime_seconds %llu\n",
 	    (unsigned long long)mm->connections,
-	    (unsigned long long)mm->accepted, (unsigned long long)mm->addresses,
+	    (unsigned long long)mm->accepted,
+	    (unsigned long long)mm->conns_lost, (unsigned long long)mm->addresses,
 	    (unsigned long long)mm->uptime_s);
 	fc->outcome = FRONT_METRICS;
 	n = http_ok_response(front_resp_buf(fc, RESP_METRICS), RESP_METRICS,
@@ -931,6 +950,10 @@ front_dispatch(evutil_socket_t fd, short ev, void *arg)
 			memcpy(&f->lim, m->body, sizeof(f->lim));
 			break;
 		case MSG_CONN_NEW:
+			if (m->fd_lost) {
+				front_fd_lost(f, m->hdr.id);
+				break;
+			}
 			fc = front_conn_new(f, m->fd, m->hdr.id);
 			memcpy(&fc->meta, m->body, sizeof(fc->meta));
 			fc->state = FC_HEAD;
@@ -964,6 +987,10 @@ front_dispatch(evutil_socket_t fd, short ev, void *arg)
 			    f->lim.handshake_timeout_ms);
 			break;
 		case MSG_CONN_VERDICT:
+			if (m->fd_lost) {
+				front_fd_lost(f, m->hdr.id);
+				break;
+			}
 			front_verdict(f, m);
 			break;
 		case MSG_HEALTH:

@@ -261,9 +261,10 @@ msg_recv(struct msg_chan *chan, struct msg *m)
 	struct msg_hello	 hello;
 	ssize_t			 n;
 	size_t			 blen;
-	int			 fd, nfd, badcmsg;
+	int			 fd, nfd, badcmsg, lost;
 
 	m->fd = -1;
+	m->fd_lost = 0;
 	for (;;) {
 		memset(&mh, 0, sizeof(mh));
 		memset(&cmsgbuf, 0, sizeof(cmsgbuf));
@@ -305,10 +306,18 @@ msg_recv(struct msg_chan *chan, struct msg *m)
 		chan->errstr = "unexpected control message";
 		goto fail;
 	}
-	/* too many fds, or the kernel could not install one (RLIMIT_NOFILE) */
+	/*
+	 * MSG_CTRUNC: more fds than the buffer holds (it holds two, so some
+	 * arrived), or none could be installed (RLIMIT_NOFILE here): that fd
+	 * is lost, which is our shortage, not a violation by the peer.
+	 */
+	lost = 0;
 	if (mh.msg_flags & MSG_CTRUNC) {
-		chan->errstr = "truncated control data";
-		goto fail;
+		if (nfd > 0) {
+			chan->errstr = "truncated control data";
+			goto fail;
+		}
+		lost = 1;
 	}
 	if (nfd > 1) {
 		msg_seterr(chan, "%d fds in one packet", nfd);
@@ -337,7 +346,7 @@ msg_recv(struct msg_chan *chan, struct msg *m)
 			    m->hdr.len, sizeof(hello));
 			goto fail;
 		}
-		if (fd != -1) {
+		if (fd != -1 || lost) {
 			chan->errstr = "hello: unexpected fd";
 			goto fail;
 		}
@@ -366,17 +375,18 @@ msg_recv(struct msg_chan *chan, struct msg *m)
 		    rule->len);
 		goto fail;
 	}
-	if (rule->fd == MSG_FD_NONE && fd != -1) {
+	if (rule->fd == MSG_FD_NONE && (fd != -1 || lost)) {
 		msg_seterr(chan, "type %u (%s): unexpected fd",
 		    m->hdr.type, msg_type_name(chan, m->hdr.type));
 		goto fail;
 	}
-	if (rule->fd == MSG_FD_REQUIRED && fd == -1) {
+	if (rule->fd == MSG_FD_REQUIRED && fd == -1 && !lost) {
 		msg_seterr(chan, "type %u (%s): fd missing",
 		    m->hdr.type, msg_type_name(chan, m->hdr.type));
 		goto fail;
 	}
 	m->fd = fd;
+	m->fd_lost = lost;
 	return 1;
 
  fail:

@@ -48,6 +48,12 @@ struct msg_rule {
 struct msg {
 	struct msg_hdr	hdr;
 	int		fd;		/* -1 when none */
+	/*
+	 * 1 when the packet carried an fd the kernel could not install (this
+	 * process is at RLIMIT_NOFILE): fd is -1, the connection it was is
+	 * gone, and the message is otherwise valid.
+	 */
+	int		fd_lost;
 	/* aligned so that bodies can be read through their struct types */
 	unsigned char	body[MSG_MAX_BODY] __attribute__((__aligned__(16)));
 };
@@ -96,6 +102,9 @@ int	msg_flush(struct msg_chan *);
  * where one is required, truncated packet, first message not a valid
  * MSG_HELLO).  errstr says why.  MSG_HELLO itself is consumed by
  * msg_recv and reported as 1 with m->hdr.type == MSG_HELLO.
+ * A type that requires an fd may come back as 1 with m->fd_lost set
+ * (out of descriptors, not the peer's fault): the caller drops that one
+ * connection, not the channel.
  */
 int	msg_recv(struct msg_chan *, struct msg *m);
 /* Name of a type in chan's allow-list, for logs. */

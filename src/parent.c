@@ -388,6 +388,21 @@ conn_release(struct parent *p, struct conn_rec *c)
 	free(c);
 }
 
+/*
+ * A connection whose fd was lost on its way between two processes, because
+ * the receiver had no descriptor free (RLIMIT_NOFILE): the kernel closed
+ * it, so the client sees its connection end.  Only that connection is
+ * dropped; the channel and the other connections go on.
+ */
+static void
+conn_lost(struct parent *p, struct conn_rec *c, const char *where)
+{
+	p->conns_lost++;
+	log_warnx("event=connection_lost conn=%llu receiver=%s "
+	    "limit=RLIMIT_NOFILE", (unsigned long long)c->id, where);
+	conn_release(p, c);
+}
+
 /* ---- workers ------------------------------------------------------------ */
 
 void
@@ -841,6 +856,10 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 	}
 	conn_set_owner(c, NULL);
 	p->front_outcomes[FRONT_UPGRADE]++;
+	if (m->fd_lost) {
+		conn_lost(p, c, "parent");
+		return;
+	}
 	/*
 	 * Behind a PROXY listener the client is the address the header
 	 * carried (the front parsed it); only such listeners may change it.
@@ -931,6 +950,7 @@ parent_metrics(struct parent *p, struct worker *w, struct msg *m)
 			mm->relays_alive++;
 	mm->relays_pooled = p->npool_ready;
 	mm->assignments = p->assignments;
+	mm->conns_lost = p->conns_lost;
 	memcpy(mm->relay_exits, p->relay_exits, sizeof(mm->relay_exits));
 	mm->relays_started = p->relays_started;
 	memcpy(mm->front_outcomes, p->front_outcomes, sizeof(mm->front_outcomes));
@@ -1029,8 +1049,13 @@ parent_conn_closed(struct parent *p, struct worker *w, struct msg *m)
 
 	key.id = m->hdr.id;
 	if ((c = RB_FIND(conn_tree, &p->conns, &key)) == NULL || c->owner != w ||
-	    (w->role == ROLE_FRONT && mc->outcome >= FRONT_OUTCOME_MAX)) {
+	    (w->role == ROLE_FRONT && mc->outcome >= FRONT_OUTCOME_MAX) ||
+	    mc->fd_lost > 1) {
 		parent_worker_kill(p, w, "CONN_CLOSED for a connection it does not hold");
+		return;
+	}
+	if (mc->fd_lost) {
+		conn_lost(p, c, role_str(w->role));
 		return;
 	}
 	if (w->role == ROLE_FRONT)
@@ -1131,6 +1156,10 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 		    strcmp(((struct msg_conn_upgrade *)m->body)->server_id, w->sid) != 0) {
 			close(m->fd);
 			parent_worker_kill(p, w, "bad CONN_REROUTE");
+			break;
+		}
+		if (m->fd_lost) {
+			conn_lost(p, c, "parent");
 			break;
 		}
 		/* step 3: routed again as if new; while stopping, nothing is */

@@ -114,6 +114,7 @@ struct parent {
 	int			 pool_starting_max;	/* pooled relays starting at once */
 	struct event		*ev_pool_fill;
 	uint64_t		 assignments;	/* pooled relays given a server-id */
+	uint64_t		 conns_lost;	/* fds lost in a hand-over */
 	struct worker_pids	 pids;		/* all workers by pid */
 	struct worker		**fronts;
 	int			 nfronts;

@@ -139,6 +139,8 @@ enum front_outcome {
 struct msg_conn_closed {
 	uint32_t	kind;		/* 0 = not upgraded, else enum conn_kind */
 	uint32_t	outcome;	/* fronts: enum front_outcome */
+	uint32_t	fd_lost;	/* 1: its fd never arrived (RLIMIT_NOFILE) */
+	uint32_t	pad;
 };
 
 /* protocol.md §2 /metrics label values */
@@ -180,6 +182,7 @@ struct msg_metrics {
 	uint64_t		front_outcomes[FRONT_OUTCOME_MAX];
 	uint64_t		relays_pooled;		/* started, waiting for a server-id */
 	uint64_t		assignments;		/* pooled relays given a server-id */
+	uint64_t		conns_lost;		/* fds lost in a hand-over */
 	struct relay_counters	c;
 };
 

@@ -1069,6 +1069,27 @@ relay_attach(struct relay *r, struct msg *m)
 	relay_counters_flush(r);
 }
 
+/*
+ * A connection whose fd we could not receive (at our RLIMIT_NOFILE): the
+ * kernel closed it, the parent forgets it.  A binary lost on its way to a
+ * relay that has none leaves the server-id in its grace, as if it had
+ * connected and dropped at once.
+ */
+static void
+relay_fd_lost(struct relay *r, uint64_t id, uint32_t kind)
+{
+	struct msg_conn_closed	mc;
+
+	memset(&mc, 0, sizeof(mc));
+	mc.kind = kind;
+	mc.fd_lost = 1;
+	msg_compose(&r->chan, MSG_CONN_CLOSED, id, &mc, sizeof(mc), -1);
+	relay_chan_flush(r);
+	if (kind == CONN_BINARY && r->binary == NULL && !r->in_grace &&
+	    !r->retiring && !r->shutting_down)
+		relay_start_grace(r);
+}
+
 static void
 relay_attach_one(struct relay *r, struct msg *m)
 {
@@ -1083,6 +1104,10 @@ relay_attach_one(struct relay *r, struct msg *m)
 	    up->preread_len > PREREAD_MAX || strcmp(up->server_id, r->sid) != 0)
 		fatalx("relay %s: bad CONN_ATTACH from parent", r->sid);
 
+	if (m->fd_lost) {
+		relay_fd_lost(r, m->hdr.id, up->kind);
+		return;
+	}
 	if (r->retiring || r->shutting_down) {
 		/* architecture.md retire handshake step 3: hand it back unchanged */
 		msg_compose(&r->chan, MSG_CONN_REROUTE, m->hdr.id, up, sizeof(*up),

@@ -12,7 +12,10 @@ parent runs out after a few dozen relays (about one descriptor each)."""
 import asyncio
 import os
 import re
+import resource
 import shutil
+import socket
+import subprocess
 import sys
 import time
 import unittest
@@ -98,6 +101,195 @@ class Limits(unittest.TestCase):
         # the new lines too are events in key=value form
         bad = [ln for ln in d.log_lines() if not EVENT_LINE.match(ln)]
         self.assertEqual(bad, [], "log lines not in key=value form")
+
+
+def metric(d, name):
+    """The value of an unlabelled metric, from /metrics."""
+    status, _, body = harness.http_get(d.metrics_port, "/metrics")
+    assert status == 200, status
+    m = re.search(r"^%s (\d+)$" % re.escape(name), body.decode(), re.M)
+    assert m, "no %s in /metrics" % name
+    return int(m.group(1))
+
+
+def open_fds(pid):
+    return {int(n) for n in os.listdir("/proc/%d/fd" % pid)}
+
+
+class LostInHandOver(unittest.TestCase):
+    """A connection handed to the parent while it has no descriptor free
+    (RLIMIT_NOFILE) is lost alone: its client sees the connection close,
+    the log and /metrics say so, and the front that handed it over keeps
+    serving the other connections it holds."""
+
+    def test_parent_out_of_descriptors(self):
+        # no pool: the parent's descriptors stay as they are
+        with harness.Daemon(extra_conf=RATE + "\nrelay pool 0") as d:
+            base_fds = open_fds(d.pid)
+            accepted = metric(d, "pyrelayd_connections_accepted_total")
+            reqs, socks = [], []
+            for i in range(4):
+                req = harness.upgrade_request(d.port, "/v1/server",
+                                              sid="lost-%d" % i)
+                s = socket.create_connection(("127.0.0.1", d.port),
+                                             timeout=10)
+                # the head without its final CRLF: the front waits
+                s.sendall(req[:-2])
+                reqs.append(req)
+                socks.append(s)
+            try:
+                # the fronts are dealt connections in turn: the first and
+                # the third are held by the same front
+                harness.poll_until(
+                    lambda: metric(d, "pyrelayd_connections_accepted_total")
+                    >= accepted + 1 + 4, 10, "4 connections accepted")
+                harness.poll_until(lambda: open_fds(d.pid) == base_fds, 10,
+                                   "the parent handed them to the fronts")
+                fronts = sorted(d.front_pids())
+                # the lowest free descriptor becomes the limit: no new one
+                lowest = min(set(range(len(base_fds) + 1)) - base_fds)
+                soft, hard = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
+                mark = d.log_mark()
+                resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (lowest, hard))
+                try:
+                    socks[0].sendall(b"\r\n")
+                    d.wait_log(r"\bevent=connection_lost conn=\d+ "
+                               r"receiver=parent limit=RLIMIT_NOFILE$",
+                               since=mark)
+                    # its client sees the connection end, with no answer
+                    self.assertEqual(recv_all(socks[0]), b"")
+                finally:
+                    resource.prlimit(d.pid, resource.RLIMIT_NOFILE,
+                                     (soft, hard))
+                # the others, held by both fronts, are served
+                for i in range(1, 4):
+                    socks[i].sendall(b"\r\n")
+                    head = recv_head(socks[i])
+                    self.assertTrue(head.startswith(b"HTTP/1.1 101 "),
+                                    "client %d: %r" % (i, head[:40]))
+                self.assertEqual(sorted(d.front_pids()), fronts)
+                self.assertNotRegex(d.log_text(), r"event=worker_killed")
+                self.assertEqual(
+                    metric(d, "pyrelayd_connections_lost_total"), 1)
+            finally:
+                for s in socks:
+                    s.close()
+
+    def test_relay_out_of_descriptors(self):
+        with harness.Daemon(extra_conf=RATE) as d:
+            sid = "lost-relay"
+
+            async def main():
+                b = await harness.binary(d, sid)
+                relay = d.relay_pids()[sid]
+                mark = d.log_mark()
+                with fd_starved(relay):
+                    # a phone's connection reaches the relay and is lost
+                    out = harness.raw_request(d.port, harness.upgrade_request(
+                        d.port, "/v1/client", sid=sid))
+                    self.assertEqual(out, b"")
+                    d.wait_log(r"\bevent=connection_lost conn=\d+ "
+                               r"receiver=relay limit=RLIMIT_NOFILE$",
+                               since=mark)
+                # the same relay goes on serving its binary and new phones
+                self.assertEqual(d.relay_pids().get(sid), relay)
+                p = await harness.phone(d, sid)
+                await harness.assert_exchange(b, p, sid)
+                await harness.close_all(b, p)
+            harness.run(main())
+            self.assertEqual(metric(d, "pyrelayd_connections_lost_total"), 1)
+
+    def test_front_out_of_descriptors(self):
+        with harness.Daemon(extra_conf=RATE, workers=1) as d:
+            front = d.front_pids()[0]
+            mark = d.log_mark()
+            with fd_starved(front):
+                out = harness.raw_request(d.port, harness.upgrade_request(
+                    d.port, "/v1/server", sid="lost-front"))
+                self.assertEqual(out, b"")
+                d.wait_log(r"\bevent=connection_lost conn=\d+ "
+                           r"receiver=front limit=RLIMIT_NOFILE$", since=mark)
+            # the same front serves the next connection
+            self.assertEqual(d.front_pids(), [front])
+
+            async def main():
+                b = await harness.binary(d, "lost-front")
+                p = await harness.phone(d, "lost-front")
+                await harness.assert_exchange(b, p, "lost-front")
+                await harness.close_all(b, p)
+            harness.run(main())
+            self.assertEqual(metric(d, "pyrelayd_connections_lost_total"), 1)
+
+
+class fd_starved:
+    """Within the block, process pid can open no descriptor: its
+    RLIMIT_NOFILE soft limit is its lowest free descriptor number."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def __enter__(self):
+        fds = open_fds(self.pid)
+        lowest = min(set(range(len(fds) + 1)) - fds)
+        self.soft, self.hard = prlimit_nofile(self.pid)
+        prlimit_nofile(self.pid, (lowest, self.hard))
+        return self
+
+    def __exit__(self, *exc):
+        prlimit_nofile(self.pid, (self.soft, self.hard))
+
+
+def prlimit_nofile(pid, limits=None):
+    """prlimit(2) on RLIMIT_NOFILE of pid; returns (soft, hard) as it was.
+    A worker runs as the configured user: without CAP_SYS_RESOURCE (some
+    containers drop it) only a process of the same user and group may
+    change its limits, so the call is made from one."""
+    uid = gid = None
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                uid = int(line.split()[1])
+            elif line.startswith("Gid:"):
+                gid = int(line.split()[1])
+    args = () if limits is None else (limits,)
+    if uid == os.getuid() and gid == os.getgid():
+        return resource.prlimit(pid, resource.RLIMIT_NOFILE, *args)
+    out = subprocess.run(
+        ["/usr/bin/python3", "-c",
+         "import resource, sys\n"
+         "a = tuple(int(x) for x in sys.argv[2:])\n"
+         "print(*resource.prlimit(int(sys.argv[1]), resource.RLIMIT_NOFILE,"
+         " *((a,) if a else ())))",
+         str(pid)] + [str(x) for x in (limits or ())],
+        user=uid, group=gid, extra_groups=[], check=True, timeout=10,
+        capture_output=True, text=True).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def recv_all(s, timeout=10):
+    """Everything until the peer closes (a reset counts as a close)."""
+    s.settimeout(timeout)
+    out = b""
+    while True:
+        try:
+            b = s.recv(4096)
+        except ConnectionResetError:
+            return out
+        if not b:
+            return out
+        out += b
+
+
+def recv_head(s, timeout=10):
+    """An HTTP response head, up to its blank line (or the close)."""
+    s.settimeout(timeout)
+    out = b""
+    while b"\r\n\r\n" not in out:
+        b = s.recv(4096)
+        if not b:
+            break
+        out += b
+    return out
 
 
 if __name__ == "__main__":

@@ -802,6 +802,58 @@ test_reject_fd_not_installed(void)
 }
 
 static void
+test_fd_lost(void)
+{
+	struct msg_chan	rx;
+	struct rlimit	old, low;
+	int		sv[2], p[2], lowest, r, before;
+	uint32_t	v = 7, w = 8;
+
+	/*
+	 * A type that requires an fd, received at RLIMIT_NOFILE: the kernel
+	 * drops the fd (MSG_CTRUNC, none installed).  That is our shortage,
+	 * not the peer's fault: the message comes back marked fd_lost, and
+	 * the channel goes on.
+	 */
+	raw_setup(sv, &rx, 1);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT(raw_send(sv[0], T_WITHFD, 4, &v, 4, &p[0], 1) > 0);
+	CU_ASSERT(raw_send(sv[0], T_WITHFD, 4, &w, 4, &p[0], 1) > 0);
+	close(p[0]);
+	before = count_fds();
+	CU_ASSERT_FATAL((lowest = dup(0)) != -1);
+	close(lowest);
+	CU_ASSERT_FATAL(getrlimit(RLIMIT_NOFILE, &old) == 0);
+	low = old;
+	low.rlim_cur = lowest;
+	CU_ASSERT_FATAL(setrlimit(RLIMIT_NOFILE, &low) == 0);
+	rx.errstr = NULL;
+	r = msg_recv(&rx, &rm);
+	CU_ASSERT_FATAL(setrlimit(RLIMIT_NOFILE, &old) == 0);
+	CU_ASSERT_EQUAL(r, 1);
+	CU_ASSERT_EQUAL(rm.hdr.type, T_WITHFD);
+	CU_ASSERT_EQUAL(memcmp(rm.body, &v, 4), 0);
+	/* under valgrind, which only emulates RLIMIT_NOFILE, it arrives */
+	if (rm.fd != -1) {
+		CU_ASSERT_EQUAL(rm.fd_lost, 0);
+		close(rm.fd);
+	} else
+		CU_ASSERT_EQUAL(rm.fd_lost, 1);
+	CU_ASSERT_EQUAL(count_fds(), before);
+	/* the next message, with room again, arrives whole */
+	CU_ASSERT_EQUAL(msg_recv(&rx, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.type, T_WITHFD);
+	CU_ASSERT_EQUAL(memcmp(rm.body, &w, 4), 0);
+	CU_ASSERT(rm.fd >= 0);
+	CU_ASSERT_EQUAL(rm.fd_lost, 0);
+	if (rm.fd >= 0)
+		close(rm.fd);
+	close(p[1]);
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+static void
 test_reject_foreign_cmsg(void)
 {
 	struct msg_chan	rx;
@@ -881,6 +933,7 @@ main(void)
 	    CU_add_test(s, "several fds", test_reject_many_fds) == NULL ||
 	    CU_add_test(s, "truncated packet", test_reject_truncated) == NULL ||
 	    CU_add_test(s, "short header", test_reject_short_header) == NULL ||
+	    CU_add_test(s, "fd lost at RLIMIT_NOFILE", test_fd_lost) == NULL ||
 	    CU_add_test(s, "fd not installed",
 	    test_reject_fd_not_installed) == NULL ||
 	    CU_add_test(s, "foreign control message",
