@@ -95,15 +95,15 @@ static void	front_conn_write(evutil_socket_t, short, void *);
 static void	front_conn_timer(evutil_socket_t, short, void *);
 
 static const struct msg_rule front_rules[] = {
-	{ MSG_SETUP, sizeof(struct msg_setup), MSG_FD_NONE, "SETUP" },
-	{ MSG_LIMITS, sizeof(struct msg_limits), MSG_FD_NONE, "LIMITS" },
-	{ MSG_CONN_NEW, sizeof(struct msg_conn_new), MSG_FD_REQUIRED, "CONN_NEW" },
-	{ MSG_CONN_VERDICT, sizeof(struct msg_conn_verdict), MSG_FD_REQUIRED, "CONN_VERDICT" },
-	{ MSG_HEALTH, sizeof(struct msg_health), MSG_FD_NONE, "HEALTH" },
-	{ MSG_METRICS, sizeof(struct msg_metrics), MSG_FD_NONE, "METRICS" },
-	{ MSG_VERBOSE, sizeof(struct msg_verbose), MSG_FD_NONE, "VERBOSE" },
-	{ MSG_TLS, sizeof(struct msg_tls), MSG_FD_NONE, "TLS" },
-	{ MSG_ACME, sizeof(struct msg_acme), MSG_FD_NONE, "ACME" },
+	{ MSG_SETUP, sizeof(struct msg_setup), MSG_FD_NONE, "SETUP", MSG_SETUP_MIN },
+	{ MSG_LIMITS, sizeof(struct msg_limits), MSG_FD_NONE, "LIMITS", 0 },
+	{ MSG_CONN_NEW, sizeof(struct msg_conn_new), MSG_FD_REQUIRED, "CONN_NEW", 0 },
+	{ MSG_CONN_VERDICT, sizeof(struct msg_conn_verdict), MSG_FD_REQUIRED, "CONN_VERDICT", 0 },
+	{ MSG_HEALTH, sizeof(struct msg_health), MSG_FD_NONE, "HEALTH", 0 },
+	{ MSG_METRICS, sizeof(struct msg_metrics), MSG_FD_NONE, "METRICS", 0 },
+	{ MSG_VERBOSE, sizeof(struct msg_verbose), MSG_FD_NONE, "VERBOSE", 0 },
+	{ MSG_TLS, sizeof(struct msg_tls), MSG_FD_NONE, "TLS", 0 },
+	{ MSG_ACME, sizeof(struct msg_acme), MSG_FD_NONE, "ACME", 0 },
 };
 
 static void
@@ -395,7 +395,7 @@ front_tls_handoff(struct front *f, struct fconn *fc, struct msg_conn_upgrade *up
 			log_debug("event=tls_handoff conn=%llu mode=ktls",
 			    (unsigned long long)fc->id);
 			msg_compose(&f->chan, MSG_CONN_UPGRADE, fc->id, up,
-			    sizeof(*up), fc->fd);
+			    CONN_UPGRADE_LEN(up), fc->fd);
 			/* no close_notify: the session lives on in the kernel */
 			SSL_free(fc->ssl);
 			fc->ssl = NULL;
@@ -411,7 +411,8 @@ front_tls_handoff(struct front *f, struct fconn *fc, struct msg_conn_upgrade *up
 		return;
 	}
 	up->tls_mode = TLS_MODE_PUMP;
-	msg_compose(&f->chan, MSG_CONN_UPGRADE, fc->id, up, sizeof(*up), sv[1]);
+	msg_compose(&f->chan, MSG_CONN_UPGRADE, fc->id, up, CONN_UPGRADE_LEN(up),
+	    sv[1]);
 	front_pump_start(f->base, fc->ssl, fc->fd, sv[0]);
 	fc->ssl = NULL;
 }
@@ -452,8 +453,8 @@ front_upgrade(struct front *f, struct fconn *fc, const struct http_request *req)
 	if (fc->ssl != NULL)
 		front_tls_handoff(f, fc, up);
 	else
-		msg_compose(&f->chan, MSG_CONN_UPGRADE, fc->id, up, sizeof(*up),
-		    fc->fd);
+		msg_compose(&f->chan, MSG_CONN_UPGRADE, fc->id, up,
+		    CONN_UPGRADE_LEN(up), fc->fd);
 	front_chan_flush(f);
 	free(up);
 	/* the fd belongs to the channel (or the pump) now */
@@ -1111,7 +1112,7 @@ front_main(int fd)
 		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
 		    rl.rlim_max != RLIM_INFINITY && rl.rlim_max < maxfds)
 			maxfds = rl.rlim_max;
-		sandbox_enter(ROLE_FRONT, setup, maxfds);
+		sandbox_enter(ROLE_FRONT, setup, m->hdr.len, maxfds);
 	}
 	free(m);
 	/* our HELLO says we are ready: set up and sandboxed */

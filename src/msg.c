@@ -369,10 +369,17 @@ msg_recv(struct msg_chan *chan, struct msg *m)
 		msg_seterr(chan, "unknown type %u", m->hdr.type);
 		goto fail;
 	}
-	if (m->hdr.len != rule->len) {
+	if (rule->minlen == 0 && m->hdr.len != rule->len) {
 		msg_seterr(chan, "type %u (%s): length %u, want %u",
 		    m->hdr.type, msg_type_name(chan, m->hdr.type), m->hdr.len,
 		    rule->len);
+		goto fail;
+	}
+	if (rule->minlen != 0 &&
+	    (m->hdr.len < rule->minlen || m->hdr.len > rule->len)) {
+		msg_seterr(chan, "type %u (%s): length %u, want %u to %u",
+		    m->hdr.type, msg_type_name(chan, m->hdr.type), m->hdr.len,
+		    rule->minlen, rule->len);
 		goto fail;
 	}
 	if (rule->fd == MSG_FD_NONE && (fd != -1 || lost)) {

@@ -40,9 +40,10 @@ enum msg_fd_rule {
 /* one row of a per-direction allow-list */
 struct msg_rule {
 	uint32_t		type;
-	uint32_t		len;	/* exact body length */
+	uint32_t		len;	/* exact body length, or the most */
 	enum msg_fd_rule	fd;
 	const char		*name;	/* for logs */
+	uint32_t		minlen;	/* 0: exactly len; else minlen..len */
 };
 
 struct msg {

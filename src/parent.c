@@ -95,20 +95,22 @@ static void	parent_route(struct parent *, struct conn_rec *,
 static struct worker *parent_spawn(struct parent *, enum proc_role, const char *);
 
 static const struct msg_rule front_to_parent[] = {
-	{ MSG_CONN_UPGRADE, sizeof(struct msg_conn_upgrade), MSG_FD_REQUIRED, "CONN_UPGRADE" },
-	{ MSG_CONN_CLOSED, sizeof(struct msg_conn_closed), MSG_FD_NONE, "CONN_CLOSED" },
-	{ MSG_HEALTH_REQ, sizeof(struct msg_empty), MSG_FD_NONE, "HEALTH_REQ" },
-	{ MSG_METRICS_REQ, sizeof(struct msg_empty), MSG_FD_NONE, "METRICS_REQ" },
-	{ MSG_ACME_REQ, sizeof(struct msg_acme_req), MSG_FD_NONE, "ACME_REQ" },
+	{ MSG_CONN_UPGRADE, sizeof(struct msg_conn_upgrade), MSG_FD_REQUIRED, "CONN_UPGRADE",
+	    CONN_UPGRADE_MIN },
+	{ MSG_CONN_CLOSED, sizeof(struct msg_conn_closed), MSG_FD_NONE, "CONN_CLOSED", 0 },
+	{ MSG_HEALTH_REQ, sizeof(struct msg_empty), MSG_FD_NONE, "HEALTH_REQ", 0 },
+	{ MSG_METRICS_REQ, sizeof(struct msg_empty), MSG_FD_NONE, "METRICS_REQ", 0 },
+	{ MSG_ACME_REQ, sizeof(struct msg_acme_req), MSG_FD_NONE, "ACME_REQ", 0 },
 };
 
 static const struct msg_rule relay_to_parent[] = {
-	{ MSG_CONN_REROUTE, sizeof(struct msg_conn_upgrade), MSG_FD_REQUIRED, "CONN_REROUTE" },
-	{ MSG_CONN_CLOSED, sizeof(struct msg_conn_closed), MSG_FD_NONE, "CONN_CLOSED" },
-	{ MSG_RELAY_STATE, sizeof(struct msg_relay_state), MSG_FD_NONE, "RELAY_STATE" },
-	{ MSG_RETIRE, sizeof(struct msg_empty), MSG_FD_NONE, "RETIRE" },
-	{ MSG_RELAY_COUNTERS, sizeof(struct relay_counters), MSG_FD_NONE, "RELAY_COUNTERS" },
-	{ MSG_CTL_PHONE, sizeof(struct msg_ctl_phone), MSG_FD_NONE, "CTL_PHONE" },
+	{ MSG_CONN_REROUTE, sizeof(struct msg_conn_upgrade), MSG_FD_REQUIRED, "CONN_REROUTE",
+	    CONN_UPGRADE_MIN },
+	{ MSG_CONN_CLOSED, sizeof(struct msg_conn_closed), MSG_FD_NONE, "CONN_CLOSED", 0 },
+	{ MSG_RELAY_STATE, sizeof(struct msg_relay_state), MSG_FD_NONE, "RELAY_STATE", 0 },
+	{ MSG_RETIRE, sizeof(struct msg_empty), MSG_FD_NONE, "RETIRE", 0 },
+	{ MSG_RELAY_COUNTERS, sizeof(struct relay_counters), MSG_FD_NONE, "RELAY_COUNTERS", 0 },
+	{ MSG_CTL_PHONE, sizeof(struct msg_ctl_phone), MSG_FD_NONE, "CTL_PHONE", 0 },
 };
 
 static const char *
@@ -484,8 +486,9 @@ parent_send_setup(struct parent *p, struct worker *w)
 	strlcpy(s->chroot, p->conf->chroot, sizeof(s->chroot));
 	strlcpy(s->server_id, w->sid, sizeof(s->server_id));
 	s->lim = p->conf->lim;
+	s->filter = *p->filters[w->role == ROLE_FRONT ? 0 : 1];
 	msg_hello(&w->chan, ROLE_PARENT);
-	msg_compose(&w->chan, MSG_SETUP, 0, s, sizeof(*s), -1);
+	msg_compose(&w->chan, MSG_SETUP, 0, s, MSG_SETUP_LEN(s), -1);
 	free(s);
 	parent_worker_flush(w);
 	if (w->role == ROLE_FRONT && p->tls) {
@@ -815,17 +818,19 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
 		    up->server_id, (int)r->pid, pooled);
 	}
 	conn_set_owner(c, r);
-	msg_compose(&r->chan, MSG_CONN_ATTACH, c->id, up, sizeof(*up), fd);
+	msg_compose(&r->chan, MSG_CONN_ATTACH, c->id, up, CONN_UPGRADE_LEN(up),
+	    fd);
 	parent_worker_flush(r);
 }
 
+/* len: the body's length, which must end where the preread does */
 static int
-upgrade_valid(const struct msg_conn_upgrade *up)
+upgrade_valid(const struct msg_conn_upgrade *up, size_t len)
 {
 	if (up->server_id[SERVER_ID_MAX] != '\0' ||
 	    up->device_name[DEVICE_NAME_MAX] != '\0' ||
 	    up->ws_accept[WS_ACCEPT_LEN] != '\0' ||
-	    up->preread_len > PREREAD_MAX)
+	    up->preread_len > PREREAD_MAX || len != CONN_UPGRADE_LEN(up))
 		return 0;
 	if (up->kind != CONN_BINARY && up->kind != CONN_PHONE)
 		return 0;
@@ -849,7 +854,7 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 
 	key.id = m->hdr.id;
 	c = RB_FIND(conn_tree, &p->conns, &key);
-	if (c == NULL || c->owner != w || !upgrade_valid(up)) {
+	if (c == NULL || c->owner != w || !upgrade_valid(up, m->hdr.len)) {
 		close(m->fd);
 		parent_worker_kill(p, w, "bad CONN_UPGRADE");
 		return;
@@ -1151,7 +1156,7 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 		key.id = m->hdr.id;
 		c = RB_FIND(conn_tree, &p->conns, &key);
 		if (c == NULL || c->owner != w || w->in_map ||
-		    !upgrade_valid((struct msg_conn_upgrade *)m->body) ||
+		    !upgrade_valid((struct msg_conn_upgrade *)m->body, m->hdr.len) ||
 		    ((struct msg_conn_upgrade *)m->body)->status != 0 ||
 		    strcmp(((struct msg_conn_upgrade *)m->body)->server_id, w->sid) != 0) {
 			close(m->fd);
@@ -1723,6 +1728,12 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	if (sandbox_check(conf, &p->uid, &p->gid, err, sizeof(err)) == -1) {
 		fprintf(stderr, "pyrelayd: %s\n", err);
 		exit(1);
+	}
+	/* compiled once here, loaded by each worker (docs/sandbox.md) */
+	for (i = 0; i < 2; i++) {
+		p->filters[i] = xcalloc(1, sizeof(*p->filters[i]));
+		sandbox_filter_build(i == 0 ? ROLE_FRONT : ROLE_RELAY,
+		    p->filters[i]);
 	}
 	{
 		struct listen_addr	*la;

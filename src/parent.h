@@ -93,6 +93,7 @@ struct listener {
 TAILQ_HEAD(listener_list, listener);
 
 struct parent {
+	struct sandbox_prog	*filters[2];	/* fronts', relays' seccomp programs */
 	struct event_base	*base;
 	struct config		*conf;
 	struct parent_opts	 opts;

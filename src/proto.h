@@ -9,6 +9,10 @@
 #define PROTO_H
 
 #include <sys/socket.h>
+
+#include <linux/filter.h>
+
+#include <stddef.h>
 #include <stdint.h>
 
 #include "msg.h"
@@ -43,6 +47,21 @@ enum proto_type {
 	MSG_TYPE_MAX
 };
 
+/*
+ * A worker's seccomp program, compiled once by the parent (sandbox_filter.c)
+ * and loaded by the worker itself (sandbox.c).  pid_at: the instruction
+ * that compares tgkill's pid with SANDBOX_PID_PLACEHOLDER, which the
+ * worker replaces with its own pid first (SANDBOX_PID_NONE: none).
+ */
+#define SANDBOX_PROG_MAX	1024		/* instructions */
+#define SANDBOX_PID_NONE	UINT32_MAX
+#define SANDBOX_PID_PLACEHOLDER	0x7ffffffeU	/* above any pid_max */
+struct sandbox_prog {
+	uint32_t		len;		/* instructions */
+	uint32_t		pid_at;
+	struct sock_filter	insns[SANDBOX_PROG_MAX];
+};
+
 struct msg_setup {
 	uint32_t	role;
 	uint32_t	verbose;
@@ -54,7 +73,11 @@ struct msg_setup {
 	char		server_id[SERVER_ID_MAX + 1];	/* relays */
 	char		pad2[7];
 	struct limits	lim;
+	struct sandbox_prog filter;	/* last: sent up to filter.len */
 };
+#define MSG_SETUP_MIN		offsetof(struct msg_setup, filter.insns)
+#define MSG_SETUP_LEN(s)	(MSG_SETUP_MIN + \
+	    (size_t)(s)->filter.len * sizeof(struct sock_filter))
 
 /*
  * MSG_ASSIGN: a pooled relay (set up with an empty server-id, sandboxed,
@@ -102,6 +125,15 @@ struct msg_conn_upgrade {
 	char			pad[3];
 	unsigned char		preread[PREREAD_MAX];
 };
+
+/*
+ * A msg_conn_upgrade travels up to the end of its preread: CONN_UPGRADE_MIN
+ * bytes plus preread_len (the allow-lists accept that range), so that a
+ * connection that sent nothing early costs a few hundred bytes to hand on,
+ * not 16 KiB.
+ */
+#define CONN_UPGRADE_MIN	offsetof(struct msg_conn_upgrade, preread)
+#define CONN_UPGRADE_LEN(up)	(CONN_UPGRADE_MIN + (size_t)(up)->preread_len)
 
 enum tls_mode {
 	TLS_MODE_NONE = 0,	/* plain listener */

@@ -121,6 +121,13 @@ struct relay {
 
 static struct relay	*relay;
 static unsigned char	 readbuf[READ_CHUNK];
+/*
+ * Messages from the parent land here, not in a 32 KiB block taken from the
+ * heap and given back for every batch: only the pages a message reaches
+ * are ever touched (a CONN_ATTACH ends at its preread), and the heap
+ * keeps only long-lived objects.
+ */
+static struct msg	 chanbuf;
 _Static_assert(PREREAD_MAX <= READ_CHUNK, "a preread fits the read buffer");
 
 static void	 relay_conn_read(evutil_socket_t, short, void *);
@@ -142,14 +149,15 @@ static void	 relay_kick(struct relay *);
 static void	 relay_assign(struct relay *, const struct msg_assign *);
 
 static const struct msg_rule relay_rules[] = {
-	{ MSG_SETUP, sizeof(struct msg_setup), MSG_FD_NONE, "SETUP" },
-	{ MSG_LIMITS, sizeof(struct msg_limits), MSG_FD_NONE, "LIMITS" },
-	{ MSG_CONN_ATTACH, sizeof(struct msg_conn_upgrade), MSG_FD_REQUIRED, "CONN_ATTACH" },
-	{ MSG_RETIRE_OK, sizeof(struct msg_empty), MSG_FD_NONE, "RETIRE_OK" },
-	{ MSG_VERBOSE, sizeof(struct msg_verbose), MSG_FD_NONE, "VERBOSE" },
-	{ MSG_CTL_SHOW, sizeof(struct msg_empty), MSG_FD_NONE, "CTL_SHOW" },
-	{ MSG_CTL_KICK, sizeof(struct msg_empty), MSG_FD_NONE, "CTL_KICK" },
-	{ MSG_ASSIGN, sizeof(struct msg_assign), MSG_FD_NONE, "ASSIGN" },
+	{ MSG_SETUP, sizeof(struct msg_setup), MSG_FD_NONE, "SETUP", MSG_SETUP_MIN },
+	{ MSG_LIMITS, sizeof(struct msg_limits), MSG_FD_NONE, "LIMITS", 0 },
+	{ MSG_CONN_ATTACH, sizeof(struct msg_conn_upgrade), MSG_FD_REQUIRED, "CONN_ATTACH",
+	    CONN_UPGRADE_MIN },
+	{ MSG_RETIRE_OK, sizeof(struct msg_empty), MSG_FD_NONE, "RETIRE_OK", 0 },
+	{ MSG_VERBOSE, sizeof(struct msg_verbose), MSG_FD_NONE, "VERBOSE", 0 },
+	{ MSG_CTL_SHOW, sizeof(struct msg_empty), MSG_FD_NONE, "CTL_SHOW", 0 },
+	{ MSG_CTL_KICK, sizeof(struct msg_empty), MSG_FD_NONE, "CTL_KICK", 0 },
+	{ MSG_ASSIGN, sizeof(struct msg_assign), MSG_FD_NONE, "ASSIGN", 0 },
 };
 
 /*
@@ -1101,7 +1109,8 @@ relay_attach_one(struct relay *r, struct msg *m)
 	if (up->server_id[SERVER_ID_MAX] != '\0' ||
 	    up->device_name[DEVICE_NAME_MAX] != '\0' ||
 	    up->ws_accept[WS_ACCEPT_LEN] != '\0' ||
-	    up->preread_len > PREREAD_MAX || strcmp(up->server_id, r->sid) != 0)
+	    up->preread_len > PREREAD_MAX || m->hdr.len != CONN_UPGRADE_LEN(up) ||
+	    strcmp(up->server_id, r->sid) != 0)
 		fatalx("relay %s: bad CONN_ATTACH from parent", r->sid);
 
 	if (m->fd_lost) {
@@ -1110,8 +1119,8 @@ relay_attach_one(struct relay *r, struct msg *m)
 	}
 	if (r->retiring || r->shutting_down) {
 		/* architecture.md retire handshake step 3: hand it back unchanged */
-		msg_compose(&r->chan, MSG_CONN_REROUTE, m->hdr.id, up, sizeof(*up),
-		    m->fd);
+		msg_compose(&r->chan, MSG_CONN_REROUTE, m->hdr.id, up,
+		    CONN_UPGRADE_LEN(up), m->fd);
 		relay_chan_flush(r);
 		return;
 	}
@@ -1204,7 +1213,7 @@ relay_dispatch(evutil_socket_t fd, short ev, void *arg)
 		relay_chan_flush(r);
 	if (!(ev & EV_READ))
 		return;
-	m = xmalloc(sizeof(*m));
+	m = &chanbuf;
 	for (;;) {
 		rv = msg_recv(&r->chan, m);
 		if (rv == 0)
@@ -1248,9 +1257,6 @@ relay_dispatch(evutil_socket_t fd, short ev, void *arg)
 			break;
 		}
 	}
-	free(m);
-	/* hand back the pages set-up and this batch used (not the data path) */
-	malloc_trim(0);
 }
 
 /* pyrelayctl show server: one message per registered phone, then the end. */
@@ -1352,7 +1358,7 @@ relay_main(int fd)
 	msg_chan_init(&r->chan, fd, relay_rules, sizeof(relay_rules) / sizeof(relay_rules[0]));
 
 	/* the first messages: HELLO then SETUP, before anything else */
-	m = xmalloc(sizeof(*m));
+	m = &chanbuf;
 	setup = NULL;
 	while (setup == NULL) {
 		rv = msg_recv(&r->chan, m);
@@ -1407,8 +1413,8 @@ relay_main(int fd)
 
 		arc4random_buf(&x, sizeof(x));
 	}
-	sandbox_enter(ROLE_RELAY, setup, RELAY_MAXFDS);
-	free(m);
+	sandbox_enter(ROLE_RELAY, setup, m->hdr.len, RELAY_MAXFDS);
+	/* hand back the heap that set-up (the seccomp compiler) used */
 	malloc_trim(0);
 	if (r->sid[0] != '\0') {
 		relay_title(r);

@@ -25,12 +25,23 @@ int	sandbox_check(const struct config *, uid_t *uid, gid_t *gid,
  * touches any client byte: chroot(setup->chroot) + chdir("/"),
  * setgroups/setresgid/setresuid to setup->uid/gid (when setup->root),
  * rlimits (no new files beyond what the role needs, no processes, no core
- * dumps), PR_SET_NO_NEW_PRIVS, and the role's seccomp allow-list
- * (SCMP_ACT_KILL_PROCESS for everything else).  Steps that need root are
+ * dumps), PR_SET_NO_NEW_PRIVS, and the role's seccomp program from
+ * setup->filter (setup_len: the SETUP body's length, checked against it).  Steps that need root are
  * skipped when not root, and one log line says which.  fatal() on failure.
  * maxfds: RLIMIT_NOFILE to set (the role's connection bound plus slack).
  */
-void	sandbox_enter(enum proc_role role, const struct msg_setup *setup,
-	    rlim_t maxfds);
+void	sandbox_enter(enum proc_role role, struct msg_setup *setup,
+	    size_t setup_len, rlim_t maxfds);
+
+/* "front", "relay" */
+const char *sandbox_role_name(enum proc_role);
+
+/*
+ * Parent, once at start: compiles the role's allow-list with libseccomp
+ * (SCMP_ACT_KILL_PROCESS for anything else, and for a foreign ABI) into
+ * prog, which every worker of that role gets in its SETUP.  fatal() on
+ * failure.  Only pyrelayd links this (sandbox_filter.c, libseccomp).
+ */
+void	sandbox_filter_build(enum proc_role role, struct sandbox_prog *prog);
 
 #endif

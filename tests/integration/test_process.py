@@ -138,6 +138,54 @@ class Crashes(unittest.TestCase):
             harness.run(main(), timeout=120)
             self.assertEqual(d.healthz()["status"], "ok")
 
+    def test_relay_abort_reads_as_sigabrt(self):
+        # The seccomp program comes from the parent; each relay puts its
+        # own pid into the tgkill rule, so that abort() (assert, stack
+        # protector) raises SIGABRT on itself: a crash that reads as one.
+        # tgkill towards any other process is still SIGSYS.
+        if not shutil.which("gdb"):
+            self.skipTest("gdb is not installed")
+        with harness.Daemon(extra_conf=RATE) as d:
+            async def main():
+                b = await harness.binary(d, "aborts")
+                relays = await asyncio.to_thread(d.wait_relays, 1)
+                pid = relays["aborts"]
+                mark = d.log_mark()
+                r = await asyncio.to_thread(
+                    subprocess.run,
+                    ["gdb", "-p", str(pid), "-batch", "-nx",
+                     "-ex", "call (void)abort()"],
+                    stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                    timeout=60)
+                self.assertRegex(r.stdout + r.stderr, r"SIGABRT")
+                m = await asyncio.to_thread(
+                    d.wait_log, r"\bevent=relay_exited pid=%d .*" % pid,
+                    10, mark)
+                self.assertRegex(m.group(0), r"\bsignal=6\b")
+                await harness.expect_close(b, 1006)
+                if os.uname().machine != "x86_64":
+                    return
+                # tgkill (234 on x86_64) at another pid, the parent's
+                b2 = await harness.binary(d, "aborts-too")
+                relays = await asyncio.to_thread(d.wait_relays, 1)
+                pid = relays["aborts-too"]
+                mark = d.log_mark()
+                r = await asyncio.to_thread(
+                    subprocess.run,
+                    ["gdb", "-p", str(pid), "-batch", "-nx", "-ex",
+                     "call (int)syscall(%d, %d, %d, 6)"
+                     % (234, d.pid, d.pid)],
+                    stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                    timeout=60)
+                self.assertRegex(r.stdout + r.stderr, r"SIGSYS")
+                m = await asyncio.to_thread(
+                    d.wait_log, r"\bevent=relay_exited pid=%d .*" % pid,
+                    10, mark)
+                self.assertTrue(exited_by_sigsys(m.group(0), pid), m.group(0))
+                self.assertTrue(d.alive(), "parent died")
+                await harness.expect_close(b2, 1006)
+            harness.run(main(), timeout=120)
+
     def test_kill9_relay_leaves_other_server_ids_working(self):
         with harness.Daemon(extra_conf=RATE) as d:
             async def main():

@@ -30,13 +30,15 @@ enum {
 	T_WITHFD = 3,		/* 4 byte body, fd required */
 	T_EMPTY = 4,		/* empty body */
 	T_BIG = 5,		/* MSG_MAX_BODY body */
+	T_VAR = 6,		/* 4 to 16 byte body, no fd */
 };
 
 static const struct msg_rule test_rules[] = {
-	{ T_PLAIN, 8, MSG_FD_NONE, "plain" },
-	{ T_WITHFD, 4, MSG_FD_REQUIRED, "withfd" },
-	{ T_EMPTY, 0, MSG_FD_NONE, "empty" },
-	{ T_BIG, MSG_MAX_BODY, MSG_FD_NONE, "big" },
+	{ T_PLAIN, 8, MSG_FD_NONE, "plain", 0 },
+	{ T_WITHFD, 4, MSG_FD_REQUIRED, "withfd", 0 },
+	{ T_EMPTY, 0, MSG_FD_NONE, "empty", 0 },
+	{ T_BIG, MSG_MAX_BODY, MSG_FD_NONE, "big", 0 },
+	{ T_VAR, 16, MSG_FD_NONE, "var", 4 },
 };
 #define NRULES	(sizeof(test_rules) / sizeof(test_rules[0]))
 
@@ -648,6 +650,17 @@ test_reject_body_length(void)
 	/* a valid one still goes through afterwards */
 	CU_ASSERT(raw_send(sv[0], T_PLAIN, 8, NULL, 8, NULL, 0) > 0);
 	CU_ASSERT_EQUAL(msg_recv(&rx, &rm), 1);
+	/* a type of variable length: minlen to len bytes, both ends in */
+	CU_ASSERT(raw_send(sv[0], T_VAR, 3, NULL, 3, NULL, 0) > 0);
+	expect_violation(&rx, count_fds(), "length 3, want 4 to 16");
+	CU_ASSERT(raw_send(sv[0], T_VAR, 17, NULL, 17, NULL, 0) > 0);
+	expect_violation(&rx, count_fds(), "length 17, want 4 to 16");
+	CU_ASSERT(raw_send(sv[0], T_VAR, 4, NULL, 4, NULL, 0) > 0);
+	CU_ASSERT_EQUAL(msg_recv(&rx, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.len, 4);
+	CU_ASSERT(raw_send(sv[0], T_VAR, 16, NULL, 16, NULL, 0) > 0);
+	CU_ASSERT_EQUAL(msg_recv(&rx, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.len, 16);
 	close(sv[0]);
 	msg_chan_clear(&rx);
 }
