@@ -20,12 +20,14 @@
 static int		 log_foreground = 1;
 static int		 log_verbose;
 static const char	*log_name = "pyrelayd";
+static pid_t		 log_pid;
 
 void
 log_init(int foreground, int verbose, const char *procname)
 {
 	log_foreground = foreground;
 	log_verbose = verbose;
+	log_pid = getpid();
 	if (procname != NULL)
 		log_name = procname;
 	if (!foreground)
@@ -81,7 +83,8 @@ log_line(int pri, const char *msg)
 		return;
 	}
 	/* one write per line so that lines of several processes never interleave */
-	n = snprintf(line, sizeof(line), "%s[%d]: %s\n", log_name, (int)getpid(), msg);
+	n = snprintf(line, sizeof(line), "%s[%d]: %s\n", log_name,
+	    (int)(log_pid != 0 ? log_pid : getpid()), msg);
 	if (n < 0)
 		return;
 	if (n > (int)sizeof(line) - 1) {

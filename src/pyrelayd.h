@@ -141,6 +141,7 @@ void	fatalx(const char *, ...) __attribute__((__format__(printf, 1, 2), __noretu
 /* xmalloc.c */
 void	*xmalloc(size_t);
 void	*xcalloc(size_t, size_t);
+void	 xrandom_buf(void *, size_t);
 void	*xreallocarray(void *, size_t, size_t);
 char	*xstrdup(const char *);
 

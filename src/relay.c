@@ -1103,7 +1103,8 @@ relay_attach_one(struct relay *r, struct msg *m)
 {
 	struct msg_conn_upgrade	*up = (struct msg_conn_upgrade *)m->body;
 	struct conn		*c;
-	int			 tries;
+	char			 id[CONN_ID_MAX + 1];
+	int			 tries, idlen;
 	uint32_t		 rnd;
 
 	if (up->server_id[SERVER_ID_MAX] != '\0' ||
@@ -1169,16 +1170,22 @@ relay_attach_one(struct relay *r, struct msg *m)
 		    r->sid, r->nphones);
 		return;
 	}
+	/*
+	 * A conn_id no registered phone has, chosen before the new phone
+	 * joins the list (it would find itself).  Eight hex digits make a
+	 * clash among 16 phones rare; the loop only bounds the retries.
+	 */
+	for (tries = 0; tries < 100; tries++) {
+		xrandom_buf(&rnd, sizeof(rnd));
+		idlen = snprintf(id, sizeof(id), "client-%s-%08x", r->sid, rnd);
+		if (relay_find_phone(r, id, idlen) == NULL)
+			break;
+	}
 	c = relay_conn_new(r, m->fd, m->hdr.id);
 	c->role = CR_PHONE;
 	strlcpy(c->device, up->device_name, sizeof(c->device));
-	for (tries = 0; tries < 100; tries++) {
-		arc4random_buf(&rnd, sizeof(rnd));
-		c->conn_id_len = snprintf(c->conn_id, sizeof(c->conn_id),
-		    "client-%s-%08x", r->sid, rnd);
-		if (relay_find_phone(r, c->conn_id, c->conn_id_len) == NULL)
-			break;
-	}
+	memcpy(c->conn_id, id, idlen + 1);
+	c->conn_id_len = idlen;
 	r->nphones++;
 	COUNT(r, upgrades[EP_CLIENT][OUT_ACCEPT]);
 	log_info("event=phone_registered server_id=%s conn_id=%s phones=%d",
@@ -1387,8 +1394,20 @@ relay_main(int fd)
 	r->lim = setup->lim;
 	log_setverbose(setup->verbose);
 
-	if ((r->base = event_base_new()) == NULL)
-		fatalx("relay: event_base_new");
+	/*
+	 * EVENT_* environment variables choose nothing here (reading them
+	 * costs four id syscalls per lookup), and there is one thread.
+	 */
+	{
+		struct event_config	*cfg;
+
+		if ((cfg = event_config_new()) == NULL ||
+		    event_config_set_flag(cfg, EVENT_BASE_FLAG_IGNORE_ENV |
+		    EVENT_BASE_FLAG_NOLOCK) == -1 ||
+		    (r->base = event_base_new_with_config(cfg)) == NULL)
+			fatalx("relay: event_base_new");
+		event_config_free(cfg);
+	}
 	r->ev_chan = event_new(r->base, fd, EV_READ | EV_PERSIST, relay_dispatch, r);
 	r->ev_flush = event_new(r->base, -1, 0, relay_flush, r);
 	r->ev_grace = evtimer_new(r->base, relay_grace_expired, r);
@@ -1407,12 +1426,6 @@ relay_main(int fd)
 	event_add(r->ev_sighup, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	/* the CSPRNG is seeded before the sandbox forbids what seeding needs */
-	{
-		uint32_t	x;
-
-		arc4random_buf(&x, sizeof(x));
-	}
 	sandbox_enter(ROLE_RELAY, setup, m->hdr.len, RELAY_MAXFDS);
 	/* hand back the heap that set-up (the seccomp compiler) used */
 	malloc_trim(0);

@@ -113,7 +113,6 @@ sandbox_enter(enum proc_role role, struct msg_setup *setup, size_t setup_len,
 	const char	*name = sandbox_role_name(role);
 	struct rlimit	 rl, want;
 	struct stat	 st;
-	unsigned char	 seed[16];
 	const char	*skipped = NULL;
 	int		 root = setup->root != 0;
 	const char	*nproc;
@@ -137,14 +136,10 @@ sandbox_enter(enum proc_role role, struct msg_setup *setup, size_t setup_len,
 		fatalx("sandbox: role=%s refusing to run as uid 0", name);
 
 	/*
-	 * First uses that would otherwise open files or need a syscall the
-	 * filter forbids: the time zone for syslog's timestamps
-	 * (/etc/localtime, gone after chroot), and arc4random's first
-	 * seeding and fork-detection set-up.
+	 * First use that would otherwise open a file: the time zone for
+	 * syslog's timestamps (/etc/localtime, gone after chroot).
 	 */
 	tzset();
-	arc4random_buf(seed, sizeof(seed));
-	explicit_bzero(seed, sizeof(seed));
 
 	if (root) {
 		if (memchr(setup->chroot, '\0', sizeof(setup->chroot)) ==

@@ -2,6 +2,9 @@
 
 #include "config.h"
 
+#include <sys/random.h>
+
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,4 +65,27 @@ now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Random bytes from the kernel (getrandom(2), allowed by every worker's
+ * seccomp program).  Rather than arc4random: libbsd's, which the relay
+ * would link statically, maps two pages for its state and asks getpid()
+ * on every call to notice a fork.
+ */
+void
+xrandom_buf(void *buf, size_t len)
+{
+	unsigned char	*p = buf;
+	ssize_t		 n;
+
+	while (len > 0) {
+		if ((n = getrandom(p, len, 0)) == -1) {
+			if (errno == EINTR)
+				continue;
+			fatal("getrandom");
+		}
+		p += n;
+		len -= (size_t)n;
+	}
 }
