@@ -506,9 +506,62 @@ struct spawn_req {
 	char		**argv;
 	int		 fd;		/* the child's channel, to become fd 3 */
 	const sigset_t	*reset;		/* signals whose disposition is not SIG_DFL */
+	char		**envp;
 };
 
 extern char **environ;
+
+/*
+ * A worker's environment: only what a library in it reads.  Nothing else
+ * the operator's shell or service manager exported (tokens, paths) crosses
+ * into a process that talks to the network (architecture.md: workers
+ * inherit no secret).
+ */
+static int
+worker_env_wanted(const char *kv)
+{
+	static const char *const prefixes[] = {
+		"TZ=",			/* glibc: syslog's timestamps */
+		"OPENSSL_",		/* the fronts' OpenSSL configuration */
+		"ASAN_OPTIONS=", "UBSAN_OPTIONS=", "LSAN_OPTIONS=",
+	};
+	size_t	i;
+
+	for (i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+		if (strncmp(kv, prefixes[i], strlen(prefixes[i])) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * setproctitle() writes the title over the argument and environment
+ * strings, which the kernel placed end to end: a worker's few arguments
+ * and small environment leave too little room for "relay <server-id>
+ * (binary, 16 phones)".  One variable of blanks makes that room.
+ */
+#define WORKER_TITLE_ROOM	128
+
+static char **
+worker_env(void)
+{
+	static char	**env;
+	static char	  room[sizeof("PYRELAYD_TITLE=") + WORKER_TITLE_ROOM];
+	size_t		  i, n = 0;
+
+	if (env != NULL)
+		return env;
+	for (i = 0; environ[i] != NULL; i++)
+		;
+	env = xcalloc(i + 2, sizeof(*env));
+	for (i = 0; environ[i] != NULL; i++)
+		if (worker_env_wanted(environ[i]))
+			env[n++] = xstrdup(environ[i]);
+	memset(room, ' ', sizeof(room) - 1);
+	memcpy(room, "PYRELAYD_TITLE=", strlen("PYRELAYD_TITLE="));
+	env[n++] = room;
+	env[n] = NULL;
+	return env;
+}
 
 /*
  * The child of clone(CLONE_VM | CLONE_VFORK): it runs on the parent's
@@ -545,7 +598,7 @@ spawn_child(void *arg)
 	(void)close_range(4, ~0U, 0);
 	sigemptyset(&none);
 	(void)sigprocmask(SIG_SETMASK, &none, NULL);
-	execve(rq->path, rq->argv, environ);
+	execve(rq->path, rq->argv, rq->envp);
 	_exit(127);
 }
 
@@ -590,6 +643,7 @@ parent_start_process(const char *path, char **argv, int fd)
 	rq.argv = argv;
 	rq.fd = fd;
 	rq.reset = &reset;
+	rq.envp = worker_env();
 	sigfillset(&all);
 	sigprocmask(SIG_SETMASK, &all, &old);
 	/* CLONE_VFORK: back here once the child has exec'd or exited */

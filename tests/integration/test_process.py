@@ -87,6 +87,55 @@ class Sandbox(unittest.TestCase):
             self.assertEqual(os.readlink("/proc/%d/root" % d.pid), "/")
 
 
+class WorkerEnvironment(unittest.TestCase):
+    """Workers get only the variables a library in them reads (TZ,
+    OPENSSL_*, the sanitizers' options): a secret in the daemon's
+    environment stays in the parent (pyrelayd(8) ENVIRONMENT).  Every
+    process's title overwrites its original environment strings, so
+    getenv() is asked inside each process, with gdb."""
+
+    def test_secret_stays_in_the_parent(self):
+        if not shutil.which("gdb"):
+            self.skipTest("gdb is not installed")
+        name, value = "PYRELAYD_TEST_SECRET", "s3cret-%d" % os.getpid()
+        os.environ[name] = value
+        try:
+            d = harness.Daemon(extra_conf=RATE)
+            d.start()
+        finally:
+            del os.environ[name]
+        try:
+            async def main():
+                b = await harness.binary(d, "env-a")
+                p = await harness.phone(d, "env-a")
+                await harness.assert_exchange(b, p, "env-a")
+                relays = await asyncio.to_thread(d.wait_relays, 1)
+                fronts = await asyncio.to_thread(d.wait_fronts, 2)
+                self.assertEqual(await getenv_in(d.pid, name), value)
+                for pid in list(fronts) + list(relays.values()):
+                    self.assertIsNone(await getenv_in(pid, name),
+                                      "pid %d has the secret" % pid)
+                    self.assertEqual(await getenv_in(pid, "PATH"), None)
+                await harness.close_all(b, p)
+            harness.run(main(), timeout=120)
+        finally:
+            d.stop()
+
+
+async def getenv_in(pid, name):
+    """getenv(name) inside process pid (gdb), or None when unset."""
+    r = await asyncio.to_thread(
+        subprocess.run,
+        ["gdb", "-p", str(pid), "-batch", "-nx",
+         "-ex", 'print (char *)getenv("%s")' % name],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=60)
+    m = re.search(r'^\$1 = (0x0|0x[0-9a-f]+ "(.*)")$', r.stdout, re.M)
+    assert m, "gdb could not call getenv in %d:\n%s%s" % (
+        pid, r.stdout, r.stderr)
+    return None if m.group(1) == "0x0" else m.group(2)
+
+
 def exited_by_sigsys(line, pid):
     """The relay_exited line names signal 31 / SIGSYS (its pid aside)."""
     rest = re.sub(r"\bpid=%d\b" % pid, "", line)
