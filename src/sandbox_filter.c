@@ -40,12 +40,15 @@ struct sandbox_syscall {
 #define SANDBOX_SYSCALL(name)	{ SCMP_SYS(name), #name }
 
 /*
- * What a relay needs once its event base exists: the libevent epoll loop,
- * I/O on the fds it was given (its channel, binary and phones), memory,
- * time, randomness for connection ids, signals, and exit.  No open, no
- * socket, no connect, no accept, no execve, no fork.
+ * What a worker needs once its event base exists: the libevent epoll loop,
+ * I/O on the fds it was given (its channel, and a relay's binary and
+ * phones or a front's clients), memory, time, randomness, signals, and
+ * exit.  No open, no socket, no connect, no accept, no execve, no fork.
+ * A front parses PROXY headers and HTTP heads and terminates TLS (OpenSSL,
+ * keys handed over by the parent): the same list, plus the few argument
+ * rules of sandbox_filter_front().
  */
-static const struct sandbox_syscall relay_syscalls[] = {
+static const struct sandbox_syscall worker_syscalls[] = {
 	/* libevent's epoll backend */
 	SANDBOX_SYSCALL(epoll_wait),
 	SANDBOX_SYSCALL(epoll_pwait),
@@ -69,53 +72,11 @@ static const struct sandbox_syscall relay_syscalls[] = {
 	SANDBOX_SYSCALL(munmap),
 	SANDBOX_SYSCALL(mremap),
 	SANDBOX_SYSCALL(madvise),
-	/* time (normally the vDSO), randomness (arc4random, OpenSSL) */
+	/* time (normally the vDSO), randomness (connection ids, OpenSSL) */
 	SANDBOX_SYSCALL(clock_gettime),
 	SANDBOX_SYSCALL(gettimeofday),
 	SANDBOX_SYSCALL(getrandom),
 	/* signals, locks, exit */
-	SANDBOX_SYSCALL(rt_sigaction),
-	SANDBOX_SYSCALL(rt_sigprocmask),
-	SANDBOX_SYSCALL(rt_sigreturn),
-	SANDBOX_SYSCALL(sigaltstack),
-	SANDBOX_SYSCALL(restart_syscall),
-	SANDBOX_SYSCALL(futex),
-	SANDBOX_SYSCALL(sched_yield),
-	SANDBOX_SYSCALL(getpid),
-	SANDBOX_SYSCALL(gettid),
-	SANDBOX_SYSCALL(exit),
-	SANDBOX_SYSCALL(exit_group),
-};
-
-/*
- * The front parses PROXY headers and HTTP heads and terminates TLS
- * (OpenSSL, keys handed over by the parent): the same needs as a relay.
- * Its own list so that the two can diverge.
- */
-static const struct sandbox_syscall front_syscalls[] = {
-	SANDBOX_SYSCALL(epoll_wait),
-	SANDBOX_SYSCALL(epoll_pwait),
-	SANDBOX_SYSCALL(epoll_ctl),
-	SANDBOX_SYSCALL(read),
-	SANDBOX_SYSCALL(readv),
-	SANDBOX_SYSCALL(write),
-	SANDBOX_SYSCALL(writev),
-	SANDBOX_SYSCALL(recvfrom),
-	SANDBOX_SYSCALL(sendto),
-	SANDBOX_SYSCALL(recvmsg),
-	SANDBOX_SYSCALL(sendmsg),
-	SANDBOX_SYSCALL(shutdown),
-	SANDBOX_SYSCALL(close),
-	SANDBOX_SYSCALL(getsockopt),
-	SANDBOX_SYSCALL(getsockname),
-	SANDBOX_SYSCALL(getpeername),
-	SANDBOX_SYSCALL(brk),
-	SANDBOX_SYSCALL(munmap),
-	SANDBOX_SYSCALL(mremap),
-	SANDBOX_SYSCALL(madvise),
-	SANDBOX_SYSCALL(clock_gettime),
-	SANDBOX_SYSCALL(gettimeofday),
-	SANDBOX_SYSCALL(getrandom),
 	SANDBOX_SYSCALL(rt_sigaction),
 	SANDBOX_SYSCALL(rt_sigprocmask),
 	SANDBOX_SYSCALL(rt_sigreturn),
@@ -297,8 +258,8 @@ sandbox_deny_syslog_reconnect(scmp_filter_ctx ctx, const char *role)
 static void
 sandbox_filter_relay(scmp_filter_ctx ctx)
 {
-	sandbox_allow_list(ctx, "relay", relay_syscalls,
-	    sizeof(relay_syscalls) / sizeof(relay_syscalls[0]));
+	sandbox_allow_list(ctx, "relay", worker_syscalls,
+	    sizeof(worker_syscalls) / sizeof(worker_syscalls[0]));
 	sandbox_allow_common_args(ctx, "relay");
 	sandbox_deny_syslog_reconnect(ctx, "relay");
 }
@@ -306,8 +267,8 @@ sandbox_filter_relay(scmp_filter_ctx ctx)
 static void
 sandbox_filter_front(scmp_filter_ctx ctx)
 {
-	sandbox_allow_list(ctx, "front", front_syscalls,
-	    sizeof(front_syscalls) / sizeof(front_syscalls[0]));
+	sandbox_allow_list(ctx, "front", worker_syscalls,
+	    sizeof(worker_syscalls) / sizeof(worker_syscalls[0]));
 	sandbox_allow_common_args(ctx, "front");
 	sandbox_deny_syslog_reconnect(ctx, "front");
 	/* kernel TLS: OpenSSL sets TLS_TX/TLS_RX after TCP_ULP "tls" */

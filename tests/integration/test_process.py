@@ -122,17 +122,22 @@ class WorkerEnvironment(unittest.TestCase):
             d.stop()
 
 
-async def getenv_in(pid, name):
-    """getenv(name) inside process pid (gdb), or None when unset."""
+async def gdb_eval(pid, expr):
+    """Attach gdb to pid, evaluate expr there (a call runs inside the
+    process), detach; returns gdb's stdout and stderr together."""
     r = await asyncio.to_thread(
         subprocess.run,
-        ["gdb", "-p", str(pid), "-batch", "-nx",
-         "-ex", 'print (char *)getenv("%s")' % name],
+        ["gdb", "-p", str(pid), "-batch", "-nx", "-ex", expr],
         stdin=subprocess.DEVNULL, capture_output=True, text=True,
         timeout=60)
-    m = re.search(r'^\$1 = (0x0|0x[0-9a-f]+ "(.*)")$', r.stdout, re.M)
-    assert m, "gdb could not call getenv in %d:\n%s%s" % (
-        pid, r.stdout, r.stderr)
+    return r.stdout + r.stderr
+
+
+async def getenv_in(pid, name):
+    """getenv(name) inside process pid (gdb), or None when unset."""
+    out = await gdb_eval(pid, 'print (char *)getenv("%s")' % name)
+    m = re.search(r'^\$1 = (0x0|0x[0-9a-f]+ "(.*)")$', out, re.M)
+    assert m, "gdb could not call getenv in %d:\n%s" % (pid, out)
     return None if m.group(1) == "0x0" else m.group(2)
 
 
@@ -155,13 +160,7 @@ class Crashes(unittest.TestCase):
                 pid = (await asyncio.to_thread(d.wait_relays, 1))["victim"]
                 mark = d.log_mark()
                 # make the relay itself call socket(2): not on its allow-list
-                r = await asyncio.to_thread(
-                    subprocess.run,
-                    ["gdb", "-p", str(pid), "-batch", "-nx",
-                     "-ex", "call (int)socket(2,1,0)"],
-                    stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                    timeout=60)
-                gdb_out = r.stdout + r.stderr
+                gdb_out = await gdb_eval(pid, "call (int)socket(2,1,0)")
                 self.assertRegex(gdb_out, r"SIGSYS",
                                  "gdb did not see SIGSYS:\n" + gdb_out)
                 m = await asyncio.to_thread(
@@ -200,13 +199,8 @@ class Crashes(unittest.TestCase):
                 relays = await asyncio.to_thread(d.wait_relays, 1)
                 pid = relays["aborts"]
                 mark = d.log_mark()
-                r = await asyncio.to_thread(
-                    subprocess.run,
-                    ["gdb", "-p", str(pid), "-batch", "-nx",
-                     "-ex", "call (void)abort()"],
-                    stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                    timeout=60)
-                self.assertRegex(r.stdout + r.stderr, r"SIGABRT")
+                self.assertRegex(await gdb_eval(pid, "call (void)abort()"),
+                                 r"SIGABRT")
                 m = await asyncio.to_thread(
                     d.wait_log, r"\bevent=relay_exited pid=%d .*" % pid,
                     10, mark)
@@ -223,14 +217,9 @@ class Crashes(unittest.TestCase):
                 relays = await asyncio.to_thread(d.wait_relays, 1)
                 pid = relays["aborts-too"]
                 mark = d.log_mark()
-                r = await asyncio.to_thread(
-                    subprocess.run,
-                    ["gdb", "-p", str(pid), "-batch", "-nx", "-ex",
-                     "call (int)syscall(%d, %d, %d, 6)"
-                     % (234, d.pid, d.pid)],
-                    stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                    timeout=60)
-                self.assertRegex(r.stdout + r.stderr, r"SIGSYS")
+                self.assertRegex(await gdb_eval(
+                    pid, "call (int)syscall(234, %d, %d, 6)" % (d.pid, d.pid)),
+                    r"SIGSYS")
                 m = await asyncio.to_thread(
                     d.wait_log, r"\bevent=relay_exited pid=%d .*" % pid,
                     10, mark)

@@ -774,12 +774,33 @@ test_reject_short_header(void)
 	msg_chan_clear(&rx);
 }
 
+/*
+ * msg_recv() while this process has no descriptor free: RLIMIT_NOFILE is
+ * lowered to the lowest free fd number for the call.
+ */
+static int
+recv_without_fds(struct msg_chan *rx)
+{
+	struct rlimit	old, low;
+	int		lowest, r;
+
+	CU_ASSERT_FATAL((lowest = dup(0)) != -1);
+	close(lowest);
+	CU_ASSERT_FATAL(getrlimit(RLIMIT_NOFILE, &old) == 0);
+	low = old;
+	low.rlim_cur = lowest;
+	CU_ASSERT_FATAL(setrlimit(RLIMIT_NOFILE, &low) == 0);
+	rx->errstr = NULL;
+	r = msg_recv(rx, &rm);
+	CU_ASSERT_FATAL(setrlimit(RLIMIT_NOFILE, &old) == 0);
+	return r;
+}
+
 static void
 test_reject_fd_not_installed(void)
 {
 	struct msg_chan	rx;
-	struct rlimit	old, low;
-	int		sv[2], p[2], lowest, r, before;
+	int		sv[2], p[2], r, before;
 
 	/*
 	 * At RLIMIT_NOFILE the kernel drops the fd and sets MSG_CTRUNC: the
@@ -791,15 +812,7 @@ test_reject_fd_not_installed(void)
 	close(p[0]);
 	close(p[1]);
 	before = count_fds();
-	CU_ASSERT_FATAL((lowest = dup(0)) != -1);
-	close(lowest);
-	CU_ASSERT_FATAL(getrlimit(RLIMIT_NOFILE, &old) == 0);
-	low = old;
-	low.rlim_cur = lowest;
-	CU_ASSERT_FATAL(setrlimit(RLIMIT_NOFILE, &low) == 0);
-	rx.errstr = NULL;
-	r = msg_recv(&rx, &rm);
-	CU_ASSERT_FATAL(setrlimit(RLIMIT_NOFILE, &old) == 0);
+	r = recv_without_fds(&rx);
 	CU_ASSERT_EQUAL(r, -2);
 	CU_ASSERT_EQUAL(rm.fd, -1);
 	/*
@@ -818,8 +831,7 @@ static void
 test_fd_lost(void)
 {
 	struct msg_chan	rx;
-	struct rlimit	old, low;
-	int		sv[2], p[2], lowest, r, before;
+	int		sv[2], p[2], r, before;
 	uint32_t	v = 7, w = 8;
 
 	/*
@@ -834,15 +846,7 @@ test_fd_lost(void)
 	CU_ASSERT(raw_send(sv[0], T_WITHFD, 4, &w, 4, &p[0], 1) > 0);
 	close(p[0]);
 	before = count_fds();
-	CU_ASSERT_FATAL((lowest = dup(0)) != -1);
-	close(lowest);
-	CU_ASSERT_FATAL(getrlimit(RLIMIT_NOFILE, &old) == 0);
-	low = old;
-	low.rlim_cur = lowest;
-	CU_ASSERT_FATAL(setrlimit(RLIMIT_NOFILE, &low) == 0);
-	rx.errstr = NULL;
-	r = msg_recv(&rx, &rm);
-	CU_ASSERT_FATAL(setrlimit(RLIMIT_NOFILE, &old) == 0);
+	r = recv_without_fds(&rx);
 	CU_ASSERT_EQUAL(r, 1);
 	CU_ASSERT_EQUAL(rm.hdr.type, T_WITHFD);
 	CU_ASSERT_EQUAL(memcmp(rm.body, &v, 4), 0);
