@@ -1427,7 +1427,7 @@ relay_main(int fd)
 	signal(SIGPIPE, SIG_IGN);
 
 	sandbox_enter(ROLE_RELAY, setup, m->hdr.len, RELAY_MAXFDS);
-	/* hand back the heap that set-up (the seccomp compiler) used */
+	/* hand back what set-up allocated and freed (not the data path) */
 	malloc_trim(0);
 	if (r->sid[0] != '\0') {
 		relay_title(r);

@@ -9,22 +9,16 @@
 #include "config.h"
 
 #include <sys/types.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <linux/seccomp.h>
-
-#include <netinet/in.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +26,6 @@
 #include <unistd.h>
 
 #include "sandbox.h"
-
 
 const char *
 sandbox_role_name(enum proc_role role)
