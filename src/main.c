@@ -20,6 +20,7 @@
 extern char **environ;
 
 #include "front.h"
+#include "spawn.h"
 #include "parent.h"
 #include "pyrelayd.h"
 
@@ -45,6 +46,10 @@ worker_main(const char *role, int foreground)
 	if (strcmp(role, "front") == 0) {
 		log_init(foreground, 0, "front");
 		front_main(WORKER_FD);
+	}
+	if (strcmp(role, "spawner") == 0) {
+		log_init(foreground, 0, "spawner");
+		spawner_main(WORKER_FD);
 	}
 	usage();
 }

@@ -26,6 +26,7 @@
 #include <arpa/inet.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -43,6 +44,7 @@
 #include "proto.h"
 #include "pyrelayd.h"
 #include "sandbox.h"
+#include "spawn.h"
 #include "tls.h"
 
 #define ACCEPT_BATCH		64	/* accepts per listener wakeup */
@@ -54,7 +56,7 @@
 #define IP_SWEEP_MS		5000	/* how often idle addresses are forgotten */
 #define IP_IDLE_MAX		65536	/* idle addresses kept at most (see ip_sweep) */
 #define POOL_RETRY_MS		1000	/* after a pooled relay failed to start */
-#define SPAWN_STACK_SIZE	(64 * 1024)	/* the spawn child's, until execve */
+#define SPAWNER_WAIT_MS		5000	/* for the spawner's answer */
 
 static struct parent	*P;
 
@@ -500,15 +502,6 @@ parent_send_setup(struct parent *p, struct worker *w)
 	}
 }
 
-/* What the spawn child needs; on the parent's memory (CLONE_VM). */
-struct spawn_req {
-	const char	*path;
-	char		**argv;
-	int		 fd;		/* the child's channel, to become fd 3 */
-	const sigset_t	*reset;		/* signals whose disposition is not SIG_DFL */
-	char		**envp;
-};
-
 extern char **environ;
 
 /*
@@ -563,96 +556,161 @@ worker_env(void)
 	return env;
 }
 
-/*
- * The child of clone(CLONE_VM | CLONE_VFORK): it runs on the parent's
- * memory, on its own small stack, while the parent waits for the execve.
- * So only async-signal-safe calls, nothing written but its own stack, and
- * no sanitizer bookkeeping on that stack (docs/pool.md).
- */
-__attribute__((no_sanitize_address))
-static int
-spawn_child(void *arg)
-{
-	const struct spawn_req	*rq = arg;
-	struct sigaction	 sa;
-	sigset_t		 none;
-	int			 sig;
+static const struct msg_rule spawner_to_parent[] = {
+	{ MSG_SPAWNED, sizeof(struct msg_spawned), MSG_FD_NONE, "SPAWNED", 0 },
+};
 
-	/* the child's channel is fd 3 */
-	if (rq->fd == 3) {
-		if (fcntl(3, F_SETFD, 0) == -1)
-			_exit(127);
-	} else if (dup2(rq->fd, 3) == -1)
-		_exit(127);
-	/*
-	 * The parent blocked every signal; its handlers must never run here.
-	 * Only the few it set are reset: one sigaction each, not one per
-	 * signal number (64 system calls in every spawn).
-	 */
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = SIG_DFL;
-	for (sig = 1; sig < NSIG; sig++)
-		if (sigismember(rq->reset, sig) == 1)
-			(void)sigaction(sig, &sa, NULL);
-	/* nothing else crosses the exec (the parent's fds are close-on-exec too) */
-	(void)close_range(4, ~0U, 0);
-	sigemptyset(&none);
-	(void)sigprocmask(SIG_SETMASK, &none, NULL);
-	execve(rq->path, rq->argv, rq->envp);
-	_exit(127);
+/* The spawner failed the parent: from now on workers start here. */
+static void
+parent_spawner_lost(struct parent *p, const char *why)
+{
+	log_warnx("event=spawner_failed pid=%d reason=\"%s\" action=direct",
+	    (int)p->spawner_pid, why);
+	kill(p->spawner_pid, SIGKILL);
+	msg_chan_clear(&p->spawner);
+	/* reaping still knows its pid; nothing is sent to it any more */
+	p->spawner.fd = -1;
+}
+
+/* Waits up to the deadline for fd to be ready for events. */
+static int
+parent_spawner_poll(int fd, short events, int64_t deadline)
+{
+	struct pollfd	pfd;
+	int64_t		left;
+	int		rv;
+
+	for (;;) {
+		if ((left = deadline - now_ms()) <= 0)
+			return 0;
+		pfd.fd = fd;
+		pfd.events = events;
+		if ((rv = poll(&pfd, 1, (int)left)) != -1 || errno != EINTR)
+			return rv;
+	}
 }
 
 /*
- * Starts a process: clone(CLONE_VM | CLONE_VFORK) then execve, which copies
- * neither the parent's page tables nor touches its memory; fork() copied
- * both, at a cost growing with every live relay (docs/pool.md, measured).
+ * Starts a worker through the spawner: one request, one answer, in order
+ * (the parent waits, as it did for its own clone()).  fd is handed over.
  */
 static pid_t
-parent_start_process(const char *path, char **argv, int fd)
+parent_spawn_via_spawner(struct parent *p, const char *path, char **argv,
+    int fd)
 {
-	static void		*stack;
-	static sigset_t		 reset;
-	static int		 reset_known;
-	struct spawn_req	 rq;
-	struct sigaction	 sa;
-	sigset_t		 all, old;
-	pid_t			 pid;
-	int			 saved, sig;
+	static struct msg	 m;
+	struct msg_spawn	 sp;
+	struct msg_spawned	*rep;
+	int64_t			 deadline = now_ms() + SPAWNER_WAIT_MS;
+	size_t			 n, len = 0;
+	int			 i, rv;
 
-	if (stack == NULL) {
-		stack = mmap(NULL, SPAWN_STACK_SIZE, PROT_READ | PROT_WRITE,
-		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-		if (stack == MAP_FAILED) {
-			stack = NULL;
+	memset(&sp, 0, offsetof(struct msg_spawn, args));
+	for (i = -1; i < 0 || argv[i] != NULL; i++) {
+		n = strlen(i < 0 ? path : argv[i]) + 1;
+		if (len + n > sizeof(sp.args) || i >= SPAWN_ARGC_MAX) {
+			close(fd);
+			errno = E2BIG;
 			return -1;
 		}
+		memcpy(sp.args + len, i < 0 ? path : argv[i], n);
+		len += n;
 	}
-	/*
-	 * Which signals have a handler or are ignored: set up once, in
-	 * parent_main() before the first worker starts, and not changed after.
-	 */
-	if (!reset_known) {
-		sigemptyset(&reset);
-		for (sig = 1; sig < NSIG; sig++)
-			if (sigaction(sig, NULL, &sa) == 0 &&
-			    sa.sa_handler != SIG_DFL)
-				sigaddset(&reset, sig);
-		reset_known = 1;
+	sp.argc = i;
+	sp.len = len;
+	msg_compose(&p->spawner, MSG_SPAWN, ++p->spawn_seq, &sp,
+	    offsetof(struct msg_spawn, args) + len, fd);
+	while ((rv = msg_flush(&p->spawner)) == 0)
+		if (parent_spawner_poll(p->spawner.fd, POLLOUT, deadline) <= 0)
+			break;
+	if (rv != 1) {
+		parent_spawner_lost(p, rv == -1 ? p->spawner.errstr :
+		    "no room for a request");
+		errno = EAGAIN;
+		return -1;
 	}
-	rq.path = path;
-	rq.argv = argv;
-	rq.fd = fd;
-	rq.reset = &reset;
-	rq.envp = worker_env();
-	sigfillset(&all);
-	sigprocmask(SIG_SETMASK, &all, &old);
-	/* CLONE_VFORK: back here once the child has exec'd or exited */
-	pid = clone(spawn_child, (char *)stack + SPAWN_STACK_SIZE,
-	    CLONE_VM | CLONE_VFORK | SIGCHLD, &rq);
+	for (;;) {
+		if ((rv = msg_recv(&p->spawner, &m)) == 0) {
+			if (parent_spawner_poll(p->spawner.fd, POLLIN,
+			    deadline) > 0)
+				continue;
+			parent_spawner_lost(p, "no answer");
+			errno = EAGAIN;
+			return -1;
+		}
+		if (rv < 0) {
+			parent_spawner_lost(p, p->spawner.errstr);
+			errno = EAGAIN;
+			return -1;
+		}
+		if (m.hdr.type == MSG_HELLO)
+			continue;
+		rep = (struct msg_spawned *)m.body;
+		if (m.hdr.id != p->spawn_seq || (rep->pid == -1) ==
+		    (rep->error == 0) || rep->pid == 0 || rep->pid < -1) {
+			parent_spawner_lost(p, "answer out of order");
+			errno = EAGAIN;
+			return -1;
+		}
+		if (rep->pid == -1)
+			errno = rep->error;
+		return rep->pid;
+	}
+}
+
+/*
+ * Starts path with argv on fd (its fd 3), through the spawner when there
+ * is one.  fd is consumed.  Returns the pid, or -1 with errno.
+ */
+static pid_t
+parent_start_process(struct parent *p, const char *path, char **argv, int fd)
+{
+	pid_t	pid;
+	int	saved;
+
+	if (p->spawner_pid != 0 && p->spawner.fd != -1)
+		return parent_spawn_via_spawner(p, path, argv, fd);
+	pid = spawn_process(path, argv, worker_env(), fd, 0);
 	saved = errno;
-	sigprocmask(SIG_SETMASK, &old, NULL);
+	close(fd);
 	errno = saved;
 	return pid;
+}
+
+/*
+ * The spawner, started first, while the parent holds few descriptors.
+ * Without one (it could not start), workers start from the parent.
+ */
+static void
+parent_start_spawner(struct parent *p)
+{
+	char	*argv[5];
+	int	 sv[2], argc = 0;
+	pid_t	 pid;
+
+	p->spawner.fd = -1;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
+		log_warn("event=spawner_failed step=socketpair action=direct");
+		return;
+	}
+	argv[argc++] = "pyrelayd";
+	argv[argc++] = "-P";
+	argv[argc++] = "spawner";
+	if (p->opts.foreground)
+		argv[argc++] = "-d";
+	argv[argc] = NULL;
+	pid = spawn_process(p->self, argv, worker_env(), sv[1], 0);
+	close(sv[1]);
+	if (pid == -1) {
+		log_warn("event=spawner_failed step=start action=direct");
+		close(sv[0]);
+		return;
+	}
+	p->spawner_pid = pid;
+	msg_chan_init(&p->spawner, sv[0], spawner_to_parent,
+	    sizeof(spawner_to_parent) / sizeof(spawner_to_parent[0]));
+	msg_hello(&p->spawner, ROLE_PARENT);
+	log_debug("event=spawner_started pid=%d", (int)pid);
 }
 
 static struct worker *
@@ -677,14 +735,12 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	if (p->opts.foreground)
 		argv[argc++] = "-d";
 	argv[argc] = NULL;
-	if ((pid = parent_start_process(role == ROLE_FRONT ? p->self :
+	if ((pid = parent_start_process(p, role == ROLE_FRONT ? p->self :
 	    p->relay_exe, argv, sv[1])) == -1) {
 		parent_spawn_failed(role, sid);
 		close(sv[0]);
-		close(sv[1]);
 		return NULL;
 	}
-	close(sv[1]);
 	w = xcalloc(1, sizeof(*w));
 	w->role = role;
 	w->pid = pid;
@@ -1384,6 +1440,12 @@ static void
 parent_check_stopped(struct parent *p)
 {
 	if (p->stopping && TAILQ_EMPTY(&p->workers)) {
+		/* the spawner exits when its channel closes */
+		if (p->spawner_pid != 0) {
+			if (p->spawner.fd != -1)
+				msg_chan_clear(&p->spawner);
+			waitpid(p->spawner_pid, NULL, 0);
+		}
 		parent_ctl_close(p);
 		log_info("event=stopped");
 		exit(0);
@@ -1401,6 +1463,16 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		/* by pid in a tree: 20,000 relays exiting is not quadratic */
+		if (pid == p->spawner_pid) {
+			if (!p->stopping)
+				log_warnx("event=spawner_exited pid=%d "
+				    "action=direct", (int)pid);
+			if (p->spawner.fd != -1)
+				msg_chan_clear(&p->spawner);
+			p->spawner.fd = -1;
+			p->spawner_pid = 0;
+			continue;
+		}
 		key.pid = pid;
 		if ((w = RB_FIND(worker_pids, &p->pids, &key)) == NULL)
 			continue;
@@ -1868,6 +1940,7 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	event_add(p->ev_sigint, NULL);
 	event_add(p->ev_sighup, NULL);
 
+	parent_start_spawner(p);
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	p->nfronts = conf->workers > 0 ? conf->workers : (ncpu > 0 ? ncpu : 1);
 	p->fronts = xcalloc(p->nfronts, sizeof(*p->fronts));

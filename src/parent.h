@@ -94,6 +94,10 @@ TAILQ_HEAD(listener_list, listener);
 
 struct parent {
 	struct sandbox_prog	*filters[2];	/* fronts', relays' seccomp programs */
+	/* the spawner (docs/pool.md): workers are started through it */
+	pid_t			 spawner_pid;	/* 0: none, start workers here */
+	struct msg_chan		 spawner;
+	uint64_t		 spawn_seq;
 	struct event_base	*base;
 	struct config		*conf;
 	struct parent_opts	 opts;

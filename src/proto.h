@@ -44,7 +44,27 @@ enum proto_type {
 	MSG_ACME_REQ,		/* front -> parent: challenge token, hdr.id = conn */
 	MSG_ACME,		/* parent -> front: the file, or not found */
 	MSG_ASSIGN,		/* parent -> pooled relay: serve this server-id */
+	MSG_SPAWN,		/* parent -> spawner, fd: start this worker on it */
+	MSG_SPAWNED,		/* spawner -> parent: its pid, or why not */
 	MSG_TYPE_MAX
+};
+
+/*
+ * MSG_SPAWN: the executable's path, then argv[0..argc-1], each ending in
+ * NUL, in args[0..len-1]; the fd becomes the worker's fd 3 (docs/pool.md).
+ */
+#define SPAWN_ARGS_MAX		(PATH_MAX + 256)
+#define SPAWN_ARGC_MAX		8
+struct msg_spawn {
+	uint32_t	argc;
+	uint32_t	len;
+	char		args[SPAWN_ARGS_MAX];
+};
+
+/* MSG_SPAWNED: hdr.id is the request's */
+struct msg_spawned {
+	int32_t		pid;		/* -1: not started */
+	int32_t		error;		/* errno when pid is -1 */
 };
 
 /*

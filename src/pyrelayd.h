@@ -41,6 +41,7 @@ enum proc_role {
 	ROLE_PARENT = 0,
 	ROLE_FRONT,
 	ROLE_RELAY,
+	ROLE_SPAWNER,		/* starts workers for the parent (docs/pool.md) */
 };
 
 /* listener flags */

@@ -87,6 +87,44 @@ class Sandbox(unittest.TestCase):
             self.assertEqual(os.readlink("/proc/%d/root" % d.pid), "/")
 
 
+class Spawner(unittest.TestCase):
+    """Workers are started by the spawner (docs/pool.md) and are the
+    parent's children; without it the parent starts them itself."""
+
+    def test_spawner_starts_workers_and_can_be_lost(self):
+        # no pool: nothing is being started while its fds are listed
+        with harness.Daemon(extra_conf=RATE + "\nrelay pool 0") as d:
+            spawners = [pid for pid, cmd in d.children()
+                        if re.match(r"pyrelayd: spawner\b", cmd)]
+            self.assertEqual(len(spawners), 1, d.children())
+            # it holds nothing but stdio and its channel
+            self.assertEqual(sorted(int(f) for f in
+                                    os.listdir("/proc/%d/fd" % spawners[0])),
+                             [0, 1, 2, 3])
+
+            async def main():
+                b = await harness.binary(d, "spawned-a")
+                p = await harness.phone(d, "spawned-a")
+                await harness.assert_exchange(b, p, "spawned-a")
+                # the relay it started is the parent's child
+                relays = await asyncio.to_thread(d.wait_relays, 1)
+                self.assertEqual(harness.proc_stat(relays["spawned-a"])[1],
+                                 d.pid)
+                mark = d.log_mark()
+                os.kill(spawners[0], signal.SIGKILL)
+                await asyncio.to_thread(
+                    d.wait_log, r"\bevent=spawner_exited pid=%d "
+                    r"action=direct$" % spawners[0], 10, mark)
+                # relays still start, from the parent now
+                b2 = await harness.binary(d, "spawned-b")
+                p2 = await harness.phone(d, "spawned-b")
+                await harness.assert_exchange(b2, p2, "spawned-b")
+                # and the first server-id was not disturbed
+                await harness.assert_exchange(b, p, "spawned-a")
+                await harness.close_all(b, p, b2, p2)
+            harness.run(main(), timeout=120)
+
+
 class WorkerEnvironment(unittest.TestCase):
     """Workers get only the variables a library in them reads (TZ,
     OPENSSL_*, the sanitizers' options): a secret in the daemon's

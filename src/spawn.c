@@ -1,0 +1,125 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * Starting a worker: clone(CLONE_VM | CLONE_VFORK) then execve, which
+ * copies neither the caller's page tables nor touches its memory (fork()
+ * copied both, at a cost growing with every live relay).  Used by the
+ * spawner for every worker, and by the parent for the spawner itself and
+ * when there is no spawner (docs/pool.md).
+ */
+#include "config.h"
+
+#include <sys/types.h>
+#include <sys/mman.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pyrelayd.h"
+#include "spawn.h"
+
+#define SPAWN_STACK_SIZE	(64 * 1024)	/* the spawn child's, until execve */
+
+/* What the spawn child needs; on the parent's memory (CLONE_VM). */
+struct spawn_req {
+	const char	*path;
+	char		**argv;
+	int		 fd;		/* the child's channel, to become fd 3 */
+	const sigset_t	*reset;		/* signals whose disposition is not SIG_DFL */
+	char		**envp;
+};
+
+
+/*
+ * The child of clone(CLONE_VM | CLONE_VFORK): it runs on the parent's
+ * memory, on its own small stack, while the parent waits for the execve.
+ * So only async-signal-safe calls, nothing written but its own stack, and
+ * no sanitizer bookkeeping on that stack (docs/pool.md).
+ */
+__attribute__((no_sanitize_address))
+static int
+spawn_child(void *arg)
+{
+	const struct spawn_req	*rq = arg;
+	struct sigaction	 sa;
+	sigset_t		 none;
+	int			 sig;
+
+	/* the child's channel is fd 3 */
+	if (rq->fd == 3) {
+		if (fcntl(3, F_SETFD, 0) == -1)
+			_exit(127);
+	} else if (dup2(rq->fd, 3) == -1)
+		_exit(127);
+	/*
+	 * The caller blocked every signal; its handlers must never run here.
+	 * Only the few it set are reset: one sigaction each, not one per
+	 * signal number (64 system calls in every spawn).
+	 */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	for (sig = 1; sig < NSIG; sig++)
+		if (sigismember(rq->reset, sig) == 1)
+			(void)sigaction(sig, &sa, NULL);
+	/* nothing else crosses the exec (the caller's fds are close-on-exec too) */
+	(void)close_range(4, ~0U, 0);
+	sigemptyset(&none);
+	(void)sigprocmask(SIG_SETMASK, &none, NULL);
+	execve(rq->path, rq->argv, rq->envp);
+	_exit(127);
+}
+
+pid_t
+spawn_process(const char *path, char **argv, char **envp, int fd,
+    int flags)
+{
+	static void		*stack;
+	static sigset_t		 reset;
+	static int		 reset_known;
+	struct spawn_req	 rq;
+	struct sigaction	 sa;
+	sigset_t		 all, old;
+	pid_t			 pid;
+	int			 saved, sig;
+
+	if (stack == NULL) {
+		stack = mmap(NULL, SPAWN_STACK_SIZE, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+		if (stack == MAP_FAILED) {
+			stack = NULL;
+			return -1;
+		}
+	}
+	/*
+	 * Which signals have a handler or are ignored: set up once, before
+	 * the first start (the parent's and the spawner's handlers are all
+	 * set by then), and not changed after.
+	 */
+	if (!reset_known) {
+		sigemptyset(&reset);
+		for (sig = 1; sig < NSIG; sig++)
+			if (sigaction(sig, NULL, &sa) == 0 &&
+			    sa.sa_handler != SIG_DFL)
+				sigaddset(&reset, sig);
+		reset_known = 1;
+	}
+	rq.path = path;
+	rq.argv = argv;
+	rq.fd = fd;
+	rq.reset = &reset;
+	rq.envp = envp;
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
+	/* CLONE_VFORK: back here once the child has exec'd or exited */
+	pid = clone(spawn_child, (char *)stack + SPAWN_STACK_SIZE,
+	    CLONE_VM | CLONE_VFORK | flags | SIGCHLD, &rq);
+	saved = errno;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	errno = saved;
+	return pid;
+}
+

@@ -1,0 +1,20 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+#ifndef SPAWN_H
+#define SPAWN_H
+
+#include <sys/types.h>
+
+/*
+ * Starts path with argv and envp, fd as its fd 3 (fd stays open here; the
+ * caller closes it).  flags: more clone(2) flags (CLONE_PARENT from the
+ * spawner, so that the worker is the parent's child).  Blocks until the
+ * child has exec'd.  Returns its pid, or -1 with errno.
+ */
+pid_t	spawn_process(const char *path, char **argv, char **envp, int fd,
+	    int flags);
+
+/* The spawner process (`pyrelayd -P spawner`) on its channel, fd 3. */
+void	spawner_main(int fd) __attribute__((__noreturn__));
+
+#endif
