@@ -1440,11 +1440,19 @@ static void
 parent_check_stopped(struct parent *p)
 {
 	if (p->stopping && TAILQ_EMPTY(&p->workers)) {
-		/* the spawner exits when its channel closes */
+		/* the spawner exits when its channel closes (1 s at most) */
 		if (p->spawner_pid != 0) {
+			int	i;
+
 			if (p->spawner.fd != -1)
 				msg_chan_clear(&p->spawner);
-			waitpid(p->spawner_pid, NULL, 0);
+			for (i = 0; i < 100 &&
+			    waitpid(p->spawner_pid, NULL, WNOHANG) == 0; i++)
+				usleep(10000);
+			if (i == 100) {
+				kill(p->spawner_pid, SIGKILL);
+				waitpid(p->spawner_pid, NULL, 0);
+			}
 		}
 		parent_ctl_close(p);
 		log_info("event=stopped");
