@@ -488,7 +488,7 @@ parent_send_setup(struct parent *p, struct worker *w)
 	strlcpy(s->chroot, p->conf->chroot, sizeof(s->chroot));
 	strlcpy(s->server_id, w->sid, sizeof(s->server_id));
 	s->lim = p->conf->lim;
-	s->filter = *p->filters[w->role == ROLE_FRONT ? 0 : 1];
+	s->filter = *p->filters[w->role];
 	msg_hello(&w->chan, ROLE_PARENT);
 	msg_compose(&w->chan, MSG_SETUP, 0, s, MSG_SETUP_LEN(s), -1);
 	free(s);
@@ -560,16 +560,19 @@ static const struct msg_rule spawner_to_parent[] = {
 	{ MSG_SPAWNED, sizeof(struct msg_spawned), MSG_FD_NONE, "SPAWNED", 0 },
 };
 
-/* The spawner failed the parent: from now on workers start here. */
+/*
+ * The spawner failed the parent: from now on workers start here.  The start
+ * that found out fails with EAGAIN (its fd went to the spawner).
+ */
 static void
 parent_spawner_lost(struct parent *p, const char *why)
 {
 	log_warnx("event=spawner_failed pid=%d reason=\"%s\" action=direct",
 	    (int)p->spawner_pid, why);
 	kill(p->spawner_pid, SIGKILL);
+	/* its fd becomes -1: reaping still knows its pid, nothing is sent */
 	msg_chan_clear(&p->spawner);
-	/* reaping still knows its pid; nothing is sent to it any more */
-	p->spawner.fd = -1;
+	errno = EAGAIN;
 }
 
 /* Waits up to the deadline for fd to be ready for events. */
@@ -601,6 +604,7 @@ parent_spawn_via_spawner(struct parent *p, const char *path, char **argv,
 	static struct msg	 m;
 	struct msg_spawn	 sp;
 	struct msg_spawned	*rep;
+	const char		*why;
 	int64_t			 deadline = now_ms() + SPAWNER_WAIT_MS;
 	size_t			 n, len = 0;
 	int			 i, rv;
@@ -624,38 +628,36 @@ parent_spawn_via_spawner(struct parent *p, const char *path, char **argv,
 		if (parent_spawner_poll(p->spawner.fd, POLLOUT, deadline) <= 0)
 			break;
 	if (rv != 1) {
-		parent_spawner_lost(p, rv == -1 ? p->spawner.errstr :
-		    "no room for a request");
-		errno = EAGAIN;
-		return -1;
+		why = rv == -1 ? p->spawner.errstr : "no room for a request";
+		goto lost;
 	}
 	for (;;) {
 		if ((rv = msg_recv(&p->spawner, &m)) == 0) {
 			if (parent_spawner_poll(p->spawner.fd, POLLIN,
 			    deadline) > 0)
 				continue;
-			parent_spawner_lost(p, "no answer");
-			errno = EAGAIN;
-			return -1;
+			why = "no answer";
+			goto lost;
 		}
 		if (rv < 0) {
-			parent_spawner_lost(p, p->spawner.errstr);
-			errno = EAGAIN;
-			return -1;
+			why = p->spawner.errstr;
+			goto lost;
 		}
 		if (m.hdr.type == MSG_HELLO)
 			continue;
 		rep = (struct msg_spawned *)m.body;
 		if (m.hdr.id != p->spawn_seq || (rep->pid == -1) ==
 		    (rep->error == 0) || rep->pid == 0 || rep->pid < -1) {
-			parent_spawner_lost(p, "answer out of order");
-			errno = EAGAIN;
-			return -1;
+			why = "answer out of order";
+			goto lost;
 		}
 		if (rep->pid == -1)
 			errno = rep->error;
 		return rep->pid;
 	}
+ lost:
+	parent_spawner_lost(p, why);
+	return -1;
 }
 
 /*
@@ -1444,8 +1446,7 @@ parent_check_stopped(struct parent *p)
 		if (p->spawner_pid != 0) {
 			int	i;
 
-			if (p->spawner.fd != -1)
-				msg_chan_clear(&p->spawner);
+			msg_chan_clear(&p->spawner);
 			for (i = 0; i < 100 &&
 			    waitpid(p->spawner_pid, NULL, WNOHANG) == 0; i++)
 				usleep(10000);
@@ -1475,9 +1476,7 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 			if (!p->stopping)
 				log_warnx("event=spawner_exited pid=%d "
 				    "action=direct", (int)pid);
-			if (p->spawner.fd != -1)
-				msg_chan_clear(&p->spawner);
-			p->spawner.fd = -1;
+			msg_chan_clear(&p->spawner);
 			p->spawner_pid = 0;
 			continue;
 		}
@@ -1886,10 +1885,9 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 		exit(1);
 	}
 	/* compiled once here, loaded by each worker (docs/sandbox.md) */
-	for (i = 0; i < 2; i++) {
+	for (i = ROLE_FRONT; i <= ROLE_RELAY; i++) {
 		p->filters[i] = xcalloc(1, sizeof(*p->filters[i]));
-		sandbox_filter_build(i == 0 ? ROLE_FRONT : ROLE_RELAY,
-		    p->filters[i]);
+		sandbox_filter_build(i, p->filters[i]);
 	}
 	{
 		struct listen_addr	*la;

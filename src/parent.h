@@ -93,7 +93,8 @@ struct listener {
 TAILQ_HEAD(listener_list, listener);
 
 struct parent {
-	struct sandbox_prog	*filters[2];	/* fronts', relays' seccomp programs */
+	/* the seccomp programs, by role: filters[ROLE_FRONT], [ROLE_RELAY] */
+	struct sandbox_prog	*filters[ROLE_RELAY + 1];
 	/* the spawner (docs/pool.md): workers are started through it */
 	pid_t			 spawner_pid;	/* 0: none, start workers here */
 	struct msg_chan		 spawner;

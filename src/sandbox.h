@@ -26,8 +26,9 @@ int	sandbox_check(const struct config *, uid_t *uid, gid_t *gid,
  * setgroups/setresgid/setresuid to setup->uid/gid (when setup->root),
  * rlimits (no new files beyond what the role needs, no processes, no core
  * dumps), PR_SET_NO_NEW_PRIVS, and the role's seccomp program from
- * setup->filter (setup_len: the SETUP body's length, checked against it).  Steps that need root are
- * skipped when not root, and one log line says which.  fatal() on failure.
+ * setup->filter (setup_len: the SETUP body's length, checked against it).
+ * Steps that need root are skipped when not root, and one log line says
+ * which.  fatal() on failure.
  * maxfds: RLIMIT_NOFILE to set (the role's connection bound plus slack).
  */
 void	sandbox_enter(enum proc_role role, struct msg_setup *setup,

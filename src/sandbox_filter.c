@@ -255,22 +255,20 @@ sandbox_deny_syslog_reconnect(scmp_filter_ctx ctx, const char *role)
 	    "socket for syslog");
 }
 
+/* What every worker may do: the relay's whole program, the front's base. */
 static void
-sandbox_filter_relay(scmp_filter_ctx ctx)
+sandbox_filter_worker(scmp_filter_ctx ctx, const char *role)
 {
-	sandbox_allow_list(ctx, "relay", worker_syscalls,
+	sandbox_allow_list(ctx, role, worker_syscalls,
 	    sizeof(worker_syscalls) / sizeof(worker_syscalls[0]));
-	sandbox_allow_common_args(ctx, "relay");
-	sandbox_deny_syslog_reconnect(ctx, "relay");
+	sandbox_allow_common_args(ctx, role);
+	sandbox_deny_syslog_reconnect(ctx, role);
 }
 
 static void
 sandbox_filter_front(scmp_filter_ctx ctx)
 {
-	sandbox_allow_list(ctx, "front", worker_syscalls,
-	    sizeof(worker_syscalls) / sizeof(worker_syscalls[0]));
-	sandbox_allow_common_args(ctx, "front");
-	sandbox_deny_syslog_reconnect(ctx, "front");
+	sandbox_filter_worker(ctx, "front");
 	/* kernel TLS: OpenSSL sets TLS_TX/TLS_RX after TCP_ULP "tls" */
 	sandbox_allow_arg(ctx, "front", SCMP_SYS(setsockopt),
 	    "setsockopt SOL_TLS", 1, SANDBOX_ALL, SOL_TLS);
@@ -345,7 +343,7 @@ sandbox_filter_build(enum proc_role role, struct sandbox_prog *prog)
 
 	switch (role) {
 	case ROLE_RELAY:
-		sandbox_filter_relay(ctx);
+		sandbox_filter_worker(ctx, "relay");
 		break;
 	case ROLE_FRONT:
 		sandbox_filter_front(ctx);

@@ -33,7 +33,6 @@ struct spawn_req {
 	char		**envp;
 };
 
-
 /*
  * The child of clone(CLONE_VM | CLONE_VFORK): it runs on the parent's
  * memory, on its own small stack, while the parent waits for the execve.
@@ -122,4 +121,3 @@ spawn_process(const char *path, char **argv, char **envp, int fd,
 	errno = saved;
 	return pid;
 }
-
