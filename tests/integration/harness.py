@@ -24,7 +24,8 @@ so extra_conf must not repeat these (use the workers argument).
   stop(timeout=15)    SIGTERM, wait, exit code; kills and raises on a hang
   with Daemon(...) as d:   start/stop, asserts exit code 0 on a clean exit
   port, metrics_port, pid, tmpdir, conf_path, chroot (None unless root)
-  url(path), http_url(path), healthz(), alive(), signal(sig), wait_exit(t)
+  url(path), http_url(path), healthz(), metrics() (/metrics as a dict of
+      series -> int), alive(), signal(sig), wait_exit(t)
   log_text(), log_lines(), log_mark(),
   wait_log(regex, timeout=10, since=0): first match among ALL log lines from
       index `since` (0: from the start, so a line logged before the call is
@@ -33,10 +34,11 @@ so extra_conf must not repeat these (use the workers argument).
   children(), relay_pids(), front_pids(), wait_fronts(n), wait_relays(n)
       (at least n; exact=True for exactly n), wait_no_relays()
   write_conf(text=None), conf_text()  (for SIGHUP tests)
-Module functions: http_get, raw_request, parse_head, upgrade_request,
+Module functions: http_get, raw_request, recv_until_close, parse_head,
+upgrade_request,
 RawWS (byte-exact WebSocket client), ws_frame, ws_key, ws_accept; async
 binary, phone, expect_close, recv, assert_exchange, close_all; run; /proc
-helpers (proc_status, proc_state, children_of, poll_until, ...).
+helpers (proc_status, proc_state, children_of, open_fds, poll_until, ...).
 
 Environment knobs for debugging: PYRELAYD_TEST_ECHO=1 copies the daemon's
 log to stderr as it arrives; PYRELAYD_TEST_VERBOSE=1 starts it with -v.
@@ -181,6 +183,11 @@ def proc_status(pid):
 
 def _all_pids():
     return [int(n) for n in os.listdir("/proc") if n.isdigit()]
+
+
+def open_fds(pid):
+    """The descriptor numbers process pid has open."""
+    return {int(n) for n in os.listdir("/proc/%d/fd" % pid)}
 
 
 def children_of(ppid):
@@ -722,6 +729,17 @@ class Daemon:
         assert status == 200, "healthz answered %d: %r" % (status, body)
         return json.loads(body)
 
+    def metrics(self):
+        """/metrics as a dict: series (name and labels) -> int."""
+        status, _, body = http_get(self.metrics_port, "/metrics")
+        assert status == 200, status
+        out = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = int(value)
+        return out
+
 
 # --------------------------------------------------------------------------
 # raw HTTP
@@ -755,28 +773,35 @@ def raw_request(port, data, timeout=10):
     """Send bytes on a fresh connection, return everything received until
     the server closes it (a reset after data counts as a close).  Raises
     AssertionError when the server keeps it open past timeout."""
-    deadline = time.monotonic() + timeout
-    out = b""
     with _connect(port, timeout) as s:
         try:
             s.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("connection still open after %gs; got %r"
-                                     % (timeout, out[:300]))
-            s.settimeout(left)
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                continue
-            except ConnectionResetError:
-                return out
-            if not chunk:
-                return out
-            out += chunk
+        return recv_until_close(s, timeout)
+
+
+def recv_until_close(s, timeout=10):
+    """Everything received on socket s until the server closes it (a reset
+    counts as a close).  Raises AssertionError when it stays open past
+    timeout."""
+    deadline = time.monotonic() + timeout
+    out = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("connection still open after %gs; got %r"
+                                 % (timeout, out[:300]))
+        s.settimeout(left)
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
 
 
 def http_get(port, path, headers=None, method="GET", timeout=10):

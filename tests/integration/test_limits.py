@@ -103,19 +103,6 @@ class Limits(unittest.TestCase):
         self.assertEqual(bad, [], "log lines not in key=value form")
 
 
-def metric(d, name):
-    """The value of an unlabelled metric, from /metrics."""
-    status, _, body = harness.http_get(d.metrics_port, "/metrics")
-    assert status == 200, status
-    m = re.search(r"^%s (\d+)$" % re.escape(name), body.decode(), re.M)
-    assert m, "no %s in /metrics" % name
-    return int(m.group(1))
-
-
-def open_fds(pid):
-    return {int(n) for n in os.listdir("/proc/%d/fd" % pid)}
-
-
 class LostInHandOver(unittest.TestCase):
     """A connection handed to the parent while it has no descriptor free
     (RLIMIT_NOFILE) is lost alone: its client sees the connection close,
@@ -125,8 +112,8 @@ class LostInHandOver(unittest.TestCase):
     def test_parent_out_of_descriptors(self):
         # no pool: the parent's descriptors stay as they are
         with harness.Daemon(extra_conf=RATE + "\nrelay pool 0") as d:
-            base_fds = open_fds(d.pid)
-            accepted = metric(d, "pyrelayd_connections_accepted_total")
+            base_fds = harness.open_fds(d.pid)
+            accepted = d.metrics()["pyrelayd_connections_accepted_total"]
             reqs, socks = [], []
             for i in range(4):
                 req = harness.upgrade_request(d.port, "/v1/server",
@@ -141,10 +128,11 @@ class LostInHandOver(unittest.TestCase):
                 # the fronts are dealt connections in turn: the first and
                 # the third are held by the same front
                 harness.poll_until(
-                    lambda: metric(d, "pyrelayd_connections_accepted_total")
+                    lambda: d.metrics()["pyrelayd_connections_accepted_total"]
                     >= accepted + 1 + 4, 10, "4 connections accepted")
-                harness.poll_until(lambda: open_fds(d.pid) == base_fds, 10,
-                                   "the parent handed them to the fronts")
+                harness.poll_until(
+                    lambda: harness.open_fds(d.pid) == base_fds, 10,
+                    "the parent handed them to the fronts")
                 fronts = sorted(d.front_pids())
                 # the lowest free descriptor becomes the limit: no new one
                 lowest = min(set(range(len(base_fds) + 1)) - base_fds)
@@ -157,7 +145,7 @@ class LostInHandOver(unittest.TestCase):
                                r"receiver=parent limit=RLIMIT_NOFILE$",
                                since=mark)
                     # its client sees the connection end, with no answer
-                    self.assertEqual(recv_all(socks[0]), b"")
+                    self.assertEqual(harness.recv_until_close(socks[0]), b"")
                 finally:
                     resource.prlimit(d.pid, resource.RLIMIT_NOFILE,
                                      (soft, hard))
@@ -170,7 +158,7 @@ class LostInHandOver(unittest.TestCase):
                 self.assertEqual(sorted(d.front_pids()), fronts)
                 self.assertNotRegex(d.log_text(), r"event=worker_killed")
                 self.assertEqual(
-                    metric(d, "pyrelayd_connections_lost_total"), 1)
+                    d.metrics()["pyrelayd_connections_lost_total"], 1)
             finally:
                 for s in socks:
                     s.close()
@@ -197,7 +185,7 @@ class LostInHandOver(unittest.TestCase):
                 await harness.assert_exchange(b, p, sid)
                 await harness.close_all(b, p)
             harness.run(main())
-            self.assertEqual(metric(d, "pyrelayd_connections_lost_total"), 1)
+            self.assertEqual(d.metrics()["pyrelayd_connections_lost_total"], 1)
 
     def test_front_out_of_descriptors(self):
         with harness.Daemon(extra_conf=RATE, workers=1) as d:
@@ -218,7 +206,7 @@ class LostInHandOver(unittest.TestCase):
                 await harness.assert_exchange(b, p, "lost-front")
                 await harness.close_all(b, p)
             harness.run(main())
-            self.assertEqual(metric(d, "pyrelayd_connections_lost_total"), 1)
+            self.assertEqual(d.metrics()["pyrelayd_connections_lost_total"], 1)
 
 
 class fd_starved:
@@ -229,7 +217,7 @@ class fd_starved:
         self.pid = pid
 
     def __enter__(self):
-        fds = open_fds(self.pid)
+        fds = harness.open_fds(self.pid)
         lowest = min(set(range(len(fds) + 1)) - fds)
         self.soft, self.hard = prlimit_nofile(self.pid)
         prlimit_nofile(self.pid, (lowest, self.hard))
@@ -244,13 +232,8 @@ def prlimit_nofile(pid, limits=None):
     A worker runs as the configured user: without CAP_SYS_RESOURCE (some
     containers drop it) only a process of the same user and group may
     change its limits, so the call is made from one."""
-    uid = gid = None
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("Uid:"):
-                uid = int(line.split()[1])
-            elif line.startswith("Gid:"):
-                gid = int(line.split()[1])
+    st = harness.proc_status(pid)
+    uid, gid = int(st["Uid"].split()[0]), int(st["Gid"].split()[0])
     args = () if limits is None else (limits,)
     if uid == os.getuid() and gid == os.getgid():
         return resource.prlimit(pid, resource.RLIMIT_NOFILE, *args)
@@ -264,20 +247,6 @@ def prlimit_nofile(pid, limits=None):
         user=uid, group=gid, extra_groups=[], check=True, timeout=10,
         capture_output=True, text=True).stdout.split()
     return int(out[0]), int(out[1])
-
-
-def recv_all(s, timeout=10):
-    """Everything until the peer closes (a reset counts as a close)."""
-    s.settimeout(timeout)
-    out = b""
-    while True:
-        try:
-            b = s.recv(4096)
-        except ConnectionResetError:
-            return out
-        if not b:
-            return out
-        out += b
 
 
 def recv_head(s, timeout=10):

@@ -32,17 +32,6 @@ def pooled_pids(d):
                   if POOLED.match(cmd) and harness.proc_state(pid) != "Z")
 
 
-def metrics(d):
-    status, _, body = harness.http_get(d.metrics_port, "/metrics")
-    assert status == 200, status
-    out = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = int(value)
-    return out
-
-
 def wait_pool(d, n, timeout=15, exclude=()):
     """Wait until the metrics say n pooled relays are ready (sandboxed and
     waiting) and n children carry the pooled title, none of them in
@@ -54,7 +43,7 @@ def wait_pool(d, n, timeout=15, exclude=()):
         pids = pooled_pids(d)
         got[:] = pids
         return (len(pids) == n and not set(pids) & set(exclude) and
-                metrics(d)["pyrelayd_relays_pooled"] == n)
+                d.metrics()["pyrelayd_relays_pooled"] == n)
     try:
         harness.poll_until(check, timeout * SLOW, "%d pooled relays" % n,
                            interval=0.05)
@@ -62,7 +51,7 @@ def wait_pool(d, n, timeout=15, exclude=()):
         raise AssertionError("expected %d pooled relays (not %s), have %s; "
                              "metrics say %d" % (
                                  n, sorted(exclude), got,
-                                 metrics(d)["pyrelayd_relays_pooled"]))
+                                 d.metrics()["pyrelayd_relays_pooled"]))
     return list(got)
 
 
@@ -83,7 +72,7 @@ class Pool(unittest.TestCase):
                                               "pooled relay %d" % pid)
             # none serves a server-id yet
             self.assertEqual(d.relay_pids(), {})
-            m = metrics(d)
+            m = d.metrics()
             self.assertEqual(m["pyrelayd_relay_processes"], 0)
             self.assertEqual(m["pyrelayd_relay_assignments_total"], 0)
             # no timer while waiting: a relay with its one-second counter
@@ -121,7 +110,7 @@ class Pool(unittest.TestCase):
             for pid in again:
                 test_process.assert_sandboxed(self, d, pid,
                                               "refilled relay %d" % pid)
-            m = metrics(d)
+            m = d.metrics()
             self.assertEqual(m["pyrelayd_relay_assignments_total"], 3)
             self.assertEqual(m["pyrelayd_relay_processes"], 3)
             self.assertEqual(m["pyrelayd_relay_processes_started_total"], 3)
@@ -139,7 +128,7 @@ class Pool(unittest.TestCase):
             b, p = harness.run(main())
             pid = d.relay_pids()["nopool"]
             test_process.assert_sandboxed(self, d, pid, "relay %d" % pid)
-            m = metrics(d)
+            m = d.metrics()
             self.assertEqual(m["pyrelayd_relays_pooled"], 0)
             self.assertEqual(m["pyrelayd_relay_assignments_total"], 0)
             self.assertEqual(m["pyrelayd_relay_processes_started_total"], 1)
@@ -211,7 +200,7 @@ class Pool(unittest.TestCase):
             self.assertIn(d.relay_pids()["after-kill"], again)
             self.assertTrue(d.alive())
             # a pooled relay's death is not a relay exit of a server-id
-            m = metrics(d)
+            m = d.metrics()
             self.assertEqual(sum(v for k, v in m.items() if k.startswith(
                 "pyrelayd_relay_process_exits_total")), 0)
             harness.run(harness.close_all(b, p))

@@ -98,9 +98,7 @@ class Spawner(unittest.TestCase):
                         if re.match(r"pyrelayd: spawner\b", cmd)]
             self.assertEqual(len(spawners), 1, d.children())
             # it holds nothing but stdio and its channel
-            self.assertEqual(sorted(int(f) for f in
-                                    os.listdir("/proc/%d/fd" % spawners[0])),
-                             [0, 1, 2, 3])
+            self.assertEqual(harness.open_fds(spawners[0]), {0, 1, 2, 3})
 
             async def main():
                 b = await harness.binary(d, "spawned-a")
