@@ -34,8 +34,8 @@ so extra_conf must not repeat these (use the workers argument).
   children(), relay_pids(), front_pids(), wait_fronts(n), wait_relays(n)
       (at least n; exact=True for exactly n), wait_no_relays()
   write_conf(text=None), conf_text()  (for SIGHUP tests)
-Module functions: http_get, raw_request, recv_until_close, parse_head,
-upgrade_request,
+Module functions: http_get, raw_request, recv_until_close, read_head,
+parse_head, upgrade_request,
 RawWS (byte-exact WebSocket client), ws_frame, ws_key, ws_accept; async
 binary, phone, expect_close, recv, assert_exchange, close_all; run; /proc
 helpers (proc_status, proc_state, children_of, open_fds, poll_until, ...).
@@ -802,6 +802,31 @@ def recv_until_close(s, timeout=10):
         if not chunk:
             return out
         out += chunk
+
+
+def read_head(s, timeout=10):
+    """(status, headers) of the response on s (AssertionError if the server
+    closes or stays silent before a complete head)."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("no response head in %gs: %r"
+                                 % (timeout, buf[:300]))
+        s.settimeout(left)
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            raise AssertionError("closed before a response head: %r"
+                                 % buf[:300])
+        buf += chunk
+    status, headers, _ = parse_head(buf)
+    return status, headers
 
 
 def http_get(port, path, headers=None, method="GET", timeout=10):

@@ -57,31 +57,6 @@ def connect_from(d, src=None, timeout=10):
     return s
 
 
-def read_head(s, timeout=10):
-    """(status, headers) of the response on s (AssertionError if the server
-    closes or stays silent before a complete head)."""
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError("no response head in %gs: %r"
-                                 % (timeout, buf[:300]))
-        s.settimeout(left)
-        try:
-            chunk = s.recv(65536)
-        except socket.timeout:
-            continue
-        except ConnectionResetError:
-            chunk = b""
-        if not chunk:
-            raise AssertionError("closed before a response head: %r"
-                                 % buf[:300])
-        buf += chunk
-    status, headers, _ = harness.parse_head(buf)
-    return status, headers
-
-
 def upgrade(d, path, sid, src=None, headers=None, keep=False):
     """Send a valid upgrade request (binary on /v1/server, phone on
     /v1/client) from src.  Returns (status, sock): with keep and a 101 the
@@ -91,7 +66,7 @@ def upgrade(d, path, sid, src=None, headers=None, keep=False):
     try:
         s.sendall(harness.upgrade_request(d.port, path, headers=headers,
                                           sid=sid))
-        status, _ = read_head(s)
+        status, _ = harness.read_head(s)
     except BaseException:
         s.close()
         raise
