@@ -7,6 +7,8 @@
  */
 #include "config.h"
 
+#include <sys/uio.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,23 +77,32 @@ log_quotable(const char *text, char *buf, size_t size)
 static void
 log_line(int pri, const char *msg)
 {
-	char	line[2300];
-	int	n;
+	char		 head[64];
+	struct iovec	 iov[3];
+	int		 n;
 
 	if (!log_foreground) {
 		syslog(pri, "%s: %s", log_name, msg);
 		return;
 	}
-	/* one write per line so that lines of several processes never interleave */
-	n = snprintf(line, sizeof(line), "%s[%d]: %s\n", log_name,
-	    (int)(log_pid != 0 ? log_pid : getpid()), msg);
+	n = snprintf(head, sizeof(head), "%s[%d]: ", log_name,
+	    (int)(log_pid != 0 ? log_pid : getpid()));
 	if (n < 0)
 		return;
-	if (n > (int)sizeof(line) - 1) {
-		n = sizeof(line) - 1;
-		line[n - 1] = '\n';
-	}
-	if (write(STDERR_FILENO, line, n) == -1) {
+	if (n > (int)sizeof(head) - 1)
+		n = sizeof(head) - 1;
+	/*
+	 * One write per line, so that lines of several processes never
+	 * interleave; gathered rather than copied into a line buffer, which
+	 * kept 2 KiB more stack dirty in every relay.
+	 */
+	iov[0].iov_base = head;
+	iov[0].iov_len = n;
+	iov[1].iov_base = (void *)msg;
+	iov[1].iov_len = strlen(msg);
+	iov[2].iov_base = "\n";
+	iov[2].iov_len = 1;
+	if (writev(STDERR_FILENO, iov, 3) == -1) {
 		/* nowhere left to report it */
 	}
 }

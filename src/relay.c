@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <sys/types.h>
+#include <sys/mman.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 
@@ -120,14 +121,32 @@ struct relay {
 };
 
 static struct relay	*relay;
-static unsigned char	 readbuf[READ_CHUNK];
+/*
+ * The two large buffers go to .lbss, which the linker places after .bss:
+ * placed among the small variables of libc and libevent, they spread
+ * those over more pages, and every relay dirties each of those pages.
+ */
+#define RELAY_LARGE_BSS	__attribute__((section(".lbss.relay")))
+static unsigned char	 readbuf[READ_CHUNK] RELAY_LARGE_BSS;
 /*
  * Messages from the parent land here, not in a 32 KiB block taken from the
  * heap and given back for every batch: only the pages a message reaches
  * are ever touched (a CONN_ATTACH ends at its preread), and the heap
  * keeps only long-lived objects.
  */
-static struct msg	 chanbuf;
+static struct msg	 chanbuf RELAY_LARGE_BSS;
+
+/* Gives the kernel back the whole pages of [p, p + len) (their contents are dead). */
+static void
+relay_release_pages(void *p, size_t len)
+{
+	uintptr_t	 pg = (uintptr_t)getpagesize();
+	uintptr_t	 a = ((uintptr_t)p + pg - 1) & ~(pg - 1);
+	uintptr_t	 b = ((uintptr_t)p + len) & ~(pg - 1);
+
+	if (b > a)
+		madvise((void *)a, b - a, MADV_DONTNEED);
+}
 _Static_assert(PREREAD_MAX <= READ_CHUNK, "a preread fits the read buffer");
 
 static void	 relay_conn_read(evutil_socket_t, short, void *);
@@ -1427,8 +1446,12 @@ relay_main(int fd)
 	signal(SIGPIPE, SIG_IGN);
 
 	sandbox_enter(ROLE_RELAY, setup, m->hdr.len, RELAY_MAXFDS);
-	/* hand back what set-up allocated and freed (not the data path) */
+	/*
+	 * Hand back what set-up allocated and freed (not the data path), and
+	 * the pages SETUP (it carries the seccomp program) dirtied in chanbuf.
+	 */
 	malloc_trim(0);
+	relay_release_pages(&chanbuf, sizeof(chanbuf));
 	if (r->sid[0] != '\0') {
 		relay_title(r);
 		log_debug("event=relay_ready server_id=%s", r->sid);
