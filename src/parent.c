@@ -57,6 +57,7 @@
 #define IP_IDLE_MAX		65536	/* idle addresses kept at most (see ip_sweep) */
 #define POOL_RETRY_MS		1000	/* after a pooled relay failed to start */
 #define SPAWNER_WAIT_MS		5000	/* for the spawner's answer */
+#define SPAWNER_RETRY_MS	1000	/* between two spawner starts */
 
 static struct parent	*P;
 
@@ -561,13 +562,14 @@ static const struct msg_rule spawner_to_parent[] = {
 };
 
 /*
- * The spawner failed the parent: from now on workers start here.  The start
- * that found out fails with EAGAIN (its fd went to the spawner).
+ * The spawner failed the parent: until it is reaped and a new one started
+ * (parent_start_process), workers start here.  The start that found out
+ * fails with EAGAIN (its fd went to the spawner).
  */
 static void
 parent_spawner_lost(struct parent *p, const char *why)
 {
-	log_warnx("event=spawner_failed pid=%d reason=\"%s\" action=direct",
+	log_warnx("event=spawner_failed pid=%d reason=\"%s\" action=restart",
 	    (int)p->spawner_pid, why);
 	kill(p->spawner_pid, SIGKILL);
 	/* its fd becomes -1: reaping still knows its pid, nothing is sent */
@@ -691,6 +693,7 @@ parent_start_spawner(struct parent *p)
 	pid_t	 pid;
 
 	p->spawner.fd = -1;
+	p->spawner_retry = now_ms() + SPAWNER_RETRY_MS;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
 		log_warn("event=spawner_failed step=socketpair action=direct");
 		return;
@@ -713,6 +716,35 @@ parent_start_spawner(struct parent *p)
 	    sizeof(spawner_to_parent) / sizeof(spawner_to_parent[0]));
 	msg_hello(&p->spawner, ROLE_PARENT);
 	log_debug("event=spawner_started pid=%d", (int)pid);
+}
+
+/*
+ * A new spawner for one that exited (reaped, or killed after it failed):
+ * at once, or a second after the last start, so that one that cannot
+ * start or keeps dying costs one attempt a second.  Meanwhile the parent
+ * starts workers itself.
+ */
+static void
+parent_restart_spawner(evutil_socket_t fd, short ev, void *arg)
+{
+	struct parent	*p = arg;
+	int64_t		 wait;
+	struct timeval	 tv;
+
+	if (p->stopping || p->spawner_pid != 0)
+		return;
+	if ((wait = p->spawner_retry - now_ms()) <= 0) {
+		parent_start_spawner(p);
+		if (p->spawner_pid != 0) {
+			log_info("event=spawner_restarted pid=%d",
+			    (int)p->spawner_pid);
+			return;
+		}
+		wait = SPAWNER_RETRY_MS;
+	}
+	tv.tv_sec = wait / 1000;
+	tv.tv_usec = (wait % 1000) * 1000;
+	evtimer_add(p->ev_spawner, &tv);
 }
 
 static struct worker *
@@ -1475,9 +1507,10 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 		if (pid == p->spawner_pid) {
 			if (!p->stopping)
 				log_warnx("event=spawner_exited pid=%d "
-				    "action=direct", (int)pid);
+				    "action=restart", (int)pid);
 			msg_chan_clear(&p->spawner);
 			p->spawner_pid = 0;
+			parent_restart_spawner(-1, 0, p);
 			continue;
 		}
 		key.pid = pid;
@@ -1931,6 +1964,7 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	p->ev_drain = evtimer_new(p->base, parent_drain_deadline, p);
 	p->ev_respawn = evtimer_new(p->base, parent_respawn_fronts, p);
 	p->ev_pool_fill = evtimer_new(p->base, pool_fill, p);
+	p->ev_spawner = evtimer_new(p->base, parent_restart_spawner, p);
 	p->ev_ip_sweep = event_new(p->base, -1, EV_PERSIST, ip_sweep_tick, p);
 	{
 		struct timeval	tv = { IP_SWEEP_MS / 1000, 0 };

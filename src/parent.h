@@ -97,6 +97,8 @@ struct parent {
 	struct sandbox_prog	*filters[ROLE_RELAY + 1];
 	/* the spawner (docs/pool.md): workers are started through it */
 	pid_t			 spawner_pid;	/* 0: none, start workers here */
+	int64_t			 spawner_retry;	/* no new spawner before (ms) */
+	struct event		*ev_spawner;	/* its restart */
 	struct msg_chan		 spawner;
 	uint64_t		 spawn_seq;
 	struct event_base	*base;

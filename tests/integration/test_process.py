@@ -89,7 +89,7 @@ class Sandbox(unittest.TestCase):
 
 class Spawner(unittest.TestCase):
     """Workers are started by the spawner (docs/pool.md) and are the
-    parent's children; without it the parent starts them itself."""
+    parent's children; a lost spawner is replaced at the next start."""
 
     def test_spawner_starts_workers_and_can_be_lost(self):
         # no pool: nothing is being started while its fds are listed
@@ -112,11 +112,23 @@ class Spawner(unittest.TestCase):
                 os.kill(spawners[0], signal.SIGKILL)
                 await asyncio.to_thread(
                     d.wait_log, r"\bevent=spawner_exited pid=%d "
-                    r"action=direct$" % spawners[0], 10, mark)
-                # relays still start, from the parent now
+                    r"action=restart$" % spawners[0], 10, mark)
+                # relays still start; a new spawner replaces the lost one
                 b2 = await harness.binary(d, "spawned-b")
                 p2 = await harness.phone(d, "spawned-b")
                 await harness.assert_exchange(b2, p2, "spawned-b")
+                m = await asyncio.to_thread(
+                    d.wait_log, r"\bevent=spawner_restarted pid=(\d+)$",
+                    10, mark)
+                new = int(m.group(1))
+                self.assertNotEqual(new, spawners[0])
+                # (its title may not be set yet: "pyrelayd -P spawner")
+                self.assertIn(new, [pid for pid, cmd in d.children()
+                                    if re.match(r"pyrelayd(: | -P )spawner\b",
+                                                cmd)])
+                # started late, it still holds nothing but stdio and its
+                # channel, while the parent holds many more
+                self.assertEqual(harness.open_fds(new), {0, 1, 2, 3})
                 # and the first server-id was not disturbed
                 await harness.assert_exchange(b, p, "spawned-a")
                 await harness.close_all(b, p, b2, p2)
