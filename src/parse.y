@@ -1151,14 +1151,9 @@ check_end(void)
 		errat(llines[i].line, "listen on %s tls: no \"tls certificate "
 		    "... key ...\" statement", name);
 	}
-	if (lim->max_connections_per_ip > lim->max_connections) {
-		if (seen[SET_PERIP])
-			errat(seen[SET_PERIP], "max connections per ip %u: "
-			    "more than max connections %u",
-			    lim->max_connections_per_ip, lim->max_connections);
-		else
-			lim->max_connections_per_ip = lim->max_connections;
-	}
+	/* the global cap bounds the per-address one, set or not */
+	if (lim->max_connections_per_ip > lim->max_connections)
+		lim->max_connections_per_ip = lim->max_connections;
 }
 
 static void
