@@ -1102,13 +1102,24 @@ parent_drain_relays(struct parent *p)
 			parent_dispatch(p, r);
 }
 
+/* How long a scrape waits for the relays it asked for their counters. */
+#define METRICS_WAIT_MS	250
+
+/* Answers every waiting /metrics request with what is known now. */
 static void
-parent_metrics(struct parent *p, struct worker *w, struct msg *m)
+parent_metrics_answer(struct parent *p)
 {
 	struct msg_metrics	*mm;
+	struct metrics_req	*q;
 	struct worker		*r;
 
-	parent_drain_relays(p);
+	evtimer_del(p->ev_cnt_wait);
+	if (p->cnt_asking > 0) {
+		/* the wait ran out: the late answers count for the next one */
+		TAILQ_FOREACH(r, &p->workers, entry)
+			r->cnt_asked = 0;
+		p->cnt_asking = 0;
+	}
 	mm = xcalloc(1, sizeof(*mm));
 	mm->binaries = p->binaries;
 	mm->phones = p->phones;
@@ -1126,9 +1137,83 @@ parent_metrics(struct parent *p, struct worker *w, struct msg *m)
 	mm->relays_started = p->relays_started;
 	memcpy(mm->front_outcomes, p->front_outcomes, sizeof(mm->front_outcomes));
 	mm->c = p->cnt;
-	msg_compose(&w->chan, MSG_METRICS, m->hdr.id, mm, sizeof(*mm), -1);
-	parent_worker_flush(w);
+	while ((q = TAILQ_FIRST(&p->metrics_reqs)) != NULL) {
+		TAILQ_REMOVE(&p->metrics_reqs, q, entry);
+		msg_compose(&q->front->chan, MSG_METRICS, q->id, mm,
+		    sizeof(*mm), -1);
+		parent_worker_flush(q->front);
+		free(q);
+	}
 	free(mm);
+}
+
+static void
+parent_metrics_timeout(evutil_socket_t fd, short ev, void *arg)
+{
+	parent_metrics_answer(arg);
+}
+
+/* A relay asked for its counters answered, or is gone. */
+static void
+parent_metrics_relay_done(struct parent *p, struct worker *r)
+{
+	if (!r->cnt_asked)
+		return;
+	r->cnt_asked = 0;
+	if (--p->cnt_asking == 0)
+		parent_metrics_answer(p);
+}
+
+/*
+ * /metrics: a relay that counted in the last window may still hold
+ * increments (proto.h RELAY_COUNTERS), so those relays are asked for them
+ * and the answer waits for theirs, METRICS_WAIT_MS at most.  A request
+ * made while relays are being asked is answered with that round.
+ */
+static void
+parent_metrics(struct parent *p, struct worker *w, struct msg *m)
+{
+	struct msg_empty	 e = { 0 };
+	struct metrics_req	*q;
+	struct worker		*r;
+	struct timeval		 tv = { 0, METRICS_WAIT_MS * 1000 };
+	int64_t			 now;
+
+	parent_drain_relays(p);
+	q = xcalloc(1, sizeof(*q));
+	q->front = w;
+	q->id = m->hdr.id;
+	TAILQ_INSERT_TAIL(&p->metrics_reqs, q, entry);
+	if (p->cnt_asking > 0)
+		return;
+	now = now_ms();
+	TAILQ_FOREACH(r, &p->workers, entry) {
+		if (r->role != ROLE_RELAY || r->dead || r->cnt_ms == 0 ||
+		    now - r->cnt_ms > 2 * RELAY_COUNTERS_MS)
+			continue;
+		msg_compose(&r->chan, MSG_COUNTERS_REQ, 0, &e, sizeof(e), -1);
+		parent_worker_flush(r);
+		r->cnt_asked = 1;
+		p->cnt_asking++;
+	}
+	if (p->cnt_asking == 0)
+		parent_metrics_answer(p);
+	else
+		evtimer_add(p->ev_cnt_wait, &tv);
+}
+
+/* A front is gone: its waiting requests with it. */
+static void
+parent_metrics_front_gone(struct parent *p, struct worker *w)
+{
+	struct metrics_req	*q, *next;
+
+	TAILQ_FOREACH_SAFE(q, &p->metrics_reqs, entry, next) {
+		if (q->front != w)
+			continue;
+		TAILQ_REMOVE(&p->metrics_reqs, q, entry);
+		free(q);
+	}
 }
 
 /* Adds a relay's increments; absurd values mark a lying relay. */
@@ -1294,8 +1379,14 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 		parent_ctl_relay_phone(p, w, m);
 		break;
 	case MSG_RELAY_COUNTERS:
-		if (parent_add_counters(p, (struct relay_counters *)m->body) == -1)
+		if (m->hdr.id > 1 ||
+		    parent_add_counters(p, (struct relay_counters *)m->body) == -1) {
 			parent_worker_kill(p, w, "bad RELAY_COUNTERS");
+			break;
+		}
+		w->cnt_ms = now_ms();
+		if (m->hdr.id == 1)
+			parent_metrics_relay_done(p, w);
 		break;
 	case MSG_RELAY_STATE:
 		st = (struct msg_relay_state *)m->body;
@@ -1439,6 +1530,8 @@ parent_worker_free(struct parent *p, struct worker *w)
 		pool_schedule(p, ready ? 0 : POOL_RETRY_MS);
 	}
 	parent_ctl_relay_gone(p, w);
+	parent_metrics_front_gone(p, w);
+	parent_metrics_relay_done(p, w);
 	RB_REMOVE(worker_pids, &p->pids, w);
 	TAILQ_REMOVE(&p->workers, w, entry);
 	event_free(w->ev_read);
@@ -1946,6 +2039,7 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	parent_open_listeners(p);
 	p->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	TAILQ_INIT(&p->ctl_clients);
+	TAILQ_INIT(&p->metrics_reqs);
 	if (parent_ctl_open(p) == -1)
 		exit(1);
 
@@ -1962,6 +2056,7 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 
 	p->ev_accept_pause = evtimer_new(p->base, parent_accept_resume, p);
 	p->ev_drain = evtimer_new(p->base, parent_drain_deadline, p);
+	p->ev_cnt_wait = evtimer_new(p->base, parent_metrics_timeout, p);
 	p->ev_respawn = evtimer_new(p->base, parent_respawn_fronts, p);
 	p->ev_pool_fill = evtimer_new(p->base, pool_fill, p);
 	p->ev_spawner = evtimer_new(p->base, parent_restart_spawner, p);

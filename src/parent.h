@@ -80,8 +80,18 @@ struct worker {
 	uint32_t		 probing;	/* relay's last report */
 	int			 front_slot;	/* fronts: index */
 	int64_t			 started_ms;
+	int64_t			 cnt_ms;	/* relays: last RELAY_COUNTERS */
+	int			 cnt_asked;	/* relays: a scrape waits for it */
 };
 TAILQ_HEAD(worker_list, worker);
+
+/* A /metrics request waiting for the relays' latest counters. */
+struct metrics_req {
+	TAILQ_ENTRY(metrics_req) entry;
+	struct worker		*front;
+	uint64_t		 id;
+};
+TAILQ_HEAD(metrics_req_list, metrics_req);
 RB_HEAD(relay_map, worker);
 RB_HEAD(worker_pids, worker);
 
@@ -145,6 +155,9 @@ struct parent {
 	int64_t			 respawn_ms;	/* current backoff */
 	/* /metrics: relays' counters summed, plus what the parent sees */
 	struct relay_counters	 cnt;
+	struct metrics_req_list	 metrics_reqs;	/* waiting for cnt_asking */
+	int			 cnt_asking;	/* relays asked, not answered */
+	struct event		*ev_cnt_wait;	/* answer without the rest */
 	uint64_t		 accepted;
 	uint64_t		 relays_started;
 	uint64_t		 relay_exits[EXIT_CAUSE_MAX];

@@ -46,6 +46,7 @@ enum proto_type {
 	MSG_ASSIGN,		/* parent -> pooled relay: serve this server-id */
 	MSG_SPAWN,		/* parent -> spawner, fd: start this worker on it */
 	MSG_SPAWNED,		/* spawner -> parent: its pid, or why not */
+	MSG_COUNTERS_REQ,	/* parent -> relay: send RELAY_COUNTERS now */
 	MSG_TYPE_MAX
 };
 
@@ -213,6 +214,13 @@ enum relay_exit_cause {
 	EXIT_CAUSE_MAX
 };
 
+/*
+ * MSG_RELAY_COUNTERS: a relay sends an increment at once when its last
+ * send is RELAY_COUNTERS_MS old or more, and otherwise when that much has
+ * passed since, with those that followed it.  hdr.id is 1 in the answer
+ * to MSG_COUNTERS_REQ (sent even when all are 0), 0 otherwise.
+ */
+#define RELAY_COUNTERS_MS	1000
 struct relay_counters {
 	uint64_t	frames_p2b;
 	uint64_t	frames_b2p;

@@ -34,7 +34,6 @@
 #include "ws.h"
 
 #define READ_CHUNK	65536
-#define COUNTERS_MS	1000	/* how often counter increments reach the parent */
 #define RELAY_MAXFDS	1024	/* 16 phones + binary + newcomers + slack */
 
 enum conn_state {
@@ -116,7 +115,9 @@ struct relay {
 	uint32_t		 reported_binary, reported_phones, reported_probing;
 	int			 reported_once;
 	struct relay_counters	 cnt;		/* increments not yet sent */
-	int			 cnt_dirty;
+	int			 cnt_dirty;	/* cnt holds increments */
+	int			 cnt_timer;	/* ev_counters is pending */
+	int64_t			 cnt_sent_ms;	/* the last RELAY_COUNTERS */
 	struct event		*ev_counters;
 };
 
@@ -177,44 +178,76 @@ static const struct msg_rule relay_rules[] = {
 	{ MSG_CTL_SHOW, sizeof(struct msg_empty), MSG_FD_NONE, "CTL_SHOW", 0 },
 	{ MSG_CTL_KICK, sizeof(struct msg_empty), MSG_FD_NONE, "CTL_KICK", 0 },
 	{ MSG_ASSIGN, sizeof(struct msg_assign), MSG_FD_NONE, "ASSIGN", 0 },
+	{ MSG_COUNTERS_REQ, sizeof(struct msg_empty), MSG_FD_NONE,
+	    "COUNTERS_REQ", 0 },
 };
 
 /*
- * The counters timer runs only while there are increments to send: an idle
- * relay has no timer and is never woken (a per-second tick in every relay
- * cost most of a core at 20,000 server-ids).
+ * Counter increments reach the parent soon, without a message per frame
+ * (proto.h RELAY_COUNTERS): the first increment a second or more after the
+ * last send goes out at the end of its loop turn, before the frame it
+ * counts is written, so a client that has seen a frame can scrape it
+ * counted; later ones wait for the timer, which ends that second, and a
+ * /metrics scrape asks for them sooner (MSG_COUNTERS_REQ).  The timer runs
+ * only while increments wait: an idle relay is never woken (a per-second
+ * tick in every relay cost most of a core at 20,000 server-ids).
  */
-#define COUNT(r, field)	do { (r)->cnt.field++; relay_counters_arm(r); } while (0)
+#define COUNT(r, field)	do {						\
+	(r)->cnt.field++;						\
+	if (!(r)->cnt_dirty)						\
+		relay_counters_arm(r);					\
+} while (0)
 
 static void
 relay_counters_arm(struct relay *r)
 {
-	struct timeval	tv = { COUNTERS_MS / 1000, (COUNTERS_MS % 1000) * 1000 };
+	struct timeval	tv;
+	int64_t		wait;
 
-	if (r->cnt_dirty)
-		return;
 	r->cnt_dirty = 1;
+	wait = r->cnt_sent_ms + RELAY_COUNTERS_MS - now_ms();
+	if (r->cnt_sent_ms == 0 || wait <= 0) {
+		/* relay_flush sends it */
+		event_active(r->ev_flush, EV_WRITE, 0);
+		return;
+	}
+	tv.tv_sec = wait / 1000;
+	tv.tv_usec = (wait % 1000) * 1000;
 	evtimer_add(r->ev_counters, &tv);
+	r->cnt_timer = 1;
 }
 
-/* Sends the counter increments gathered since the last time. */
+/* Sends the increments gathered since the last time, even none. */
 static void
-relay_counters_flush(struct relay *r)
+relay_counters_send(struct relay *r, uint64_t id)
 {
-	if (!r->cnt_dirty)
-		return;
-	msg_compose(&r->chan, MSG_RELAY_COUNTERS, 0, &r->cnt, sizeof(r->cnt), -1);
+	msg_compose(&r->chan, MSG_RELAY_COUNTERS, id, &r->cnt, sizeof(r->cnt),
+	    -1);
 	if (msg_flush(&r->chan) == -1)
 		fatalx("relay %s: parent channel: %s", r->sid, r->chan.errstr);
 	memset(&r->cnt, 0, sizeof(r->cnt));
 	r->cnt_dirty = 0;
-	evtimer_del(r->ev_counters);
+	r->cnt_sent_ms = now_ms();
+	if (r->cnt_timer) {
+		evtimer_del(r->ev_counters);
+		r->cnt_timer = 0;
+	}
+}
+
+static void
+relay_counters_flush(struct relay *r)
+{
+	if (r->cnt_dirty)
+		relay_counters_send(r, 0);
 }
 
 static void
 relay_counters_tick(evutil_socket_t fd, short ev, void *arg)
 {
-	relay_counters_flush(arg);
+	struct relay	*r = arg;
+
+	r->cnt_timer = 0;
+	relay_counters_flush(r);
 }
 
 static const char *
@@ -583,6 +616,9 @@ relay_flush(evutil_socket_t fd, short ev, void *arg)
 	struct relay	*r = arg;
 	struct conn	*c;
 
+	/* a first increment: counted before the frame that it counts is sent */
+	if (r->cnt_dirty && !r->cnt_timer)
+		relay_counters_send(r, 0);
 	while ((c = TAILQ_FIRST(&r->dirty)) != NULL) {
 		TAILQ_REMOVE(&r->dirty, c, dirty);
 		c->on_dirty = 0;
@@ -1276,6 +1312,9 @@ relay_dispatch(evutil_socket_t fd, short ev, void *arg)
 			break;
 		case MSG_CTL_KICK:
 			relay_kick(r);
+			break;
+		case MSG_COUNTERS_REQ:
+			relay_counters_send(r, 1);
 			break;
 		default:
 			if (m->fd != -1)

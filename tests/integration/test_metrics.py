@@ -7,7 +7,9 @@ any label."""
 
 import asyncio
 import json
+import os
 import re
+import signal
 import unittest
 
 import harness
@@ -124,6 +126,70 @@ class Metrics(unittest.TestCase):
                 self.assertEqual(v['pyrelayd_relay_process_exits_total'
                                    '{cause="retired"}'], 1)
                 self.assertEqual(v["pyrycode_relay_connected_binaries"], 0)
+            harness.run(main())
+
+    def test_frames_counted_when_seen(self):
+        # a scrape made as soon as a client has a frame counts it, and
+        # every frame before it, while the relays are running
+        with harness.Daemon() as d:
+            async def main():
+                p2b = 'pyrycode_relay_frames_forwarded_total' \
+                      '{direction="phone_to_binary"}'
+                b2p = 'pyrycode_relay_frames_forwarded_total' \
+                      '{direction="binary_to_phone"}'
+                pairs = []
+                for sid in ("fc-a", "fc-b"):
+                    b = await harness.binary(d, sid)
+                    p = await harness.phone(d, sid)
+                    pairs.append((b, p))
+                sent_p2b = sent_b2p = 0
+                for rnd in range(1, 4):
+                    for b, p in pairs:
+                        for i in range(rnd):
+                            await p.send('{"n": %d}' % i)
+                            env = json.loads(await harness.recv(b))
+                            sent_p2b += 1
+                        await b.send(json.dumps({"conn_id": env["conn_id"],
+                                                 "frame": {"r": rnd}}))
+                        self.assertEqual(json.loads(await harness.recv(p)),
+                                         {"r": rnd})
+                        sent_b2p += 1
+                    v, _ = scrape(d)
+                    self.assertEqual(v[p2b], sent_p2b, "round %d" % rnd)
+                    self.assertEqual(v[b2p], sent_b2p, "round %d" % rnd)
+                # counted while the relays run, not when they exit
+                self.assertTrue({"fc-a", "fc-b"} <= set(d.relay_pids()),
+                                d.relay_pids())
+                for b, p in pairs:
+                    await p.close()
+                    await b.close()
+            harness.run(main())
+
+    def test_stopped_relay_does_not_hold_a_scrape(self):
+        # a relay that cannot answer delays /metrics by a bounded wait, and
+        # what it held is counted by a later scrape
+        with harness.Daemon() as d:
+            async def main():
+                p2b = 'pyrycode_relay_frames_forwarded_total' \
+                      '{direction="phone_to_binary"}'
+                b = await harness.binary(d, "st-a")
+                p = await harness.phone(d, "st-a")
+                for i in range(2):
+                    await p.send('{"n": %d}' % i)
+                    await harness.recv(b)
+                pid = d.relay_pids()["st-a"]
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    # answered (http_get gives up after 10 s) without
+                    # the relay: the second frame at least is not counted
+                    v, _ = scrape(d)
+                    self.assertLess(v[p2b], 2)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+                harness.poll_until(lambda: scrape(d)[0][p2b] == 2, 10,
+                                   "the held frame to be counted")
+                await p.close()
+                await b.close()
             harness.run(main())
 
     def test_rate_limit_counted(self):
