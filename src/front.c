@@ -67,6 +67,7 @@ struct fconn {
 	char			*resp;
 	size_t			 resp_len, resp_off;
 	enum front_outcome	 outcome;
+	int			 head_only;	/* a HEAD request: no body */
 	SSL			*ssl;		/* TLS listeners */
 	int			 want_write;	/* SSL needs the socket writable */
 	unsigned char		 proxy[PROXY_V2_MAX];	/* PROXY header so far */
@@ -261,6 +262,12 @@ fio_send(struct fconn *fc, const void *buf, size_t len)
 static void
 front_conn_respond(struct fconn *fc)
 {
+	char	*end;
+
+	/* RFC 9110 9.3.2: HEAD gets the head that GET would, and no body */
+	if (fc->head_only && fc->resp_len > 0 &&
+	    (end = memmem(fc->resp, fc->resp_len, "\r\n\r\n", 4)) != NULL)
+		fc->resp_len = end + 4 - fc->resp;
 	fc->state = FC_WRITE;
 	fc->resp_off = 0;
 	event_del(fc->ev_read);
@@ -429,6 +436,7 @@ front_upgrade(struct front *f, struct fconn *fc, const struct http_request *req)
 	up->kind = req->path == HTTP_PATH_SERVER ? CONN_BINARY : CONN_PHONE;
 	up->status = http_upgrade_status(req);
 	up->ws_version_hdr = front_version_rejected(req, up->status);
+	up->head_only = req->method_head;
 	up->header_gate = front_gate_rejected(req, up->status);
 	up->listen_flags = fc->meta.listen_flags;
 	if (req->server_id_valid)
@@ -480,6 +488,7 @@ front_head_done(struct front *f, struct fconn *fc, const struct http_request *re
 	int			metrics = fc->meta.listen_flags & LISTEN_METRICS;
 
 	evtimer_del(fc->ev_timer);
+	fc->head_only = req->method_head;
 	/* protocol.md §2 step 1: on TLS listeners the Host must be the domain */
 	if ((fc->meta.listen_flags & LISTEN_TLS) && f->lim.domain[0] != '\0' &&
 	    (req->host_count != 1 || !tls_host_matches(req->host, f->lim.domain))) {
@@ -868,6 +877,7 @@ front_verdict(struct front *f, struct msg *m)
 		fatalx("front: bad verdict from parent");
 	fc = front_conn_new(f, m->fd, m->hdr.id);
 	fc->outcome = FRONT_VERDICT;
+	fc->head_only = v->head_only != 0;
 	if (v->kind == VERDICT_WS_CLOSE) {
 		/* protocol.md §2: decisions after the upgrade are close codes after the 101 */
 		n = http_switching_response(front_resp_buf(fc, RESP_SMALL),

@@ -169,6 +169,7 @@ parse_request_line(const char *line, size_t len, struct http_request *req)
 		if (!is_tchar(line[i]))
 			return -1;
 	req->method_get = bytes_eq(line, sp1 - line, "GET");
+	req->method_head = bytes_eq(line, sp1 - line, "HEAD");
 
 	target = sp1 + 1;
 	rest = len - (target - line);

@@ -31,6 +31,7 @@ enum http_parse_result {
 struct http_request {
 	size_t		head_len;		/* bytes up to and including the empty line */
 	int		method_get;		/* method is exactly GET */
+	int		method_head;		/* method is exactly HEAD: no body */
 	int		version_minor;		/* HTTP/1.<minor> (HTTP/2+ never parses) */
 	int		version_major;
 	enum http_path	path;			/* query string ignored, exact match */

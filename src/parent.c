@@ -935,6 +935,7 @@ parent_verdict(struct parent *p, struct conn_rec *c, int fd, int kind, int code,
 	v.kind = kind;
 	v.code = code;
 	v.ws_version_hdr = up->ws_version_hdr;
+	v.head_only = up->head_only != 0;
 	strlcpy(v.ws_accept, up->ws_accept, sizeof(v.ws_accept));
 	conn_set_owner(c, w);
 	msg_compose(&w->chan, MSG_CONN_VERDICT, c->id, &v, sizeof(v), fd);

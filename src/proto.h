@@ -139,7 +139,7 @@ struct msg_conn_upgrade {
 	uint32_t		ws_version_hdr;	/* a 400 adds Sec-WebSocket-Version: 13 */
 	uint32_t		header_gate;	/* the 400 came from the header gate */
 	uint32_t		tls_mode;	/* enum tls_mode */
-	uint32_t		pad1;
+	uint32_t		head_only;	/* HEAD: an answer has no body */
 	char			server_id[SERVER_ID_MAX + 1];
 	char			device_name[DEVICE_NAME_MAX + 1];
 	char			ws_accept[WS_ACCEPT_LEN + 1];
@@ -171,7 +171,7 @@ struct msg_conn_verdict {
 	uint32_t		kind;		/* enum verdict_kind */
 	uint32_t		code;		/* 429, 503, 400, 405, 426, 4404 */
 	uint32_t		ws_version_hdr;
-	uint32_t		pad0;
+	uint32_t		head_only;	/* the request's */
 	char			ws_accept[WS_ACCEPT_LEN + 1];
 	char			pad[3];
 };

@@ -195,6 +195,16 @@ class RateLimit(unittest.TestCase):
             self.assertEqual(status_of(d, "/v1/client", "rf-none"), 101)
             self.assertEqual(status_of(d, "/v1/server", "rf-a"), 101)
             self.assertEqual(status_of(d, "/v1/client", "rf-none"), 429)
+            # the parent's answer to HEAD: the same head, and no body
+            heads = {}
+            for method in ("GET", "HEAD"):
+                raw = harness.raw_request(d.port, harness.upgrade_request(
+                    d.port, "/v1/client", method=method, sid="rf-none"))
+                heads[method] = raw.partition(b"\r\n\r\n")
+            self.assertEqual(heads["HEAD"][0], heads["GET"][0])
+            self.assertRegex(heads["GET"][0], rb"\AHTTP/1.1 429 ")
+            self.assertEqual(heads["HEAD"][2], b"")
+            self.assertNotEqual(heads["GET"][2], b"")
             for _ in range(3):
                 self.assertEqual(harness.http_get(d.port, "/healthz")[0], 200)
             # one refill period later (the wait is the subject): one token

@@ -279,6 +279,38 @@ class Front(unittest.TestCase):
                 self.assertEqual(status, 200)
                 self.assertEqual(json.loads(body)["status"], "ok")
 
+    def test_head_gets_the_head_without_a_body(self):
+        # RFC 9110 9.3.2: the head GET would get, Content-Length included
+        # (what a GET gets; for an upgrade, what any other method gets)
+        for ref, path, extra, status in (
+                ("GET", "/healthz", {}, 200),
+                ("GET", "/nowhere", {}, 404),
+                ("POST", "/v1/server", {"Connection": "Upgrade",
+                                "Upgrade": "websocket",
+                                "Sec-WebSocket-Version": "13",
+                                "Sec-WebSocket-Key": harness.ws_key(),
+                                "X-Pyrycode-Server": sid(),
+                                "X-Pyrycode-Version": "1"}, 405)):
+            with self.subTest(path=path):
+                hdrs = "".join("%s: %s\r\n" % kv for kv in extra.items())
+                heads = {}
+                for method in (ref, "HEAD"):
+                    raw = raw_request(self.d.port, (
+                        "%s %s HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n"
+                        "%s\r\n" % (method, path, hdrs)).encode())
+                    head, sep, body = raw.partition(b"\r\n\r\n")
+                    self.assertEqual(sep, b"\r\n\r\n", raw)
+                    heads[method] = (head, body)
+                get_head, get_body = heads[ref]
+                head_head, head_body = heads["HEAD"]
+                st, h, _ = parse_head(head_head + b"\r\n\r\n")
+                self.assertEqual(st, status)
+                self.assertEqual(head_body, b"")
+                self.assertGreater(len(get_body), 0)
+                self.assertEqual(int(h["content-length"]), len(get_body))
+                if path != "/healthz":   # its uptime may tick between
+                    self.assertEqual(head_head, get_head)
+
     # -- 404
 
     def test_other_paths_404(self):
