@@ -14,11 +14,13 @@ import unittest
 
 import harness
 
+P2B = 'pyrycode_relay_frames_forwarded_total{direction="phone_to_binary"}'
+B2P = 'pyrycode_relay_frames_forwarded_total{direction="binary_to_phone"}'
 SERIES = [
     "pyrycode_relay_connected_binaries",
     "pyrycode_relay_connected_phones",
-    'pyrycode_relay_frames_forwarded_total{direction="phone_to_binary"}',
-    'pyrycode_relay_frames_forwarded_total{direction="binary_to_phone"}',
+    P2B,
+    B2P,
     "pyrycode_relay_grace_expiries_total",
 ] + [
     'pyrycode_relay_ws_upgrade_attempts_total{endpoint="%s",outcome="%s"}'
@@ -118,10 +120,8 @@ class Metrics(unittest.TestCase):
                     10, "the relay's exit to be counted")
                 v, _ = scrape(d)
                 self.assertEqual(v["pyrycode_relay_grace_expiries_total"], 1)
-                self.assertEqual(v['pyrycode_relay_frames_forwarded_total'
-                                   '{direction="phone_to_binary"}'], 1)
-                self.assertEqual(v['pyrycode_relay_frames_forwarded_total'
-                                   '{direction="binary_to_phone"}'], 1)
+                self.assertEqual(v[P2B], 1)
+                self.assertEqual(v[B2P], 1)
                 self.assertEqual(upgrades(v, "server", "accept"), 1)
                 self.assertEqual(v['pyrelayd_relay_process_exits_total'
                                    '{cause="retired"}'], 1)
@@ -133,10 +133,6 @@ class Metrics(unittest.TestCase):
         # every frame before it, while the relays are running
         with harness.Daemon() as d:
             async def main():
-                p2b = 'pyrycode_relay_frames_forwarded_total' \
-                      '{direction="phone_to_binary"}'
-                b2p = 'pyrycode_relay_frames_forwarded_total' \
-                      '{direction="binary_to_phone"}'
                 pairs = []
                 for sid in ("fc-a", "fc-b"):
                     b = await harness.binary(d, sid)
@@ -155,8 +151,8 @@ class Metrics(unittest.TestCase):
                                          {"r": rnd})
                         sent_b2p += 1
                     v, _ = scrape(d)
-                    self.assertEqual(v[p2b], sent_p2b, "round %d" % rnd)
-                    self.assertEqual(v[b2p], sent_b2p, "round %d" % rnd)
+                    self.assertEqual(v[P2B], sent_p2b, "round %d" % rnd)
+                    self.assertEqual(v[B2P], sent_b2p, "round %d" % rnd)
                 # counted while the relays run, not when they exit
                 self.assertTrue({"fc-a", "fc-b"} <= set(d.relay_pids()),
                                 d.relay_pids())
@@ -170,8 +166,6 @@ class Metrics(unittest.TestCase):
         # what it held is counted by a later scrape
         with harness.Daemon() as d:
             async def main():
-                p2b = 'pyrycode_relay_frames_forwarded_total' \
-                      '{direction="phone_to_binary"}'
                 b = await harness.binary(d, "st-a")
                 p = await harness.phone(d, "st-a")
                 for i in range(2):
@@ -183,10 +177,10 @@ class Metrics(unittest.TestCase):
                     # answered (http_get gives up after 10 s) without
                     # the relay: the second frame at least is not counted
                     v, _ = scrape(d)
-                    self.assertLess(v[p2b], 2)
+                    self.assertLess(v[P2B], 2)
                 finally:
                     os.kill(pid, signal.SIGCONT)
-                harness.poll_until(lambda: scrape(d)[0][p2b] == 2, 10,
+                harness.poll_until(lambda: scrape(d)[0][P2B] == 2, 10,
                                    "the held frame to be counted")
                 await p.close()
                 await b.close()
