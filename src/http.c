@@ -156,6 +156,45 @@ match_path(const char *p, size_t len, struct http_request *req)
 	return HTTP_PATH_OTHER;
 }
 
+/*
+ * RFC 9112 §3.2.2: a server accepts the absolute-form ("http://host/path")
+ * too, and its authority stands for the Host header, which is ignored.
+ * Moves *target past the authority to the path ("/" when there is none);
+ * -1 for an empty authority or one with userinfo.
+ */
+static int
+absolute_form(const char **target, size_t *tlen, struct http_request *req)
+{
+	static const char	 root[] = "/";
+	const char		*t = *target, *auth;
+	size_t			 len = *tlen, skip, alen;
+
+	if (len >= 7 && ascii_ieq(t, 7, "http://"))
+		skip = 7;
+	else if (len >= 8 && ascii_ieq(t, 8, "https://"))
+		skip = 8;
+	else
+		return 0;
+	auth = t + skip;
+	for (alen = 0; skip + alen < len; alen++)
+		if (auth[alen] == '/' || auth[alen] == '?' || auth[alen] == '#')
+			break;
+	if (alen == 0 || memchr(auth, '@', alen) != NULL)
+		return -1;
+	copy_bounded(req->host, sizeof(req->host), auth, alen);
+	req->host_count = 1;
+	req->host_in_target = 1;
+	if (skip + alen == len || auth[alen] != '/') {
+		/* no path: the root, and whatever query follows is ignored */
+		*target = root;
+		*tlen = 1;
+		return 0;
+	}
+	*target = auth + alen;
+	*tlen = len - skip - alen;
+	return 0;
+}
+
 /* request-line = method SP request-target SP HTTP-version (RFC 9112 §3) */
 static int
 parse_request_line(const char *line, size_t len, struct http_request *req)
@@ -176,13 +215,14 @@ parse_request_line(const char *line, size_t len, struct http_request *req)
 	if ((sp2 = memchr(target, ' ', rest)) == NULL)
 		return -1;
 	tlen = sp2 - target;
-	/* origin-form only: the front is no proxy */
-	if (tlen == 0 || target[0] != '/')
-		return -1;
 	for (i = 0; i < tlen; i++)
 		if ((unsigned char)target[i] <= 0x20 ||
 		    (unsigned char)target[i] >= 0x7f)
 			return -1;
+	if (absolute_form(&target, &tlen, req) == -1)
+		return -1;
+	if (tlen == 0 || target[0] != '/')
+		return -1;
 
 	ver = sp2 + 1;
 	rest = len - (ver - line);
@@ -237,7 +277,9 @@ parse_header_line(const char *line, size_t len, struct http_request *req,
 		vlen--;
 
 	if (ascii_ieq(name, nlen, "Host")) {
-		if (req->host_count++ == 0)
+		if (req->host_in_target)
+			;	/* ignored (RFC 9112 §3.2.2) */
+		else if (req->host_count++ == 0)
 			copy_bounded(req->host, sizeof(req->host), v, vlen);
 	} else if (ascii_ieq(name, nlen, "X-Pyrycode-Server")) {
 		if (hs->sid_count++ == 0) {

@@ -38,6 +38,7 @@ struct http_request {
 	char		acme_token[128 + 1];	/* when path == HTTP_PATH_ACME, raw (unchecked) */
 	char		host[256];		/* Host header value, "" if none (truncated if longer) */
 	int		host_count;
+	int		host_in_target;		/* absolute-form: host is its authority */
 
 	/* pyrycode headers */
 	char		server_id[SERVER_ID_MAX + 1];	/* X-Pyrycode-Server if 1..64 bytes */

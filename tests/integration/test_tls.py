@@ -579,6 +579,24 @@ class NamesAndProtocols(unittest.TestCase):
         self.assertIn(st, (400, 421))  # Host twice
         self.assertEqual(body, b"")
 
+    def test_absolute_form_authority_is_the_host(self):
+        # RFC 9112 3.2.2: accepted, and its authority checked, not Host
+        for target, host, want in (
+                ("https://relay.test/healthz", "other.test", 200),
+                ("https://Relay.Test:%d/healthz?x" % self.d.tls_port,
+                 None, 200),
+                ("https://other.test/healthz", "relay.test", 421),
+                ("http://relay.test/nope", "relay.test", 404)):
+            c = TLSConn(self.d.tls_port)
+            try:
+                c.sendall(("GET %s HTTP/1.1\r\n%sUser-Agent: t\r\n\r\n"
+                           % (target, "Host: %s\r\n" % host if host else "")
+                           ).encode())
+                st, _ = c.read_head()
+                self.assertEqual(st, want, target)
+            finally:
+                c.close()
+
     def test_host_port_and_case_accepted(self):
         for host in ("RELAY.TEST", "Relay.Test:%d" % self.d.tls_port,
                      "relay.test:443", "relay.test"):

@@ -565,6 +565,14 @@ test_paths(void)
 		{ "/.well-known/acme-challenge/abc_-9", HTTP_PATH_ACME },
 		{ "/.well-known/acme-challenge/a?b", HTTP_PATH_ACME },
 		{ "/.well-known/acme-challenge/../x", HTTP_PATH_ACME },
+		/* absolute-form (RFC 9112 §3.2.2) */
+		{ "http://relay/v1/server", HTTP_PATH_SERVER },
+		{ "HTTPS://relay.example:443/v1/client?x=1", HTTP_PATH_CLIENT },
+		{ "http://relay:8080/healthz", HTTP_PATH_HEALTHZ },
+		{ "http://relay", HTTP_PATH_OTHER },
+		{ "http://relay?/v1/server", HTTP_PATH_OTHER },
+		{ "http://relay/", HTTP_PATH_OTHER },
+		{ "http://relay//v1/server", HTTP_PATH_OTHER },
 		{ NULL, HTTP_PATH_OTHER }
 	};
 	int			i;
@@ -577,6 +585,17 @@ test_paths(void)
 		if (req.path != t[i].path)
 			fprintf(stderr, "path %s\n", t[i].target);
 	}
+
+	/* absolute-form: the authority is the Host, and a Host header ignored */
+	CU_ASSERT_EQUAL(parse_str("GET https://Relay.Example:443/v1/server "
+	    "HTTP/1.1\r\nHost: other\r\nHost: more\r\n\r\n", &req),
+	    HTTP_COMPLETE);
+	CU_ASSERT_STRING_EQUAL(req.host, "Relay.Example:443");
+	CU_ASSERT_EQUAL(req.host_count, 1);
+	CU_ASSERT_EQUAL(parse_str("GET /v1/server HTTP/1.1\r\nHost: a\r\n"
+	    "Host: b\r\n\r\n", &req), HTTP_COMPLETE);
+	CU_ASSERT_STRING_EQUAL(req.host, "a");
+	CU_ASSERT_EQUAL(req.host_count, 2);
 
 	/* the query string is no part of the token; the rest is raw */
 	CU_ASSERT_EQUAL(parse_str("GET /.well-known/acme-challenge/a?b "
@@ -618,7 +637,11 @@ test_bad_syntax(void)
 		" GET /v1/server HTTP/1.1\r\n\r\n",
 		"GET v1/server HTTP/1.1\r\n\r\n",
 		"GET * HTTP/1.1\r\n\r\n",
-		"GET http://relay/v1/server HTTP/1.1\r\n\r\n",
+		"GET http:///v1/server HTTP/1.1\r\n\r\n",
+		"GET http:// HTTP/1.1\r\n\r\n",
+		"GET http://user@relay/v1/server HTTP/1.1\r\n\r\n",
+		"GET ftp://relay/v1/server HTTP/1.1\r\n\r\n",
+		"GET relay/v1/server HTTP/1.1\r\n\r\n",
 		"CONNECT relay:443 HTTP/1.1\r\n\r\n",
 		"GET /v1/server HTTP/2.0\r\n\r\n",
 		"GET /v1/server HTTP/0.9\r\n\r\n",
