@@ -2050,6 +2050,9 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 		log_init(0, opts->verbose, "pyrelayd");
 	}
 	setproctitle("parent");
+	if (p->conf->fcm_credentials[0] != '\0')
+		log_warnx("event=push_unsupported reason=\"this version sends no "
+		    "FCM messages: push requests are dropped and logged\"");
 	log_info("event=limits nofile=%llu nofile_hard=%llu nofile_was=%llu "
 	    "backlog=%d", (unsigned long long)p->nofile,
 	    (unsigned long long)p->nofile_max,

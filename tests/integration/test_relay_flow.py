@@ -632,6 +632,31 @@ class BinaryBackpressureTest(DaemonCase):
             self.assertFalse(p.closed)
 
 
+class PushTest(DaemonCase):
+    """protocol.md §6 as far as this version goes: push requests are
+    dropped and logged (with credentials configured too, which is warned
+    about at start), their token never logged, the binary unaffected."""
+
+    CONF = MAIN_CONF + 'push fcm credentials "/nonexistent/fcm.json"\n'
+
+    @atest()
+    async def test_push_dropped_and_logged(self, c):
+        self.assertRegex(self.d.log_text(), r"event=push_unsupported")
+        sid = new_sid("push")
+        b = await c.binary(sid)
+        p = await c.phone(sid)
+        cid = await self.hello(b, p, sid)
+        for _ in range(3):
+            await b.send(json.dumps({"push_wake": {
+                "platform": "fcm", "token": "tok-SECRET-push"}}))
+        await self.wait_log(r"event=push_dropped server_id=%s\b"
+                            % re.escape(sid), self.mark)
+        await b.send(json.dumps({"conn_id": cid, "frame": "after"}))
+        await self.expect_msg(p, '"after"')
+        await self.hello(b, p, sid, '"still"')
+        self.assertNotIn("SECRET", self.d.log_text())
+
+
 class WriteTimeoutTest(DaemonCase):
     # outbox at its default (4 MiB): the stalled phone is never over it here
     CONF = "write timeout 500ms\n"
