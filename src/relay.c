@@ -82,6 +82,9 @@ struct conn {
 	int			 notice_done;		/* close notice sent or not owed */
 	int			 unregistered;
 	uint64_t		 bytes_in, bytes_out;
+	/* a newcomer's messages, [size_t len][bytes], read before it owns */
+	unsigned char		*held;
+	size_t			 held_len, held_cap;
 };
 TAILQ_HEAD(conn_list, conn);
 
@@ -167,6 +170,7 @@ static void	 relay_conn_closing(struct conn *, int);
 static void	 relay_ctl_show(struct relay *, uint64_t);
 static void	 relay_kick(struct relay *);
 static void	 relay_assign(struct relay *, const struct msg_assign *);
+static void	 relay_release_held(struct conn *);
 
 static const struct msg_rule relay_rules[] = {
 	{ MSG_SETUP, sizeof(struct msg_setup), MSG_FD_NONE, "SETUP", MSG_SETUP_MIN },
@@ -598,6 +602,7 @@ relay_binary_gone(struct conn *c)
 			    r->sid);
 			COUNT(r, upgrades[EP_SERVER][OUT_ACCEPT]);
 			relay_report(r);
+			relay_release_held(n);
 			/* other newcomers now probe the new holder */
 			if (relay_first_newcomer(r) != NULL)
 				relay_probe_start(r);
@@ -641,6 +646,7 @@ relay_conn_free(struct conn *c)
 	event_free(c->ev_write);
 	event_free(c->ev_timer);
 	ws_free(&c->ws);
+	free(c->held);
 	if (c->fd != -1)
 		close(c->fd);
 	memset(&mc, 0, sizeof(mc));
@@ -791,6 +797,46 @@ relay_phone_message(struct conn *c, unsigned char *buf, size_t len)
 	}
 }
 
+/*
+ * A newcomer's messages wait for the conflict probe (protocol.md §3): it
+ * may be the server-id's own binary back on a new connection, and what it
+ * says is delivered if it takes over, in order, before anything later.
+ * Past the grace queue's size, reading stops until then (TCP holds the
+ * rest); before, it goes on, so that a newcomer that leaves is seen to.
+ */
+static void
+relay_hold(struct conn *c, const unsigned char *buf, size_t len)
+{
+	size_t	need = c->held_len + sizeof(len) + len;
+
+	if (need > c->held_cap) {
+		c->held_cap = need > c->held_cap * 2 ? need : c->held_cap * 2;
+		c->held = xreallocarray(c->held, c->held_cap, 1);
+	}
+	memcpy(c->held + c->held_len, &len, sizeof(len));
+	memcpy(c->held + c->held_len + sizeof(len), buf, len);
+	c->held_len = need;
+	if (c->held_len > c->r->lim.grace_queue)
+		relay_conn_pause(c);
+}
+
+/* The newcomer owns the server-id now: what it said is delivered. */
+static void
+relay_release_held(struct conn *c)
+{
+	unsigned char	*held = c->held;
+	size_t		 off, len, n = c->held_len;
+
+	c->held = NULL;
+	c->held_len = c->held_cap = 0;
+	for (off = 0; off < n && c->r->binary == c; off += sizeof(len) + len) {
+		memcpy(&len, held + off, sizeof(len));
+		relay_binary_message(c, held + off + sizeof(len), len);
+	}
+	free(held);
+	relay_conn_resume(c);
+}
+
 static void
 relay_ws_message(void *arg, int binary, unsigned char *buf, size_t len)
 {
@@ -807,8 +853,11 @@ relay_ws_message(void *arg, int binary, unsigned char *buf, size_t len)
 	case CR_PHONE:
 		relay_phone_message(c, buf, len);
 		break;
+	case CR_NEWCOMER:
+		relay_hold(c, buf, len);
+		break;
 	default:
-		/* newcomers waiting for the probe and rejected peers say nothing */
+		/* rejected peers and an old binary say nothing */
 		break;
 	}
 }
@@ -838,6 +887,10 @@ relay_ws_pong(void *arg)
 		TAILQ_FOREACH(n, &r->conns, entry) {
 			if (n->role == CR_NEWCOMER && n->state == CS_OPEN) {
 				n->role = CR_REJECTED;
+				/* what it sent meanwhile goes nowhere */
+				free(n->held);
+				n->held = NULL;
+				n->held_len = n->held_cap = 0;
 				log_info("event=server_id_conflict server_id=%s",
 				    r->sid);
 				COUNT(r, upgrades[EP_SERVER][OUT_REJECT_409]);
@@ -1058,6 +1111,7 @@ relay_probe_expired(evutil_socket_t fd, short ev, void *arg)
 	r->binary = n;
 	relay_conn_close(old, 1011, "heartbeat timeout");
 	relay_report(r);
+	relay_release_held(n);
 	if (relay_first_newcomer(r) != NULL)
 		relay_probe_start(r);
 }

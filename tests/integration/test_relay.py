@@ -609,6 +609,11 @@ class ClaimTest(DaemonCase):
         cid = await self.hello(inc, p, sid)
         # websockets answers the relay's probe ping on its own
         newcomer = await c.binary(sid)  # the 101 arrived
+        try:
+            # the loser's envelopes go nowhere
+            await newcomer.send(env(cid, '"from the loser"'))
+        except ConnectionClosed:
+            pass
         got = await harness.expect_close(newcomer, 4409, R_CLAIMED, timeout=5)
         self.assertEqual(got, [])
         # the incumbent and its phone are unaffected
@@ -632,16 +637,41 @@ class ClaimTest(DaemonCase):
         cid = m.group(1)
 
         newcomer = await c.binary(sid)
+        # the binary back on a new connection answers at once: held during
+        # the probe, delivered in order when it takes over
+        for i in range(3):
+            await newcomer.send(env(cid, '"early %d"' % i))
         frames, code, reason, pings = await in_thread(raw_until_close, inc, 5)
         self.assertEqual((code, reason), (1011, R_HEARTBEAT))
         self.assertGreaterEqual(pings, 1, "the relay never probed")
         self.assertEqual(frames, [])
+        for i in range(3):
+            await self.expect_msg(p, '"early %d"' % i)
         # the newcomer owns the server-id; the phone stayed attached
         await p.send('{"m":2}')
         await self.expect_msg(newcomer, env(cid, '{"m":2}'))
         await newcomer.send(json.dumps({"conn_id": cid, "frame": {"to": 2}}))
         await self.expect_msg(p, '{"to": 2}')
         self.assertFalse(p.closed or newcomer.closed)
+
+    @atest()
+    async def test_newcomer_heard_once_it_owns(self, c):
+        sid = new_sid("tl")
+        inc = await c.raw_binary(sid)  # never answers the probe
+        p = await c.phone(sid)
+        await p.send('"hello"')
+        fin, op, payload = await in_thread(inc.read_frame, 10)
+        cid = re.fullmatch(r'\{"conn_id":"(%s)","frame":"hello"\}'
+                           % conn_id_re(sid), payload.decode()).group(1)
+        newcomer = await c.binary(sid)
+        await newcomer.send(env(cid, '"said while waiting"'))
+        # its pong comes after the relay has read (and held) the message
+        await asyncio.wait_for(await newcomer.ping(), 5)
+        # the incumbent leaves, or the probe (300 ms) ends: it owns the id
+        inc.close()
+        await self.expect_msg(p, '"said while waiting"')
+        await p.send('"to the new one"')
+        await self.expect_msg(newcomer, env(cid, '"to the new one"'))
 
     @atest()
     async def test_takeover_incumbent_that_never_reads(self, c):
