@@ -1140,9 +1140,11 @@ parent_metrics_answer(struct parent *p)
 	mm->c = p->cnt;
 	while ((q = TAILQ_FIRST(&p->metrics_reqs)) != NULL) {
 		TAILQ_REMOVE(&p->metrics_reqs, q, entry);
-		msg_compose(&q->front->chan, MSG_METRICS, q->id, mm,
-		    sizeof(*mm), -1);
-		parent_worker_flush(q->front);
+		if (!q->front->dead) {
+			msg_compose(&q->front->chan, MSG_METRICS, q->id, mm,
+			    sizeof(*mm), -1);
+			parent_worker_flush(q->front);
+		}
 		free(q);
 	}
 	free(mm);
