@@ -250,6 +250,26 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(n, avoid=()):
+    """n distinct free ports, none of them in avoid: each stays bound until
+    all are chosen (free_port() twice can return the same port)."""
+    socks, ports = [], []
+    try:
+        for _ in range(n + len(avoid)):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            if port not in avoid:
+                ports.append(port)
+            if len(ports) == n:
+                return ports
+        raise AssertionError("no %d free ports outside %r" % (n, avoid))
+    finally:
+        for s in socks:
+            s.close()
+
+
 def port_is_free(port):
     """Nothing listens on or holds 127.0.0.1:port (TIME_WAIT ignored, as a
     server with SO_REUSEADDR may bind it)."""
@@ -350,10 +370,9 @@ class Daemon:
         self.extra_conf = extra_conf
         self.workers = workers
         self.args = args
-        self.port = port or free_port()
-        self.metrics_port = metrics_port or free_port()
-        while self.metrics_port == self.port:
-            self.metrics_port = free_port()
+        fresh = free_ports(2, avoid=(port, metrics_port))
+        self.port = port or fresh[0]
+        self.metrics_port = metrics_port or fresh[1]
         self.tmpdir = tempfile.mkdtemp(prefix="pyrelayd-test-")
         os.chmod(self.tmpdir, 0o755)  # -n tests read the config as nobody
         self.conf_path = os.path.join(self.tmpdir, "pyrelayd.conf")
@@ -431,7 +450,7 @@ class Daemon:
                 if (self.args is None and attempt < 2 and
                         re.search(r"(?i)address already in use|EADDRINUSE",
                                   log)):
-                    self.port, self.metrics_port = free_port(), free_port()
+                    self.port, self.metrics_port = free_ports(2)
                     self.write_conf()
                     continue
                 raise RuntimeError("pyrelayd did not become ready: %s\n"

@@ -435,9 +435,10 @@ class EndToEnd(unittest.TestCase):
         live = os.path.join(cb, "config", "live", DOMAIN)
 
         d = TLSDaemon(None, chain=ph_crt, key=ph_key)
-        acme_port = harness.free_port()
-        while acme_port in (d.port, d.metrics_port, d.tls_port):
-            acme_port = harness.free_port()
+        # every port of this test, distinct, none of the daemon's
+        (acme_port, dns_port, cts_mgmt, pebble_port, pebble_mgmt,
+         pebble_tls) = harness.free_ports(
+            6, avoid=(d.port, d.metrics_port, d.tls_port))
         d.tls_extra = ("listen on 127.0.0.1 port %d acme\n"
                        'acme webroot "%s"' % (acme_port, webroot))
         d.write_conf()
@@ -449,8 +450,6 @@ class EndToEnd(unittest.TestCase):
 
         # the DNS: every name is 127.0.0.1, no AAAA; no other challenge
         # servers (pyrelayd answers HTTP-01)
-        dns_port = harness.free_port()
-        cts_mgmt = harness.free_port()
         cts = self.start("challtestsrv", [
             CHALLTESTSRV, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
             "-dns01", "127.0.0.1:%d" % dns_port, "-http01", "",
@@ -458,8 +457,6 @@ class EndToEnd(unittest.TestCase):
             "-management", "127.0.0.1:%d" % cts_mgmt])
         wait_port(cts_mgmt, 10, cts)
 
-        pebble_port = harness.free_port()
-        pebble_mgmt = harness.free_port()
         cfg = os.path.join(tmp, "pebble.json")
         with open(cfg, "w") as f:
             json.dump({"pebble": {
@@ -467,7 +464,7 @@ class EndToEnd(unittest.TestCase):
                 "managementListenAddress": "127.0.0.1:%d" % pebble_mgmt,
                 "certificate": wfe_crt, "privateKey": wfe_key,
                 "httpPort": acme_port,
-                "tlsPort": harness.free_port(),
+                "tlsPort": pebble_tls,
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": False}}, f)
         env = dict(os.environ, PEBBLE_VA_NOSLEEP="1",
