@@ -127,7 +127,14 @@ class Spawner(unittest.TestCase):
                                     if re.match(r"pyrelayd(: | -P )spawner\b",
                                                 cmd)])
                 # started late, it still holds nothing but stdio and its
-                # channel, while the parent holds many more
+                # channel, while the parent holds many more; once it has
+                # its title, that is (a sanitizer runtime opens files of
+                # its own while it starts)
+                await asyncio.to_thread(
+                    harness.poll_until,
+                    lambda: re.match(r"pyrelayd: spawner\b",
+                                     harness.proc_cmdline(new)), 10,
+                    "the new spawner's title")
                 self.assertEqual(harness.open_fds(new), {0, 1, 2, 3})
                 # and the first server-id was not disturbed
                 await harness.assert_exchange(b, p, "spawned-a")
