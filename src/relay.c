@@ -171,6 +171,7 @@ static void	 relay_ctl_show(struct relay *, uint64_t);
 static void	 relay_kick(struct relay *);
 static void	 relay_assign(struct relay *, const struct msg_assign *);
 static void	 relay_release_held(struct conn *);
+static void	 relay_newcomer_owns(struct relay *, struct conn *);
 
 static const struct msg_rule relay_rules[] = {
 	{ MSG_SETUP, sizeof(struct msg_setup), MSG_FD_NONE, "SETUP", MSG_SETUP_MIN },
@@ -450,19 +451,33 @@ relay_gq_flush(struct relay *r)
 
 /*
  * Sends the binary (or the grace queue) one envelope made of three pieces.
+ * During a conflict probe it goes to the grace queue too: the incumbent
+ * may be gone without a word (a binary back on a new connection is the
+ * usual newcomer), and whichever binary holds the server-id when the
+ * probe ends gets it, in order (relay_gq_to_binary).
  * Returns -1 when the grace queue is full.
  */
 static int
 relay_to_binary(struct relay *r, const void *a, size_t alen, const void *b,
     size_t blen, const void *c, size_t clen, int force)
 {
-	if (r->binary != NULL) {
+	if (r->binary != NULL && !r->probing) {
 		ws_send_text(&r->binary->ws, a, alen, b, blen, c, clen);
 		relay_mark_dirty(r->binary);
 		relay_check_backpressure(r);
 		return 0;
 	}
 	return relay_gq_push(r, a, alen, b, blen, c, clen, force);
+}
+
+/* The server-id has a binary again, or still: it gets what was queued. */
+static void
+relay_gq_to_binary(struct relay *r)
+{
+	if (r->binary == NULL || r->probing || r->gq_len == 0)
+		return;
+	relay_gq_flush(r);
+	relay_check_backpressure(r);
 }
 
 /* protocol.md §4 "Close notice": exactly once, unless a directive closed it. */
@@ -600,12 +615,7 @@ relay_binary_gone(struct conn *c)
 			r->binary = n;
 			log_info("event=server_claimed server_id=%s how=after_incumbent_left",
 			    r->sid);
-			COUNT(r, upgrades[EP_SERVER][OUT_ACCEPT]);
-			relay_report(r);
-			relay_release_held(n);
-			/* other newcomers now probe the new holder */
-			if (relay_first_newcomer(r) != NULL)
-				relay_probe_start(r);
+			relay_newcomer_owns(r, n);
 			return;
 		}
 		r->probing = 0;
@@ -900,6 +910,7 @@ relay_ws_pong(void *arg)
 		}
 		relay_report(r);
 		relay_counters_flush(r);
+		relay_gq_to_binary(r);
 	}
 }
 
@@ -1100,17 +1111,31 @@ relay_probe_expired(evutil_socket_t fd, short ev, void *arg)
 
 	r->probing = 0;
 	if ((n = relay_first_newcomer(r)) == NULL || old == NULL) {
+		/* the newcomers left: the incumbent keeps it, and its queue */
 		relay_report(r);
+		relay_gq_to_binary(r);
 		return;
 	}
 	log_info("event=server_id_takeover server_id=%s", r->sid);
-	COUNT(r, upgrades[EP_SERVER][OUT_ACCEPT]);
 	/* switch first, so that the old binary's end starts no grace */
 	old->role = CR_OLD_BINARY;
 	n->role = CR_BINARY;
 	r->binary = n;
 	relay_conn_close(old, 1011, "heartbeat timeout");
+	relay_newcomer_owns(r, n);
+}
+
+/*
+ * A newcomer holds the server-id now (takeover, or the incumbent left):
+ * it gets what the phones said during the probe, the phones get what it
+ * said, and any other newcomer probes it in turn.
+ */
+static void
+relay_newcomer_owns(struct relay *r, struct conn *n)
+{
+	COUNT(r, upgrades[EP_SERVER][OUT_ACCEPT]);
 	relay_report(r);
+	relay_gq_to_binary(r);
 	relay_release_held(n);
 	if (relay_first_newcomer(r) != NULL)
 		relay_probe_start(r);

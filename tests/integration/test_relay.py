@@ -614,6 +614,9 @@ class ClaimTest(DaemonCase):
             await newcomer.send(env(cid, '"from the loser"'))
         except ConnectionClosed:
             pass
+        # what the phone says during the probe reaches the incumbent
+        await p.send('{"during":"probe"}')
+        await self.expect_msg(inc, env(cid, '{"during":"probe"}'))
         got = await harness.expect_close(newcomer, 4409, R_CLAIMED, timeout=5)
         self.assertEqual(got, [])
         # the incumbent and its phone are unaffected
@@ -638,15 +641,20 @@ class ClaimTest(DaemonCase):
 
         newcomer = await c.binary(sid)
         # the binary back on a new connection answers at once: held during
-        # the probe, delivered in order when it takes over
+        # the probe, delivered in order when it takes over; and what the
+        # phone says meanwhile waits for whoever holds the id then, here
+        # the newcomer, not the silent incumbent
         for i in range(3):
             await newcomer.send(env(cid, '"early %d"' % i))
+            await p.send('{"during":%d}' % i)
         frames, code, reason, pings = await in_thread(raw_until_close, inc, 5)
         self.assertEqual((code, reason), (1011, R_HEARTBEAT))
         self.assertGreaterEqual(pings, 1, "the relay never probed")
         self.assertEqual(frames, [])
         for i in range(3):
             await self.expect_msg(p, '"early %d"' % i)
+        for i in range(3):
+            await self.expect_msg(newcomer, env(cid, '{"during":%d}' % i))
         # the newcomer owns the server-id; the phone stayed attached
         await p.send('{"m":2}')
         await self.expect_msg(newcomer, env(cid, '{"m":2}'))
