@@ -343,14 +343,19 @@ relay_conn_pause(struct conn *c)
 	event_del(c->ev_read);
 }
 
-/* protocol.md §4: stop reading phones while the binary's output is over budget. */
+/*
+ * protocol.md §4: stop reading phones while the binary's output is over
+ * budget, or during a conflict probe while its queue is over the grace
+ * queue's size.
+ */
 static void
 relay_check_backpressure(struct relay *r)
 {
 	struct conn	*c;
 	int		 over;
 
-	over = r->binary != NULL && ws_cost(&r->binary->ws) > r->lim.outbox;
+	over = r->binary != NULL && (ws_cost(&r->binary->ws) > r->lim.outbox ||
+	    (r->probing && r->gq_bytes > r->lim.grace_queue));
 	if (over == r->phones_paused)
 		return;
 	r->phones_paused = over;
@@ -454,8 +459,10 @@ relay_gq_flush(struct relay *r)
  * During a conflict probe it goes to the grace queue too: the incumbent
  * may be gone without a word (a binary back on a new connection is the
  * usual newcomer), and whichever binary holds the server-id when the
- * probe ends gets it, in order (relay_gq_to_binary).
- * Returns -1 when the grace queue is full.
+ * probe ends gets it, in order (relay_gq_to_binary); past the grace
+ * queue's size the phones are not read until then, as when the binary's
+ * outbox is full.
+ * Returns -1 when the grace queue is full (in a grace period only).
  */
 static int
 relay_to_binary(struct relay *r, const void *a, size_t alen, const void *b,
@@ -464,6 +471,12 @@ relay_to_binary(struct relay *r, const void *a, size_t alen, const void *b,
 	if (r->binary != NULL && !r->probing) {
 		ws_send_text(&r->binary->ws, a, alen, b, blen, c, clen);
 		relay_mark_dirty(r->binary);
+		relay_check_backpressure(r);
+		return 0;
+	}
+	if (r->binary != NULL) {
+		/* a binary is there: past the bound the phones wait (TCP) */
+		relay_gq_push(r, a, alen, b, blen, c, clen, 1);
 		relay_check_backpressure(r);
 		return 0;
 	}

@@ -801,6 +801,37 @@ class GraceTest(DaemonCase):
         await asyncio.wait_for(await p.ping(), 5)
 
     @atest()
+    async def test_probe_queue_past_its_bound_pauses_phones(self, c):
+        # during a conflict probe (10 s here) the phones' frames wait for
+        # whoever holds the server-id when it ends; past the grace queue's
+        # size (1K) the relay stops reading the phones instead of closing
+        # them, and nothing is lost
+        p2b = 'pyrycode_relay_frames_forwarded_total' \
+              '{direction="phone_to_binary"}'
+        sid = new_sid("pq")
+        inc = await c.raw_binary(sid)  # never answers the probe
+        p = await c.phone(sid)
+        await p.send('"hello"')
+        fin, op, payload = await in_thread(inc.read_frame, 10)
+        cid = json.loads(payload)["conn_id"]
+        newcomer = await c.binary(sid)
+        before = await in_thread(lambda: self.d.metrics()[p2b])
+        frames = ['{"n":%d,"pad":"%s"}' % (i, "x" * 300) for i in range(8)]
+        for f in frames:
+            await p.send(f)
+        # some are queued: the relay read them during the probe
+        await in_thread(harness.poll_until,
+                        lambda: self.d.metrics()[p2b] >= before + 2, 10,
+                        "frames queued during the probe")
+        # the incumbent leaves: the newcomer holds the id and gets them all
+        inc.close()
+        for f in frames:
+            await self.expect_msg(newcomer, env(cid, f))
+        self.assertFalse(p.closed)
+        await p.send('"after"')
+        await self.expect_msg(newcomer, env(cid, '"after"'))
+
+    @atest()
     async def test_reclaim_delivers_grace_queue_in_order(self, c):
         sid = new_sid("gr")
         b1 = await c.binary(sid)
