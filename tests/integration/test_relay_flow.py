@@ -570,7 +570,10 @@ class BackpressureTest(DaemonCase):
 class BinaryBackpressureTest(DaemonCase):
     # protocol.md §4: past the outbox toward the binary, the relay stops
     # reading that server-id's phones until it drains; nothing is dropped
-    CONF = "outbox 64K\nheartbeat 60s timeout 60s\n"
+    # (the binary reads nothing for as long as the stall takes to set up:
+    # a sanitizer build under load took more than the default write
+    # timeout of 10 s, which then dropped it)
+    CONF = "outbox 64K\nheartbeat 60s timeout 60s\nwrite timeout 120s\n"
     PHONES = 4
     PER_PHONE = 4000          # x ~900 bytes: 14 MiB offered while stalled
     RSS_BOUND_KB = 24 * 1024
@@ -589,33 +592,31 @@ class BinaryBackpressureTest(DaemonCase):
                    for k in range(self.PHONES)]
         relay = self.d.relay_pids()[sid]
         # the relay stops reading: what the phones sent waits in the
-        # kernel's receive queues of the relay's side of their sockets.
-        # (How full a queue gets depends on how far TCP autotuning grew
-        # that socket's window before the stall: 62 KiB untuned, 125 KiB
-        # or more once the relay has read from it.)  How soon depends on
-        # the machine: first the relay fills the kernel's send buffer
-        # toward the binary, then its outbox.  Wait for it, bounded.
+        # kernel's receive queues of the relay's side of their sockets,
+        # and those queues do not drain.  How full they get depends on the
+        # windows TCP gave them (62 KiB untuned, more once autotuned, much
+        # less when the host is short of TCP memory, as in a loaded CI
+        # run: 10 KiB), so a queue holding a message or more is the sign.
+        # How soon depends on the machine: first the relay fills the
+        # kernel's send buffer toward the binary, then its outbox.
         ports = [p.transport.get_extra_info("sockname")[1] for p in phones]
         peak = 0
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             await asyncio.sleep(0.1)
             peak = max(peak, int(harness.proc_status(relay)["VmRSS"].split()[0]))
             first = [tcp_recv_queue(self.d.port, port) for port in ports]
-            if all(q is not None and q > 48 * 1024 for q in first):
-                break
+            if all(q is not None and q >= 1024 for q in first):
+                await asyncio.sleep(0.5)
+                after = [tcp_recv_queue(self.d.port, port) for port in ports]
+                if all(a is not None and a >= q
+                       for a, q in zip(after, first)):
+                    break
             if time.monotonic() > deadline:
-                self.fail("the relay still reads its phones after 30 s: "
+                self.fail("the relay still reads its phones after 60 s: "
                           "receive queues %r" % first)
         self.assertLess(peak, self.RSS_BOUND_KB,
                         "relay RSS %d KiB: it kept reading phones" % peak)
-        # and those queues do not drain
-        await asyncio.sleep(0.5)
-        for port, before in zip(ports, first):
-            after = tcp_recv_queue(self.d.port, port)
-            self.assertIsNotNone(after)
-            self.assertGreaterEqual(after, before,
-                                    "relay still reads phone port %d" % port)
 
         # the binary reads now: every message arrives, in order per phone
         def read_all():
