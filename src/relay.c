@@ -32,6 +32,7 @@
 #include "relay.h"
 #include "sandbox.h"
 #include "ws.h"
+#include "msgq.h"
 
 #define READ_CHUNK	65536
 #define RELAY_MAXFDS	1024	/* 16 phones + binary + newcomers + slack */
@@ -82,9 +83,7 @@ struct conn {
 	int			 notice_done;		/* close notice sent or not owed */
 	int			 unregistered;
 	uint64_t		 bytes_in, bytes_out;
-	/* a newcomer's messages, [size_t len][bytes], read before it owns */
-	unsigned char		*held;
-	size_t			 held_len, held_cap;
+	struct msgq		 held;		/* a newcomer's, before it owns */
 };
 TAILQ_HEAD(conn_list, conn);
 
@@ -112,14 +111,11 @@ struct relay {
 	int			 retiring;	/* RETIRE sent */
 	int			 retired;	/* RETIRE_OK received */
 	int			 shutting_down;
-	/* grace queue: [uint32 len][envelope] records */
-	unsigned char		*gq;
-	size_t			 gq_len, gq_cap, gq_bytes;
+	struct msgq		 gq;		/* the grace queue: envelopes */
 	uint32_t		 reported_binary, reported_phones, reported_probing;
 	int			 reported_once;
 	struct relay_counters	 cnt;		/* increments not yet sent */
 	int			 cnt_dirty;	/* cnt holds increments */
-	int			 cnt_timer;	/* ev_counters is pending */
 	int64_t			 cnt_sent_ms;	/* the last RELAY_COUNTERS */
 	struct event		*ev_counters;
 };
@@ -219,7 +215,6 @@ relay_counters_arm(struct relay *r)
 	tv.tv_sec = wait / 1000;
 	tv.tv_usec = (wait % 1000) * 1000;
 	evtimer_add(r->ev_counters, &tv);
-	r->cnt_timer = 1;
 }
 
 /* Sends the increments gathered since the last time, even none. */
@@ -233,10 +228,7 @@ relay_counters_send(struct relay *r, uint64_t id)
 	memset(&r->cnt, 0, sizeof(r->cnt));
 	r->cnt_dirty = 0;
 	r->cnt_sent_ms = now_ms();
-	if (r->cnt_timer) {
-		evtimer_del(r->ev_counters);
-		r->cnt_timer = 0;
-	}
+	evtimer_del(r->ev_counters);
 }
 
 static void
@@ -249,10 +241,7 @@ relay_counters_flush(struct relay *r)
 static void
 relay_counters_tick(evutil_socket_t fd, short ev, void *arg)
 {
-	struct relay	*r = arg;
-
-	r->cnt_timer = 0;
-	relay_counters_flush(r);
+	relay_counters_flush(arg);
 }
 
 static const char *
@@ -355,7 +344,7 @@ relay_check_backpressure(struct relay *r)
 	int		 over;
 
 	over = r->binary != NULL && (ws_cost(&r->binary->ws) > r->lim.outbox ||
-	    (r->probing && r->gq_bytes > r->lim.grace_queue));
+	    (r->probing && r->gq.bytes > r->lim.grace_queue));
 	if (over == r->phones_paused)
 		return;
 	r->phones_paused = over;
@@ -399,58 +388,21 @@ static int
 relay_gq_push(struct relay *r, const void *a, size_t alen, const void *b,
     size_t blen, const void *c, size_t clen, int force)
 {
-	size_t		 n = alen + blen + clen, need, ncap;
-	uint32_t	 len32 = n;
-	void		*p;
-
-	if (!force && r->gq_bytes + n > r->lim.grace_queue)
+	if (!force && r->gq.bytes + alen + blen + clen > r->lim.grace_queue)
 		return -1;
-	need = r->gq_len + sizeof(len32) + n;
-	if (need > r->gq_cap) {
-		ncap = r->gq_cap ? r->gq_cap : 4096;
-		while (ncap < need)
-			ncap *= 2;
-		if ((p = realloc(r->gq, ncap)) == NULL)
-			return -1;
-		r->gq = p;
-		r->gq_cap = ncap;
-	}
-	memcpy(r->gq + r->gq_len, &len32, sizeof(len32));
-	r->gq_len += sizeof(len32);
-	if (alen)
-		memcpy(r->gq + r->gq_len, a, alen);
-	if (blen)
-		memcpy(r->gq + r->gq_len + alen, b, blen);
-	if (clen)
-		memcpy(r->gq + r->gq_len + alen + blen, c, clen);
-	r->gq_len += n;
-	r->gq_bytes += n;
-	return 0;
-}
-
-/* Empties the grace queue (delivered, or no binary will come). */
-static void
-relay_gq_clear(struct relay *r)
-{
-	free(r->gq);
-	r->gq = NULL;
-	r->gq_len = r->gq_cap = r->gq_bytes = 0;
+	return msgq_push(&r->gq, a, alen, b, blen, c, clen);
 }
 
 /* Reclaim: the queued envelopes go to the new binary first, in order. */
 static void
 relay_gq_flush(struct relay *r)
 {
-	size_t		off = 0;
-	uint32_t	len32;
+	const unsigned char	*msg;
+	size_t			 off = 0, len;
 
-	while (off < r->gq_len) {
-		memcpy(&len32, r->gq + off, sizeof(len32));
-		off += sizeof(len32);
-		ws_send_text(&r->binary->ws, r->gq + off, len32, NULL, 0, NULL, 0);
-		off += len32;
-	}
-	relay_gq_clear(r);
+	while (msgq_next(&r->gq, &off, &msg, &len))
+		ws_send_text(&r->binary->ws, msg, len, NULL, 0, NULL, 0);
+	msgq_clear(&r->gq);
 	relay_mark_dirty(r->binary);
 }
 
@@ -468,26 +420,24 @@ static int
 relay_to_binary(struct relay *r, const void *a, size_t alen, const void *b,
     size_t blen, const void *c, size_t clen, int force)
 {
-	if (r->binary != NULL && !r->probing) {
-		ws_send_text(&r->binary->ws, a, alen, b, blen, c, clen);
-		relay_mark_dirty(r->binary);
-		relay_check_backpressure(r);
-		return 0;
-	}
-	if (r->binary != NULL) {
+	if (r->binary == NULL)
+		return relay_gq_push(r, a, alen, b, blen, c, clen, force);
+	if (r->probing)
 		/* a binary is there: past the bound the phones wait (TCP) */
 		relay_gq_push(r, a, alen, b, blen, c, clen, 1);
-		relay_check_backpressure(r);
-		return 0;
+	else {
+		ws_send_text(&r->binary->ws, a, alen, b, blen, c, clen);
+		relay_mark_dirty(r->binary);
 	}
-	return relay_gq_push(r, a, alen, b, blen, c, clen, force);
+	relay_check_backpressure(r);
+	return 0;
 }
 
 /* The server-id has a binary again, or still: it gets what was queued. */
 static void
 relay_gq_to_binary(struct relay *r)
 {
-	if (r->binary == NULL || r->probing || r->gq_len == 0)
+	if (r->binary == NULL || r->probing || r->gq.len == 0)
 		return;
 	relay_gq_flush(r);
 	relay_check_backpressure(r);
@@ -577,7 +527,7 @@ relay_grace_expired(evutil_socket_t fd, short ev, void *arg)
 			relay_conn_close(c, 1011, "binary did not reconnect");
 		}
 	}
-	relay_gq_clear(r);
+	msgq_clear(&r->gq);
 	relay_retire(r);
 	relay_report(r);
 	relay_check_exit(r);
@@ -645,7 +595,7 @@ relay_flush(evutil_socket_t fd, short ev, void *arg)
 	struct conn	*c;
 
 	/* a first increment: counted before the frame that it counts is sent */
-	if (r->cnt_dirty && !r->cnt_timer)
+	if (r->cnt_dirty && !evtimer_pending(r->ev_counters, NULL))
 		relay_counters_send(r, 0);
 	while ((c = TAILQ_FIRST(&r->dirty)) != NULL) {
 		TAILQ_REMOVE(&r->dirty, c, dirty);
@@ -669,7 +619,7 @@ relay_conn_free(struct conn *c)
 	event_free(c->ev_write);
 	event_free(c->ev_timer);
 	ws_free(&c->ws);
-	free(c->held);
+	msgq_clear(&c->held);
 	if (c->fd != -1)
 		close(c->fd);
 	memset(&mc, 0, sizeof(mc));
@@ -830,16 +780,9 @@ relay_phone_message(struct conn *c, unsigned char *buf, size_t len)
 static void
 relay_hold(struct conn *c, const unsigned char *buf, size_t len)
 {
-	size_t	need = c->held_len + sizeof(len) + len;
-
-	if (need > c->held_cap) {
-		c->held_cap = need > c->held_cap * 2 ? need : c->held_cap * 2;
-		c->held = xreallocarray(c->held, c->held_cap, 1);
-	}
-	memcpy(c->held + c->held_len, &len, sizeof(len));
-	memcpy(c->held + c->held_len + sizeof(len), buf, len);
-	c->held_len = need;
-	if (c->held_len > c->r->lim.grace_queue)
+	if (msgq_push(&c->held, buf, len, NULL, 0, NULL, 0) == -1)
+		fatalx("relay %s: holding a newcomer's message", c->r->sid);
+	if (c->held.len > c->r->lim.grace_queue)
 		relay_conn_pause(c);
 }
 
@@ -847,16 +790,14 @@ relay_hold(struct conn *c, const unsigned char *buf, size_t len)
 static void
 relay_release_held(struct conn *c)
 {
-	unsigned char	*held = c->held;
-	size_t		 off, len, n = c->held_len;
+	struct msgq		 held = c->held;
+	const unsigned char	*msg;
+	size_t			 off = 0, len;
 
-	c->held = NULL;
-	c->held_len = c->held_cap = 0;
-	for (off = 0; off < n && c->r->binary == c; off += sizeof(len) + len) {
-		memcpy(&len, held + off, sizeof(len));
-		relay_binary_message(c, held + off + sizeof(len), len);
-	}
-	free(held);
+	memset(&c->held, 0, sizeof(c->held));
+	while (c->r->binary == c && msgq_next(&held, &off, &msg, &len))
+		relay_binary_message(c, msg, len);
+	msgq_clear(&held);
 	relay_conn_resume(c);
 }
 
@@ -911,9 +852,7 @@ relay_ws_pong(void *arg)
 			if (n->role == CR_NEWCOMER && n->state == CS_OPEN) {
 				n->role = CR_REJECTED;
 				/* what it sent meanwhile goes nowhere */
-				free(n->held);
-				n->held = NULL;
-				n->held_len = n->held_cap = 0;
+				msgq_clear(&n->held);
 				log_info("event=server_id_conflict server_id=%s",
 				    r->sid);
 				COUNT(r, upgrades[EP_SERVER][OUT_REJECT_409]);
@@ -1283,13 +1222,13 @@ relay_attach_one(struct relay *r, struct msg *m)
 				r->in_grace = 0;
 				evtimer_del(r->ev_grace);
 				log_info("event=server_claimed server_id=%s how=reclaim "
-				    "queued=%zu", r->sid, r->gq_bytes);
+				    "queued=%zu", r->sid, r->gq.bytes);
 			} else
 				log_info("event=server_claimed server_id=%s how=claim",
 				    r->sid);
 			relay_report(r);
 			relay_conn_start(c, up);
-			if (r->gq_len > 0 && r->binary == c)
+			if (r->gq.len > 0 && r->binary == c)
 				relay_gq_flush(r);
 		} else {
 			c->role = CR_NEWCOMER;
@@ -1448,7 +1387,7 @@ relay_kick(struct relay *r)
 	log_info("event=server_kicked server_id=%s phones=%d", r->sid, r->nphones);
 	relay_retire(r);
 	relay_close_all(r, "kicked by operator");
-	relay_gq_clear(r);
+	msgq_clear(&r->gq);
 	relay_report(r);
 	relay_check_exit(r);
 }
@@ -1473,7 +1412,7 @@ relay_shutdown(evutil_socket_t sig, short ev, void *arg)
 	 */
 	relay_retire(r);
 	relay_close_all(r, "shutting down");
-	relay_gq_clear(r);
+	msgq_clear(&r->gq);
 	relay_check_exit(r);
 }
 
