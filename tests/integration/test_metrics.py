@@ -14,8 +14,7 @@ import unittest
 
 import harness
 
-P2B = 'pyrycode_relay_frames_forwarded_total{direction="phone_to_binary"}'
-B2P = 'pyrycode_relay_frames_forwarded_total{direction="binary_to_phone"}'
+P2B, B2P = harness.FRAMES_P2B, harness.FRAMES_B2P
 SERIES = [
     "pyrycode_relay_connected_binaries",
     "pyrycode_relay_connected_phones",

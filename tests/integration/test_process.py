@@ -458,13 +458,10 @@ class IdleRelays(unittest.TestCase):
 
                 # /metrics shows the counts (the scrape may ask the relay
                 # for them); after that nothing is left for it to send
-                def counted():
-                    _, _, body = harness.http_get(d.metrics_port, "/metrics")
-                    return re.search(
-                        rb'frames_forwarded_total\{direction="binary_to_phone"\} 1\b',
-                        body) is not None
-                await asyncio.to_thread(harness.poll_until, counted,
-                                        10 * SLOW, "the counts to arrive")
+                await asyncio.to_thread(
+                    harness.poll_until,
+                    lambda: d.metrics()[harness.FRAMES_B2P] == 1,
+                    10 * SLOW, "the counts to arrive")
                 # nothing happens in this interval: it is what is measured.
                 # A wake-up left over from the exchange or the scrape (a
                 # counters request the relay read late, under load) falls

@@ -383,6 +383,20 @@ class DaemonCase(unittest.TestCase):
     async def wait_log(self, regex, since, timeout=10):
         return await in_thread(self.d.wait_log, regex, timeout, since)
 
+    async def silent_binary_and_phone(self, c, sid):
+        """A raw binary for sid that reads but never answers a ping, and a
+        phone whose first frame it received; returns (binary, phone, the
+        phone's conn id)."""
+        inc = await c.raw_binary(sid)
+        p = await c.phone(sid)
+        await p.send('{"m":1}')
+        fin, op, payload = await in_thread(inc.read_frame, 10)
+        self.assertEqual(op, OP_TEXT)
+        m = re.fullmatch(r'\{"conn_id":"(%s)","frame":\{"m":1\}\}'
+                         % conn_id_re(sid), payload.decode())
+        self.assertTrue(m, payload)
+        return inc, p, m.group(1)
+
 
 MAIN_CONF = """\
 phones per server 2
@@ -629,15 +643,7 @@ class ClaimTest(DaemonCase):
     @atest()
     async def test_takeover_silent_incumbent(self, c):
         sid = new_sid("to")
-        inc = await c.raw_binary(sid)  # reads, never answers pings
-        p = await c.phone(sid)
-        await p.send('{"m":1}')
-        fin, op, payload = await in_thread(inc.read_frame, 10)
-        self.assertEqual(op, OP_TEXT)
-        m = re.fullmatch(r'\{"conn_id":"(%s)","frame":\{"m":1\}\}'
-                         % conn_id_re(sid), payload.decode())
-        self.assertTrue(m, payload)
-        cid = m.group(1)
+        inc, p, cid = await self.silent_binary_and_phone(c, sid)
 
         newcomer = await c.binary(sid)
         # the binary back on a new connection answers at once: held during
@@ -665,12 +671,7 @@ class ClaimTest(DaemonCase):
     @atest()
     async def test_newcomer_heard_once_it_owns(self, c):
         sid = new_sid("tl")
-        inc = await c.raw_binary(sid)  # never answers the probe
-        p = await c.phone(sid)
-        await p.send('"hello"')
-        fin, op, payload = await in_thread(inc.read_frame, 10)
-        cid = re.fullmatch(r'\{"conn_id":"(%s)","frame":"hello"\}'
-                           % conn_id_re(sid), payload.decode()).group(1)
+        inc, p, cid = await self.silent_binary_and_phone(c, sid)
         newcomer = await c.binary(sid)
         await newcomer.send(env(cid, '"said while waiting"'))
         # its pong comes after the relay has read (and held) the message
@@ -806,22 +807,18 @@ class GraceTest(DaemonCase):
         # whoever holds the server-id when it ends; past the grace queue's
         # size (1K) the relay stops reading the phones instead of closing
         # them, and nothing is lost
-        p2b = 'pyrycode_relay_frames_forwarded_total' \
-              '{direction="phone_to_binary"}'
         sid = new_sid("pq")
-        inc = await c.raw_binary(sid)  # never answers the probe
-        p = await c.phone(sid)
-        await p.send('"hello"')
-        fin, op, payload = await in_thread(inc.read_frame, 10)
-        cid = json.loads(payload)["conn_id"]
+        inc, p, cid = await self.silent_binary_and_phone(c, sid)
         newcomer = await c.binary(sid)
-        before = await in_thread(lambda: self.d.metrics()[p2b])
+        def p2b():
+            return self.d.metrics()[harness.FRAMES_P2B]
+        before = await in_thread(p2b)
         frames = ['{"n":%d,"pad":"%s"}' % (i, "x" * 300) for i in range(8)]
         for f in frames:
             await p.send(f)
         # some are queued: the relay read them during the probe
         await in_thread(harness.poll_until,
-                        lambda: self.d.metrics()[p2b] >= before + 2, 10,
+                        lambda: p2b() >= before + 2, 10,
                         "frames queued during the probe")
         # the incumbent leaves: the newcomer holds the id and gets them all
         inc.close()
