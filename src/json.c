@@ -528,13 +528,70 @@ parse_close_code(const unsigned char *p, const unsigned char *end)
 	return v;
 }
 
+/* A walk over the members of one object, for the envelope and its push_wake */
+struct members {
+	const unsigned char	*p, *end;	/* p: after '{' or a member's value */
+	unsigned int		 depth;		/* levels left for a value */
+	int			 started;
+};
+
+static void
+members_start(struct members *m, const unsigned char *brace,
+    const unsigned char *end, unsigned int depth)
+{
+	m->p = brace + 1;
+	m->end = end;
+	m->depth = depth;
+	m->started = 0;
+}
+
+/*
+ * The next member: 1 with its key decoded into key (*klen is (size_t)-1
+ * when the key does not fit) and its value at [*v, m->p); 0 after the
+ * closing brace, with m->p just past it; -1 when the object is not JSON.
+ */
+static int
+members_next(struct members *m, char *key, size_t keysize, size_t *klen,
+    const unsigned char **v)
+{
+	const unsigned char	*p = skip_ws(m->p, m->end), *k;
+
+	if (p == m->end)
+		return -1;
+	if (*p == '}') {	/* "{}", or the end after a member */
+		m->p = p + 1;
+		return 0;
+	}
+	if (m->started) {
+		if (*p != ',')
+			return -1;
+		p = skip_ws(p + 1, m->end);
+	}
+	m->started = 1;
+	k = p;
+	if (p == m->end || *p != '"' || (p = scan_string(p, m->end)) == NULL)
+		return -1;
+	*klen = decode_string(k, p, key, keysize);
+	p = skip_ws(p, m->end);
+	if (p == m->end || *p != ':')
+		return -1;
+	*v = skip_ws(p + 1, m->end);
+	if ((m->p = json_skip_value(*v, m->end, m->depth)) == NULL)
+		return -1;
+	return 1;
+}
+
+#define KEY_IS(k, n, lit)	((n) == sizeof(lit) - 1 && \
+				    memcmp((k), (lit), sizeof(lit) - 1) == 0)
+
 enum envelope_result
 envelope_parse(const unsigned char *buf, size_t len, struct envelope *env)
 {
-	const unsigned char	*end = buf + len, *p, *k, *v;
+	const unsigned char	*end = buf + len, *p, *v;
+	struct members		 m;
 	char			 key[16];
 	size_t			 n;
-	int			 bad_conn_id = 0, bad_close_code = 0;
+	int			 bad_conn_id = 0, bad_close_code = 0, more;
 
 	memset(env, 0, sizeof(*env));
 	p = skip_ws(buf, end);
@@ -545,72 +602,43 @@ envelope_parse(const unsigned char *buf, size_t len, struct envelope *env)
 		return ENVELOPE_NOT_OBJECT;
 	}
 
-	p = skip_ws(p + 1, end);
-	if (p < end && *p == '}')
-		p++;
-	else {
-		for (;;) {
-			k = p;
-			if (p == end || *p != '"' ||
-			    (p = scan_string(p, end)) == NULL)
-				return ENVELOPE_NOT_JSON;
-			n = decode_string(k, p, key, sizeof(key));
-			p = skip_ws(p, end);
-			if (p == end || *p != ':')
-				return ENVELOPE_NOT_JSON;
-			v = skip_ws(p + 1, end);
-			/* the envelope object itself is one level */
-			if ((p = json_skip_value(v, end,
-			    JSON_MAX_DEPTH - 1)) == NULL)
-				return ENVELOPE_NOT_JSON;
-
-			if (n == 7 && memcmp(key, "conn_id", 7) == 0) {
-				env->has_conn_id = 1;
-				env->conn_id[0] = '\0';
-				env->conn_id_len = 0;
-				env->conn_id_too_long = 0;
-				bad_conn_id = *v != '"';
-				if (!bad_conn_id) {
-					n = decode_string(v, p, env->conn_id,
-					    sizeof(env->conn_id));
-					if (n == (size_t)-1) {
-						env->conn_id[0] = '\0';
-						env->conn_id_too_long = 1;
-					} else
-						env->conn_id_len = n;
-				}
-			} else if (n == 5 && memcmp(key, "frame", 5) == 0) {
-				env->has_frame = 1;
-				env->frame = v;
-				env->frame_len = p - v;
-				env->frame_is_null = *v == 'n';
-			} else if (n == 10 &&
-			    memcmp(key, "close_code", 10) == 0) {
-				env->has_close_code = 1;
-				env->close_code = parse_close_code(v, p);
-				bad_close_code = env->close_code < 0;
-				if (bad_close_code)
-					env->close_code = 0;
-			} else if (n == 9 &&
-			    memcmp(key, "push_wake", 9) == 0) {
-				env->has_push_wake = 1;
-				env->push_wake = v;
-				env->push_wake_len = p - v;
+	/* the envelope object itself is one level */
+	members_start(&m, p, end, JSON_MAX_DEPTH - 1);
+	while ((more = members_next(&m, key, sizeof(key), &n, &v)) == 1) {
+		p = m.p;
+		if (KEY_IS(key, n, "conn_id")) {
+			env->has_conn_id = 1;
+			env->conn_id[0] = '\0';
+			env->conn_id_len = 0;
+			env->conn_id_too_long = 0;
+			bad_conn_id = *v != '"';
+			if (!bad_conn_id) {
+				n = decode_string(v, p, env->conn_id,
+				    sizeof(env->conn_id));
+				if (n == (size_t)-1) {
+					env->conn_id[0] = '\0';
+					env->conn_id_too_long = 1;
+				} else
+					env->conn_id_len = n;
 			}
-
-			p = skip_ws(p, end);
-			if (p == end)
-				return ENVELOPE_NOT_JSON;
-			if (*p == '}') {
-				p++;
-				break;
-			}
-			if (*p != ',')
-				return ENVELOPE_NOT_JSON;
-			p = skip_ws(p + 1, end);
+		} else if (KEY_IS(key, n, "frame")) {
+			env->has_frame = 1;
+			env->frame = v;
+			env->frame_len = p - v;
+			env->frame_is_null = *v == 'n';
+		} else if (KEY_IS(key, n, "close_code")) {
+			env->has_close_code = 1;
+			env->close_code = parse_close_code(v, p);
+			bad_close_code = env->close_code < 0;
+			if (bad_close_code)
+				env->close_code = 0;
+		} else if (KEY_IS(key, n, "push_wake")) {
+			env->has_push_wake = 1;
+			env->push_wake = v;
+			env->push_wake_len = p - v;
 		}
 	}
-	if (skip_ws(p, end) != end)
+	if (more == -1 || skip_ws(m.p, end) != end)
 		return ENVELOPE_NOT_JSON;
 
 	if (bad_conn_id)
@@ -622,6 +650,43 @@ envelope_parse(const unsigned char *buf, size_t len, struct envelope *env)
 	if (!env->has_frame && !env->has_close_code)
 		return ENVELOPE_NO_FRAME;
 	return ENVELOPE_OK;
+}
+
+const char *
+push_wake_parse(const unsigned char *buf, size_t len, char *token,
+    size_t size)
+{
+	const unsigned char	*end = buf + len, *p, *v;
+	struct members		 m;
+	char			 key[16], platform[8];
+	size_t			 n;
+	int			 more, fcm = 0, have_token = 0, bad_token = 0;
+
+	p = skip_ws(buf, end);
+	if (p == end || *p != '{')
+		return "not an object";
+	/* inside the envelope: two levels */
+	members_start(&m, p, end, JSON_MAX_DEPTH - 2);
+	while ((more = members_next(&m, key, sizeof(key), &n, &v)) == 1) {
+		if (KEY_IS(key, n, "platform"))
+			fcm = *v == '"' && decode_string(v, m.p, platform,
+			    sizeof(platform)) == 3 &&
+			    memcmp(platform, "fcm", 3) == 0;
+		else if (KEY_IS(key, n, "token")) {
+			have_token = 1;
+			n = *v == '"' ? decode_string(v, m.p, token, size) : 0;
+			bad_token = n == 0 || n == (size_t)-1;
+		}
+	}
+	if (more == -1 || skip_ws(m.p, end) != end)
+		return "not an object";
+	if (!fcm)
+		return "platform not fcm";
+	if (!have_token)
+		return "no token";
+	if (bad_token)
+		return "bad token";
+	return NULL;
 }
 
 const char *

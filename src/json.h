@@ -65,4 +65,15 @@ enum envelope_result	envelope_parse(const unsigned char *buf, size_t len,
 			    struct envelope *env);
 const char		*envelope_strerror(enum envelope_result);
 
+/*
+ * Reads the push_wake value of an envelope (protocol.md §6), as found by
+ * envelope_parse: an object with "platform":"fcm" and a "token" string
+ * of 1 to size - 1 bytes without NUL (other keys are ignored, and the last
+ * of a duplicate key wins).  The token is decoded into token.  Returns
+ * NULL, or a fixed reason why the request is malformed: "not an object",
+ * "platform not fcm", "no token" or "bad token".
+ */
+const char		*push_wake_parse(const unsigned char *buf, size_t len,
+			    char *token, size_t size);
+
 #endif

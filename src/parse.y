@@ -1151,6 +1151,7 @@ check_end(void)
 		errat(llines[i].line, "listen on %s tls: no \"tls certificate "
 		    "... key ...\" statement", name);
 	}
+	lim->fcm_configured = conf->fcm_credentials[0] != '\0';
 	/* the global cap bounds the per-address one, set or not */
 	if (lim->max_connections_per_ip > lim->max_connections)
 		lim->max_connections_per_ip = lim->max_connections;

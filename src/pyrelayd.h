@@ -83,9 +83,14 @@ struct limits {
 	uint32_t	max_connections_per_ip;	/* 256 */
 	uint32_t	rate_burst;		/* 20 */
 	uint32_t	ktls_off;		/* tls ktls no: always pump */
-	uint32_t	pad0;
+	uint32_t	fcm_configured;		/* push fcm credentials set */
 	char		domain[256];		/* "" when unset */
 };
+
+/* push wake requests of one server-id (protocol.md §6): a burst, then one a period */
+#define PUSH_BURST		6
+#define PUSH_REFILL_MS		10000
+#define PUSH_TOKEN_MAX		512	/* bytes of a token, its NUL included (FCM: about 160) */
 
 #define RELAY_POOL_DEFAULT	16
 #define RELAY_POOL_MAX		1024

@@ -9,6 +9,7 @@
 
 #include <sys/types.h>
 #include <sys/mman.h>
+#include <sys/param.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 
@@ -18,6 +19,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <event2/event.h>
+#include <sha2.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,6 +120,9 @@ struct relay {
 	int			 cnt_dirty;	/* cnt holds increments */
 	int64_t			 cnt_sent_ms;	/* the last RELAY_COUNTERS */
 	struct event		*ev_counters;
+	uint32_t		 push_tokens;	/* push wake requests allowed now */
+	int64_t			 push_ms;	/* push_tokens counted up to here */
+	uint32_t		 push_limited;	/* dropped over the limit, unlogged */
 };
 
 static struct relay	*relay;
@@ -725,6 +730,53 @@ relay_deliver(struct relay *r, const struct envelope *env)
 	}
 }
 
+/*
+ * A push wake request (protocol.md §6).  Each takes one of the server-id's
+ * PUSH_BURST tokens, and one comes back every PUSH_REFILL_MS.  Without a
+ * token the request is dropped, and only the first of such a run is
+ * logged, so that a binary cannot flood the log; the next line counts
+ * them.  This version sends no FCM message: a request within the limit is
+ * dropped and logged, its token only as the first 8 hex digits of its
+ * SHA-256.
+ */
+static void
+relay_push_wake(struct relay *r, const struct envelope *env)
+{
+	char		 token[PUSH_TOKEN_MAX];
+	char		 hex[SHA256_DIGEST_STRING_LENGTH];
+	const char	*bad;
+	int64_t		 now = now_ms(), n;
+
+	if (r->push_tokens < PUSH_BURST &&
+	    (n = (now - r->push_ms) / PUSH_REFILL_MS) > 0) {
+		r->push_tokens = MIN(PUSH_BURST, r->push_tokens + n);
+		r->push_ms += n * PUSH_REFILL_MS;
+	}
+	if (r->push_tokens == 0) {
+		if (r->push_limited++ == 0)
+			log_info("event=push_rate_limited server_id=%s "
+			    "burst=%d refill_ms=%d", r->sid, PUSH_BURST,
+			    PUSH_REFILL_MS);
+		return;
+	}
+	if (r->push_tokens-- == PUSH_BURST)
+		r->push_ms = now;	/* the refill counts from here */
+
+	bad = push_wake_parse(env->push_wake, env->push_wake_len, token,
+	    sizeof(token));
+	if (bad != NULL)
+		log_info("event=push_dropped server_id=%s reason=\"%s\" "
+		    "rate_limited=%u", r->sid, bad, r->push_limited);
+	else {
+		SHA256Data((const uint8_t *)token, strlen(token), hex);
+		hex[8] = '\0';
+		log_info("event=push_dropped server_id=%s token=%s reason=%s "
+		    "rate_limited=%u", r->sid, hex, r->lim.fcm_configured ?
+		    "unsupported" : "no_credentials", r->push_limited);
+	}
+	r->push_limited = 0;
+}
+
 static void
 relay_binary_message(struct conn *c, const unsigned char *buf, size_t len)
 {
@@ -738,9 +790,7 @@ relay_binary_message(struct conn *c, const unsigned char *buf, size_t len)
 		return;
 	}
 	if (!env.has_conn_id) {
-		/* push_wake without FCM credentials (protocol.md §6) */
-		log_info("event=push_dropped server_id=%s reason=no_credentials",
-		    r->sid);
+		relay_push_wake(r, &env);
 		return;
 	}
 	relay_deliver(r, &env);
@@ -1449,6 +1499,7 @@ relay_main(int fd)
 	int			 rv;
 
 	r = relay = xcalloc(1, sizeof(*r));
+	r->push_tokens = PUSH_BURST;
 	TAILQ_INIT(&r->conns);
 	TAILQ_INIT(&r->dirty);
 	msg_chan_init(&r->chan, fd, relay_rules, sizeof(relay_rules) / sizeof(relay_rules[0]));

@@ -1,9 +1,10 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * libFuzzer harness for envelope_parse.  Checks that the spans it returns
- * lie inside the input and are themselves valid JSON values, that conn_id
- * is a proper C string, and that the result agrees with json_compact.
+ * libFuzzer harness for envelope_parse and push_wake_parse.  Checks that
+ * the spans it returns lie inside the input and are themselves valid JSON
+ * values, that conn_id and a push token are proper C strings, and that the
+ * result agrees with json_compact.
  */
 #include "config.h"
 
@@ -37,6 +38,26 @@ check_span(const uint8_t *data, size_t size, const unsigned char *p,
 	free(out);
 }
 
+/* a push token: 1 to sizeof(token) - 1 bytes, NUL-terminated, no NUL in it */
+static void
+check_push_wake(const unsigned char *p, size_t len)
+{
+	char		 token[32];
+	const char	*why;
+	size_t		 n;
+
+	memset(token, 'Z', sizeof(token));
+	if ((why = push_wake_parse(p, len, token, sizeof(token))) != NULL) {
+		CHECK(strcmp(why, "not an object") == 0 ||
+		    strcmp(why, "platform not fcm") == 0 ||
+		    strcmp(why, "no token") == 0 ||
+		    strcmp(why, "bad token") == 0);
+		return;
+	}
+	n = strnlen(token, sizeof(token));
+	CHECK(n > 0 && n < sizeof(token));
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -62,9 +83,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    memcmp(env.frame, "null", 4) == 0));
 	} else
 		CHECK(env.frame == NULL && !env.frame_is_null);
-	if (env.has_push_wake)
+	if (env.has_push_wake) {
 		check_span(data, size, env.push_wake, env.push_wake_len);
-	else
+		check_push_wake(env.push_wake, env.push_wake_len);
+	} else
 		CHECK(env.push_wake == NULL);
 	if (env.has_conn_id && res != ENVELOPE_BAD_CONN_ID) {
 		CHECK(env.conn_id_len < sizeof(env.conn_id));

@@ -473,6 +473,85 @@ test_envelope_ok(void)
 	CU_ASSERT(span_is(e.push_wake, e.push_wake_len, "\"x\""));
 }
 
+/* the push_wake of an envelope, read as the relay reads it */
+static const char *
+push_parse(const char *s, char *token, size_t size)
+{
+	struct envelope	 e;
+	unsigned char	*copy;
+	const char	*why;
+	size_t		 len = strlen(s);
+
+	if ((copy = malloc(len)) == NULL)
+		abort();
+	memcpy(copy, s, len);
+	CU_ASSERT_EQUAL(envelope_parse(copy, len, &e), ENVELOPE_OK);
+	CU_ASSERT(e.has_push_wake && !e.has_conn_id);
+	memset(token, 'Z', size);
+	why = push_wake_parse(e.push_wake, e.push_wake_len, token, size);
+	free(copy);
+	return why;
+}
+
+static void
+test_push_wake(void)
+{
+	char	 tok[16];
+
+	CU_ASSERT_PTR_NULL(push_parse("{\"push_wake\":{\"platform\":\"fcm\","
+	    "\"token\":\"abc:DEF-1\"}}", tok, sizeof(tok)));
+	CU_ASSERT_STRING_EQUAL(tok, "abc:DEF-1");
+	/* order, whitespace, unknown keys, escapes, the last duplicate */
+	CU_ASSERT_PTR_NULL(push_parse("{ \"push_wake\" : { \"token\" : "
+	    "\"a\\u0062\\/c\" , \"x\":[{}], \"platform\":\"f\\u0063m\" } }",
+	    tok, sizeof(tok)));
+	CU_ASSERT_STRING_EQUAL(tok, "ab/c");
+	CU_ASSERT_PTR_NULL(push_parse("{\"push_wake\":{\"token\":\"old\","
+	    "\"platform\":\"apns\",\"token\":\"new\",\"platform\":\"fcm\"}}",
+	    tok, sizeof(tok)));
+	CU_ASSERT_STRING_EQUAL(tok, "new");
+	/* the longest that fits: size - 1 bytes */
+	CU_ASSERT_PTR_NULL(push_parse("{\"push_wake\":{\"platform\":\"fcm\","
+	    "\"token\":\"0123456789abcde\"}}", tok, sizeof(tok)));
+	CU_ASSERT_STRING_EQUAL(tok, "0123456789abcde");
+
+	CU_ASSERT_STRING_EQUAL(push_parse("{\"push_wake\":{\"platform\":"
+	    "\"fcm\",\"token\":\"0123456789abcdef\"}}", tok, sizeof(tok)),
+	    "bad token");
+	CU_ASSERT_STRING_EQUAL(push_parse("{\"push_wake\":{\"platform\":"
+	    "\"fcm\",\"token\":\"\"}}", tok, sizeof(tok)), "bad token");
+	CU_ASSERT_STRING_EQUAL(push_parse("{\"push_wake\":{\"platform\":"
+	    "\"fcm\",\"token\":7}}", tok, sizeof(tok)), "bad token");
+	CU_ASSERT_STRING_EQUAL(push_parse("{\"push_wake\":{\"platform\":"
+	    "\"fcm\",\"token\":\"a\",\"token\":null}}", tok, sizeof(tok)),
+	    "bad token");
+	CU_ASSERT_STRING_EQUAL(push_parse("{\"push_wake\":{\"platform\":"
+	    "\"fcm\"}}", tok, sizeof(tok)), "no token");
+	/* a NUL cannot be in a C string */
+	CU_ASSERT_STRING_EQUAL(push_parse("{\"push_wake\":{\"platform\":"
+	    "\"fcm\",\"token\":\"a\\u0000b\"}}", tok, sizeof(tok)),
+	    "bad token");
+	CU_ASSERT_STRING_EQUAL(push_parse("{\"push_wake\":{\"token\":\"a\"}}",
+	    tok, sizeof(tok)), "platform not fcm");
+	CU_ASSERT_STRING_EQUAL(push_parse("{\"push_wake\":{\"platform\":"
+	    "\"FCM\",\"token\":\"a\"}}", tok, sizeof(tok)), "platform not fcm");
+	CU_ASSERT_STRING_EQUAL(push_parse("{\"push_wake\":{\"platform\":"
+	    "\"fcm \",\"token\":\"a\"}}", tok, sizeof(tok)), "platform not fcm");
+	CU_ASSERT_STRING_EQUAL(push_parse("{\"push_wake\":{\"platform\":"
+	    "\"fcmfcmfcm\",\"token\":\"a\"}}", tok, sizeof(tok)),
+	    "platform not fcm");
+	CU_ASSERT_STRING_EQUAL(push_parse("{\"push_wake\":{\"platform\":"
+	    "[\"fcm\"],\"token\":\"a\"}}", tok, sizeof(tok)), "platform not fcm");
+	CU_ASSERT_STRING_EQUAL(push_parse("{\"push_wake\":{}}", tok,
+	    sizeof(tok)), "platform not fcm");
+	CU_ASSERT_STRING_EQUAL(push_parse("{\"push_wake\":\"fcm\"}", tok,
+	    sizeof(tok)), "not an object");
+	CU_ASSERT_STRING_EQUAL(push_parse("{\"push_wake\":[{\"platform\":"
+	    "\"fcm\",\"token\":\"a\"}]}", tok, sizeof(tok)), "not an object");
+	CU_ASSERT_STRING_EQUAL(push_parse("{\"push_wake\":null}", tok,
+	    sizeof(tok)), "not an object");
+}
+
 static void
 test_envelope_malformed(void)
 {
@@ -795,7 +874,8 @@ main(void)
 	    CU_add_test(s, "duplicate keys",
 	    test_envelope_duplicates) == NULL ||
 	    CU_add_test(s, "escapes", test_envelope_escapes) == NULL ||
-	    CU_add_test(s, "nesting limit", test_envelope_deep) == NULL)
+	    CU_add_test(s, "nesting limit", test_envelope_deep) == NULL ||
+	    CU_add_test(s, "push_wake", test_push_wake) == NULL)
 		goto fail;
 
 	CU_basic_set_mode(CU_BRM_VERBOSE);
