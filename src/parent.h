@@ -12,6 +12,8 @@
 #endif
 #include <sys/tree.h>
 
+#include <event2/event.h>
+
 #include "msg.h"
 #include "proto.h"
 #include "pyrelayd.h"
@@ -26,8 +28,9 @@ struct parent_opts {
 };
 
 /*
- * The parent's state, shared by parent.c (processes, accepting, routing)
- * and parent_ctl.c (the control socket).
+ * The parent's state, shared by parent.c (processes, accepting, routing),
+ * parent_spawn.c (starting workers, the relay pool), parent_metrics.c
+ * (/metrics and /healthz) and parent_ctl.c (the control socket).
  */
 struct conn_rec;
 struct worker;
@@ -171,15 +174,46 @@ struct parent {
 
 int	relay_cmp(struct worker *, struct worker *);
 RB_PROTOTYPE(relay_map, worker, map, relay_cmp)
+int	pid_cmp(struct worker *, struct worker *);
+RB_PROTOTYPE(worker_pids, worker, bypid, pid_cmp)
 
 /* parent.c */
+/* Which limit a failed socketpair(), accept() or fork() ran into (errno). */
+const char	*limit_name(int);
+void	parent_worker_read(evutil_socket_t, short, void *);
+void	parent_worker_write(evutil_socket_t, short, void *);
 void	parent_worker_flush(struct worker *);
+/* Checks the certificate and key (w == NULL), or sends them to front w. */
+int	parent_send_tls(struct parent *, struct worker *, char *, size_t);
 void	parent_drain_relays(struct parent *);
 /* The relay in the map for a server-id, or NULL. */
 struct worker	*parent_find_relay(struct parent *, const char *sid);
 /* Re-reads the configuration; errors go to the log and to ctl (may be NULL). */
 int	parent_reload_config(struct parent *, struct ctl_client *);
 void	parent_set_verbose(struct parent *, int);
+
+/* parent_spawn.c */
+#define POOL_RETRY_MS		1000	/* after a pooled relay failed to start */
+void	parent_start_spawner(struct parent *);
+void	parent_restart_spawner(evutil_socket_t, short, void *);
+/* Starts a front, or a relay (sid NULL: for the pool); NULL if it cannot. */
+struct worker	*parent_spawn(struct parent *, enum proc_role, const char *sid);
+void	pool_schedule(struct parent *, int64_t ms);
+void	pool_fill(evutil_socket_t, short, void *);
+void	pool_remove(struct parent *, struct worker *);
+/* A pooled relay given sid, or NULL when the pool is empty. */
+struct worker	*pool_take(struct parent *, const char *sid);
+void	pool_resize(struct parent *);
+
+/* parent_metrics.c */
+void	parent_health(struct parent *, struct worker *, struct msg *);
+void	parent_metrics(struct parent *, struct worker *, struct msg *);
+void	parent_metrics_timeout(evutil_socket_t, short, void *);
+/* a relay asked for its counters answered, or is gone */
+void	parent_metrics_relay_done(struct parent *, struct worker *);
+void	parent_metrics_front_gone(struct parent *, struct worker *);
+/* Adds a relay's RELAY_COUNTERS; -1 for absurd values. */
+int	parent_add_counters(struct parent *, const struct relay_counters *);
 
 /* parent_ctl.c */
 int	parent_ctl_open(struct parent *);
