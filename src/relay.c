@@ -3,12 +3,13 @@
 /*
  * The relay process: one per live server-id (architecture.md).  It owns the
  * server-id's binary and its phones and takes every decision of
- * protocol.md §3-§5 in one single-threaded event loop.
+ * protocol.md §3-§5 in one single-threaded event loop.  Its side of the
+ * channel to the parent (set-up, the parent's messages, reports, counters,
+ * the retire handshake) is in relay_chan.c.
  */
 #include "config.h"
 
 #include <sys/types.h>
-#include <sys/mman.h>
 #include <sys/param.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
@@ -17,10 +18,8 @@
 #include <netinet/tcp.h>
 
 #include <errno.h>
-#include <malloc.h>
 #include <event2/event.h>
 #include <sha2.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,127 +30,13 @@
 #include "msg.h"
 #include "proto.h"
 #include "pyrelayd.h"
-#include "relay.h"
-#include "sandbox.h"
+#include "relay_int.h"
 #include "ws.h"
 #include "msgq.h"
 
 #define READ_CHUNK	65536
-#define RELAY_MAXFDS	1024	/* 16 phones + binary + newcomers + slack */
 
-enum conn_state {
-	CS_OPEN = 0,		/* data flows */
-	CS_CLOSING,		/* our close frame is queued; waiting for the peer's */
-	CS_DEAD,		/* fd closed; freed at the end of the loop pass */
-};
-
-enum conn_role {
-	CR_BINARY = 1,		/* holds the server-id */
-	CR_NEWCOMER,		/* binary waiting for the conflict probe */
-	CR_PHONE,
-	CR_REJECTED,		/* got 101 + a close code, never registered */
-	CR_OLD_BINARY,		/* displaced or closed binary, finishing its close */
-};
-
-struct conn {
-	TAILQ_ENTRY(conn)	 entry;		/* r->conns */
-	TAILQ_ENTRY(conn)	 dirty;		/* r->dirty, output to flush */
-	int			 on_dirty;
-	struct relay		*r;
-	uint64_t		 id;		/* parent's connection id */
-	int			 fd;
-	enum conn_role		 role;
-	enum conn_state		 state;
-	struct event		*ev_read;
-	struct event		*ev_write;
-	struct event		*ev_timer;
-	int			 read_paused;
-	int			 write_armed;
-	int			 wr_shut;	/* SHUT_WR done after a failure close */
-	struct ws		 ws;
-	char			 conn_id[CONN_ID_MAX + 1];
-	char			 envhead[32 + CONN_ID_MAX];	/* {"conn_id":"..","frame": */
-	int			 envhead_len;		/* 0 until first built */
-	size_t			 conn_id_len;
-	char			 device[DEVICE_NAME_MAX + 1];
-	int64_t			 created_ms;
-	int64_t			 next_ping_ms;
-	int64_t			 pong_deadline_ms;	/* 0 when no ping is out */
-	int64_t			 last_pong_ms;
-	int64_t			 close_deadline_ms;	/* CS_CLOSING */
-	int64_t			 progress_ms;		/* last write progress */
-	int64_t			 msg_started_ms;	/* 0 when no message is partial */
-	int64_t			 timer_at;		/* the deadline ev_timer is armed for */
-	int			 notice_done;		/* close notice sent or not owed */
-	int			 unregistered;
-	uint64_t		 bytes_in, bytes_out;
-	struct msgq		 held;		/* a newcomer's, before it owns */
-};
-TAILQ_HEAD(conn_list, conn);
-
-struct relay {
-	struct event_base	*base;
-	struct msg_chan		 chan;
-	struct event		*ev_chan;
-	struct event		*ev_flush;
-	struct event		*ev_grace;
-	struct event		*ev_probe;
-	struct event		*ev_sigterm;
-	struct event		*ev_sigint;
-	struct event		*ev_sighup;
-	struct limits		 lim;
-	char			 sid[SERVER_ID_MAX + 1];
-	size_t			 sidlen;
-	struct conn_list	 conns;		/* every connection */
-	struct conn_list	 dirty;
-	struct conn		*binary;	/* NULL: no binary (grace) */
-	int			 nphones;
-	int			 in_grace;
-	int			 probing;
-	int64_t			 probe_started_ms;
-	int			 phones_paused;	/* binary output over budget */
-	int			 retiring;	/* RETIRE sent */
-	int			 retired;	/* RETIRE_OK received */
-	int			 shutting_down;
-	struct msgq		 gq;		/* the grace queue: envelopes */
-	uint32_t		 reported_binary, reported_phones, reported_probing;
-	int			 reported_once;
-	struct relay_counters	 cnt;		/* increments not yet sent */
-	int			 cnt_dirty;	/* cnt holds increments */
-	int64_t			 cnt_sent_ms;	/* the last RELAY_COUNTERS */
-	struct event		*ev_counters;
-	uint32_t		 push_tokens;	/* push wake requests allowed now */
-	int64_t			 push_ms;	/* push_tokens counted up to here */
-	uint32_t		 push_limited;	/* dropped over the limit, unlogged */
-};
-
-static struct relay	*relay;
-/*
- * The two large buffers go to .lbss, which the linker places after .bss:
- * placed among the small variables of libc and libevent, they spread
- * those over more pages, and every relay dirties each of those pages.
- */
-#define RELAY_LARGE_BSS	__attribute__((section(".lbss.relay")))
 static unsigned char	 readbuf[READ_CHUNK] RELAY_LARGE_BSS;
-/*
- * Messages from the parent land here, not in a 32 KiB block taken from the
- * heap and given back for every batch: only the pages a message reaches
- * are ever touched (a CONN_ATTACH ends at its preread), and the heap
- * keeps only long-lived objects.
- */
-static struct msg	 chanbuf RELAY_LARGE_BSS;
-
-/* Gives the kernel back the whole pages of [p, p + len) (their contents are dead). */
-static void
-relay_release_pages(void *p, size_t len)
-{
-	uintptr_t	 pg = (uintptr_t)getpagesize();
-	uintptr_t	 a = ((uintptr_t)p + pg - 1) & ~(pg - 1);
-	uintptr_t	 b = ((uintptr_t)p + len) & ~(pg - 1);
-
-	if (b > a)
-		madvise((void *)a, b - a, MADV_DONTNEED);
-}
 _Static_assert(PREREAD_MAX <= READ_CHUNK, "a preread fits the read buffer");
 
 static void	 relay_conn_read(evutil_socket_t, short, void *);
@@ -163,91 +48,11 @@ static void	 relay_conn_close(struct conn *, uint16_t, const char *);
 static void	 relay_phone_gone(struct conn *, int);
 static void	 relay_binary_gone(struct conn *);
 static void	 relay_mark_dirty(struct conn *);
-static void	 relay_report(struct relay *);
-static void	 relay_check_exit(struct relay *);
 static void	 relay_start_grace(struct relay *);
 static void	 relay_probe_start(struct relay *);
 static void	 relay_conn_closing(struct conn *, int);
-static void	 relay_ctl_show(struct relay *, uint64_t);
-static void	 relay_kick(struct relay *);
-static void	 relay_assign(struct relay *, const struct msg_assign *);
 static void	 relay_release_held(struct conn *);
 static void	 relay_newcomer_owns(struct relay *, struct conn *);
-
-static const struct msg_rule relay_rules[] = {
-	{ MSG_SETUP, sizeof(struct msg_setup), MSG_FD_NONE, "SETUP", MSG_SETUP_MIN },
-	{ MSG_LIMITS, sizeof(struct msg_limits), MSG_FD_NONE, "LIMITS", 0 },
-	{ MSG_CONN_ATTACH, sizeof(struct msg_conn_upgrade), MSG_FD_REQUIRED, "CONN_ATTACH",
-	    CONN_UPGRADE_MIN },
-	{ MSG_RETIRE_OK, sizeof(struct msg_empty), MSG_FD_NONE, "RETIRE_OK", 0 },
-	{ MSG_VERBOSE, sizeof(struct msg_verbose), MSG_FD_NONE, "VERBOSE", 0 },
-	{ MSG_CTL_SHOW, sizeof(struct msg_empty), MSG_FD_NONE, "CTL_SHOW", 0 },
-	{ MSG_CTL_KICK, sizeof(struct msg_empty), MSG_FD_NONE, "CTL_KICK", 0 },
-	{ MSG_ASSIGN, sizeof(struct msg_assign), MSG_FD_NONE, "ASSIGN", 0 },
-	{ MSG_COUNTERS_REQ, sizeof(struct msg_empty), MSG_FD_NONE,
-	    "COUNTERS_REQ", 0 },
-};
-
-/*
- * Counter increments reach the parent soon, without a message per frame
- * (proto.h RELAY_COUNTERS): the first increment a second or more after the
- * last send goes out at the end of its loop turn, before the frame it
- * counts is written, so a client that has seen a frame can scrape it
- * counted; later ones wait for the timer, which ends that second, and a
- * /metrics scrape asks for them sooner (MSG_COUNTERS_REQ).  The timer runs
- * only while increments wait: an idle relay is never woken (a per-second
- * tick in every relay cost most of a core at 20,000 server-ids).
- */
-#define COUNT(r, field)	do {						\
-	(r)->cnt.field++;						\
-	if (!(r)->cnt_dirty)						\
-		relay_counters_arm(r);					\
-} while (0)
-
-static void
-relay_counters_arm(struct relay *r)
-{
-	struct timeval	tv;
-	int64_t		wait;
-
-	r->cnt_dirty = 1;
-	wait = r->cnt_sent_ms + RELAY_COUNTERS_MS - now_ms();
-	if (r->cnt_sent_ms == 0 || wait <= 0) {
-		/* relay_flush sends it */
-		event_active(r->ev_flush, EV_WRITE, 0);
-		return;
-	}
-	tv.tv_sec = wait / 1000;
-	tv.tv_usec = (wait % 1000) * 1000;
-	evtimer_add(r->ev_counters, &tv);
-}
-
-/* Sends the increments gathered since the last time, even none. */
-static void
-relay_counters_send(struct relay *r, uint64_t id)
-{
-	msg_compose(&r->chan, MSG_RELAY_COUNTERS, id, &r->cnt, sizeof(r->cnt),
-	    -1);
-	if (msg_flush(&r->chan) == -1)
-		fatalx("relay %s: parent channel: %s", r->sid, r->chan.errstr);
-	memset(&r->cnt, 0, sizeof(r->cnt));
-	r->cnt_dirty = 0;
-	r->cnt_sent_ms = now_ms();
-	evtimer_del(r->ev_counters);
-}
-
-static void
-relay_counters_flush(struct relay *r)
-{
-	if (r->cnt_dirty)
-		relay_counters_send(r, 0);
-}
-
-static void
-relay_counters_tick(evutil_socket_t fd, short ev, void *arg)
-{
-	relay_counters_flush(arg);
-}
 
 static const char *
 role_name(enum conn_role role)
@@ -265,45 +70,6 @@ role_name(enum conn_role role)
 		return "old_binary";
 	}
 	return "?";
-}
-
-static void
-relay_title(struct relay *r)
-{
-	setproctitle("relay %s (%s, %d phone%s)", r->sid,
-	    r->binary ? "binary" : (r->retiring ? "retiring" : "grace"),
-	    r->nphones, r->nphones == 1 ? "" : "s");
-}
-
-static void
-relay_chan_flush(struct relay *r)
-{
-	if (msg_flush(&r->chan) == -1)
-		fatalx("relay %s: parent channel: %s", r->sid, r->chan.errstr);
-}
-
-/* Tells the parent the counts /healthz reports, before any client can see them. */
-static void
-relay_report(struct relay *r)
-{
-	struct msg_relay_state	st;
-
-	/* counters first, so that claims are counted when they are visible */
-	relay_counters_flush(r);
-	memset(&st, 0, sizeof(st));
-	st.binary_connected = r->binary != NULL;
-	st.phones = r->nphones;
-	st.probing = r->probing;
-	if (r->reported_once && st.binary_connected == r->reported_binary &&
-	    st.phones == r->reported_phones && st.probing == r->reported_probing)
-		return;
-	r->reported_once = 1;
-	r->reported_binary = st.binary_connected;
-	r->reported_phones = st.phones;
-	r->reported_probing = st.probing;
-	msg_compose(&r->chan, MSG_RELAY_STATE, 0, &st, sizeof(st), -1);
-	relay_chan_flush(r);
-	relay_title(r);
 }
 
 static void
@@ -485,27 +251,8 @@ relay_phone_gone(struct conn *c, int notice_code)
 	relay_check_exit(r);
 }
 
-/*
- * architecture.md "The retire handshake", step 1: leave the parent's map.
- * Sent once; the relay exits only after RETIRE_OK, so that whatever the
- * parent sent before it is handed back (CONN_REROUTE), never lost.
- */
-static void
-relay_retire(struct relay *r)
-{
-	struct msg_empty	e = { 0 };
-
-	if (r->retiring)
-		return;
-	r->retiring = 1;
-	r->in_grace = 0;
-	evtimer_del(r->ev_grace);
-	msg_compose(&r->chan, MSG_RETIRE, 0, &e, sizeof(e), -1);
-	relay_chan_flush(r);
-}
-
 /* Every open connection starts its close with 1001 and the reason. */
-static void
+void
 relay_close_all(struct relay *r, const char *reason)
 {
 	struct conn	*c, *next;
@@ -517,7 +264,7 @@ relay_close_all(struct relay *r, const char *reason)
 	}
 }
 
-static void
+void
 relay_grace_expired(evutil_socket_t fd, short ev, void *arg)
 {
 	struct relay	*r = arg;
@@ -593,7 +340,7 @@ relay_binary_gone(struct conn *c)
 }
 
 /* Frees connections whose fd is gone, then flushes output. */
-static void
+void
 relay_flush(evutil_socket_t fd, short ev, void *arg)
 {
 	struct relay	*r = arg;
@@ -1105,7 +852,7 @@ relay_probe_start(struct relay *r)
 }
 
 /* No pong within the probe: takeover. */
-static void
+void
 relay_probe_expired(evutil_socket_t fd, short ev, void *arg)
 {
 	struct relay	*r = arg;
@@ -1206,7 +953,7 @@ relay_reject(struct relay *r, int fd, const struct msg_conn_upgrade *up,
 static void	relay_attach_one(struct relay *, struct msg *);
 
 /* Every decision on a new connection is counted before its client sees it. */
-static void
+void
 relay_attach(struct relay *r, struct msg *m)
 {
 	relay_attach_one(r, m);
@@ -1332,261 +1079,4 @@ relay_attach_one(struct relay *r, struct msg *m)
 	relay_conn_start(c, up);
 	if (c->read_paused)
 		event_del(c->ev_read);
-}
-
-/* A relay exits once it is out of the parent's map and every connection is gone. */
-static void
-relay_check_exit(struct relay *r)
-{
-	if (!r->retired)
-		return;
-	if (!TAILQ_EMPTY(&r->conns))
-		return;
-	event_base_loopexit(r->base, NULL);
-}
-
-static void
-relay_dispatch(evutil_socket_t fd, short ev, void *arg)
-{
-	struct relay	*r = arg;
-	struct msg	*m;
-	int		 rv;
-
-	if (ev & EV_WRITE)
-		relay_chan_flush(r);
-	if (!(ev & EV_READ))
-		return;
-	m = &chanbuf;
-	for (;;) {
-		rv = msg_recv(&r->chan, m);
-		if (rv == 0)
-			break;
-		if (rv == -1) {
-			/* the parent is gone: nothing left to serve for */
-			log_debug("event=parent_gone server_id=%s", r->sid);
-			exit(0);
-		}
-		if (rv == -2)
-			fatalx("relay %s: bad message from parent: %s", r->sid,
-			    r->chan.errstr);
-		switch (m->hdr.type) {
-		case MSG_LIMITS:
-			memcpy(&r->lim, m->body, sizeof(r->lim));
-			break;
-		case MSG_ASSIGN:
-			relay_assign(r, (struct msg_assign *)m->body);
-			break;
-		case MSG_CONN_ATTACH:
-			if (r->sid[0] == '\0')
-				fatalx("relay: CONN_ATTACH before ASSIGN");
-			relay_attach(r, m);
-			break;
-		case MSG_RETIRE_OK:
-			r->retired = 1;
-			relay_check_exit(r);
-			break;
-		case MSG_VERBOSE:
-			log_setverbose(((struct msg_verbose *)m->body)->verbose);
-			break;
-		case MSG_CTL_SHOW:
-			relay_ctl_show(r, m->hdr.id);
-			break;
-		case MSG_CTL_KICK:
-			relay_kick(r);
-			break;
-		case MSG_COUNTERS_REQ:
-			relay_counters_send(r, 1);
-			break;
-		default:
-			if (m->fd != -1)
-				close(m->fd);
-			break;
-		}
-	}
-}
-
-/* pyrelayctl show server: one message per registered phone, then the end. */
-static void
-relay_ctl_show(struct relay *r, uint64_t req)
-{
-	struct msg_ctl_phone	 ph;
-	struct conn		*c;
-	int64_t			 now = now_ms();
-
-	TAILQ_FOREACH(c, &r->conns, entry) {
-		if (c->role != CR_PHONE || c->unregistered)
-			continue;
-		memset(&ph, 0, sizeof(ph));
-		ph.age_s = (now - c->created_ms) / 1000;
-		ph.bytes_in = c->bytes_in;
-		ph.bytes_out = c->bytes_out;
-		strlcpy(ph.conn_id, c->conn_id, sizeof(ph.conn_id));
-		strlcpy(ph.device, c->device, sizeof(ph.device));
-		msg_compose(&r->chan, MSG_CTL_PHONE, req, &ph, sizeof(ph), -1);
-	}
-	memset(&ph, 0, sizeof(ph));
-	ph.last = 1;
-	msg_compose(&r->chan, MSG_CTL_PHONE, req, &ph, sizeof(ph), -1);
-	relay_chan_flush(r);
-}
-
-/* pyrelayctl kick server: everyone out with 1001, then retire. */
-static void
-relay_kick(struct relay *r)
-{
-	log_info("event=server_kicked server_id=%s phones=%d", r->sid, r->nphones);
-	relay_retire(r);
-	relay_close_all(r, "kicked by operator");
-	msgq_clear(&r->gq);
-	relay_report(r);
-	relay_check_exit(r);
-}
-
-static void
-relay_shutdown(evutil_socket_t sig, short ev, void *arg)
-{
-	struct relay	*r = arg;
-
-	if (r->shutting_down)
-		return;
-	r->shutting_down = 1;
-	/* a pooled relay has no server-id and no connection: just go */
-	if (r->sid[0] == '\0') {
-		event_base_loopexit(r->base, NULL);
-		return;
-	}
-	/*
-	 * Leave the map first: a SIGTERM may reach one relay alone (an
-	 * operator, or systemd stopping a process), and the parent keeps
-	 * routing its server-id to it until it knows.
-	 */
-	relay_retire(r);
-	relay_close_all(r, "shutting down");
-	msgq_clear(&r->gq);
-	relay_check_exit(r);
-}
-
-static void
-relay_ignore(evutil_socket_t sig, short ev, void *arg)
-{
-}
-
-/*
- * A pooled relay (docs/pool.md) gets its one server-id.  Until then it had
- * no timer and no connection: it only waited on its channel.
- */
-static void
-relay_assign(struct relay *r, const struct msg_assign *a)
-{
-	if (r->sid[0] != '\0')
-		fatalx("relay %s: a second ASSIGN", r->sid);
-	if (memchr(a->server_id, '\0', sizeof(a->server_id)) == NULL ||
-	    !server_id_valid(a->server_id, strlen(a->server_id)))
-		fatalx("relay: bad ASSIGN");
-	strlcpy(r->sid, a->server_id, sizeof(r->sid));
-	r->sidlen = strlen(r->sid);
-	r->lim = a->lim;
-	relay_title(r);
-	log_debug("event=relay_ready server_id=%s pooled=1", r->sid);
-}
-
-void
-relay_main(int fd)
-{
-	struct relay		*r;
-	struct msg		*m;
-	struct msg_setup	*setup;
-	int			 rv;
-
-	r = relay = xcalloc(1, sizeof(*r));
-	r->push_tokens = PUSH_BURST;
-	TAILQ_INIT(&r->conns);
-	TAILQ_INIT(&r->dirty);
-	msg_chan_init(&r->chan, fd, relay_rules, sizeof(relay_rules) / sizeof(relay_rules[0]));
-
-	/* the first messages: HELLO then SETUP, before anything else */
-	m = &chanbuf;
-	setup = NULL;
-	while (setup == NULL) {
-		rv = msg_recv(&r->chan, m);
-		if (rv == 0) {
-			fd_set	rfds;
-
-			FD_ZERO(&rfds);
-			FD_SET(fd, &rfds);
-			select(fd + 1, &rfds, NULL, NULL, NULL);
-			continue;
-		}
-		if (rv < 0)
-			fatalx("relay: setup from parent: %s", r->chan.errstr ?
-			    r->chan.errstr : "closed");
-		if (m->hdr.type == MSG_SETUP)
-			setup = (struct msg_setup *)m->body;
-	}
-	/* an empty server-id: a pooled relay, waiting for MSG_ASSIGN */
-	if (setup->server_id[SERVER_ID_MAX] != '\0' ||
-	    setup->chroot[sizeof(setup->chroot) - 1] != '\0' ||
-	    (setup->server_id[0] != '\0' &&
-	    !server_id_valid(setup->server_id, strlen(setup->server_id))))
-		fatalx("relay: bad SETUP");
-	strlcpy(r->sid, setup->server_id, sizeof(r->sid));
-	r->sidlen = strlen(r->sid);
-	r->lim = setup->lim;
-	log_setverbose(setup->verbose);
-
-	/*
-	 * EVENT_* environment variables choose nothing here (reading them
-	 * costs four id syscalls per lookup), and there is one thread.
-	 */
-	{
-		struct event_config	*cfg;
-
-		if ((cfg = event_config_new()) == NULL ||
-		    event_config_set_flag(cfg, EVENT_BASE_FLAG_IGNORE_ENV |
-		    EVENT_BASE_FLAG_NOLOCK) == -1 ||
-		    (r->base = event_base_new_with_config(cfg)) == NULL)
-			fatalx("relay: event_base_new");
-		event_config_free(cfg);
-	}
-	r->ev_chan = event_new(r->base, fd, EV_READ | EV_PERSIST, relay_dispatch, r);
-	r->ev_flush = event_new(r->base, -1, 0, relay_flush, r);
-	r->ev_grace = evtimer_new(r->base, relay_grace_expired, r);
-	r->ev_probe = evtimer_new(r->base, relay_probe_expired, r);
-	r->ev_sigterm = evsignal_new(r->base, SIGTERM, relay_shutdown, r);
-	r->ev_sigint = evsignal_new(r->base, SIGINT, relay_ignore, r);
-	r->ev_sighup = evsignal_new(r->base, SIGHUP, relay_ignore, r);
-	r->ev_counters = evtimer_new(r->base, relay_counters_tick, r);
-	if (r->ev_chan == NULL || r->ev_flush == NULL || r->ev_grace == NULL ||
-	    r->ev_probe == NULL || r->ev_sigterm == NULL || r->ev_counters == NULL)
-		fatalx("relay: event_new");
-	event_priority_set(r->ev_flush, 0);
-	event_add(r->ev_chan, NULL);
-	event_add(r->ev_sigterm, NULL);
-	event_add(r->ev_sigint, NULL);
-	event_add(r->ev_sighup, NULL);
-	signal(SIGPIPE, SIG_IGN);
-
-	sandbox_enter(ROLE_RELAY, setup, m->hdr.len, RELAY_MAXFDS);
-	/*
-	 * Hand back what set-up allocated and freed (not the data path), and
-	 * the pages SETUP (it carries the seccomp program) dirtied in chanbuf.
-	 */
-	malloc_trim(0);
-	relay_release_pages(&chanbuf, sizeof(chanbuf));
-	if (r->sid[0] != '\0') {
-		relay_title(r);
-		log_debug("event=relay_ready server_id=%s", r->sid);
-	} else {
-		setproctitle("pooled relay");
-		log_debug("event=relay_pooled");
-	}
-	msg_hello(&r->chan, ROLE_RELAY);
-	relay_chan_flush(r);
-
-	/* messages that arrived with SETUP are read by the loop */
-	event_active(r->ev_chan, EV_READ, 0);
-	event_base_dispatch(r->base);
-	/* what this relay counted outlives it (protocol.md §2 counters) */
-	relay_counters_flush(r);
-	exit(0);
 }
