@@ -550,7 +550,7 @@ members_start(struct members *m, const unsigned char *brace,
  * when the key does not fit) and its value at [*v, m->p); 0 after the
  * closing brace, with m->p just past it; -1 when the object is not JSON.
  */
-static int
+static inline __attribute__((always_inline)) int
 members_next(struct members *m, char *key, size_t keysize, size_t *klen,
     const unsigned char **v)
 {
