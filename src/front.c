@@ -1063,29 +1063,13 @@ front_main(int fd)
 {
 	struct front		*f;
 	struct msg		*m;
-	struct msg_setup	*setup = NULL;
-	int			 rv;
+	struct msg_setup	*setup;
 
 	f = front = xcalloc(1, sizeof(*f));
 	TAILQ_INIT(&f->conns);
 	msg_chan_init(&f->chan, fd, front_rules, sizeof(front_rules) / sizeof(front_rules[0]));
 	m = xmalloc(sizeof(*m));
-	while (setup == NULL) {
-		rv = msg_recv(&f->chan, m);
-		if (rv == 0) {
-			fd_set	rfds;
-
-			FD_ZERO(&rfds);
-			FD_SET(fd, &rfds);
-			select(fd + 1, &rfds, NULL, NULL, NULL);
-			continue;
-		}
-		if (rv < 0)
-			fatalx("front: setup from parent: %s",
-			    f->chan.errstr ? f->chan.errstr : "closed");
-		if (m->hdr.type == MSG_SETUP)
-			setup = (struct msg_setup *)m->body;
-	}
+	setup = msg_wait(&f->chan, m, MSG_SETUP, "front");
 	if (setup->chroot[sizeof(setup->chroot) - 1] != '\0')
 		fatalx("front: bad SETUP");
 	f->lim = setup->lim;

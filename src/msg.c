@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 #include <sys/queue.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -404,6 +405,26 @@ msg_recv(struct msg_chan *chan, struct msg *m)
 	if (fd != -1)
 		close(fd);
 	return -1;
+}
+
+void *
+msg_wait(struct msg_chan *chan, struct msg *m, uint32_t type, const char *who)
+{
+	fd_set	 rfds;
+	int	 rv;
+
+	while ((rv = msg_recv(chan, m)) >= 0) {
+		if (rv == 0) {
+			FD_ZERO(&rfds);
+			FD_SET(chan->fd, &rfds);
+			select(chan->fd + 1, &rfds, NULL, NULL, NULL);
+		} else if (m->hdr.type == type)
+			return m->body;
+		else if (m->fd != -1)
+			close(m->fd);
+	}
+	fatalx("%s: %s from parent: %s", who, msg_type_name(chan, type),
+	    chan->errstr ? chan->errstr : "closed");
 }
 
 const char *

@@ -108,6 +108,13 @@ int	msg_flush(struct msg_chan *);
  * connection, not the channel.
  */
 int	msg_recv(struct msg_chan *, struct msg *m);
+/*
+ * Blocks until a message of the given type arrives, as a worker waits for
+ * its SETUP; the messages before it (MSG_HELLO) are passed over.  Exits,
+ * naming who, when the channel fails.  Returns m->body.
+ */
+void	*msg_wait(struct msg_chan *, struct msg *m, uint32_t type,
+	    const char *who);
 /* Name of a type in chan's allow-list, for logs. */
 const char *msg_type_name(const struct msg_chan *, uint32_t type);
 

@@ -336,7 +336,6 @@ relay_main(int fd)
 	struct relay		*r;
 	struct msg		*m;
 	struct msg_setup	*setup;
-	int			 rv;
 
 	r = relay = xcalloc(1, sizeof(*r));
 	r->push_tokens = PUSH_BURST;
@@ -346,23 +345,7 @@ relay_main(int fd)
 
 	/* the first messages: HELLO then SETUP, before anything else */
 	m = &chanbuf;
-	setup = NULL;
-	while (setup == NULL) {
-		rv = msg_recv(&r->chan, m);
-		if (rv == 0) {
-			fd_set	rfds;
-
-			FD_ZERO(&rfds);
-			FD_SET(fd, &rfds);
-			select(fd + 1, &rfds, NULL, NULL, NULL);
-			continue;
-		}
-		if (rv < 0)
-			fatalx("relay: setup from parent: %s", r->chan.errstr ?
-			    r->chan.errstr : "closed");
-		if (m->hdr.type == MSG_SETUP)
-			setup = (struct msg_setup *)m->body;
-	}
+	setup = msg_wait(&r->chan, m, MSG_SETUP, "relay");
 	/* an empty server-id: a pooled relay, waiting for MSG_ASSIGN */
 	if (setup->server_id[SERVER_ID_MAX] != '\0' ||
 	    setup->chroot[sizeof(setup->chroot) - 1] != '\0' ||

@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 
 #include <dirent.h>
 #include <errno.h>
@@ -484,6 +485,56 @@ test_flush_closed_peer(void)
 }
 
 static void
+test_wait(void)
+{
+	struct msg_chan	rx;
+	int		sv[2], p[2], fds_before, status;
+	unsigned char	body[8] = "waited!";
+	void		*got;
+	pid_t		pid;
+
+	/* HELLO, then a message with an fd, then the one waited for */
+	make_pair(sv);
+	msg_chan_init(&rx, sv[1], test_rules, NRULES);
+	CU_ASSERT_FATAL(raw_hello(sv[0], MSG_VERSION) > 0);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT(raw_send(sv[0], T_WITHFD, 4, NULL, 4, &p[0], 1) > 0);
+	close(p[0]);
+	close(p[1]);
+	CU_ASSERT(raw_send(sv[0], T_PLAIN, 8, body, 8, NULL, 0) > 0);
+	fds_before = count_fds();
+	got = msg_wait(&rx, &rm, T_PLAIN, "test");
+	CU_ASSERT_PTR_EQUAL(got, rm.body);
+	CU_ASSERT_EQUAL(rm.hdr.type, T_PLAIN);
+	CU_ASSERT(memcmp(got, body, sizeof(body)) == 0);
+	/* the fd that came with the message passed over was closed */
+	CU_ASSERT_EQUAL(count_fds(), fds_before);
+
+	/* nothing pending: it waits for the sender */
+	fflush(NULL);	/* no copy of CUnit's buffered output in the child */
+	if ((pid = fork()) == 0) {
+		_exit(raw_send(sv[0], T_EMPTY, 0, NULL, 0, NULL, 0) > 0 ? 0 : 1);
+	}
+	CU_ASSERT_FATAL(pid > 0);
+	msg_wait(&rx, &rm, T_EMPTY, "test");
+	CU_ASSERT_EQUAL(rm.hdr.type, T_EMPTY);
+	CU_ASSERT(waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+	    WEXITSTATUS(status) == 0);
+
+	/* the channel ends first: the process exits 1 */
+	close(sv[0]);
+	fflush(NULL);
+	if ((pid = fork()) == 0) {
+		msg_wait(&rx, &rm, T_PLAIN, "test");
+		_exit(0);
+	}
+	CU_ASSERT_FATAL(pid > 0);
+	CU_ASSERT(waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+	    WEXITSTATUS(status) == 1);
+	msg_chan_clear(&rx);
+}
+
+static void
 test_eof(void)
 {
 	struct msg_chan	rx;
@@ -931,7 +982,8 @@ main(void)
 	    CU_add_test(s, "compose too long", test_compose_too_long) == NULL ||
 	    CU_add_test(s, "flush to closed peer",
 	    test_flush_closed_peer) == NULL ||
-	    CU_add_test(s, "eof", test_eof) == NULL)
+	    CU_add_test(s, "eof", test_eof) == NULL ||
+	    CU_add_test(s, "wait", test_wait) == NULL)
 		goto fail;
 	if ((s = CU_add_suite("msg rejections", NULL, NULL)) == NULL)
 		goto fail;
