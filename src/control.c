@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "control.h"
-#include "http.h"
 #include "pyrelayd.h"
+#include "valid.h"
 
 #define CTL_WORDS_MAX	4
 

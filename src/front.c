@@ -31,12 +31,14 @@
 
 #include "front.h"
 #include "http.h"
+#include "http_response.h"
 #include "msg.h"
 #include "proto.h"
 #include "proxy.h"
 #include "pyrelayd.h"
 #include "sandbox.h"
 #include "tls.h"
+#include "valid.h"
 #include "ws.h"
 
 #define FRONT_MAXFDS		65536
@@ -121,13 +123,8 @@ front_chan_flush(struct front *f)
 static void
 front_set_timer(struct fconn *fc, int64_t deadline_ms)
 {
-	struct timeval	tv;
-	int64_t		t = deadline_ms - now_ms();
+	struct timeval	tv = ms_timeval(deadline_ms - now_ms());
 
-	if (t < 0)
-		t = 0;
-	tv.tv_sec = t / 1000;
-	tv.tv_usec = (t % 1000) * 1000;
 	evtimer_add(fc->ev_timer, &tv);
 }
 
@@ -500,7 +497,7 @@ front_head_done(struct front *f, struct fconn *fc, const struct http_request *re
 
 		/* HTTP-01 challenges and 404: the parent reads the file */
 		if (req->path != HTTP_PATH_ACME ||
-		    !http_acme_token_valid(req->acme_token)) {
+		    !acme_token_valid(req->acme_token)) {
 			front_http_error(fc, 404, 0);
 			return;
 		}

@@ -1,8 +1,9 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * HTTP/1.x request head parsing for the front (protocol.md §2), and the
- * canned responses the front and relays write.  Pure code: no sockets.
+ * HTTP/1.x request head parsing for the front (protocol.md §2).  Pure code:
+ * no sockets.  Only a front links it (docs/build.md); the answers it and
+ * relays write are in http_response.h.
  */
 #ifndef HTTP_H
 #define HTTP_H
@@ -10,7 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "http_response.h"
 #include "pyrelayd.h"
+#include "valid.h"
 
 enum http_path {
 	HTTP_PATH_OTHER = 0,
@@ -80,27 +83,5 @@ int	http_upgrade_status(const struct http_request *req);
 
 /* Sec-WebSocket-Accept of a client key (RFC 6455 §4.2.2). out gets 28 chars + NUL. */
 void	http_ws_accept(const char *key, size_t keylen, char out[WS_ACCEPT_LEN + 1]);
-
-/*
- * Canned responses, written to out (size outsz); return the length, or -1
- * if it does not fit.  Every error response has Content-Length, Connection:
- * close, and a short plain-text body (the reason phrase) except 421 which
- * has an empty body.  426 adds "Upgrade: websocket" and "Connection: Upgrade";
- * 400 for a bad Sec-WebSocket-Version adds "Sec-WebSocket-Version: 13"
- * (pass ws_version_hdr = 1).
- */
-int	http_error_response(char *out, size_t outsz, int status, int ws_version_hdr);
-/* 101 with Upgrade, Connection, Sec-WebSocket-Accept; no subprotocol, no extension */
-int	http_switching_response(char *out, size_t outsz, const char *ws_accept);
-/* 200 with the given content type, Cache-Control: no-store, and body */
-int	http_ok_response(char *out, size_t outsz, const char *content_type,
-	    const char *body, size_t bodylen);
-const char *http_reason(int status);
-
-/* An ACME HTTP-01 token: 1..128 bytes of base64url [A-Za-z0-9_-] (RFC 8555 §8.3) */
-int	http_acme_token_valid(const char *s);
-
-/* 1..64 bytes of [A-Za-z0-9._-] */
-int	server_id_valid(const char *s, size_t len);
 
 #endif

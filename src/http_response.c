@@ -1,9 +1,9 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * The canned HTTP answers and the validators of client-chosen names, apart
- * from the parser: relay processes write the 101 and check server-ids but
- * never parse a request head or hash a key, so they link this file alone.
+ * The canned HTTP answers, apart from the parser: relay processes write
+ * the 101 but never parse a request head or hash a key, so they link this
+ * file alone (http_response.h).
  */
 #include "config.h"
 
@@ -11,24 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "http.h"
-
-int
-server_id_valid(const char *s, size_t len)
-{
-	size_t		i;
-	unsigned char	c;
-
-	if (len < 1 || len > SERVER_ID_MAX)
-		return 0;
-	for (i = 0; i < len; i++) {
-		c = s[i];
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-		    (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
-			return 0;
-	}
-	return 1;
-}
+#include "http_response.h"
+#include "pyrelayd.h"
 
 const char *
 http_reason(int status)
@@ -160,20 +144,4 @@ http_ok_response(char *out, size_t outsz, const char *content_type,
 		memcpy(out + n, body, bodylen);
 	out[n + bodylen] = '\0';
 	return n + (int)bodylen;
-}
-
-int
-http_acme_token_valid(const char *s)
-{
-	size_t	i;
-
-	/* no '.', no '/': nothing in a token can leave the challenge directory */
-	for (i = 0; s[i] != '\0'; i++) {
-		if (i >= 128)
-			return 0;
-		if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
-		    (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
-			return 0;
-	}
-	return i > 0;
 }

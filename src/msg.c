@@ -11,12 +11,12 @@
 
 #include <sys/types.h>
 #include <sys/queue.h>
-#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -410,15 +410,12 @@ msg_recv(struct msg_chan *chan, struct msg *m)
 void *
 msg_wait(struct msg_chan *chan, struct msg *m, uint32_t type, const char *who)
 {
-	fd_set	 rfds;
 	int	 rv;
 
 	while ((rv = msg_recv(chan, m)) >= 0) {
-		if (rv == 0) {
-			FD_ZERO(&rfds);
-			FD_SET(chan->fd, &rfds);
-			select(chan->fd + 1, &rfds, NULL, NULL, NULL);
-		} else if (m->hdr.type == type)
+		if (rv == 0)
+			(void)fd_wait(chan->fd, POLLIN, -1);
+		else if (m->hdr.type == type)
 			return m->body;
 		else if (m->fd != -1)
 			close(m->fd);

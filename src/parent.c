@@ -37,13 +37,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "http.h"
 #include "msg.h"
 #include "parent.h"
 #include "proto.h"
 #include "pyrelayd.h"
 #include "sandbox.h"
 #include "tls.h"
+#include "valid.h"
 
 #define ACCEPT_BATCH		64	/* accepts per listener wakeup */
 #define ACCEPT_PAUSE_MS		1000	/* after EMFILE/ENFILE */
@@ -653,7 +653,7 @@ parent_acme(struct parent *p, struct worker *w, struct msg *m)
 	int			 fd;
 
 	if (memchr(ar->token, '\0', sizeof(ar->token)) == NULL ||
-	    !http_acme_token_valid(ar->token)) {
+	    !acme_token_valid(ar->token)) {
 		parent_worker_kill(p, w, "bad ACME_REQ");
 		return;
 	}
@@ -943,7 +943,7 @@ parent_respawn_fronts(evutil_socket_t fd, short ev, void *arg)
 		if (p->fronts[i] != NULL)
 			continue;
 		if ((p->fronts[i] = parent_spawn(p, ROLE_FRONT, NULL)) == NULL) {
-			struct timeval	tv = { 1, 0 };
+			struct timeval	tv = ms_timeval(1000);
 
 			evtimer_add(p->ev_respawn, &tv);
 			return;
@@ -1043,8 +1043,7 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 
 		if (p->respawn_ms > RESPAWN_MAX_MS)
 			p->respawn_ms = RESPAWN_MAX_MS;
-		tv.tv_sec = p->respawn_ms / 1000;
-		tv.tv_usec = (p->respawn_ms % 1000) * 1000;
+		tv = ms_timeval(p->respawn_ms);
 		evtimer_add(p->ev_respawn, &tv);
 	}
 	parent_check_stopped(p);
@@ -1068,7 +1067,7 @@ static void
 parent_accept_pause(struct parent *p)
 {
 	struct listener	*l;
-	struct timeval	 tv = { ACCEPT_PAUSE_MS / 1000, (ACCEPT_PAUSE_MS % 1000) * 1000 };
+	struct timeval	 tv = ms_timeval(ACCEPT_PAUSE_MS);
 
 	TAILQ_FOREACH(l, &p->listeners, entry)
 		event_del(l->ev);
@@ -1206,7 +1205,7 @@ parent_stop(evutil_socket_t sig, short ev, void *arg)
 	struct parent	*p = arg;
 	struct listener	*l;
 	struct worker	*w;
-	struct timeval	 tv = { DRAIN_DEADLINE_MS / 1000, 0 };
+	struct timeval	 tv = ms_timeval(DRAIN_DEADLINE_MS);
 
 	if (p->stopping)
 		return;
@@ -1456,7 +1455,7 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	p->ev_spawner = evtimer_new(p->base, parent_restart_spawner, p);
 	p->ev_ip_sweep = event_new(p->base, -1, EV_PERSIST, ip_sweep_tick, p);
 	{
-		struct timeval	tv = { IP_SWEEP_MS / 1000, 0 };
+		struct timeval	tv = ms_timeval(IP_SWEEP_MS);
 
 		event_add(p->ev_ip_sweep, &tv);
 	}

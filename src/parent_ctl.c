@@ -371,7 +371,7 @@ ctl_accept(evutil_socket_t lfd, short ev, void *arg)
 {
 	struct parent		*p = arg;
 	struct ctl_client	*c;
-	struct timeval		 tv = { CTL_TIMEOUT_MS / 1000, 0 };
+	struct timeval		 tv = ms_timeval(CTL_TIMEOUT_MS);
 	int			 fd;
 
 	if ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) == -1) {

@@ -96,7 +96,7 @@ parent_metrics(struct parent *p, struct worker *w, struct msg *m)
 	struct msg_empty	 e = { 0 };
 	struct metrics_req	*q;
 	struct worker		*r;
-	struct timeval		 tv = { 0, METRICS_WAIT_MS * 1000 };
+	struct timeval		 tv = ms_timeval(METRICS_WAIT_MS);
 	int64_t			 now;
 
 	parent_drain_relays(p);

@@ -163,24 +163,6 @@ parent_spawner_lost(struct parent *p, const char *why)
 	errno = EAGAIN;
 }
 
-/* Waits up to the deadline for fd to be ready for events. */
-static int
-parent_spawner_poll(int fd, short events, int64_t deadline)
-{
-	struct pollfd	pfd;
-	int64_t		left;
-	int		rv;
-
-	for (;;) {
-		if ((left = deadline - now_ms()) <= 0)
-			return 0;
-		pfd.fd = fd;
-		pfd.events = events;
-		if ((rv = poll(&pfd, 1, (int)left)) != -1 || errno != EINTR)
-			return rv;
-	}
-}
-
 /*
  * Starts a worker through the spawner: one request, one answer, in order
  * (the parent waits, as it did for its own clone()).  fd is handed over.
@@ -213,7 +195,7 @@ parent_spawn_via_spawner(struct parent *p, const char *path, char **argv,
 	msg_compose(&p->spawner, MSG_SPAWN, ++p->spawn_seq, &sp,
 	    offsetof(struct msg_spawn, args) + len, fd);
 	while ((rv = msg_flush(&p->spawner)) == 0)
-		if (parent_spawner_poll(p->spawner.fd, POLLOUT, deadline) <= 0)
+		if (fd_wait(p->spawner.fd, POLLOUT, deadline) <= 0)
 			break;
 	if (rv != 1) {
 		why = rv == -1 ? p->spawner.errstr : "no room for a request";
@@ -221,8 +203,7 @@ parent_spawn_via_spawner(struct parent *p, const char *path, char **argv,
 	}
 	for (;;) {
 		if ((rv = msg_recv(&p->spawner, &m)) == 0) {
-			if (parent_spawner_poll(p->spawner.fd, POLLIN,
-			    deadline) > 0)
+			if (fd_wait(p->spawner.fd, POLLIN, deadline) > 0)
 				continue;
 			why = "no answer";
 			goto lost;
@@ -328,8 +309,7 @@ parent_restart_spawner(evutil_socket_t fd, short ev, void *arg)
 		}
 		wait = SPAWNER_RETRY_MS;
 	}
-	tv.tv_sec = wait / 1000;
-	tv.tv_usec = (wait % 1000) * 1000;
+	tv = ms_timeval(wait);
 	evtimer_add(p->ev_spawner, &tv);
 }
 
@@ -396,8 +376,7 @@ pool_schedule(struct parent *p, int64_t ms)
 	if (p->stopping || p->npool >= p->conf->relay_pool ||
 	    evtimer_pending(p->ev_pool_fill, NULL))
 		return;
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
+	tv = ms_timeval(ms);
 	evtimer_add(p->ev_pool_fill, &tv);
 }
 

@@ -13,7 +13,6 @@
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,26 +38,12 @@ usage(void)
 static void
 ctl_wait(int fd, short events, int64_t deadline)
 {
-	struct pollfd	pfd;
-	int64_t		left;
-	int		n;
-
-	for (;;) {
-		left = deadline - now_ms();
-		if (left <= 0)
-			errx(1, "%s: no answer within %d seconds", ctl_path,
-			    CTL_ANSWER_TIMEOUT_MS / 1000);
-		memset(&pfd, 0, sizeof(pfd));
-		pfd.fd = fd;
-		pfd.events = events;
-		n = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			err(1, "poll");
-		}
-		if (n > 0)
-			return;
+	switch (fd_wait(fd, events, deadline)) {
+	case 0:
+		errx(1, "%s: no answer within %d seconds", ctl_path,
+		    CTL_ANSWER_TIMEOUT_MS / 1000);
+	case -1:
+		err(1, "poll");
 	}
 }
 

@@ -20,6 +20,7 @@
 #include <sys/types.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include <limits.h>
 #include <stdarg.h>
@@ -151,7 +152,27 @@ void	 xrandom_buf(void *, size_t);
 void	*xreallocarray(void *, size_t, size_t);
 char	*xstrdup(const char *);
 
-/* time helper: CLOCK_MONOTONIC in ms */
+/* clock.c: CLOCK_MONOTONIC in ms */
 int64_t	 now_ms(void);
+/*
+ * Blocks until fd is ready for events (POLLIN, POLLOUT; a hang-up or an
+ * error counts as ready: the next read or write says which) or until the
+ * deadline on now_ms()'s clock passes (-1: none).  Returns 1 when ready,
+ * 0 at the deadline, -1 when poll fails (errno).
+ */
+int	 fd_wait(int fd, short events, int64_t deadline);
+
+/* A duration in ms (below 0: none) as the timeval libevent's timers take. */
+static inline struct timeval
+ms_timeval(int64_t ms)
+{
+	struct timeval	tv;
+
+	if (ms < 0)
+		ms = 0;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	return tv;
+}
 
 #endif /* PYRELAYD_H */

@@ -25,7 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "http.h"
+#include "http_response.h"
 #include "json.h"
 #include "msg.h"
 #include "proto.h"
@@ -296,8 +296,7 @@ relay_start_grace(struct relay *r)
 	log_info("event=server_released server_id=%s phones=%d grace_ms=%lld",
 	    r->sid, r->nphones, (long long)r->lim.grace_ms);
 	relay_report(r);
-	tv.tv_sec = r->lim.grace_ms / 1000;
-	tv.tv_usec = (r->lim.grace_ms % 1000) * 1000;
+	tv = ms_timeval(r->lim.grace_ms);
 	evtimer_add(r->ev_grace, &tv);
 }
 
@@ -786,11 +785,7 @@ relay_conn_schedule(struct conn *c)
 	if (next == c->timer_at && evtimer_pending(c->ev_timer, NULL))
 		return;
 	c->timer_at = next;
-	t = next - now_ms();
-	if (t < 0)
-		t = 0;
-	tv.tv_sec = t / 1000;
-	tv.tv_usec = (t % 1000) * 1000;
+	tv = ms_timeval(next - now_ms());
 	evtimer_add(c->ev_timer, &tv);
 }
 
@@ -845,8 +840,7 @@ relay_probe_start(struct relay *r)
 	if (b->pong_deadline_ms == 0)
 		b->pong_deadline_ms = r->probe_started_ms + r->lim.heartbeat_timeout_ms;
 	relay_mark_dirty(b);
-	tv.tv_sec = r->lim.conflict_probe_ms / 1000;
-	tv.tv_usec = (r->lim.conflict_probe_ms % 1000) * 1000;
+	tv = ms_timeval(r->lim.conflict_probe_ms);
 	evtimer_add(r->ev_probe, &tv);
 	relay_report(r);
 }

@@ -20,7 +20,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "http.h"
 #include "msg.h"
 #include "msgq.h"
 #include "proto.h"
@@ -28,6 +27,7 @@
 #include "relay.h"
 #include "relay_int.h"
 #include "sandbox.h"
+#include "valid.h"
 
 #define RELAY_MAXFDS	1024	/* 16 phones + binary + newcomers + slack */
 
@@ -84,8 +84,7 @@ relay_counters_arm(struct relay *r)
 		event_active(r->ev_flush, EV_WRITE, 0);
 		return;
 	}
-	tv.tv_sec = wait / 1000;
-	tv.tv_usec = (wait % 1000) * 1000;
+	tv = ms_timeval(wait);
 	evtimer_add(r->ev_counters, &tv);
 }
 

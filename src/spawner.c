@@ -40,15 +40,11 @@ static const struct msg_rule spawner_rules[] = {
 static void
 spawner_flush(struct msg_chan *chan)
 {
-	struct pollfd	pfd;
-	int		rv;
+	int	rv;
 
-	while ((rv = msg_flush(chan)) == 0) {
-		pfd.fd = chan->fd;
-		pfd.events = POLLOUT;
-		if (poll(&pfd, 1, -1) == -1 && errno != EINTR)
+	while ((rv = msg_flush(chan)) == 0)
+		if (fd_wait(chan->fd, POLLOUT, -1) == -1)
 			fatal("spawner: poll");
-	}
 	if (rv == -1)
 		exit(0);
 }
@@ -87,7 +83,6 @@ spawner_main(int fd)
 	static struct msg	 m;
 	struct msg_chan		 chan;
 	struct msg_spawned	 rep;
-	struct pollfd		 pfd;
 	char			*path, *argv[SPAWN_ARGC_MAX + 1];
 	int			 rv;
 
@@ -102,9 +97,7 @@ spawner_main(int fd)
 	spawner_flush(&chan);
 	for (;;) {
 		if ((rv = msg_recv(&chan, &m)) == 0) {
-			pfd.fd = fd;
-			pfd.events = POLLIN;
-			if (poll(&pfd, 1, -1) == -1 && errno != EINTR)
+			if (fd_wait(fd, POLLIN, -1) == -1)
 				fatal("spawner: poll");
 			continue;
 		}

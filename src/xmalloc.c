@@ -8,7 +8,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "pyrelayd.h"
 
@@ -56,15 +55,6 @@ xstrdup(const char *s)
 	if ((p = strdup(s)) == NULL)
 		fatal("xstrdup");
 	return p;
-}
-
-int64_t
-now_ms(void)
-{
-	struct timespec	ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /*
