@@ -19,7 +19,6 @@
 
 #include <errno.h>
 #include <event2/event.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,10 +32,10 @@
 #include "http.h"
 #include "http_response.h"
 #include "msg.h"
+#include "proc.h"
 #include "proto.h"
 #include "proxy.h"
 #include "pyrelayd.h"
-#include "sandbox.h"
 #include "tls.h"
 #include "valid.h"
 #include "ws.h"
@@ -80,9 +79,7 @@ TAILQ_HEAD(fconn_list, fconn);
 struct front {
 	struct event_base	*base;
 	struct msg_chan		 chan;
-	struct event		*ev_chan;
 	struct event		*ev_chan_write;
-	struct event		*ev_sigterm;
 	struct limits		 lim;
 	struct fconn_list	 conns;
 	int			 stopping;
@@ -96,18 +93,6 @@ static struct front	*front;
 static void	front_conn_read(evutil_socket_t, short, void *);
 static void	front_conn_write(evutil_socket_t, short, void *);
 static void	front_conn_timer(evutil_socket_t, short, void *);
-
-static const struct msg_rule front_rules[] = {
-	{ MSG_SETUP, sizeof(struct msg_setup), MSG_FD_NONE, "SETUP", MSG_SETUP_MIN },
-	{ MSG_LIMITS, sizeof(struct msg_limits), MSG_FD_NONE, "LIMITS", 0 },
-	{ MSG_CONN_NEW, sizeof(struct msg_conn_new), MSG_FD_REQUIRED, "CONN_NEW", 0 },
-	{ MSG_CONN_VERDICT, sizeof(struct msg_conn_verdict), MSG_FD_REQUIRED, "CONN_VERDICT", 0 },
-	{ MSG_HEALTH, sizeof(struct msg_health), MSG_FD_NONE, "HEALTH", 0 },
-	{ MSG_METRICS, sizeof(struct msg_metrics), MSG_FD_NONE, "METRICS", 0 },
-	{ MSG_VERBOSE, sizeof(struct msg_verbose), MSG_FD_NONE, "VERBOSE", 0 },
-	{ MSG_TLS, sizeof(struct msg_tls), MSG_FD_NONE, "TLS", 0 },
-	{ MSG_ACME, sizeof(struct msg_acme), MSG_FD_NONE, "ACME", 0 },
-};
 
 static void
 front_chan_flush(struct front *f)
@@ -706,8 +691,9 @@ front_find(struct front *f, uint64_t id)
 }
 
 static void
-front_health(struct front *f, struct msg *m)
+front_health(void *arg, struct msg *m)
 {
+	struct front		*f = arg;
 	struct msg_health	*h = (struct msg_health *)m->body;
 	struct fconn		*fc;
 	char			 body[256];
@@ -747,7 +733,7 @@ mprintf(char *buf, size_t size, size_t *len, const char *fmt, ...)
 
 /* Prometheus text format 0.0.4, every series of protocol.md §2 from start. */
 static void
-front_metrics(struct front *f, struct msg *m)
+front_metrics(void *arg, struct msg *m)
 {
 	static const char *const eps[EP_MAX] = { "server", "client" };
 	static const char *const outs[OUT_MAX] = { "accept", "reject_headers",
@@ -759,6 +745,7 @@ front_metrics(struct front *f, struct msg *m)
 	static const char *const fouts[FRONT_OUTCOME_MAX] = { "healthz",
 	    "metrics", "http_error", "timeout", "client_gone", "verdict",
 	    "upgrade", "acme" };
+	struct front		*f = arg;
 	struct msg_metrics	*mm = (struct msg_metrics *)m->body;
 	struct fconn		*fc;
 	char			*body;
@@ -863,15 +850,18 @@ front_metrics(struct front *f, struct msg *m)
 }
 
 static void
-front_verdict(struct front *f, struct msg *m)
+front_verdict(void *arg, struct msg *m)
 {
+	struct front		*f = arg;
 	struct msg_conn_verdict	*v = (struct msg_conn_verdict *)m->body;
 	struct fconn		*fc;
 	int			 n;
 	size_t			 cl;
 
-	if (v->ws_accept[WS_ACCEPT_LEN] != '\0')
-		fatalx("front: bad verdict from parent");
+	if (m->fd_lost) {
+		front_fd_lost(f, m->hdr.id);
+		return;
+	}
 	fc = front_conn_new(f, m->fd, m->hdr.id);
 	fc->outcome = FRONT_VERDICT;
 	fc->head_only = v->head_only != 0;
@@ -892,15 +882,16 @@ front_verdict(struct front *f, struct msg *m)
 }
 
 static void
-front_acme(struct front *f, struct msg *m)
+front_acme(void *arg, struct msg *m)
 {
+	struct front	*f = arg;
 	struct msg_acme	*a = (struct msg_acme *)m->body;
 	struct fconn	*fc;
 	int		 n;
 
 	if ((fc = front_find(f, m->hdr.id)) == NULL || fc->state != FC_PARENT)
 		return;
-	if (!a->found || a->len > sizeof(a->data)) {
+	if (!a->found) {
 		front_http_error(fc, 404, 0);
 		return;
 	}
@@ -915,10 +906,12 @@ front_acme(struct front *f, struct msg *m)
 
 /* New certificate and key: new handshakes use them, live ones keep theirs. */
 static void
-front_tls_material(struct front *f, struct msg_tls *mt)
+front_tls_material(void *arg, struct msg *m)
 {
-	SSL_CTX	*ctx;
-	char	 err[512], q[512];
+	struct front	*f = arg;
+	struct msg_tls	*mt = (struct msg_tls *)m->body;
+	SSL_CTX		*ctx;
+	char		 err[512], q[512];
 
 	ctx = tls_ctx_new(mt, f->lim.domain, err, sizeof(err));
 	explicit_bzero(mt, sizeof(*mt));
@@ -935,95 +928,68 @@ front_tls_material(struct front *f, struct msg_tls *mt)
 }
 
 static void
-front_dispatch(evutil_socket_t fd, short ev, void *arg)
+front_limits(void *arg, struct msg *m)
 {
 	struct front	*f = arg;
-	struct msg	*m;
-	struct fconn	*fc;
-	int		 rv;
 
-	m = xmalloc(sizeof(*m));
-	for (;;) {
-		rv = msg_recv(&f->chan, m);
-		if (rv == 0)
-			break;
-		if (rv == -1) {
-			log_debug("event=parent_gone");
-			exit(0);
-		}
-		if (rv == -2)
-			fatalx("front: bad message from parent: %s", f->chan.errstr);
-		switch (m->hdr.type) {
-		case MSG_LIMITS:
-			memcpy(&f->lim, m->body, sizeof(f->lim));
-			break;
-		case MSG_CONN_NEW:
-			if (m->fd_lost) {
-				front_fd_lost(f, m->hdr.id);
-				break;
-			}
-			fc = front_conn_new(f, m->fd, m->hdr.id);
-			memcpy(&fc->meta, m->body, sizeof(fc->meta));
-			fc->state = FC_HEAD;
-			{
-				int	one = 1;
-
-				/*
-				 * TLS 1.2 ends the handshake with two records in
-				 * two writes: Nagle would hold the second for
-				 * the client's delayed ACK (40 ms).
-				 */
-				setsockopt(fc->fd, IPPROTO_TCP, TCP_NODELAY, &one,
-				    sizeof(one));
-			}
-			if (fc->meta.listen_flags & LISTEN_TLS) {
-				if (f->tls_ctx == NULL ||
-				    (fc->ssl = SSL_new(f->tls_ctx)) == NULL ||
-				    SSL_set_fd(fc->ssl, fc->fd) != 1) {
-					if (!f->tls_warned++)
-						log_warnx("event=tls_no_certificate "
-						    "action=close");
-					front_conn_free(fc, 1);
-					break;
-				}
-				fc->state = FC_TLS;
-			}
-			if (fc->meta.listen_flags & LISTEN_PROXY)
-				fc->state = FC_PROXY;
-			event_add(fc->ev_read, NULL);
-			front_set_timer(fc, fc->meta.accepted_ms +
-			    f->lim.handshake_timeout_ms);
-			break;
-		case MSG_CONN_VERDICT:
-			if (m->fd_lost) {
-				front_fd_lost(f, m->hdr.id);
-				break;
-			}
-			front_verdict(f, m);
-			break;
-		case MSG_HEALTH:
-			front_health(f, m);
-			break;
-		case MSG_METRICS:
-			front_metrics(f, m);
-			break;
-		case MSG_VERBOSE:
-			log_setverbose(((struct msg_verbose *)m->body)->verbose);
-			break;
-		case MSG_TLS:
-			front_tls_material(f, (struct msg_tls *)m->body);
-			break;
-		case MSG_ACME:
-			front_acme(f, m);
-			break;
-		default:
-			if (m->fd != -1)
-				close(m->fd);
-			break;
-		}
-	}
-	free(m);
+	memcpy(&f->lim, m->body, sizeof(f->lim));
 }
+
+/* A connection the parent accepted: its head is ours to read. */
+static void
+front_conn_accepted(void *arg, struct msg *m)
+{
+	struct front	*f = arg;
+	struct fconn	*fc;
+	int		 one = 1;
+
+	if (m->fd_lost) {
+		front_fd_lost(f, m->hdr.id);
+		return;
+	}
+	fc = front_conn_new(f, m->fd, m->hdr.id);
+	memcpy(&fc->meta, m->body, sizeof(fc->meta));
+	fc->state = FC_HEAD;
+	/*
+	 * TLS 1.2 ends the handshake with two records in two writes: Nagle
+	 * would hold the second for the client's delayed ACK (40 ms).
+	 */
+	setsockopt(fc->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (fc->meta.listen_flags & LISTEN_TLS) {
+		if (f->tls_ctx == NULL ||
+		    (fc->ssl = SSL_new(f->tls_ctx)) == NULL ||
+		    SSL_set_fd(fc->ssl, fc->fd) != 1) {
+			if (!f->tls_warned++)
+				log_warnx("event=tls_no_certificate "
+				    "action=close");
+			front_conn_free(fc, 1);
+			return;
+		}
+		fc->state = FC_TLS;
+	}
+	if (fc->meta.listen_flags & LISTEN_PROXY)
+		fc->state = FC_PROXY;
+	event_add(fc->ev_read, NULL);
+	front_set_timer(fc, fc->meta.accepted_ms + f->lim.handshake_timeout_ms);
+}
+
+/*
+ * What a front takes from the parent (docs/messages.md), each with its
+ * handler above; SETUP only once, at start (proc_worker_run).
+ */
+static const struct msg_rule front_rows[] = {
+	MSG_RULE(SETUP, MSG_FD_NONE, NULL),
+	MSG_RULE(LIMITS, MSG_FD_NONE, front_limits),
+	MSG_RULE(CONN_NEW, MSG_FD_REQUIRED, front_conn_accepted),
+	MSG_RULE(CONN_VERDICT, MSG_FD_REQUIRED, front_verdict),
+	MSG_RULE(HEALTH, MSG_FD_NONE, front_health),
+	MSG_RULE(METRICS, MSG_FD_NONE, front_metrics),
+	MSG_RULE(VERBOSE, MSG_FD_NONE, proc_verbose),
+	MSG_RULE(TLS, MSG_FD_NONE, front_tls_material),
+	MSG_RULE(ACME, MSG_FD_NONE, front_acme),
+};
+const struct msg_rules front_from_parent =
+    MSG_RULES(ROLE_PARENT, ROLE_FRONT, front_rows);
 
 static void
 front_chan_writable(evutil_socket_t fd, short ev, void *arg)
@@ -1055,61 +1021,49 @@ front_sigterm(evutil_socket_t sig, short ev, void *arg)
 		event_base_loopexit(f->base, NULL);
 }
 
-void
-front_main(int fd)
+/* SETUP is in: the front's state and events, before the sandbox. */
+static void
+front_setup(struct proc_worker *pw, const struct msg_setup *setup)
 {
-	struct front		*f;
-	struct msg		*m;
-	struct msg_setup	*setup;
+	struct front	*f = pw->arg;
+	struct rlimit	 rl;
+	char		 accept[WS_ACCEPT_LEN + 1];
 
-	f = front = xcalloc(1, sizeof(*f));
-	TAILQ_INIT(&f->conns);
-	msg_chan_init(&f->chan, fd, front_rules, sizeof(front_rules) / sizeof(front_rules[0]));
-	m = xmalloc(sizeof(*m));
-	setup = msg_wait(&f->chan, m, MSG_SETUP, "front");
-	if (setup->chroot[sizeof(setup->chroot) - 1] != '\0')
-		fatalx("front: bad SETUP");
+	f->base = pw->base;
 	f->lim = setup->lim;
-	log_setverbose(setup->verbose);
 	setproctitle("front");
-
-	if ((f->base = event_base_new()) == NULL)
-		fatalx("front: event_base_new");
-	f->ev_chan = event_new(f->base, fd, EV_READ | EV_PERSIST, front_dispatch, f);
-	f->ev_chan_write = event_new(f->base, fd, EV_WRITE | EV_PERSIST,
+	f->ev_chan_write = event_new(f->base, f->chan.fd, EV_WRITE | EV_PERSIST,
 	    front_chan_writable, f);
-	f->ev_sigterm = evsignal_new(f->base, SIGTERM, front_sigterm, f);
-	if (f->ev_chan == NULL || f->ev_chan_write == NULL || f->ev_sigterm == NULL)
+	if (f->ev_chan_write == NULL)
 		fatalx("front: event_new");
-	event_add(f->ev_chan, NULL);
-	event_add(f->ev_sigterm, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	signal(SIGHUP, SIG_IGN);
-	signal(SIGINT, SIG_IGN);
+	/*
+	 * OpenSSL reads its configuration file on first use; do that use
+	 * now, while opening files is still allowed.
+	 */
+	http_ws_accept("dGhlIHNhbXBsZSBub25jZQ==", 24, accept);
+	tls_preload();
+	/* the operator's hard limit (systemd LimitNOFILE=, ulimit) rules */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+	    rl.rlim_max != RLIM_INFINITY && rl.rlim_max < pw->maxfds)
+		pw->maxfds = rl.rlim_max;
+}
 
-	{
-		struct rlimit	rl;
-		rlim_t		maxfds = FRONT_MAXFDS;
-		char		accept[WS_ACCEPT_LEN + 1];
+void
+front_main(void)
+{
+	struct proc_worker	pw;
 
-		/*
-		 * OpenSSL reads its configuration file on first use; do that
-		 * use now, while opening files is still allowed.
-		 */
-		http_ws_accept("dGhlIHNhbXBsZSBub25jZQ==", 24, accept);
-		tls_preload();
-
-		/* the operator's hard limit (systemd LimitNOFILE=, ulimit) rules */
-		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
-		    rl.rlim_max != RLIM_INFINITY && rl.rlim_max < maxfds)
-			maxfds = rl.rlim_max;
-		sandbox_enter(ROLE_FRONT, setup, m->hdr.len, maxfds);
-	}
-	free(m);
-	/* our HELLO says we are ready: set up and sandboxed */
-	msg_hello(&f->chan, ROLE_FRONT);
-	front_chan_flush(f);
-	event_active(f->ev_chan, EV_READ, 0);
-	event_base_dispatch(f->base);
+	front = xcalloc(1, sizeof(*front));
+	TAILQ_INIT(&front->conns);
+	memset(&pw, 0, sizeof(pw));
+	pw.role = ROLE_FRONT;
+	pw.rules = &front_from_parent;
+	pw.chan = &front->chan;
+	pw.m = xmalloc(sizeof(*pw.m));
+	pw.arg = front;
+	pw.maxfds = FRONT_MAXFDS;
+	pw.setup = front_setup;
+	pw.sigterm = front_sigterm;
+	proc_worker_run(&pw);
 	exit(0);
 }

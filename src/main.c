@@ -8,9 +8,6 @@
  */
 #include "config.h"
 
-#include <sys/socket.h>
-#include <sys/stat.h>
-
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,11 +17,10 @@
 extern char **environ;
 
 #include "front.h"
-#include "spawn.h"
 #include "parent.h"
+#include "proc.h"
 #include "pyrelayd.h"
-
-#define WORKER_FD	3
+#include "spawn.h"
 
 static void __attribute__((__noreturn__))
 usage(void)
@@ -34,24 +30,21 @@ usage(void)
 }
 
 static void __attribute__((__noreturn__))
-worker_main(const char *role, int foreground)
+worker_main(const char *name, int foreground)
 {
-	struct stat	st;
+	int	role = proc_role_from_name(name);
 
+	if (role != ROLE_FRONT && role != ROLE_SPAWNER)
+		usage();
 	/* a worker only runs on the channel its parent gave it */
-	if (fstat(WORKER_FD, &st) == -1 || !S_ISSOCK(st.st_mode)) {
+	if (!proc_has_channel()) {
 		fprintf(stderr, "pyrelayd: -P is for processes started by pyrelayd\n");
 		exit(1);
 	}
-	if (strcmp(role, "front") == 0) {
-		log_init(foreground, 0, "front");
-		front_main(WORKER_FD);
-	}
-	if (strcmp(role, "spawner") == 0) {
-		log_init(foreground, 0, "spawner");
-		spawner_main(WORKER_FD);
-	}
-	usage();
+	log_init(foreground, 0, name);
+	if (role == ROLE_FRONT)
+		front_main();
+	spawner_main();
 }
 
 int

@@ -3,9 +3,9 @@
 /*
  * Typed messages between pyrelayd processes: one message per SOCK_SEQPACKET
  * packet, at most one fd per packet as SCM_RIGHTS.  The receiving side trusts
- * nothing: type, exact length and fd presence are checked against the
- * channel's allow-list, and every fd that arrives with a rejected packet is
- * closed before returning.
+ * nothing: type, exact length, fd presence and the body's own check are
+ * applied from the channel's table, and every fd that arrives with a
+ * rejected packet is closed before returning.
  */
 #include "config.h"
 
@@ -56,15 +56,13 @@ msg_seterr(struct msg_chan *chan, const char *fmt, ...)
 }
 
 void
-msg_chan_init(struct msg_chan *chan, int fd, const struct msg_rule *rules,
-    size_t nrules)
+msg_chan_init(struct msg_chan *chan, int fd, const struct msg_rules *rules)
 {
 	int	flags;
 
 	memset(chan, 0, sizeof(*chan));
 	chan->fd = fd;
 	chan->rules = rules;
-	chan->nrules = nrules;
 	TAILQ_INIT(&chan->outq);
 
 	if ((flags = fcntl(fd, F_GETFL)) == -1)
@@ -246,9 +244,9 @@ msg_rule_find(const struct msg_chan *chan, uint32_t type)
 {
 	size_t	i;
 
-	for (i = 0; i < chan->nrules; i++)
-		if (chan->rules[i].type == type)
-			return &chan->rules[i];
+	for (i = 0; i < chan->rules->nrules; i++)
+		if (chan->rules->rule[i].type == type)
+			return &chan->rules->rule[i];
 	return NULL;
 }
 
@@ -260,12 +258,14 @@ msg_recv(struct msg_chan *chan, struct msg *m)
 	struct iovec		 iov[2];
 	const struct msg_rule	*rule;
 	struct msg_hello	 hello;
+	const char		*why;
 	ssize_t			 n;
 	size_t			 blen;
 	int			 fd, nfd, badcmsg, lost;
 
 	m->fd = -1;
 	m->fd_lost = 0;
+	m->rule = NULL;
 	for (;;) {
 		memset(&mh, 0, sizeof(mh));
 		memset(&cmsgbuf, 0, sizeof(cmsgbuf));
@@ -393,6 +393,13 @@ msg_recv(struct msg_chan *chan, struct msg *m)
 		    m->hdr.type, msg_type_name(chan, m->hdr.type));
 		goto fail;
 	}
+	if (rule->check != NULL &&
+	    (why = rule->check(m->body, m->hdr.len)) != NULL) {
+		msg_seterr(chan, "type %u (%s): %s", m->hdr.type,
+		    msg_type_name(chan, m->hdr.type), why);
+		goto fail;
+	}
+	m->rule = rule;
 	m->fd = fd;
 	m->fd_lost = lost;
 	return 1;
@@ -405,6 +412,15 @@ msg_recv(struct msg_chan *chan, struct msg *m)
 	if (fd != -1)
 		close(fd);
 	return -1;
+}
+
+void
+msg_handle(struct msg *m, void *arg)
+{
+	if (m->rule != NULL && m->rule->handle != NULL)
+		m->rule->handle(arg, m);
+	else if (m->fd != -1)
+		close(m->fd);
 }
 
 void *

@@ -3,10 +3,17 @@
 /*
  * Typed messages between pyrelayd processes over SOCK_SEQPACKET socketpairs.
  * One message per packet: a fixed header, a body of exactly the length the
- * receiver's allow-list names for that type, and at most one fd.
+ * receiver's table names for that type, and at most one fd.
  * The first message on every channel, in each direction, is MSG_HELLO
  * carrying MSG_VERSION.  Anything else is a protocol violation and the
  * caller kills the peer.
+ *
+ * Each direction of each channel has one table (struct msg_rules), kept
+ * beside the code that handles it: for every type the receiver accepts,
+ * its length, whether an fd rides with it, the check of its body and its
+ * handler.  msg_recv() applies the first three; msg_handle() calls the
+ * fourth.  docs/messages.md lists the same rows, and a unit test
+ * (tests/unit/test_contract.c) holds the two equal.
  */
 #ifndef MSG_H
 #define MSG_H
@@ -37,14 +44,38 @@ enum msg_fd_rule {
 	MSG_FD_REQUIRED,		/* no fd with this type is a violation */
 };
 
-/* one row of a per-direction allow-list */
+struct msg;
+
+/*
+ * One row of a direction's table: one type the receiver accepts.  Packed
+ * (40 bytes): in a relay the table is relocated data, which every relay
+ * dirties.
+ */
 struct msg_rule {
-	uint32_t		type;
-	uint32_t		len;	/* exact body length, or the most */
-	enum msg_fd_rule	fd;
-	const char		*name;	/* for logs */
-	uint32_t		minlen;	/* 0: exactly len; else minlen..len */
+	const char		*name;	/* for logs and docs/messages.md */
+	uint32_t		 type;
+	enum msg_fd_rule	 fd;
+	uint32_t		 minlen;	/* 0: exactly len; else minlen..len */
+	uint32_t		 len;	/* exact body length, or the most */
+	/*
+	 * What the length cannot say (strings end in their arrays, counts
+	 * fit, ...): NULL when the body is well formed, else why not.
+	 * NULL: the length says all.  One check per body (proto.c).
+	 */
+	const char		*(*check)(const void *body, size_t len);
+	/* NULL: passed over (its fd closed), as SETUP after msg_wait */
+	void			 (*handle)(void *arg, struct msg *);
 };
+
+/* A direction's table: what `to` accepts from `from` (enum proc_role). */
+struct msg_rules {
+	uint32_t		 from;
+	uint32_t		 to;
+	const struct msg_rule	*rule;
+	size_t			 nrules;
+};
+#define MSG_RULES(from, to, rows) \
+	{ (from), (to), (rows), sizeof(rows) / sizeof((rows)[0]) }
 
 struct msg {
 	struct msg_hdr	hdr;
@@ -55,6 +86,8 @@ struct msg {
 	 * gone, and the message is otherwise valid.
 	 */
 	int		fd_lost;
+	/* the row it passed (NULL for MSG_HELLO) */
+	const struct msg_rule *rule;
 	/* aligned so that bodies can be read through their struct types */
 	unsigned char	body[MSG_MAX_BODY] __attribute__((__aligned__(16)));
 };
@@ -69,8 +102,7 @@ TAILQ_HEAD(msg_outq, msg_out);
 
 struct msg_chan {
 	int			 fd;		/* our end, non-blocking */
-	const struct msg_rule	*rules;		/* what we accept */
-	size_t			 nrules;
+	const struct msg_rules	*rules;		/* what we accept */
 	int			 hello_seen;	/* peer's MSG_HELLO received */
 	struct msg_hello	 peer;		/* its content */
 	struct msg_outq		 outq;
@@ -78,8 +110,8 @@ struct msg_chan {
 	const char		*errstr;	/* why the last call failed */
 };
 
-/* Sets up chan on fd (made non-blocking) with the allow-list of what we accept. */
-void	msg_chan_init(struct msg_chan *, int fd, const struct msg_rule *, size_t);
+/* Sets up chan on fd (made non-blocking) with the table of what we accept. */
+void	msg_chan_init(struct msg_chan *, int fd, const struct msg_rules *);
 /* Frees the queue, closes queued fds and the channel fd. */
 void	msg_chan_clear(struct msg_chan *);
 /*
@@ -100,14 +132,20 @@ int	msg_flush(struct msg_chan *);
  * Receives one message.  Returns 1 with *m filled (m->fd is ours to close),
  * 0 when nothing is pending, -1 on EOF or a socket error, -2 on a protocol
  * violation (unknown type, wrong length, fd where none is allowed or none
- * where one is required, truncated packet, first message not a valid
- * MSG_HELLO).  errstr says why.  MSG_HELLO itself is consumed by
- * msg_recv and reported as 1 with m->hdr.type == MSG_HELLO.
+ * where one is required, a body its row's check refuses, truncated packet,
+ * first message not a valid MSG_HELLO).  errstr says why.  m->rule is the
+ * row the message passed.  MSG_HELLO itself is consumed by msg_recv and
+ * reported as 1 with m->hdr.type == MSG_HELLO and m->rule NULL.
  * A type that requires an fd may come back as 1 with m->fd_lost set
  * (out of descriptors, not the peer's fault): the caller drops that one
  * connection, not the channel.
  */
 int	msg_recv(struct msg_chan *, struct msg *m);
+/*
+ * Calls the handler of m's row with arg.  A message without one (MSG_HELLO,
+ * a type whose row has no handler) is passed over and its fd closed.
+ */
+void	msg_handle(struct msg *m, void *arg);
 /*
  * Blocks until a message of the given type arrives, as a worker waits for
  * its SETUP; the messages before it (MSG_HELLO) are passed over.  Exits,
@@ -115,7 +153,7 @@ int	msg_recv(struct msg_chan *, struct msg *m);
  */
 void	*msg_wait(struct msg_chan *, struct msg *m, uint32_t type,
 	    const char *who);
-/* Name of a type in chan's allow-list, for logs. */
+/* Name of a type in chan's table, for logs. */
 const char *msg_type_name(const struct msg_chan *, uint32_t type);
 
 #endif

@@ -39,11 +39,11 @@
 
 #include "msg.h"
 #include "parent.h"
+#include "proc.h"
 #include "proto.h"
 #include "pyrelayd.h"
 #include "sandbox.h"
 #include "tls.h"
-#include "valid.h"
 
 #define ACCEPT_BATCH		64	/* accepts per listener wakeup */
 #define ACCEPT_PAUSE_MS		1000	/* after EMFILE/ENFILE */
@@ -88,19 +88,6 @@ RB_GENERATE(worker_pids, worker, bypid, pid_cmp)
 
 static void	parent_route(struct parent *, struct conn_rec *,
 		    struct msg_conn_upgrade *, int);
-
-static const char *
-role_str(enum proc_role role)
-{
-	switch (role) {
-	case ROLE_FRONT:
-		return "front";
-	case ROLE_RELAY:
-		return "relay";
-	default:
-		return "parent";
-	}
-}
 
 /* ---- resource limits ------------------------------------------------------ */
 
@@ -380,7 +367,7 @@ parent_worker_flush(struct worker *w)
 		return;
 	if ((rv = msg_flush(&w->chan)) == -1) {
 		log_warnx("event=worker_channel_error role=%s pid=%d error=\"%s\"",
-		    role_str(w->role), (int)w->pid, w->chan.errstr);
+		    proc_role_name(w->role), (int)w->pid, w->chan.errstr);
 		return;
 	}
 	if (rv == 0)
@@ -394,7 +381,7 @@ parent_worker_kill(struct parent *p, struct worker *w, const char *why)
 	if (w->dead)
 		return;
 	log_warnx("event=worker_killed role=%s pid=%d server_id=%s reason=\"%s\"",
-	    role_str(w->role), (int)w->pid, w->sid[0] ? w->sid : "-", why);
+	    proc_role_name(w->role), (int)w->pid, w->sid[0] ? w->sid : "-", why);
 	w->dead = 1;
 	w->killed = 1;
 	kill(w->pid, SIGKILL);
@@ -524,42 +511,40 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
 	parent_worker_flush(r);
 }
 
-/* len: the body's length, which must end where the preread does */
-static int
-upgrade_valid(const struct msg_conn_upgrade *up, size_t len)
+/*
+ * The connection a worker's message names (hdr.id), if that worker holds
+ * it; else it names one it does not hold, which kills it (fd closed).
+ */
+static struct conn_rec *
+conn_held(struct parent *p, struct worker *w, struct msg *m)
 {
-	if (up->server_id[SERVER_ID_MAX] != '\0' ||
-	    up->device_name[DEVICE_NAME_MAX] != '\0' ||
-	    up->ws_accept[WS_ACCEPT_LEN] != '\0' ||
-	    up->preread_len > PREREAD_MAX || len != CONN_UPGRADE_LEN(up))
-		return 0;
-	if (up->kind != CONN_BINARY && up->kind != CONN_PHONE)
-		return 0;
-	if (up->status != 0 && up->status != 400 && up->status != 405 &&
-	    up->status != 426)
-		return 0;
-	if (up->status == 0 && (strlen(up->ws_accept) != WS_ACCEPT_LEN ||
-	    !server_id_valid(up->server_id, strlen(up->server_id))))
-		return 0;
-	return 1;
+	struct conn_rec	 key, *c;
+
+	key.id = m->hdr.id;
+	if ((c = RB_FIND(conn_tree, &p->conns, &key)) != NULL && c->owner == w)
+		return c;
+	if (m->fd != -1)
+		close(m->fd);
+	parent_worker_kill(p, w, "a message for a connection it does not hold");
+	return NULL;
 }
 
-/* A front parsed a /v1 request: admission, then routing (protocol.md §2). */
+/*
+ * A front parsed a /v1 request (its body passed msg_conn_upgrade_check):
+ * admission, then routing (protocol.md §2).
+ */
 static void
-parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
+parent_upgrade(void *arg, struct msg *m)
 {
+	struct parent		*p = P;
+	struct worker		*w = arg;
 	struct msg_conn_upgrade	*up = (struct msg_conn_upgrade *)m->body;
-	struct conn_rec		 key, *c;
+	struct conn_rec		*c;
 	const struct limits	*lim = &p->conf->lim;
 	int			 ep;
 
-	key.id = m->hdr.id;
-	c = RB_FIND(conn_tree, &p->conns, &key);
-	if (c == NULL || c->owner != w || !upgrade_valid(up, m->hdr.len)) {
-		close(m->fd);
-		parent_worker_kill(p, w, "bad CONN_UPGRADE");
+	if ((c = conn_held(p, w, m)) == NULL)
 		return;
-	}
 	conn_set_owner(c, NULL);
 	p->front_outcomes[FRONT_UPGRADE]++;
 	if (m->fd_lost) {
@@ -586,11 +571,6 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 			c->ip = nip;
 			nip->live++;
 		}
-	}
-	if (up->tls_mode > TLS_MODE_PUMP) {
-		close(m->fd);
-		parent_worker_kill(p, w, "bad tls_mode");
-		return;
 	}
 	p->tls_handoffs[up->tls_mode]++;
 	ep = up->kind == CONN_BINARY ? EP_SERVER : EP_CLIENT;
@@ -640,11 +620,14 @@ parent_drain_relays(struct parent *p)
 /*
  * ACME HTTP-01 (architecture.md "TLS"): the parent reads
  * <acme webroot>/.well-known/acme-challenge/<token> for a front; the token
- * was checked by the front and is checked again here.
+ * was checked by the front and is checked again on receipt here
+ * (msg_acme_req_check).
  */
 static void
-parent_acme(struct parent *p, struct worker *w, struct msg *m)
+parent_acme(void *arg, struct msg *m)
 {
+	struct parent		*p = P;
+	struct worker		*w = arg;
 	struct msg_acme_req	*ar = (struct msg_acme_req *)m->body;
 	struct msg_acme		*a;
 	struct stat		 st;
@@ -652,11 +635,6 @@ parent_acme(struct parent *p, struct worker *w, struct msg *m)
 	ssize_t			 n;
 	int			 fd;
 
-	if (memchr(ar->token, '\0', sizeof(ar->token)) == NULL ||
-	    !acme_token_valid(ar->token)) {
-		parent_worker_kill(p, w, "bad ACME_REQ");
-		return;
-	}
 	a = xcalloc(1, sizeof(*a));
 	if (p->conf->acme_webroot[0] != '\0' &&
 	    snprintf(path, sizeof(path), "%s/.well-known/acme-challenge/%s",
@@ -688,21 +666,17 @@ parent_relay_counts(struct parent *p, struct worker *r, uint32_t b, uint32_t ph)
 }
 
 static void
-parent_conn_closed(struct parent *p, struct worker *w, struct msg *m)
+parent_conn_closed(void *arg, struct msg *m)
 {
-	struct conn_rec	key, *c;
-
+	struct parent		*p = P;
+	struct worker		*w = arg;
 	struct msg_conn_closed	*mc = (struct msg_conn_closed *)m->body;
+	struct conn_rec		*c;
 
-	key.id = m->hdr.id;
-	if ((c = RB_FIND(conn_tree, &p->conns, &key)) == NULL || c->owner != w ||
-	    (w->role == ROLE_FRONT && mc->outcome >= FRONT_OUTCOME_MAX) ||
-	    mc->fd_lost > 1) {
-		parent_worker_kill(p, w, "CONN_CLOSED for a connection it does not hold");
+	if ((c = conn_held(p, w, m)) == NULL)
 		return;
-	}
 	if (mc->fd_lost) {
-		conn_lost(p, c, role_str(w->role));
+		conn_lost(p, c, proc_role_name(w->role));
 		return;
 	}
 	if (w->role == ROLE_FRONT)
@@ -710,126 +684,152 @@ parent_conn_closed(struct parent *p, struct worker *w, struct msg *m)
 	conn_release(p, c);
 }
 
+/* A worker's HELLO: it is set up and sandboxed. */
 static void
-parent_handle(struct parent *p, struct worker *w, struct msg *m)
+parent_hello(struct parent *p, struct worker *w)
 {
-	struct msg_relay_state	*st;
-	struct msg_empty	 e = { 0 };
-	struct conn_rec		 key, *c;
+	int	i, all = 1;
 
-	if (w->pooled && m->hdr.type != MSG_HELLO) {
-		/* it has no server-id and no connection: nothing to say */
-		if (m->fd != -1)
-			close(m->fd);
-		parent_worker_kill(p, w, "message from a pooled relay");
-		return;
+	if (w->pooled && !w->hello) {
+		p->npool_ready++;
+		log_debug("event=relay_pooled pid=%d", (int)w->pid);
+		/* the next one may start */
+		pool_schedule(p, 0);
 	}
-	switch (m->hdr.type) {
-	case MSG_HELLO:
-		if (w->pooled && !w->hello) {
-			p->npool_ready++;
-			log_debug("event=relay_pooled pid=%d", (int)w->pid);
-			/* the next one may start */
-			pool_schedule(p, 0);
-		}
-		w->hello = 1;
-		/* a front says HELLO once it is set up and sandboxed */
-		if (w->role == ROLE_FRONT)
-			log_info("event=front_ready pid=%d", (int)w->pid);
-		if (w->role == ROLE_FRONT && !p->ready) {
-			int	i, all = 1;
-
-			for (i = 0; i < p->nfronts; i++)
-				if (p->fronts[i] == NULL || !p->fronts[i]->hello)
-					all = 0;
-			if (all) {
-				p->ready = 1;
-				log_info("event=ready workers=%d pid=%d", p->nfronts,
-				    (int)getpid());
-				/* the pool fills once the fronts are up */
-				pool_schedule(p, 0);
-			}
-		}
-		break;
-	case MSG_CONN_UPGRADE:
-		parent_upgrade(p, w, m);
-		break;
-	case MSG_CONN_CLOSED:
-		parent_conn_closed(p, w, m);
-		break;
-	case MSG_HEALTH_REQ:
-		parent_health(p, w, m);
-		break;
-	case MSG_METRICS_REQ:
-		parent_metrics(p, w, m);
-		break;
-	case MSG_ACME_REQ:
-		parent_acme(p, w, m);
-		break;
-	case MSG_CTL_PHONE:
-		parent_ctl_relay_phone(p, w, m);
-		break;
-	case MSG_RELAY_COUNTERS:
-		if (m->hdr.id > 1 ||
-		    parent_add_counters(p, (struct relay_counters *)m->body) == -1) {
-			parent_worker_kill(p, w, "bad RELAY_COUNTERS");
-			break;
-		}
-		w->cnt_ms = now_ms();
-		if (m->hdr.id == 1)
-			parent_metrics_relay_done(p, w);
-		break;
-	case MSG_RELAY_STATE:
-		st = (struct msg_relay_state *)m->body;
-		if (st->binary_connected > 1 || st->phones > 100000 ||
-		    st->probing > 1) {
-			parent_worker_kill(p, w, "bad RELAY_STATE");
-			break;
-		}
-		w->probing = st->probing;
-		parent_relay_counts(p, w, st->binary_connected, st->phones);
-		break;
-	case MSG_RETIRE:
-		/* architecture.md "The retire handshake", step 2 */
-		if (w->in_map) {
-			RB_REMOVE(relay_map, &p->relays, w);
-			w->in_map = 0;
-		}
-		log_debug("event=relay_retiring server_id=%s pid=%d", w->sid,
-		    (int)w->pid);
-		msg_compose(&w->chan, MSG_RETIRE_OK, 0, &e, sizeof(e), -1);
-		parent_worker_flush(w);
-		break;
-	case MSG_CONN_REROUTE:
-		key.id = m->hdr.id;
-		c = RB_FIND(conn_tree, &p->conns, &key);
-		if (c == NULL || c->owner != w || w->in_map ||
-		    !upgrade_valid((struct msg_conn_upgrade *)m->body, m->hdr.len) ||
-		    ((struct msg_conn_upgrade *)m->body)->status != 0 ||
-		    strcmp(((struct msg_conn_upgrade *)m->body)->server_id, w->sid) != 0) {
-			close(m->fd);
-			parent_worker_kill(p, w, "bad CONN_REROUTE");
-			break;
-		}
-		if (m->fd_lost) {
-			conn_lost(p, c, "parent");
-			break;
-		}
-		/* step 3: routed again as if new; while stopping, nothing is */
-		if (p->stopping) {
-			close(m->fd);
-			conn_release(p, c);
-			break;
-		}
-		parent_route(p, c, (struct msg_conn_upgrade *)m->body, m->fd);
-		break;
-	default:
-		if (m->fd != -1)
-			close(m->fd);
-		parent_worker_kill(p, w, "unexpected message");
-		break;
+	w->hello = 1;
+	if (w->role != ROLE_FRONT)
+		return;
+	log_info("event=front_ready pid=%d", (int)w->pid);
+	if (p->ready)
+		return;
+	for (i = 0; i < p->nfronts; i++)
+		if (p->fronts[i] == NULL || !p->fronts[i]->hello)
+			all = 0;
+	if (all) {
+		p->ready = 1;
+		log_info("event=ready workers=%d pid=%d", p->nfronts,
+		    (int)getpid());
+		/* the pool fills once the fronts are up */
+		pool_schedule(p, 0);
 	}
 }
+
+static void
+parent_health_req(void *arg, struct msg *m)
+{
+	parent_health(P, arg, m);
+}
+
+static void
+parent_metrics_req(void *arg, struct msg *m)
+{
+	parent_metrics(P, arg, m);
+}
+
+static void
+parent_ctl_phone(void *arg, struct msg *m)
+{
+	parent_ctl_relay_phone(P, arg, m);
+}
+
+static void
+parent_relay_counters(void *arg, struct msg *m)
+{
+	struct worker	*w = arg;
+
+	/* hdr.id: 1 answers COUNTERS_REQ, 0 does not */
+	if (m->hdr.id > 1) {
+		parent_worker_kill(P, w, "bad RELAY_COUNTERS");
+		return;
+	}
+	parent_add_counters(P, (struct relay_counters *)m->body);
+	w->cnt_ms = now_ms();
+	if (m->hdr.id == 1)
+		parent_metrics_relay_done(P, w);
+}
+
+static void
+parent_relay_state(void *arg, struct msg *m)
+{
+	struct worker		*w = arg;
+	struct msg_relay_state	*st = (struct msg_relay_state *)m->body;
+
+	w->probing = st->probing;
+	parent_relay_counts(P, w, st->binary_connected, st->phones);
+}
+
+/* architecture.md "The retire handshake", step 2 */
+static void
+parent_retire(void *arg, struct msg *m)
+{
+	struct parent		*p = P;
+	struct worker		*w = arg;
+	struct msg_empty	 e = { 0 };
+
+	if (w->in_map) {
+		RB_REMOVE(relay_map, &p->relays, w);
+		w->in_map = 0;
+	}
+	log_debug("event=relay_retiring server_id=%s pid=%d", w->sid,
+	    (int)w->pid);
+	msg_compose(&w->chan, MSG_RETIRE_OK, 0, &e, sizeof(e), -1);
+	parent_worker_flush(w);
+}
+
+/* step 3: a connection a retiring relay hands back is routed again as if new */
+static void
+parent_reroute(void *arg, struct msg *m)
+{
+	struct parent		*p = P;
+	struct worker		*w = arg;
+	struct msg_conn_upgrade	*up = (struct msg_conn_upgrade *)m->body;
+	struct conn_rec		*c;
+
+	if ((c = conn_held(p, w, m)) == NULL)
+		return;
+	/* only a retiring relay hands back, and only its own server-id's */
+	if (w->in_map || strcmp(up->server_id, w->sid) != 0) {
+		close(m->fd);
+		parent_worker_kill(p, w, "bad CONN_REROUTE");
+		return;
+	}
+	if (m->fd_lost) {
+		conn_lost(p, c, "parent");
+		return;
+	}
+	/* while stopping, nothing is */
+	if (p->stopping) {
+		close(m->fd);
+		conn_release(p, c);
+		return;
+	}
+	parent_route(p, c, up, m->fd);
+}
+
+/*
+ * What the parent takes from a front and from a relay (docs/messages.md),
+ * each with its handler above; anything else kills the sender.
+ */
+static const struct msg_rule front_rows[] = {
+	MSG_RULE(CONN_UPGRADE, MSG_FD_REQUIRED, parent_upgrade),
+	MSG_RULE(CONN_CLOSED, MSG_FD_NONE, parent_conn_closed),
+	MSG_RULE(HEALTH_REQ, MSG_FD_NONE, parent_health_req),
+	MSG_RULE(METRICS_REQ, MSG_FD_NONE, parent_metrics_req),
+	MSG_RULE(ACME_REQ, MSG_FD_NONE, parent_acme),
+};
+const struct msg_rules parent_from_front =
+    MSG_RULES(ROLE_FRONT, ROLE_PARENT, front_rows);
+
+static const struct msg_rule relay_rows[] = {
+	MSG_RULE(CONN_REROUTE, MSG_FD_REQUIRED, parent_reroute),
+	MSG_RULE(CONN_CLOSED, MSG_FD_NONE, parent_conn_closed),
+	MSG_RULE(RELAY_STATE, MSG_FD_NONE, parent_relay_state),
+	MSG_RULE(RETIRE, MSG_FD_NONE, parent_retire),
+	MSG_RULE(RELAY_COUNTERS, MSG_FD_NONE, parent_relay_counters),
+	MSG_RULE(CTL_PHONE, MSG_FD_NONE, parent_ctl_phone),
+};
+const struct msg_rules parent_from_relay =
+    MSG_RULES(ROLE_RELAY, ROLE_PARENT, relay_rows);
 
 static void
 parent_dispatch(struct parent *p, struct worker *w)
@@ -878,7 +878,15 @@ parent_dispatch_loop(struct parent *p, struct worker *w, struct msg *m)
 			parent_worker_kill(p, w, w->chan.errstr);
 			return;
 		}
-		parent_handle(p, w, m);
+		if (m->hdr.type == MSG_HELLO)
+			parent_hello(p, w);
+		else if (w->pooled) {
+			/* it has no server-id and no connection: nothing to say */
+			if (m->fd != -1)
+				close(m->fd);
+			parent_worker_kill(p, w, "message from a pooled relay");
+		} else
+			msg_handle(m, w);
 	}
 }
 
@@ -898,7 +906,7 @@ parent_worker_write(evutil_socket_t fd, short ev, void *arg)
 		event_del(w->ev_write);
 	if (rv == -1)
 		log_warnx("event=worker_channel_error role=%s pid=%d error=\"%s\"",
-		    role_str(w->role), (int)w->pid, w->chan.errstr);
+		    proc_role_name(w->role), (int)w->pid, w->chan.errstr);
 }
 
 static void
@@ -1018,11 +1026,11 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
 		    (w->role == ROLE_RELAY || p->stopping))
 			log_info("event=%s_exited pid=%d server_id=%s %s%s",
-			    role_str(w->role), (int)pid, w->sid[0] ? w->sid : "-", how,
+			    proc_role_name(w->role), (int)pid, w->sid[0] ? w->sid : "-", how,
 			    w->pooled ? " pooled=1" : "");
 		else
 			log_warnx("event=%s_exited pid=%d server_id=%s %s%s abnormal=1",
-			    role_str(w->role), (int)pid, w->sid[0] ? w->sid : "-",
+			    proc_role_name(w->role), (int)pid, w->sid[0] ? w->sid : "-",
 			    how, w->pooled ? " pooled=1" : "");
 		if (w->role == ROLE_FRONT) {
 			for (i = 0; i < p->nfronts; i++)
@@ -1193,7 +1201,7 @@ parent_drain_deadline(evutil_socket_t fd, short ev, void *arg)
 	struct worker	*w;
 
 	TAILQ_FOREACH(w, &p->workers, entry) {
-		log_warnx("event=drain_deadline role=%s pid=%d", role_str(w->role),
+		log_warnx("event=drain_deadline role=%s pid=%d", proc_role_name(w->role),
 		    (int)w->pid);
 		kill(w->pid, SIGKILL);
 	}

@@ -178,6 +178,8 @@ int	pid_cmp(struct worker *, struct worker *);
 RB_PROTOTYPE(worker_pids, worker, bypid, pid_cmp)
 
 /* parent.c */
+/* What the parent takes from a front, from a relay (docs/messages.md). */
+extern const struct msg_rules	parent_from_front, parent_from_relay;
 /* Which limit a failed socketpair(), accept() or fork() ran into (errno). */
 const char	*limit_name(int);
 void	parent_worker_read(evutil_socket_t, short, void *);
@@ -193,6 +195,8 @@ int	parent_reload_config(struct parent *, struct ctl_client *);
 void	parent_set_verbose(struct parent *, int);
 
 /* parent_spawn.c */
+/* What the parent takes from the spawner (docs/messages.md). */
+extern const struct msg_rules	parent_from_spawner;
 #define POOL_RETRY_MS		1000	/* after a pooled relay failed to start */
 void	parent_start_spawner(struct parent *);
 void	parent_restart_spawner(evutil_socket_t, short, void *);
@@ -212,8 +216,8 @@ void	parent_metrics_timeout(evutil_socket_t, short, void *);
 /* a relay asked for its counters answered, or is gone */
 void	parent_metrics_relay_done(struct parent *, struct worker *);
 void	parent_metrics_front_gone(struct parent *, struct worker *);
-/* Adds a relay's RELAY_COUNTERS; -1 for absurd values. */
-int	parent_add_counters(struct parent *, const struct relay_counters *);
+/* Adds a relay's RELAY_COUNTERS (checked: msg_relay_counters_check). */
+void	parent_add_counters(struct parent *, const struct relay_counters *);
 
 /* parent_ctl.c */
 int	parent_ctl_open(struct parent *);

@@ -237,9 +237,6 @@ parent_ctl_relay_phone(struct parent *p, struct worker *r, struct msg *m)
 	struct msg_ctl_phone	*ph = (struct msg_ctl_phone *)m->body;
 	struct ctl_client	*c;
 
-	if (ph->conn_id[sizeof(ph->conn_id) - 1] != '\0' ||
-	    ph->device[sizeof(ph->device) - 1] != '\0' || ph->last > 1)
-		return;
 	TAILQ_FOREACH(c, &p->ctl_clients, entry)
 		if (c->waiting == r && c->req == m->hdr.id)
 			break;

@@ -23,31 +23,13 @@
 
 #include "msg.h"
 #include "parent.h"
+#include "proc.h"
 #include "proto.h"
 #include "pyrelayd.h"
 #include "spawn.h"
 
 #define SPAWNER_WAIT_MS		5000	/* for the spawner's answer */
 #define SPAWNER_RETRY_MS	1000	/* between two spawner starts */
-
-static const struct msg_rule front_to_parent[] = {
-	{ MSG_CONN_UPGRADE, sizeof(struct msg_conn_upgrade), MSG_FD_REQUIRED, "CONN_UPGRADE",
-	    CONN_UPGRADE_MIN },
-	{ MSG_CONN_CLOSED, sizeof(struct msg_conn_closed), MSG_FD_NONE, "CONN_CLOSED", 0 },
-	{ MSG_HEALTH_REQ, sizeof(struct msg_empty), MSG_FD_NONE, "HEALTH_REQ", 0 },
-	{ MSG_METRICS_REQ, sizeof(struct msg_empty), MSG_FD_NONE, "METRICS_REQ", 0 },
-	{ MSG_ACME_REQ, sizeof(struct msg_acme_req), MSG_FD_NONE, "ACME_REQ", 0 },
-};
-
-static const struct msg_rule relay_to_parent[] = {
-	{ MSG_CONN_REROUTE, sizeof(struct msg_conn_upgrade), MSG_FD_REQUIRED, "CONN_REROUTE",
-	    CONN_UPGRADE_MIN },
-	{ MSG_CONN_CLOSED, sizeof(struct msg_conn_closed), MSG_FD_NONE, "CONN_CLOSED", 0 },
-	{ MSG_RELAY_STATE, sizeof(struct msg_relay_state), MSG_FD_NONE, "RELAY_STATE", 0 },
-	{ MSG_RETIRE, sizeof(struct msg_empty), MSG_FD_NONE, "RETIRE", 0 },
-	{ MSG_RELAY_COUNTERS, sizeof(struct relay_counters), MSG_FD_NONE, "RELAY_COUNTERS", 0 },
-	{ MSG_CTL_PHONE, sizeof(struct msg_ctl_phone), MSG_FD_NONE, "CTL_PHONE", 0 },
-};
 
 /* Logs the limit that stopped a worker from starting (errno is the cause). */
 static void
@@ -56,7 +38,7 @@ parent_spawn_failed(enum proc_role role, const char *sid)
 	int	err = errno;
 
 	log_warnx("event=spawn_failed role=%s server_id=%s limit=%s error=\"%s\"",
-	    role == ROLE_RELAY ? "relay" : "front", sid != NULL ? sid : "-",
+	    proc_role_name(role), sid != NULL ? sid : "-",
 	    limit_name(err), strerror(err));
 	errno = err;
 }
@@ -143,9 +125,34 @@ worker_env(void)
 	return env;
 }
 
-static const struct msg_rule spawner_to_parent[] = {
-	{ MSG_SPAWNED, sizeof(struct msg_spawned), MSG_FD_NONE, "SPAWNED", 0 },
+/* The spawner's answer to the request the parent waits for. */
+struct spawn_wait {
+	uint64_t	seq;		/* the request's */
+	int		answered;
+	int		in_order;	/* it answers that request */
+	pid_t		pid;
+	int		error;
 };
+
+/* SPAWNED (checked: msg_spawned_check, a pid or an errno) */
+static void
+parent_spawned(void *arg, struct msg *m)
+{
+	struct spawn_wait	*sw = arg;
+	struct msg_spawned	*rep = (struct msg_spawned *)m->body;
+
+	sw->answered = 1;
+	sw->in_order = m->hdr.id == sw->seq;
+	sw->pid = rep->pid;
+	sw->error = rep->error;
+}
+
+/* What the parent takes from the spawner, read in parent_spawn_via_spawner. */
+static const struct msg_rule spawner_rows[] = {
+	MSG_RULE(SPAWNED, MSG_FD_NONE, parent_spawned),
+};
+const struct msg_rules parent_from_spawner =
+    MSG_RULES(ROLE_SPAWNER, ROLE_PARENT, spawner_rows);
 
 /*
  * The spawner failed the parent: until it is reaped and a new one started
@@ -173,7 +180,7 @@ parent_spawn_via_spawner(struct parent *p, const char *path, char **argv,
 {
 	static struct msg	 m;
 	struct msg_spawn	 sp;
-	struct msg_spawned	*rep;
+	struct spawn_wait	 sw;
 	const char		*why;
 	int64_t			 deadline = now_ms() + SPAWNER_WAIT_MS;
 	size_t			 n, len = 0;
@@ -192,7 +199,9 @@ parent_spawn_via_spawner(struct parent *p, const char *path, char **argv,
 	}
 	sp.argc = i;
 	sp.len = len;
-	msg_compose(&p->spawner, MSG_SPAWN, ++p->spawn_seq, &sp,
+	memset(&sw, 0, sizeof(sw));
+	sw.seq = ++p->spawn_seq;
+	msg_compose(&p->spawner, MSG_SPAWN, sw.seq, &sp,
 	    offsetof(struct msg_spawn, args) + len, fd);
 	while ((rv = msg_flush(&p->spawner)) == 0)
 		if (fd_wait(p->spawner.fd, POLLOUT, deadline) <= 0)
@@ -212,17 +221,17 @@ parent_spawn_via_spawner(struct parent *p, const char *path, char **argv,
 			why = p->spawner.errstr;
 			goto lost;
 		}
-		if (m.hdr.type == MSG_HELLO)
+		/* its HELLO is passed over */
+		msg_handle(&m, &sw);
+		if (!sw.answered)
 			continue;
-		rep = (struct msg_spawned *)m.body;
-		if (m.hdr.id != p->spawn_seq || (rep->pid == -1) ==
-		    (rep->error == 0) || rep->pid == 0 || rep->pid < -1) {
+		if (!sw.in_order) {
 			why = "answer out of order";
 			goto lost;
 		}
-		if (rep->pid == -1)
-			errno = rep->error;
-		return rep->pid;
+		if (sw.pid == -1)
+			errno = sw.error;
+		return sw.pid;
 	}
  lost:
 	parent_spawner_lost(p, why);
@@ -267,7 +276,7 @@ parent_start_spawner(struct parent *p)
 	}
 	argv[argc++] = "pyrelayd";
 	argv[argc++] = "-P";
-	argv[argc++] = "spawner";
+	argv[argc++] = (char *)proc_role_name(ROLE_SPAWNER);
 	if (p->opts.foreground)
 		argv[argc++] = "-d";
 	argv[argc] = NULL;
@@ -279,8 +288,7 @@ parent_start_spawner(struct parent *p)
 		return;
 	}
 	p->spawner_pid = pid;
-	msg_chan_init(&p->spawner, sv[0], spawner_to_parent,
-	    sizeof(spawner_to_parent) / sizeof(spawner_to_parent[0]));
+	msg_chan_init(&p->spawner, sv[0], &parent_from_spawner);
 	msg_hello(&p->spawner, ROLE_PARENT);
 	log_debug("event=spawner_started pid=%d", (int)pid);
 }
@@ -330,7 +338,7 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	argv[argc++] = "pyrelayd";
 	if (role == ROLE_FRONT) {
 		argv[argc++] = "-P";
-		argv[argc++] = "front";
+		argv[argc++] = (char *)proc_role_name(ROLE_FRONT);
 	}
 	if (p->opts.foreground)
 		argv[argc++] = "-d";
@@ -350,10 +358,8 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	TAILQ_INIT(&w->conns);
 	if (sid != NULL)
 		strlcpy(w->sid, sid, sizeof(w->sid));
-	msg_chan_init(&w->chan, sv[0], role == ROLE_FRONT ? front_to_parent :
-	    relay_to_parent, role == ROLE_FRONT ?
-	    sizeof(front_to_parent) / sizeof(front_to_parent[0]) :
-	    sizeof(relay_to_parent) / sizeof(relay_to_parent[0]));
+	msg_chan_init(&w->chan, sv[0], role == ROLE_FRONT ?
+	    &parent_from_front : &parent_from_relay);
 	w->ev_read = event_new(p->base, sv[0], EV_READ | EV_PERSIST,
 	    parent_worker_read, w);
 	w->ev_write = event_new(p->base, sv[0], EV_WRITE | EV_PERSIST,

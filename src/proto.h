@@ -3,7 +3,8 @@
 /*
  * The messages pyrelayd's processes exchange (see msg.h for the framing and
  * docs/messages.md for the flows).  Bodies are fixed-size structs; strings
- * are NUL-terminated inside their arrays and checked as such on receipt.
+ * are NUL-terminated inside their arrays and checked as such on receipt,
+ * by the one check of each body below (proto.c).
  */
 #ifndef PROTO_H
 #define PROTO_H
@@ -300,5 +301,79 @@ struct msg_acme {
 struct msg_empty {
 	uint64_t	reserved;
 };
+
+/*
+ * proto.c: the check of each body that needs more than its length, named
+ * by every receiver's table (struct msg_rule .check) and run by msg_recv().
+ * NULL when the body is well formed, else why not.
+ */
+const char	*msg_setup_check(const void *, size_t);
+const char	*msg_limits_check(const void *, size_t);
+const char	*msg_assign_check(const void *, size_t);
+/* CONN_UPGRADE: a front's verdict may be a refusal */
+const char	*msg_conn_upgrade_check(const void *, size_t);
+/* CONN_ATTACH, CONN_REROUTE: a valid upgrade only */
+const char	*msg_conn_routed_check(const void *, size_t);
+const char	*msg_conn_verdict_check(const void *, size_t);
+const char	*msg_conn_closed_check(const void *, size_t);
+const char	*msg_relay_state_check(const void *, size_t);
+const char	*msg_relay_counters_check(const void *, size_t);
+const char	*msg_ctl_phone_check(const void *, size_t);
+const char	*msg_tls_check(const void *, size_t);
+const char	*msg_acme_req_check(const void *, size_t);
+const char	*msg_acme_check(const void *, size_t);
+const char	*msg_spawn_check(const void *, size_t);
+const char	*msg_spawned_check(const void *, size_t);
+
+/*
+ * Each body's length rule and check (struct msg_rule's minlen, len and
+ * check), written once per type for the rows of every table that takes
+ * it; a row is MSG_RULE(type, fd rule, handler).
+ */
+#define MSG_BODY_EMPTY		0, sizeof(struct msg_empty), NULL
+#define MSG_BODY_SETUP		MSG_SETUP_MIN, sizeof(struct msg_setup), \
+				    msg_setup_check
+#define MSG_BODY_LIMITS		0, sizeof(struct msg_limits), msg_limits_check
+#define MSG_BODY_ASSIGN		0, sizeof(struct msg_assign), msg_assign_check
+#define MSG_BODY_VERBOSE	0, sizeof(struct msg_verbose), NULL
+#define MSG_BODY_TLS		0, sizeof(struct msg_tls), msg_tls_check
+#define MSG_BODY_CONN_NEW	0, sizeof(struct msg_conn_new), NULL
+#define MSG_BODY_CONN_UPGRADE	CONN_UPGRADE_MIN, \
+				    sizeof(struct msg_conn_upgrade), \
+				    msg_conn_upgrade_check
+#define MSG_BODY_CONN_ATTACH	CONN_UPGRADE_MIN, \
+				    sizeof(struct msg_conn_upgrade), \
+				    msg_conn_routed_check
+#define MSG_BODY_CONN_REROUTE	MSG_BODY_CONN_ATTACH
+#define MSG_BODY_CONN_VERDICT	0, sizeof(struct msg_conn_verdict), \
+				    msg_conn_verdict_check
+#define MSG_BODY_CONN_CLOSED	0, sizeof(struct msg_conn_closed), \
+				    msg_conn_closed_check
+#define MSG_BODY_HEALTH_REQ	MSG_BODY_EMPTY
+#define MSG_BODY_HEALTH		0, sizeof(struct msg_health), NULL
+#define MSG_BODY_METRICS_REQ	MSG_BODY_EMPTY
+#define MSG_BODY_METRICS	0, sizeof(struct msg_metrics), NULL
+#define MSG_BODY_ACME_REQ	0, sizeof(struct msg_acme_req), \
+				    msg_acme_req_check
+#define MSG_BODY_ACME		0, sizeof(struct msg_acme), msg_acme_check
+#define MSG_BODY_RELAY_STATE	0, sizeof(struct msg_relay_state), \
+				    msg_relay_state_check
+#define MSG_BODY_RELAY_COUNTERS	0, sizeof(struct relay_counters), \
+				    msg_relay_counters_check
+#define MSG_BODY_COUNTERS_REQ	MSG_BODY_EMPTY
+#define MSG_BODY_RETIRE		MSG_BODY_EMPTY
+#define MSG_BODY_RETIRE_OK	MSG_BODY_EMPTY
+#define MSG_BODY_CTL_SHOW	MSG_BODY_EMPTY
+#define MSG_BODY_CTL_PHONE	0, sizeof(struct msg_ctl_phone), \
+				    msg_ctl_phone_check
+#define MSG_BODY_CTL_KICK	MSG_BODY_EMPTY
+#define MSG_BODY_SPAWN		offsetof(struct msg_spawn, args) + 1, \
+				    sizeof(struct msg_spawn), msg_spawn_check
+#define MSG_BODY_SPAWNED	0, sizeof(struct msg_spawned), \
+				    msg_spawned_check
+
+/* One row: its name and type, which cannot differ, fd rule, body, handler */
+#define MSG_RULE(t, fd, handle) \
+	{ #t, MSG_##t, (fd), MSG_BODY_##t, (handle) }
 
 #endif

@@ -984,12 +984,9 @@ relay_attach_one(struct relay *r, struct msg *m)
 	int			 tries, idlen;
 	uint32_t		 rnd;
 
-	if (up->server_id[SERVER_ID_MAX] != '\0' ||
-	    up->device_name[DEVICE_NAME_MAX] != '\0' ||
-	    up->ws_accept[WS_ACCEPT_LEN] != '\0' ||
-	    up->preread_len > PREREAD_MAX || m->hdr.len != CONN_UPGRADE_LEN(up) ||
-	    strcmp(up->server_id, r->sid) != 0)
-		fatalx("relay %s: bad CONN_ATTACH from parent", r->sid);
+	/* the body passed msg_conn_routed_check; whose it is, only we know */
+	if (strcmp(up->server_id, r->sid) != 0)
+		fatalx("relay %s: CONN_ATTACH for another server-id", r->sid);
 
 	if (m->fd_lost) {
 		relay_fd_lost(r, m->hdr.id, up->kind);

@@ -2,9 +2,10 @@
 
 /*
  * The relay's side of its channel to the parent (docs/messages.md): set-up
- * and the event loop (relay_main), the parent's messages, the state and
- * counter increments it reports, the retire handshake, and the operator's
- * commands (pyrelayctl show and kick, SIGTERM).  The connections and
+ * (relay_main, on proc.c's start-up), the parent's messages and their
+ * table, the state and counter increments it reports, the retire
+ * handshake, and the operator's commands (pyrelayctl show and kick,
+ * SIGTERM).  The connections and
  * every decision of protocol.md §3-§5 are in relay.c.
  */
 #include "config.h"
@@ -15,19 +16,17 @@
 
 #include <malloc.h>
 #include <event2/event.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "msg.h"
 #include "msgq.h"
+#include "proc.h"
 #include "proto.h"
 #include "pyrelayd.h"
 #include "relay.h"
 #include "relay_int.h"
-#include "sandbox.h"
-#include "valid.h"
 
 #define RELAY_MAXFDS	1024	/* 16 phones + binary + newcomers + slack */
 
@@ -51,24 +50,6 @@ relay_release_pages(void *p, size_t len)
 	if (b > a)
 		madvise((void *)a, b - a, MADV_DONTNEED);
 }
-
-static void	 relay_ctl_show(struct relay *, uint64_t);
-static void	 relay_kick(struct relay *);
-static void	 relay_assign(struct relay *, const struct msg_assign *);
-
-static const struct msg_rule relay_rules[] = {
-	{ MSG_SETUP, sizeof(struct msg_setup), MSG_FD_NONE, "SETUP", MSG_SETUP_MIN },
-	{ MSG_LIMITS, sizeof(struct msg_limits), MSG_FD_NONE, "LIMITS", 0 },
-	{ MSG_CONN_ATTACH, sizeof(struct msg_conn_upgrade), MSG_FD_REQUIRED, "CONN_ATTACH",
-	    CONN_UPGRADE_MIN },
-	{ MSG_RETIRE_OK, sizeof(struct msg_empty), MSG_FD_NONE, "RETIRE_OK", 0 },
-	{ MSG_VERBOSE, sizeof(struct msg_verbose), MSG_FD_NONE, "VERBOSE", 0 },
-	{ MSG_CTL_SHOW, sizeof(struct msg_empty), MSG_FD_NONE, "CTL_SHOW", 0 },
-	{ MSG_CTL_KICK, sizeof(struct msg_empty), MSG_FD_NONE, "CTL_KICK", 0 },
-	{ MSG_ASSIGN, sizeof(struct msg_assign), MSG_FD_NONE, "ASSIGN", 0 },
-	{ MSG_COUNTERS_REQ, sizeof(struct msg_empty), MSG_FD_NONE,
-	    "COUNTERS_REQ", 0 },
-};
 
 /* Counter increments: see COUNT in relay_int.h. */
 void
@@ -185,69 +166,44 @@ relay_check_exit(struct relay *r)
 }
 
 static void
-relay_dispatch(evutil_socket_t fd, short ev, void *arg)
+relay_limits(void *arg, struct msg *m)
 {
 	struct relay	*r = arg;
-	struct msg	*m;
-	int		 rv;
 
-	if (ev & EV_WRITE)
-		relay_chan_flush(r);
-	if (!(ev & EV_READ))
-		return;
-	m = &chanbuf;
-	for (;;) {
-		rv = msg_recv(&r->chan, m);
-		if (rv == 0)
-			break;
-		if (rv == -1) {
-			/* the parent is gone: nothing left to serve for */
-			log_debug("event=parent_gone server_id=%s", r->sid);
-			exit(0);
-		}
-		if (rv == -2)
-			fatalx("relay %s: bad message from parent: %s", r->sid,
-			    r->chan.errstr);
-		switch (m->hdr.type) {
-		case MSG_LIMITS:
-			memcpy(&r->lim, m->body, sizeof(r->lim));
-			break;
-		case MSG_ASSIGN:
-			relay_assign(r, (struct msg_assign *)m->body);
-			break;
-		case MSG_CONN_ATTACH:
-			if (r->sid[0] == '\0')
-				fatalx("relay: CONN_ATTACH before ASSIGN");
-			relay_attach(r, m);
-			break;
-		case MSG_RETIRE_OK:
-			r->retired = 1;
-			relay_check_exit(r);
-			break;
-		case MSG_VERBOSE:
-			log_setverbose(((struct msg_verbose *)m->body)->verbose);
-			break;
-		case MSG_CTL_SHOW:
-			relay_ctl_show(r, m->hdr.id);
-			break;
-		case MSG_CTL_KICK:
-			relay_kick(r);
-			break;
-		case MSG_COUNTERS_REQ:
-			relay_counters_send(r, 1);
-			break;
-		default:
-			if (m->fd != -1)
-				close(m->fd);
-			break;
-		}
-	}
+	memcpy(&r->lim, m->body, sizeof(r->lim));
+}
+
+static void
+relay_conn_attach(void *arg, struct msg *m)
+{
+	struct relay	*r = arg;
+
+	if (r->sid[0] == '\0')
+		fatalx("relay: CONN_ATTACH before ASSIGN");
+	relay_attach(r, m);
+}
+
+static void
+relay_retire_ok(void *arg, struct msg *m)
+{
+	struct relay	*r = arg;
+
+	r->retired = 1;
+	relay_check_exit(r);
+}
+
+static void
+relay_counters_req(void *arg, struct msg *m)
+{
+	relay_counters_send(arg, 1);
 }
 
 /* pyrelayctl show server: one message per registered phone, then the end. */
 static void
-relay_ctl_show(struct relay *r, uint64_t req)
+relay_ctl_show(void *arg, struct msg *m)
 {
+	struct relay		*r = arg;
+	uint64_t		 req = m->hdr.id;
 	struct msg_ctl_phone	 ph;
 	struct conn		*c;
 	int64_t			 now = now_ms();
@@ -271,8 +227,10 @@ relay_ctl_show(struct relay *r, uint64_t req)
 
 /* pyrelayctl kick server: everyone out with 1001, then retire. */
 static void
-relay_kick(struct relay *r)
+relay_kick(void *arg, struct msg *m)
 {
+	struct relay	*r = arg;
+
 	log_info("event=server_kicked server_id=%s phones=%d", r->sid, r->nphones);
 	relay_retire(r);
 	relay_close_all(r, "kicked by operator");
@@ -305,23 +263,18 @@ relay_shutdown(evutil_socket_t sig, short ev, void *arg)
 	relay_check_exit(r);
 }
 
-static void
-relay_ignore(evutil_socket_t sig, short ev, void *arg)
-{
-}
-
 /*
  * A pooled relay (docs/pool.md) gets its one server-id.  Until then it had
  * no timer and no connection: it only waited on its channel.
  */
 static void
-relay_assign(struct relay *r, const struct msg_assign *a)
+relay_assign(void *arg, struct msg *m)
 {
+	struct relay		*r = arg;
+	const struct msg_assign	*a = (const struct msg_assign *)m->body;
+
 	if (r->sid[0] != '\0')
 		fatalx("relay %s: a second ASSIGN", r->sid);
-	if (memchr(a->server_id, '\0', sizeof(a->server_id)) == NULL ||
-	    !server_id_valid(a->server_id, strlen(a->server_id)))
-		fatalx("relay: bad ASSIGN");
 	strlcpy(r->sid, a->server_id, sizeof(r->sid));
 	r->sidlen = strlen(r->sid);
 	r->lim = a->lim;
@@ -329,66 +282,54 @@ relay_assign(struct relay *r, const struct msg_assign *a)
 	log_debug("event=relay_ready server_id=%s pooled=1", r->sid);
 }
 
-void
-relay_main(int fd)
+/*
+ * What a relay takes from the parent (docs/messages.md), each with its
+ * handler above; SETUP only once, at start (proc_worker_run).
+ */
+static const struct msg_rule relay_rows[] = {
+	MSG_RULE(SETUP, MSG_FD_NONE, NULL),
+	MSG_RULE(LIMITS, MSG_FD_NONE, relay_limits),
+	MSG_RULE(CONN_ATTACH, MSG_FD_REQUIRED, relay_conn_attach),
+	MSG_RULE(RETIRE_OK, MSG_FD_NONE, relay_retire_ok),
+	MSG_RULE(VERBOSE, MSG_FD_NONE, proc_verbose),
+	MSG_RULE(CTL_SHOW, MSG_FD_NONE, relay_ctl_show),
+	MSG_RULE(CTL_KICK, MSG_FD_NONE, relay_kick),
+	MSG_RULE(ASSIGN, MSG_FD_NONE, relay_assign),
+	MSG_RULE(COUNTERS_REQ, MSG_FD_NONE, relay_counters_req),
+};
+const struct msg_rules relay_from_parent =
+    MSG_RULES(ROLE_PARENT, ROLE_RELAY, relay_rows);
+
+/*
+ * SETUP is in: the relay's state and events.  Nothing here depends on
+ * the process having just been exec'd.
+ */
+static void
+relay_setup(struct proc_worker *pw, const struct msg_setup *setup)
 {
-	struct relay		*r;
-	struct msg		*m;
-	struct msg_setup	*setup;
+	struct relay	*r = pw->arg;
 
-	r = relay = xcalloc(1, sizeof(*r));
-	r->push_tokens = PUSH_BURST;
-	TAILQ_INIT(&r->conns);
-	TAILQ_INIT(&r->dirty);
-	msg_chan_init(&r->chan, fd, relay_rules, sizeof(relay_rules) / sizeof(relay_rules[0]));
-
-	/* the first messages: HELLO then SETUP, before anything else */
-	m = &chanbuf;
-	setup = msg_wait(&r->chan, m, MSG_SETUP, "relay");
+	r->base = pw->base;
 	/* an empty server-id: a pooled relay, waiting for MSG_ASSIGN */
-	if (setup->server_id[SERVER_ID_MAX] != '\0' ||
-	    setup->chroot[sizeof(setup->chroot) - 1] != '\0' ||
-	    (setup->server_id[0] != '\0' &&
-	    !server_id_valid(setup->server_id, strlen(setup->server_id))))
-		fatalx("relay: bad SETUP");
 	strlcpy(r->sid, setup->server_id, sizeof(r->sid));
 	r->sidlen = strlen(r->sid);
 	r->lim = setup->lim;
-	log_setverbose(setup->verbose);
-
-	/*
-	 * EVENT_* environment variables choose nothing here (reading them
-	 * costs four id syscalls per lookup), and there is one thread.
-	 */
-	{
-		struct event_config	*cfg;
-
-		if ((cfg = event_config_new()) == NULL ||
-		    event_config_set_flag(cfg, EVENT_BASE_FLAG_IGNORE_ENV |
-		    EVENT_BASE_FLAG_NOLOCK) == -1 ||
-		    (r->base = event_base_new_with_config(cfg)) == NULL)
-			fatalx("relay: event_base_new");
-		event_config_free(cfg);
-	}
-	r->ev_chan = event_new(r->base, fd, EV_READ | EV_PERSIST, relay_dispatch, r);
 	r->ev_flush = event_new(r->base, -1, 0, relay_flush, r);
 	r->ev_grace = evtimer_new(r->base, relay_grace_expired, r);
 	r->ev_probe = evtimer_new(r->base, relay_probe_expired, r);
-	r->ev_sigterm = evsignal_new(r->base, SIGTERM, relay_shutdown, r);
-	r->ev_sigint = evsignal_new(r->base, SIGINT, relay_ignore, r);
-	r->ev_sighup = evsignal_new(r->base, SIGHUP, relay_ignore, r);
 	r->ev_counters = evtimer_new(r->base, relay_counters_tick, r);
-	if (r->ev_chan == NULL || r->ev_flush == NULL || r->ev_grace == NULL ||
-	    r->ev_probe == NULL || r->ev_sigterm == NULL || r->ev_counters == NULL)
+	if (r->ev_flush == NULL || r->ev_grace == NULL ||
+	    r->ev_probe == NULL || r->ev_counters == NULL)
 		fatalx("relay: event_new");
 	event_priority_set(r->ev_flush, 0);
-	event_add(r->ev_chan, NULL);
-	event_add(r->ev_sigterm, NULL);
-	event_add(r->ev_sigint, NULL);
-	event_add(r->ev_sighup, NULL);
-	signal(SIGPIPE, SIG_IGN);
+}
 
-	sandbox_enter(ROLE_RELAY, setup, m->hdr.len, RELAY_MAXFDS);
+/* Sandboxed: give back what set-up used, and say who we are. */
+static void
+relay_ready(struct proc_worker *pw)
+{
+	struct relay	*r = pw->arg;
+
 	/*
 	 * Hand back what set-up allocated and freed (not the data path), and
 	 * the pages SETUP (it carries the seccomp program) dirtied in chanbuf.
@@ -402,13 +343,29 @@ relay_main(int fd)
 		setproctitle("pooled relay");
 		log_debug("event=relay_pooled");
 	}
-	msg_hello(&r->chan, ROLE_RELAY);
-	relay_chan_flush(r);
+}
 
-	/* messages that arrived with SETUP are read by the loop */
-	event_active(r->ev_chan, EV_READ, 0);
-	event_base_dispatch(r->base);
+void
+relay_main(void)
+{
+	struct proc_worker	pw;
+
+	relay = xcalloc(1, sizeof(*relay));
+	relay->push_tokens = PUSH_BURST;
+	TAILQ_INIT(&relay->conns);
+	TAILQ_INIT(&relay->dirty);
+	memset(&pw, 0, sizeof(pw));
+	pw.role = ROLE_RELAY;
+	pw.rules = &relay_from_parent;
+	pw.chan = &relay->chan;
+	pw.m = &chanbuf;
+	pw.arg = relay;
+	pw.maxfds = RELAY_MAXFDS;
+	pw.setup = relay_setup;
+	pw.ready = relay_ready;
+	pw.sigterm = relay_shutdown;
+	proc_worker_run(&pw);
 	/* what this relay counted outlives it (protocol.md §2 counters) */
-	relay_counters_flush(r);
+	relay_counters_flush(relay);
 	exit(0);
 }

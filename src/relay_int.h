@@ -81,13 +81,9 @@ TAILQ_HEAD(conn_list, conn);
 struct relay {
 	struct event_base	*base;
 	struct msg_chan		 chan;
-	struct event		*ev_chan;
 	struct event		*ev_flush;
 	struct event		*ev_grace;
 	struct event		*ev_probe;
-	struct event		*ev_sigterm;
-	struct event		*ev_sigint;
-	struct event		*ev_sighup;
 	struct limits		 lim;
 	char			 sid[SERVER_ID_MAX + 1];
 	size_t			 sidlen;

@@ -9,25 +9,21 @@
  */
 #include "config.h"
 
-#include <sys/stat.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "proc.h"
 #include "pyrelayd.h"
 #include "relay.h"
-
-#define WORKER_FD	3
 
 extern char **environ;
 
 int
 main(int argc, char *argv[])
 {
-	struct stat	st;
-	int		ch, foreground = 0;
+	int	ch, foreground = 0;
 
 	setproctitle_init(argc, argv, environ);
 	while ((ch = getopt(argc, argv, "d")) != -1) {
@@ -41,10 +37,10 @@ main(int argc, char *argv[])
 		}
 	}
 	/* it only runs on the channel its parent gave it */
-	if (fstat(WORKER_FD, &st) == -1 || !S_ISSOCK(st.st_mode)) {
+	if (!proc_has_channel()) {
 		fprintf(stderr, "pyrelayd-relay: is started by pyrelayd(8)\n");
 		exit(1);
 	}
-	log_init(foreground, 0, "relay");
-	relay_main(WORKER_FD);
+	log_init(foreground, 0, proc_role_name(ROLE_RELAY));
+	relay_main();
 }

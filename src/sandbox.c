@@ -25,34 +25,19 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proc.h"
 #include "sandbox.h"
-
-const char *
-sandbox_role_name(enum proc_role role)
-{
-	switch (role) {
-	case ROLE_FRONT:
-		return "front";
-	case ROLE_RELAY:
-		return "relay";
-	default:
-		return "unknown";
-	}
-}
 
 /*
  * Loads the program from SETUP, with this process's pid put where the
- * tgkill rule compares it.  PR_SET_NO_NEW_PRIVS is already set.
+ * tgkill rule compares it.  PR_SET_NO_NEW_PRIVS is already set.  The
+ * program's length and pid slot were checked on receipt (msg_setup_check).
  */
 static void
 sandbox_load(const char *role, struct sandbox_prog *prog)
 {
 	struct sock_fprog	fprog;
 
-	if (prog->len == 0 || prog->len > SANDBOX_PROG_MAX ||
-	    (prog->pid_at != SANDBOX_PID_NONE && (prog->pid_at >= prog->len ||
-	    prog->insns[prog->pid_at].k != SANDBOX_PID_PLACEHOLDER)))
-		fatalx("sandbox: role=%s bad seccomp program in SETUP", role);
 	if (prog->pid_at != SANDBOX_PID_NONE)
 		prog->insns[prog->pid_at].k = (uint32_t)getpid();
 	fprog.len = (unsigned short)prog->len;
@@ -100,10 +85,9 @@ sandbox_drop(const char *role, uid_t uid, gid_t gid)
 }
 
 void
-sandbox_enter(enum proc_role role, struct msg_setup *setup, size_t setup_len,
-    rlim_t maxfds)
+sandbox_enter(enum proc_role role, struct msg_setup *setup, rlim_t maxfds)
 {
-	const char	*name = sandbox_role_name(role);
+	const char	*name = proc_role_name(role);
 	struct rlimit	 rl, want;
 	struct stat	 st;
 	const char	*skipped = NULL;
@@ -115,9 +99,6 @@ sandbox_enter(enum proc_role role, struct msg_setup *setup, size_t setup_len,
 
 	if (role != ROLE_FRONT && role != ROLE_RELAY)
 		fatalx("sandbox: role %d is not a worker", (int)role);
-	if (setup->filter.len > SANDBOX_PROG_MAX ||
-	    setup_len != MSG_SETUP_LEN(setup))
-		fatalx("sandbox: role=%s SETUP of %zu bytes", name, setup_len);
 	/* a worker that cannot or will not drop root must not run at all */
 	if (root && geteuid() != 0)
 		fatalx("sandbox: role=%s setup says root but euid=%u", name,

@@ -26,16 +26,14 @@ int	sandbox_check(const struct config *, uid_t *uid, gid_t *gid,
  * setgroups/setresgid/setresuid to setup->uid/gid (when setup->root),
  * rlimits (no new files beyond what the role needs, no processes, no core
  * dumps), PR_SET_NO_NEW_PRIVS, and the role's seccomp program from
- * setup->filter (setup_len: the SETUP body's length, checked against it).
- * Steps that need root are skipped when not root, and one log line says
- * which.  fatal() on failure.
+ * setup->filter.  setup passed msg_setup_check() on receipt (its row in
+ * the role's table), which bounds the program and its pid slot.  Steps
+ * that need root are skipped when not root, and one log line says which.
+ * fatal() on failure.
  * maxfds: RLIMIT_NOFILE to set (the role's connection bound plus slack).
  */
 void	sandbox_enter(enum proc_role role, struct msg_setup *setup,
-	    size_t setup_len, rlim_t maxfds);
-
-/* "front", "relay" */
-const char *sandbox_role_name(enum proc_role);
+	    rlim_t maxfds);
 
 /*
  * Parent, once at start: compiles the role's allow-list with libseccomp

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "proc.h"
 #include "sandbox.h"
 
 #ifndef SOL_TLS
@@ -332,7 +333,7 @@ void
 sandbox_filter_build(enum proc_role role, struct sandbox_prog *prog)
 {
 	scmp_filter_ctx	 ctx;
-	const char	*name = sandbox_role_name(role);
+	const char	*name = proc_role_name(role);
 
 	memset(prog, 0, sizeof(*prog));
 	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL)

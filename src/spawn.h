@@ -5,6 +5,8 @@
 
 #include <sys/types.h>
 
+#include "msg.h"
+
 /*
  * Starts path with argv and envp, fd as its fd 3 (fd stays open here; the
  * caller closes it).  flags: more clone(2) flags (CLONE_PARENT from the
@@ -15,6 +17,8 @@ pid_t	spawn_process(const char *path, char **argv, char **envp, int fd,
 	    int flags);
 
 /* The spawner process (`pyrelayd -P spawner`) on its channel, fd 3. */
-void	spawner_main(int fd) __attribute__((__noreturn__));
+void	spawner_main(void) __attribute__((__noreturn__));
+/* What the spawner takes from the parent: its table (docs/messages.md). */
+extern const struct msg_rules	spawner_from_parent;
 
 #endif

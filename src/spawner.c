@@ -25,16 +25,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "proc.h"
 #include "proto.h"
 #include "pyrelayd.h"
 #include "spawn.h"
 
 extern char **environ;
-
-static const struct msg_rule spawner_rules[] = {
-	{ MSG_SPAWN, sizeof(struct msg_spawn), MSG_FD_REQUIRED, "SPAWN",
-	    offsetof(struct msg_spawn, args) + 1 },
-};
 
 /* Sends what is queued, waiting for room; exits when the parent is gone. */
 static void
@@ -49,55 +45,61 @@ spawner_flush(struct msg_chan *chan)
 		exit(0);
 }
 
-/* argv from the request, or -1 when it is malformed */
-static int
-spawner_args(struct msg_spawn *sp, size_t blen, char **path, char **argv)
+/*
+ * Starts the worker a SPAWN asks for (its body passed msg_spawn_check: a
+ * path, then argc NUL-terminated arguments) and answers SPAWNED.
+ */
+static void
+spawner_spawn(void *arg, struct msg *m)
 {
-	size_t		len, off = 0, n;
-	uint32_t	i;
+	struct msg_chan		*chan = arg;
+	struct msg_spawn	*sp = (struct msg_spawn *)m->body;
+	struct msg_spawned	 rep;
+	char			*path, *argv[SPAWN_ARGC_MAX + 1];
+	size_t			 off;
+	uint32_t		 i;
 
-	len = blen - offsetof(struct msg_spawn, args);
-	if (sp->len != len || len == 0 || sp->args[len - 1] != '\0' ||
-	    sp->argc == 0 || sp->argc > SPAWN_ARGC_MAX)
-		return -1;
-	/* the path, then argc arguments, and nothing after them */
-	for (i = 0; i <= sp->argc; i++) {
-		if (off >= len)
-			return -1;
-		n = strlen(sp->args + off);
-		if (i == 0)
-			*path = sp->args + off;
-		else
-			argv[i - 1] = sp->args + off;
-		off += n + 1;
+	path = sp->args;
+	off = strlen(path) + 1;
+	for (i = 0; i < sp->argc; i++) {
+		argv[i] = sp->args + off;
+		off += strlen(argv[i]) + 1;
 	}
-	if (off != len || (*path)[0] != '/')
-		return -1;
 	argv[sp->argc] = NULL;
-	return 0;
+	memset(&rep, 0, sizeof(rep));
+	rep.pid = -1;
+	if (m->fd_lost)
+		rep.error = EMFILE;
+	else if ((rep.pid = spawn_process(path, argv, environ, m->fd,
+	    CLONE_PARENT)) == -1)
+		rep.error = errno;
+	if (m->fd != -1)
+		close(m->fd);
+	msg_compose(chan, MSG_SPAWNED, m->hdr.id, &rep, sizeof(rep), -1);
+	spawner_flush(chan);
 }
 
+/* What the spawner takes from the parent (docs/messages.md). */
+static const struct msg_rule spawner_rows[] = {
+	MSG_RULE(SPAWN, MSG_FD_REQUIRED, spawner_spawn),
+};
+const struct msg_rules spawner_from_parent =
+    MSG_RULES(ROLE_PARENT, ROLE_SPAWNER, spawner_rows);
+
 void
-spawner_main(int fd)
+spawner_main(void)
 {
 	static struct msg	 m;
 	struct msg_chan		 chan;
-	struct msg_spawned	 rep;
-	char			*path, *argv[SPAWN_ARGC_MAX + 1];
 	int			 rv;
 
-	msg_chan_init(&chan, fd, spawner_rules,
-	    sizeof(spawner_rules) / sizeof(spawner_rules[0]));
+	proc_start(&chan, &spawner_from_parent);
 	setproctitle("spawner");
-	/* the parent handles these; the terminal's ^C is for it alone */
-	signal(SIGPIPE, SIG_IGN);
-	signal(SIGINT, SIG_IGN);
-	signal(SIGHUP, SIG_IGN);
 	msg_hello(&chan, ROLE_SPAWNER);
 	spawner_flush(&chan);
 	for (;;) {
 		if ((rv = msg_recv(&chan, &m)) == 0) {
-			if (fd_wait(fd, POLLIN, -1) == -1)
+			if (fd_wait(chan.fd, POLLIN, -1) == -1)
 				fatal("spawner: poll");
 			continue;
 		}
@@ -107,21 +109,6 @@ spawner_main(int fd)
 		if (rv == -2)
 			fatalx("spawner: bad message from parent: %s",
 			    chan.errstr);
-		if (m.hdr.type == MSG_HELLO)
-			continue;
-		memset(&rep, 0, sizeof(rep));
-		rep.pid = -1;
-		if (m.fd_lost)
-			rep.error = EMFILE;
-		else if (spawner_args((struct msg_spawn *)m.body, m.hdr.len,
-		    &path, argv) == -1)
-			fatalx("spawner: bad SPAWN from parent");
-		else if ((rep.pid = spawn_process(path, argv, environ, m.fd,
-		    CLONE_PARENT)) == -1)
-			rep.error = errno;
-		if (m.fd != -1)
-			close(m.fd);
-		msg_compose(&chan, MSG_SPAWNED, m.hdr.id, &rep, sizeof(rep), -1);
-		spawner_flush(&chan);
+		msg_handle(&m, &chan);
 	}
 }

@@ -140,10 +140,11 @@ tls_ctx_new(const struct msg_tls *m, const char *domain, char *err,
 	BIO		*bio = NULL;
 	X509		*x509 = NULL;
 	EVP_PKEY	*pkey = NULL;
+	const char	*why;
 
-	if (m->cert_len == 0 || m->key_len == 0 ||
-	    (size_t)m->cert_len + m->key_len > sizeof(m->pem)) {
-		snprintf(err, errlen, "tls material: bad lengths");
+	/* a front's copy passed this check on receipt; the parent's own, here */
+	if ((why = msg_tls_check(m, sizeof(*m))) != NULL) {
+		snprintf(err, errlen, "tls material: %s", why);
 		return NULL;
 	}
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {

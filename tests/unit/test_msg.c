@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,16 +33,39 @@ enum {
 	T_EMPTY = 4,		/* empty body */
 	T_BIG = 5,		/* MSG_MAX_BODY body */
 	T_VAR = 6,		/* 4 to 16 byte body, no fd */
+	T_CHECKED = 7,		/* 4 byte body its check refuses unless 0, fd required */
 };
 
-static const struct msg_rule test_rules[] = {
-	{ T_PLAIN, 8, MSG_FD_NONE, "plain", 0 },
-	{ T_WITHFD, 4, MSG_FD_REQUIRED, "withfd", 0 },
-	{ T_EMPTY, 0, MSG_FD_NONE, "empty", 0 },
-	{ T_BIG, MSG_MAX_BODY, MSG_FD_NONE, "big", 0 },
-	{ T_VAR, 16, MSG_FD_NONE, "var", 4 },
+/* T_CHECKED's check: the body must be four zero bytes */
+static const char *
+check_zero(const void *body, size_t len)
+{
+	static const unsigned char	zero[4];
+
+	return memcmp(body, zero, sizeof(zero)) == 0 ? NULL : "not zero";
+}
+
+/* T_CHECKED's handler: counts its calls and keeps the fd it was given */
+static int	handled;
+static int	handled_fd = -1;
+
+static void
+handle_checked(void *arg, struct msg *m)
+{
+	handled += *(int *)arg;
+	handled_fd = m->fd;
+}
+
+static const struct msg_rule test_rows[] = {
+	{ "plain", T_PLAIN, MSG_FD_NONE, 0, 8, NULL, NULL },
+	{ "withfd", T_WITHFD, MSG_FD_REQUIRED, 0, 4, NULL, NULL },
+	{ "empty", T_EMPTY, MSG_FD_NONE, 0, 0, NULL, NULL },
+	{ "big", T_BIG, MSG_FD_NONE, 0, MSG_MAX_BODY, NULL, NULL },
+	{ "var", T_VAR, MSG_FD_NONE, 4, 16, NULL, NULL },
+	{ "checked", T_CHECKED, MSG_FD_REQUIRED, 0, 4, check_zero,
+	    handle_checked },
 };
-#define NRULES	(sizeof(test_rules) / sizeof(test_rules[0]))
+static const struct msg_rules test_rules = MSG_RULES(0, 1, test_rows);
 
 /* struct msg is 32K: keep it off the stack */
 static struct msg	rm;
@@ -172,7 +196,7 @@ static void
 raw_setup(int sv[2], struct msg_chan *rx, int hello)
 {
 	make_pair(sv);
-	msg_chan_init(rx, sv[1], test_rules, NRULES);
+	msg_chan_init(rx, sv[1], &test_rules);
 	if (hello) {
 		CU_ASSERT_FATAL(raw_hello(sv[0], MSG_VERSION) > 0);
 		CU_ASSERT_FATAL(msg_recv(rx, &rm) == 1);
@@ -208,7 +232,7 @@ test_init_flags(void)
 	int		sv[2], fl;
 
 	make_pair(sv);
-	msg_chan_init(&c, sv[0], test_rules, NRULES);
+	msg_chan_init(&c, sv[0], &test_rules);
 	fl = fcntl(sv[0], F_GETFL);
 	CU_ASSERT(fl != -1 && (fl & O_NONBLOCK));
 	fl = fcntl(sv[0], F_GETFD);
@@ -231,8 +255,8 @@ test_roundtrip(void)
 	char		c;
 
 	make_pair(sv);
-	msg_chan_init(&a, sv[0], test_rules, NRULES);
-	msg_chan_init(&b, sv[1], test_rules, NRULES);
+	msg_chan_init(&a, sv[0], &test_rules);
+	msg_chan_init(&b, sv[1], &test_rules);
 
 	CU_ASSERT_EQUAL(msg_recv(&b, &rm), 0);	/* nothing pending */
 
@@ -315,8 +339,8 @@ test_ordering(void)
 
 	fds_before = count_fds();
 	make_pair(sv);
-	msg_chan_init(&a, sv[0], test_rules, NRULES);
-	msg_chan_init(&b, sv[1], test_rules, NRULES);
+	msg_chan_init(&a, sv[0], &test_rules);
+	msg_chan_init(&b, sv[1], &test_rules);
 	CU_ASSERT_EQUAL(msg_hello(&a, ROLE_PARENT), 0);
 	for (i = 0; i < count; i++) {
 		memcpy(body, &i, sizeof(body));
@@ -361,8 +385,8 @@ test_flush_full(void)
 	big = calloc(1, MSG_MAX_BODY);
 	CU_ASSERT_FATAL(big != NULL);
 	make_pair(sv);
-	msg_chan_init(&a, sv[0], test_rules, NRULES);
-	msg_chan_init(&b, sv[1], test_rules, NRULES);
+	msg_chan_init(&a, sv[0], &test_rules);
+	msg_chan_init(&b, sv[1], &test_rules);
 	CU_ASSERT_EQUAL(msg_hello(&a, ROLE_PARENT), 0);
 	CU_ASSERT_EQUAL(msg_flush(&a), 1);
 
@@ -418,7 +442,7 @@ test_clear_closes_queued_fds(void)
 	fds_before = count_fds();
 	make_pair(sv);
 	CU_ASSERT_FATAL(pipe(p) == 0);
-	msg_chan_init(&a, sv[0], test_rules, NRULES);
+	msg_chan_init(&a, sv[0], &test_rules);
 	CU_ASSERT_EQUAL(msg_compose(&a, T_WITHFD, 0, &v, sizeof(v), p[0]), 0);
 	CU_ASSERT_EQUAL(msg_compose(&a, T_WITHFD, 0, &v, sizeof(v), p[1]), 0);
 	msg_chan_clear(&a);
@@ -440,7 +464,7 @@ test_compose_too_long(void)
 	big = calloc(1, MSG_MAX_BODY + 1);
 	CU_ASSERT_FATAL(big != NULL);
 	make_pair(sv);
-	msg_chan_init(&a, sv[0], test_rules, NRULES);
+	msg_chan_init(&a, sv[0], &test_rules);
 	a.errstr = NULL;
 	CU_ASSERT_EQUAL(msg_compose(&a, T_BIG, 0, big, MSG_MAX_BODY + 1, -1),
 	    -1);
@@ -470,7 +494,7 @@ test_flush_closed_peer(void)
 
 	fds_before = count_fds();
 	make_pair(sv);
-	msg_chan_init(&a, sv[0], test_rules, NRULES);
+	msg_chan_init(&a, sv[0], &test_rules);
 	close(sv[1]);
 	CU_ASSERT_EQUAL(msg_hello(&a, ROLE_PARENT), 0);
 	CU_ASSERT_FATAL(pipe(p) == 0);
@@ -495,7 +519,7 @@ test_wait(void)
 
 	/* HELLO, then a message with an fd, then the one waited for */
 	make_pair(sv);
-	msg_chan_init(&rx, sv[1], test_rules, NRULES);
+	msg_chan_init(&rx, sv[1], &test_rules);
 	CU_ASSERT_FATAL(raw_hello(sv[0], MSG_VERSION) > 0);
 	CU_ASSERT_FATAL(pipe(p) == 0);
 	CU_ASSERT(raw_send(sv[0], T_WITHFD, 4, NULL, 4, &p[0], 1) > 0);
@@ -712,6 +736,80 @@ test_reject_body_length(void)
 	CU_ASSERT(raw_send(sv[0], T_VAR, 16, NULL, 16, NULL, 0) > 0);
 	CU_ASSERT_EQUAL(msg_recv(&rx, &rm), 1);
 	CU_ASSERT_EQUAL(rm.hdr.len, 16);
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+/*
+ * A body its row's check refuses is a violation like a bad length: -2,
+ * the check's reason in errstr, its fd closed; a body it accepts comes
+ * back with its row.
+ */
+static void
+test_reject_body_check(void)
+{
+	struct msg_chan	rx;
+	int		sv[2], p[2];
+	unsigned char	bad[4] = { 0, 0, 1, 0 }, good[4] = { 0 };
+
+	raw_setup(sv, &rx, 1);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT(raw_send(sv[0], T_CHECKED, 4, bad, 4, &p[0], 1) > 0);
+	close(p[0]);
+	expect_violation(&rx, count_fds(), "type 7 (checked): not zero");
+	/* the fd that came with it is closed: the pipe's reader is gone */
+	CU_ASSERT(write(p[1], "x", 1) == -1 && errno == EPIPE);
+	close(p[1]);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT(raw_send(sv[0], T_CHECKED, 4, good, 4, &p[0], 1) > 0);
+	CU_ASSERT_EQUAL(msg_recv(&rx, &rm), 1);
+	CU_ASSERT_PTR_EQUAL(rm.rule, &test_rows[5]);
+	CU_ASSERT(rm.fd != -1);
+	close(rm.fd);
+	close(p[0]);
+	close(p[1]);
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
+/*
+ * msg_handle calls the row's handler with arg, which owns the fd; a
+ * message with no handler (HELLO, a row without one) has its fd closed.
+ */
+static void
+test_handle(void)
+{
+	struct msg_chan	rx;
+	int		sv[2], p[2], one = 1, fds;
+	unsigned char	zero[4] = { 0 };
+
+	make_pair(sv);
+	msg_chan_init(&rx, sv[1], &test_rules);
+	CU_ASSERT_FATAL(raw_hello(sv[0], MSG_VERSION) > 0);
+	CU_ASSERT_FATAL(msg_recv(&rx, &rm) == 1);
+	CU_ASSERT_PTR_NULL(rm.rule);
+	msg_handle(&rm, &one);		/* HELLO: nothing to call */
+	CU_ASSERT_EQUAL(handled, 0);
+
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT(raw_send(sv[0], T_CHECKED, 4, zero, 4, &p[0], 1) > 0);
+	CU_ASSERT_FATAL(msg_recv(&rx, &rm) == 1);
+	msg_handle(&rm, &one);
+	CU_ASSERT_EQUAL(handled, 1);
+	CU_ASSERT_EQUAL(handled_fd, rm.fd);
+	CU_ASSERT(fcntl(handled_fd, F_GETFD) != -1);	/* the handler's now */
+	close(handled_fd);
+
+	/* no handler: the fd is closed, nothing is called */
+	CU_ASSERT(raw_send(sv[0], T_WITHFD, 4, NULL, 4, &p[0], 1) > 0);
+	close(p[0]);
+	CU_ASSERT_FATAL(msg_recv(&rx, &rm) == 1);
+	fds = count_fds();
+	msg_handle(&rm, &one);
+	CU_ASSERT_EQUAL(handled, 1);
+	CU_ASSERT_EQUAL(count_fds(), fds - 1);
+	CU_ASSERT(write(p[1], "x", 1) == -1 && errno == EPIPE);
+	close(p[1]);
 	close(sv[0]);
 	msg_chan_clear(&rx);
 }
@@ -969,6 +1067,8 @@ main(void)
 	CU_pSuite	s;
 	unsigned int	failed;
 
+	/* a write to a pipe whose reader was closed says EPIPE */
+	signal(SIGPIPE, SIG_IGN);
 	if (CU_initialize_registry() != CUE_SUCCESS)
 		return CU_get_error();
 	if ((s = CU_add_suite("msg", NULL, NULL)) == NULL)
@@ -983,7 +1083,8 @@ main(void)
 	    CU_add_test(s, "flush to closed peer",
 	    test_flush_closed_peer) == NULL ||
 	    CU_add_test(s, "eof", test_eof) == NULL ||
-	    CU_add_test(s, "wait", test_wait) == NULL)
+	    CU_add_test(s, "wait", test_wait) == NULL ||
+	    CU_add_test(s, "handle", test_handle) == NULL)
 		goto fail;
 	if ((s = CU_add_suite("msg rejections", NULL, NULL)) == NULL)
 		goto fail;
@@ -996,6 +1097,7 @@ main(void)
 	    CU_add_test(s, "second hello", test_reject_second_hello) == NULL ||
 	    CU_add_test(s, "unknown type", test_reject_unknown_type) == NULL ||
 	    CU_add_test(s, "body length", test_reject_body_length) == NULL ||
+	    CU_add_test(s, "body check", test_reject_body_check) == NULL ||
 	    CU_add_test(s, "fd not allowed",
 	    test_reject_fd_not_allowed) == NULL ||
 	    CU_add_test(s, "fd missing", test_reject_fd_missing) == NULL ||

@@ -1,0 +1,130 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * The start-up every process the parent starts shares (proc.h): written
+ * once, so that a role differs from another only by what it brings.
+ */
+#include "config.h"
+
+#include <sys/types.h>
+#include <sys/stat.h>
+
+#include <event2/event.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "msg.h"
+#include "proc.h"
+#include "proto.h"
+#include "pyrelayd.h"
+#include "sandbox.h"
+
+/* no pointers: a relay would relocate them, on a page of its own */
+static const char role_names[][8] = {
+	[ROLE_PARENT] = "parent",
+	[ROLE_FRONT] = "front",
+	[ROLE_RELAY] = "relay",
+	[ROLE_SPAWNER] = "spawner",
+};
+
+const char *
+proc_role_name(enum proc_role role)
+{
+	if ((size_t)role >= sizeof(role_names) / sizeof(role_names[0]))
+		return "unknown";
+	return role_names[role];
+}
+
+int
+proc_role_from_name(const char *name)
+{
+	size_t	i;
+
+	for (i = 0; i < sizeof(role_names) / sizeof(role_names[0]); i++)
+		if (strcmp(name, role_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+int
+proc_has_channel(void)
+{
+	struct stat	st;
+
+	return fstat(WORKER_FD, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+void
+proc_start(struct msg_chan *chan, const struct msg_rules *rules)
+{
+	msg_chan_init(chan, WORKER_FD, rules);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+}
+
+void
+proc_verbose(void *arg, struct msg *m)
+{
+	log_setverbose(((struct msg_verbose *)m->body)->verbose);
+}
+
+/* The parent's messages, each to its row's handler. */
+static void
+proc_chan_read(evutil_socket_t fd, short ev, void *arg)
+{
+	struct proc_worker	*pw = arg;
+	int			 rv;
+
+	while ((rv = msg_recv(pw->chan, pw->m)) != 0) {
+		if (rv == -1) {
+			/* the parent is gone: nothing left to serve for */
+			log_debug("event=parent_gone");
+			exit(0);
+		}
+		if (rv == -2)
+			fatalx("%s: bad message from parent: %s",
+			    proc_role_name(pw->role), pw->chan->errstr);
+		msg_handle(pw->m, pw->arg);
+	}
+}
+
+void
+proc_worker_run(struct proc_worker *pw)
+{
+	struct event_config	*cfg;
+	struct msg_setup	*setup;
+	const char		*name = proc_role_name(pw->role);
+
+	proc_start(pw->chan, pw->rules);
+	/* the first messages: HELLO then SETUP (checked: msg_setup_check) */
+	setup = msg_wait(pw->chan, pw->m, MSG_SETUP, name);
+	log_setverbose(setup->verbose);
+
+	if ((cfg = event_config_new()) == NULL ||
+	    event_config_set_flag(cfg, EVENT_BASE_FLAG_IGNORE_ENV |
+	    EVENT_BASE_FLAG_NOLOCK) == -1 ||
+	    (pw->base = event_base_new_with_config(cfg)) == NULL)
+		fatalx("%s: event_base_new", name);
+	event_config_free(cfg);
+	pw->ev_chan = event_new(pw->base, pw->chan->fd, EV_READ | EV_PERSIST,
+	    proc_chan_read, pw);
+	pw->ev_sigterm = evsignal_new(pw->base, SIGTERM, pw->sigterm, pw->arg);
+	if (pw->ev_chan == NULL || pw->ev_sigterm == NULL)
+		fatalx("%s: event_new", name);
+	event_add(pw->ev_chan, NULL);
+	event_add(pw->ev_sigterm, NULL);
+
+	pw->setup(pw, setup);
+	sandbox_enter(pw->role, setup, pw->maxfds);
+	if (pw->ready != NULL)
+		pw->ready(pw);
+	/* our HELLO says we are ready: set up and sandboxed */
+	msg_hello(pw->chan, pw->role);
+	if (msg_flush(pw->chan) == -1)
+		fatalx("%s: parent channel: %s", name, pw->chan->errstr);
+	/* messages that arrived with SETUP are read by the loop */
+	event_active(pw->ev_chan, EV_READ, 0);
+	event_base_dispatch(pw->base);
+}

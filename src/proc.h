@@ -1,0 +1,75 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * The start every process the parent starts makes (docs/build.md, "One
+ * start-up"): its channel on WORKER_FD with its table of the parent's
+ * messages, the signals the parent handles for it ignored; and for a
+ * worker (front, relay): SETUP, its event base, SIGTERM, the sandbox,
+ * HELLO, the loop.  The role brings its state and events (setup), what it
+ * does once sandboxed (ready) and its handlers (its table).
+ */
+#ifndef PROC_H
+#define PROC_H
+
+#include <sys/types.h>
+#include <sys/resource.h>
+
+#include <event2/event.h>
+
+#include "msg.h"
+#include "proto.h"
+#include "pyrelayd.h"
+
+#define WORKER_FD	3	/* a child's channel to the parent (spawn.c) */
+
+/* "parent", "front", "relay", "spawner" */
+const char	*proc_role_name(enum proc_role);
+/* The role of a name proc_role_name gives, or -1. */
+int		 proc_role_from_name(const char *);
+/* 1 when WORKER_FD is a socket: the parent started this process. */
+int		 proc_has_channel(void);
+
+/*
+ * The channel on WORKER_FD with the table of what the parent may send;
+ * SIGPIPE ignored, and SIGINT and SIGHUP, which the parent handles for
+ * all (the terminal's ^C reaches every process of its group).
+ */
+void	proc_start(struct msg_chan *, const struct msg_rules *);
+
+/* MSG_VERBOSE's handler in every worker's table: the log's verbosity. */
+void	proc_verbose(void *arg, struct msg *);
+
+struct proc_worker {
+	enum proc_role		 role;
+	const struct msg_rules	*rules;	/* the parent's messages it takes */
+	struct msg_chan		*chan;	/* the role's, set up on WORKER_FD */
+	struct msg		*m;	/* every message lands here */
+	void			*arg;	/* the role's state, for handlers */
+	rlim_t			 maxfds;	/* RLIMIT_NOFILE, sandboxed */
+	/*
+	 * SETUP is in, the base made: the role takes its state from SETUP
+	 * and makes its events (it may lower maxfds).  Assumes nothing of
+	 * how the process began, so that a forked one could run it too.
+	 */
+	void			(*setup)(struct proc_worker *,
+				    const struct msg_setup *);
+	/* sandboxed, before HELLO tells the parent so (may be NULL) */
+	void			(*ready)(struct proc_worker *);
+	event_callback_fn	 sigterm;
+	/* made by proc_worker_run */
+	struct event_base	*base;
+	struct event		*ev_chan;
+	struct event		*ev_sigterm;
+};
+
+/*
+ * Runs a worker: proc_start, SETUP (msg_wait), the event base (EVENT_*
+ * variables ignored: no worker's environment carries them, and reading
+ * them costs syscalls; one thread, no locks), SIGTERM, setup, the sandbox
+ * (sandbox.c), ready, HELLO, then the loop, which hands each message to
+ * its row's handler with arg.  Returns when the loop ends; the parent
+ * gone (EOF) exits 0, a message its table refuses is fatal.
+ */
+void	proc_worker_run(struct proc_worker *);
+
+#endif
