@@ -684,36 +684,6 @@ parent_conn_closed(void *arg, struct msg *m)
 	conn_release(p, c);
 }
 
-/* A worker's HELLO: it is set up and sandboxed. */
-static void
-parent_hello(struct parent *p, struct worker *w)
-{
-	int	i, all = 1;
-
-	if (w->pooled && !w->hello) {
-		p->npool_ready++;
-		log_debug("event=relay_pooled pid=%d", (int)w->pid);
-		/* the next one may start */
-		pool_schedule(p, 0);
-	}
-	w->hello = 1;
-	if (w->role != ROLE_FRONT)
-		return;
-	log_info("event=front_ready pid=%d", (int)w->pid);
-	if (p->ready)
-		return;
-	for (i = 0; i < p->nfronts; i++)
-		if (p->fronts[i] == NULL || !p->fronts[i]->hello)
-			all = 0;
-	if (all) {
-		p->ready = 1;
-		log_info("event=ready workers=%d pid=%d", p->nfronts,
-		    (int)getpid());
-		/* the pool fills once the fronts are up */
-		pool_schedule(p, 0);
-	}
-}
-
 static void
 parent_health_req(void *arg, struct msg *m)
 {
@@ -879,7 +849,7 @@ parent_dispatch_loop(struct parent *p, struct worker *w, struct msg *m)
 			return;
 		}
 		if (m->hdr.type == MSG_HELLO)
-			parent_hello(p, w);
+			parent_worker_ready(p, w);
 		else if (w->pooled) {
 			/* it has no server-id and no connection: nothing to say */
 			if (m->fd != -1)

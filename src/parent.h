@@ -202,6 +202,8 @@ void	parent_start_spawner(struct parent *);
 void	parent_restart_spawner(evutil_socket_t, short, void *);
 /* Starts a front, or a relay (sid NULL: for the pool); NULL if it cannot. */
 struct worker	*parent_spawn(struct parent *, enum proc_role, const char *sid);
+/* A worker's HELLO: its start is over. */
+void	parent_worker_ready(struct parent *, struct worker *);
 void	pool_schedule(struct parent *, int64_t ms);
 void	pool_fill(evutil_socket_t, short, void *);
 void	pool_remove(struct parent *, struct worker *);

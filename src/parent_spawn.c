@@ -372,6 +372,40 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	return w;
 }
 
+/*
+ * A worker's HELLO: it is set up and sandboxed, its start is over.  A
+ * pooled relay is ready to be given a server-id and the next may start;
+ * the daemon is ready once every front is.
+ */
+void
+parent_worker_ready(struct parent *p, struct worker *w)
+{
+	int	i, all = 1;
+
+	if (w->pooled && !w->hello) {
+		p->npool_ready++;
+		log_debug("event=relay_pooled pid=%d", (int)w->pid);
+		/* the next one may start */
+		pool_schedule(p, 0);
+	}
+	w->hello = 1;
+	if (w->role != ROLE_FRONT)
+		return;
+	log_info("event=front_ready pid=%d", (int)w->pid);
+	if (p->ready)
+		return;
+	for (i = 0; i < p->nfronts; i++)
+		if (p->fronts[i] == NULL || !p->fronts[i]->hello)
+			all = 0;
+	if (all) {
+		p->ready = 1;
+		log_info("event=ready workers=%d pid=%d", p->nfronts,
+		    (int)getpid());
+		/* the pool fills once the fronts are up */
+		pool_schedule(p, 0);
+	}
+}
+
 /* ---- the relay pool (docs/pool.md) ------------------------------------- */
 
 void
