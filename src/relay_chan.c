@@ -4,8 +4,9 @@
  * The relay's side of its channel to the parent (docs/messages.md): set-up
  * and the event loop (relay_main), the parent's messages, the state and
  * counter increments it reports, the retire handshake, and the operator's
- * commands (pyrelayctl show and kick, SIGTERM).  The connections and
- * every decision of protocol.md §3-§5 are in relay.c.
+ * commands (pyrelayctl show and kick, SIGTERM).  It sits around the
+ * connections (relay_io.c), which sit around the decisions of protocol.md
+ * §3-§4 (relay_core.c): docs/relay-core.md.
  */
 #include "config.h"
 
@@ -22,16 +23,37 @@
 
 #include "http.h"
 #include "msg.h"
-#include "msgq.h"
 #include "proto.h"
 #include "pyrelayd.h"
 #include "relay.h"
-#include "relay_int.h"
+#include "relay_core.h"
+#include "relay_io.h"
 #include "sandbox.h"
 
 #define RELAY_MAXFDS	1024	/* 16 phones + binary + newcomers + slack */
 
-static struct relay	*relay;
+struct relay {
+	struct relay_io		 io;		/* the connections, the core in it */
+	struct event_base	*base;
+	struct msg_chan		 chan;
+	struct event		*ev_chan;
+	struct event		*ev_sigterm;
+	struct event		*ev_sigint;
+	struct event		*ev_sighup;
+	struct limits		 lim;
+	int			 retired;	/* RETIRE_OK received */
+	int			 shutting_down;
+	uint32_t		 reported_binary, reported_phones, reported_probing;
+	int			 reported_once;
+	struct relay_counters	 cnt;		/* increments not yet sent */
+	int			 cnt_dirty;	/* cnt holds increments */
+	int64_t			 cnt_sent_ms;	/* the last RELAY_COUNTERS */
+	struct event		*ev_counters;
+};
+
+/* The relay around a core (the core is in its I/O layer). */
+#define RELAY_OF(rc)	((struct relay *)(void *)((char *)RELAY_IO(rc) - \
+	    offsetof(struct relay, io)))
 /*
  * Messages from the parent land here, not in a 32 KiB block taken from the
  * heap and given back for every batch: only the pages a message reaches
@@ -55,6 +77,7 @@ relay_release_pages(void *p, size_t len)
 static void	 relay_ctl_show(struct relay *, uint64_t);
 static void	 relay_kick(struct relay *);
 static void	 relay_assign(struct relay *, const struct msg_assign *);
+static void	 relay_attach(struct relay *, struct msg *);
 
 static const struct msg_rule relay_rules[] = {
 	{ MSG_SETUP, sizeof(struct msg_setup), MSG_FD_NONE, "SETUP", MSG_SETUP_MIN },
@@ -70,8 +93,18 @@ static const struct msg_rule relay_rules[] = {
 	    "COUNTERS_REQ", 0 },
 };
 
-/* Counter increments: see COUNT in relay_int.h. */
-void
+/*
+ * Counter increments reach the parent soon, without a message per frame
+ * (proto.h RELAY_COUNTERS): the first increment a second or more after the
+ * last send goes out at the end of its loop turn, before the frame it
+ * counts is written (relay_turn_end), so a client that has seen a frame
+ * can scrape it counted; later ones wait for the timer, which ends that
+ * second, and a /metrics scrape asks for them sooner (MSG_COUNTERS_REQ).
+ * The timer runs only while increments wait: an idle relay is never woken
+ * (a per-second tick in every relay cost most of a core at 20,000
+ * server-ids).
+ */
+static void
 relay_counters_arm(struct relay *r)
 {
 	struct timeval	tv;
@@ -80,8 +113,8 @@ relay_counters_arm(struct relay *r)
 	r->cnt_dirty = 1;
 	wait = r->cnt_sent_ms + RELAY_COUNTERS_MS - now_ms();
 	if (r->cnt_sent_ms == 0 || wait <= 0) {
-		/* relay_flush sends it */
-		event_active(r->ev_flush, EV_WRITE, 0);
+		/* relay_turn_end sends it */
+		relay_io_wake(&r->io);
 		return;
 	}
 	tv.tv_sec = wait / 1000;
@@ -90,20 +123,21 @@ relay_counters_arm(struct relay *r)
 }
 
 /* Sends the increments gathered since the last time, even none. */
-void
+static void
 relay_counters_send(struct relay *r, uint64_t id)
 {
 	msg_compose(&r->chan, MSG_RELAY_COUNTERS, id, &r->cnt, sizeof(r->cnt),
 	    -1);
 	if (msg_flush(&r->chan) == -1)
-		fatalx("relay %s: parent channel: %s", r->sid, r->chan.errstr);
+		fatalx("relay %s: parent channel: %s", r->io.core.sid,
+		    r->chan.errstr);
 	memset(&r->cnt, 0, sizeof(r->cnt));
 	r->cnt_dirty = 0;
 	r->cnt_sent_ms = now_ms();
 	evtimer_del(r->ev_counters);
 }
 
-void
+static void
 relay_counters_flush(struct relay *r)
 {
 	if (r->cnt_dirty)
@@ -116,33 +150,79 @@ relay_counters_tick(evutil_socket_t fd, short ev, void *arg)
 	relay_counters_flush(arg);
 }
 
+/* The core counts (relay_core.h ops->count): one increment, sent soon. */
+static void
+relay_count(struct relay_core *core, enum relay_count what)
+{
+	struct relay_counters	*c = &RELAY_OF(core)->cnt;
+
+	switch (what) {
+	case RELAY_COUNT_FRAME_P2B:
+		c->frames_p2b++;
+		break;
+	case RELAY_COUNT_FRAME_B2P:
+		c->frames_b2p++;
+		break;
+	case RELAY_COUNT_GRACE_EXPIRY:
+		c->grace_expiries++;
+		break;
+	case RELAY_COUNT_CLAIM:
+		c->upgrades[EP_SERVER][OUT_ACCEPT]++;
+		break;
+	case RELAY_COUNT_PHONE:
+		c->upgrades[EP_CLIENT][OUT_ACCEPT]++;
+		break;
+	case RELAY_COUNT_NO_SERVER:
+		c->upgrades[EP_CLIENT][OUT_REJECT_404]++;
+		c->register_failures[REG_NO_SERVER]++;
+		break;
+	case RELAY_COUNT_IN_USE:
+		c->upgrades[EP_SERVER][OUT_REJECT_409]++;
+		c->register_failures[REG_SERVER_IN_USE]++;
+		break;
+	case RELAY_COUNT_AT_CAP:
+		c->upgrades[EP_CLIENT][OUT_REJECT_429]++;
+		c->register_failures[REG_PHONES_AT_CAP]++;
+		break;
+	}
+	if (!RELAY_OF(core)->cnt_dirty)
+		relay_counters_arm(RELAY_OF(core));
+}
+
 static void
 relay_title(struct relay *r)
 {
-	setproctitle("relay %s (%s, %d phone%s)", r->sid,
-	    r->binary ? "binary" : (r->retiring ? "retiring" : "grace"),
-	    r->nphones, r->nphones == 1 ? "" : "s");
+	const struct relay_core	*core = &r->io.core;
+
+	setproctitle("relay %s (%s, %d phone%s)", core->sid,
+	    core->binary ? "binary" : (core->retiring ? "retiring" : "grace"),
+	    core->nphones, core->nphones == 1 ? "" : "s");
 }
 
-void
+static void
 relay_chan_flush(struct relay *r)
 {
 	if (msg_flush(&r->chan) == -1)
-		fatalx("relay %s: parent channel: %s", r->sid, r->chan.errstr);
+		fatalx("relay %s: parent channel: %s", r->io.core.sid,
+		    r->chan.errstr);
 }
 
-/* Tells the parent the counts /healthz reports, before any client can see them. */
-void
-relay_report(struct relay *r)
+/*
+ * Tells the parent the counts /healthz reports, before any client can see
+ * them (relay_core.h ops->report).
+ */
+static void
+relay_report(struct relay_core *core)
 {
-	struct msg_relay_state	st;
+	struct relay		*r = RELAY_OF(core);
+	struct msg_relay_state	 st;
 
 	/* counters first, so that claims are counted when they are visible */
 	relay_counters_flush(r);
 	memset(&st, 0, sizeof(st));
-	st.binary_connected = r->binary != NULL;
-	st.phones = r->nphones;
-	st.probing = r->probing;
+	st.binary_connected = core->binary != NULL;
+	st.phones = core->nphones;
+	st.probing = core->probing;
 	if (r->reported_once && st.binary_connected == r->reported_binary &&
 	    st.phones == r->reported_phones && st.probing == r->reported_probing)
 		return;
@@ -156,34 +236,75 @@ relay_report(struct relay *r)
 }
 
 /*
- * architecture.md "The retire handshake", step 1: leave the parent's map.
- * Sent once; the relay exits only after RETIRE_OK, so that whatever the
- * parent sent before it is handed back (CONN_REROUTE), never lost.
+ * architecture.md "The retire handshake", step 1: leave the parent's map
+ * (relay_core.h ops->retire, once).  The relay exits only after RETIRE_OK,
+ * so that whatever the parent sent before it is handed back
+ * (CONN_REROUTE), never lost.
  */
-void
-relay_retire(struct relay *r)
+static void
+relay_retire(struct relay_core *core)
 {
-	struct msg_empty	e = { 0 };
+	struct relay		*r = RELAY_OF(core);
+	struct msg_empty	 e = { 0 };
 
-	if (r->retiring)
-		return;
-	r->retiring = 1;
-	r->in_grace = 0;
-	evtimer_del(r->ev_grace);
 	msg_compose(&r->chan, MSG_RETIRE, 0, &e, sizeof(e), -1);
 	relay_chan_flush(r);
 }
 
 /* A relay exits once it is out of the parent's map and every connection is gone. */
-void
+static void
 relay_check_exit(struct relay *r)
 {
 	if (!r->retired)
 		return;
-	if (!TAILQ_EMPTY(&r->conns))
+	if (!TAILQ_EMPTY(&r->io.core.peers))
 		return;
 	event_base_loopexit(r->base, NULL);
 }
+
+static const struct relay_core_ops relay_core_ops = {
+	.send = relay_io_send,
+	.close = relay_io_close,
+	.ping = relay_io_ping,
+	.pause = relay_io_pause,
+	.resume = relay_io_resume,
+	.cost = relay_io_cost,
+	.timer_start = relay_io_timer_start,
+	.timer_stop = relay_io_timer_stop,
+	.count = relay_count,
+	.report = relay_report,
+	.retire = relay_retire,
+	.now = relay_io_now,
+};
+
+/* A connection is gone: the parent forgets it, and the relay may be done. */
+static void
+relay_conn_closed(struct relay_io *io, uint64_t id, enum relay_role role)
+{
+	struct relay		*r = RELAY_OF(&io->core);
+	struct msg_conn_closed	 mc;
+
+	memset(&mc, 0, sizeof(mc));
+	mc.kind = role == RELAY_PHONE ? CONN_PHONE : CONN_BINARY;
+	msg_compose(&r->chan, MSG_CONN_CLOSED, id, &mc, sizeof(mc), -1);
+	relay_chan_flush(r);
+	relay_check_exit(r);
+}
+
+/* The end of a loop turn: a first increment is counted before the frame it counts is sent. */
+static void
+relay_turn_end(struct relay_io *io)
+{
+	struct relay	*r = RELAY_OF(&io->core);
+
+	if (r->cnt_dirty && !evtimer_pending(r->ev_counters, NULL))
+		relay_counters_send(r, 0);
+}
+
+static const struct relay_io_hooks relay_io_hooks = {
+	.closed = relay_conn_closed,
+	.flush = relay_turn_end,
+};
 
 static void
 relay_dispatch(evutil_socket_t fd, short ev, void *arg)
@@ -203,12 +324,13 @@ relay_dispatch(evutil_socket_t fd, short ev, void *arg)
 			break;
 		if (rv == -1) {
 			/* the parent is gone: nothing left to serve for */
-			log_debug("event=parent_gone server_id=%s", r->sid);
+			log_debug("event=parent_gone server_id=%s",
+			    r->io.core.sid);
 			exit(0);
 		}
 		if (rv == -2)
-			fatalx("relay %s: bad message from parent: %s", r->sid,
-			    r->chan.errstr);
+			fatalx("relay %s: bad message from parent: %s",
+			    r->io.core.sid, r->chan.errstr);
 		switch (m->hdr.type) {
 		case MSG_LIMITS:
 			memcpy(&r->lim, m->body, sizeof(r->lim));
@@ -217,7 +339,7 @@ relay_dispatch(evutil_socket_t fd, short ev, void *arg)
 			relay_assign(r, (struct msg_assign *)m->body);
 			break;
 		case MSG_CONN_ATTACH:
-			if (r->sid[0] == '\0')
+			if (r->io.core.sid[0] == '\0')
 				fatalx("relay: CONN_ATTACH before ASSIGN");
 			relay_attach(r, m);
 			break;
@@ -245,23 +367,66 @@ relay_dispatch(evutil_socket_t fd, short ev, void *arg)
 	}
 }
 
+/*
+ * A connection from the parent.  Every decision on it is counted before
+ * its client sees it.
+ */
+static void
+relay_attach(struct relay *r, struct msg *m)
+{
+	struct msg_conn_upgrade	*up = (struct msg_conn_upgrade *)m->body;
+	struct relay_core	*core = &r->io.core;
+	struct msg_conn_closed	 mc;
+
+	if (up->server_id[SERVER_ID_MAX] != '\0' ||
+	    up->device_name[DEVICE_NAME_MAX] != '\0' ||
+	    up->ws_accept[WS_ACCEPT_LEN] != '\0' ||
+	    up->preread_len > PREREAD_MAX || m->hdr.len != CONN_UPGRADE_LEN(up) ||
+	    strcmp(up->server_id, core->sid) != 0)
+		fatalx("relay %s: bad CONN_ATTACH from parent", core->sid);
+
+	if (m->fd_lost) {
+		/*
+		 * A connection whose fd we could not receive (at our
+		 * RLIMIT_NOFILE): the kernel closed it, the parent forgets it.
+		 */
+		memset(&mc, 0, sizeof(mc));
+		mc.kind = up->kind;
+		mc.fd_lost = 1;
+		msg_compose(&r->chan, MSG_CONN_CLOSED, m->hdr.id, &mc,
+		    sizeof(mc), -1);
+		relay_chan_flush(r);
+		if (up->kind == CONN_BINARY && !r->shutting_down)
+			relay_core_binary_lost(core);
+	} else if (core->retiring || r->shutting_down) {
+		/* architecture.md retire handshake step 3: hand it back unchanged */
+		msg_compose(&r->chan, MSG_CONN_REROUTE, m->hdr.id, up,
+		    CONN_UPGRADE_LEN(up), m->fd);
+		relay_chan_flush(r);
+	} else
+		relay_io_attach(&r->io, m->fd, m->hdr.id, up);
+	relay_counters_flush(r);
+}
+
 /* pyrelayctl show server: one message per registered phone, then the end. */
 static void
 relay_ctl_show(struct relay *r, uint64_t req)
 {
 	struct msg_ctl_phone	 ph;
+	struct relay_peer	*p;
 	struct conn		*c;
 	int64_t			 now = now_ms();
 
-	TAILQ_FOREACH(c, &r->conns, entry) {
-		if (c->role != CR_PHONE || c->unregistered)
+	TAILQ_FOREACH(p, &r->io.core.peers, entry) {
+		if (p->role != RELAY_PHONE || !p->open)
 			continue;
+		c = RELAY_CONN(p);
 		memset(&ph, 0, sizeof(ph));
 		ph.age_s = (now - c->created_ms) / 1000;
 		ph.bytes_in = c->bytes_in;
 		ph.bytes_out = c->bytes_out;
-		strlcpy(ph.conn_id, c->conn_id, sizeof(ph.conn_id));
-		strlcpy(ph.device, c->device, sizeof(ph.device));
+		strlcpy(ph.conn_id, p->conn_id, sizeof(ph.conn_id));
+		strlcpy(ph.device, p->device, sizeof(ph.device));
 		msg_compose(&r->chan, MSG_CTL_PHONE, req, &ph, sizeof(ph), -1);
 	}
 	memset(&ph, 0, sizeof(ph));
@@ -274,11 +439,10 @@ relay_ctl_show(struct relay *r, uint64_t req)
 static void
 relay_kick(struct relay *r)
 {
-	log_info("event=server_kicked server_id=%s phones=%d", r->sid, r->nphones);
-	relay_retire(r);
-	relay_close_all(r, "kicked by operator");
-	msgq_clear(&r->gq);
-	relay_report(r);
+	log_info("event=server_kicked server_id=%s phones=%d", r->io.core.sid,
+	    r->io.core.nphones);
+	relay_core_leave(&r->io.core, "kicked by operator");
+	relay_report(&r->io.core);
 	relay_check_exit(r);
 }
 
@@ -291,7 +455,7 @@ relay_shutdown(evutil_socket_t sig, short ev, void *arg)
 		return;
 	r->shutting_down = 1;
 	/* a pooled relay has no server-id and no connection: just go */
-	if (r->sid[0] == '\0') {
+	if (r->io.core.sid[0] == '\0') {
 		event_base_loopexit(r->base, NULL);
 		return;
 	}
@@ -300,9 +464,7 @@ relay_shutdown(evutil_socket_t sig, short ev, void *arg)
 	 * operator, or systemd stopping a process), and the parent keeps
 	 * routing its server-id to it until it knows.
 	 */
-	relay_retire(r);
-	relay_close_all(r, "shutting down");
-	msgq_clear(&r->gq);
+	relay_core_leave(&r->io.core, "shutting down");
 	relay_check_exit(r);
 }
 
@@ -318,16 +480,17 @@ relay_ignore(evutil_socket_t sig, short ev, void *arg)
 static void
 relay_assign(struct relay *r, const struct msg_assign *a)
 {
-	if (r->sid[0] != '\0')
-		fatalx("relay %s: a second ASSIGN", r->sid);
+	struct relay_core	*core = &r->io.core;
+
+	if (core->sid[0] != '\0')
+		fatalx("relay %s: a second ASSIGN", core->sid);
 	if (memchr(a->server_id, '\0', sizeof(a->server_id)) == NULL ||
 	    !server_id_valid(a->server_id, strlen(a->server_id)))
 		fatalx("relay: bad ASSIGN");
-	strlcpy(r->sid, a->server_id, sizeof(r->sid));
-	r->sidlen = strlen(r->sid);
+	strlcpy(core->sid, a->server_id, sizeof(core->sid));
 	r->lim = a->lim;
 	relay_title(r);
-	log_debug("event=relay_ready server_id=%s pooled=1", r->sid);
+	log_debug("event=relay_ready server_id=%s pooled=1", core->sid);
 }
 
 void
@@ -337,10 +500,8 @@ relay_main(int fd)
 	struct msg		*m;
 	struct msg_setup	*setup;
 
-	r = relay = xcalloc(1, sizeof(*r));
-	r->push_tokens = PUSH_BURST;
-	TAILQ_INIT(&r->conns);
-	TAILQ_INIT(&r->dirty);
+	r = xcalloc(1, sizeof(*r));
+	relay_core_init(&r->io.core, &relay_core_ops, &r->lim);
 	msg_chan_init(&r->chan, fd, relay_rules, sizeof(relay_rules) / sizeof(relay_rules[0]));
 
 	/* the first messages: HELLO then SETUP, before anything else */
@@ -352,8 +513,7 @@ relay_main(int fd)
 	    (setup->server_id[0] != '\0' &&
 	    !server_id_valid(setup->server_id, strlen(setup->server_id))))
 		fatalx("relay: bad SETUP");
-	strlcpy(r->sid, setup->server_id, sizeof(r->sid));
-	r->sidlen = strlen(r->sid);
+	strlcpy(r->io.core.sid, setup->server_id, sizeof(r->io.core.sid));
 	r->lim = setup->lim;
 	log_setverbose(setup->verbose);
 
@@ -371,18 +531,14 @@ relay_main(int fd)
 			fatalx("relay: event_base_new");
 		event_config_free(cfg);
 	}
+	relay_io_init(&r->io, r->base, &relay_io_hooks);
 	r->ev_chan = event_new(r->base, fd, EV_READ | EV_PERSIST, relay_dispatch, r);
-	r->ev_flush = event_new(r->base, -1, 0, relay_flush, r);
-	r->ev_grace = evtimer_new(r->base, relay_grace_expired, r);
-	r->ev_probe = evtimer_new(r->base, relay_probe_expired, r);
 	r->ev_sigterm = evsignal_new(r->base, SIGTERM, relay_shutdown, r);
 	r->ev_sigint = evsignal_new(r->base, SIGINT, relay_ignore, r);
 	r->ev_sighup = evsignal_new(r->base, SIGHUP, relay_ignore, r);
 	r->ev_counters = evtimer_new(r->base, relay_counters_tick, r);
-	if (r->ev_chan == NULL || r->ev_flush == NULL || r->ev_grace == NULL ||
-	    r->ev_probe == NULL || r->ev_sigterm == NULL || r->ev_counters == NULL)
+	if (r->ev_chan == NULL || r->ev_sigterm == NULL || r->ev_counters == NULL)
 		fatalx("relay: event_new");
-	event_priority_set(r->ev_flush, 0);
 	event_add(r->ev_chan, NULL);
 	event_add(r->ev_sigterm, NULL);
 	event_add(r->ev_sigint, NULL);
@@ -396,9 +552,9 @@ relay_main(int fd)
 	 */
 	malloc_trim(0);
 	relay_release_pages(&chanbuf, sizeof(chanbuf));
-	if (r->sid[0] != '\0') {
+	if (r->io.core.sid[0] != '\0') {
 		relay_title(r);
-		log_debug("event=relay_ready server_id=%s", r->sid);
+		log_debug("event=relay_ready server_id=%s", r->io.core.sid);
 	} else {
 		setproctitle("pooled relay");
 		log_debug("event=relay_pooled");
