@@ -77,6 +77,18 @@ core_first_newcomer(struct relay_core *core)
 	return NULL;
 }
 
+static int
+core_newcomers(struct relay_core *core)
+{
+	struct relay_peer	*p;
+	int			 n = 0;
+
+	TAILQ_FOREACH(p, &core->peers, entry)
+		if (p->role == RELAY_NEWCOMER && p->open)
+			n++;
+	return n;
+}
+
 static struct relay_peer *
 core_find_phone(struct relay_core *core, const char *conn_id, size_t len)
 {
@@ -579,6 +591,15 @@ relay_core_attach_binary(struct relay_core *core, struct relay_peer *p)
 			    core->sid);
 		core->ops->report(core);
 		core_gq_to_binary(core);
+		return;
+	}
+	if (core_newcomers(core) >= RELAY_NEWCOMERS_MAX) {
+		/* enough are waiting: one server-id holds at most this many queues */
+		p->role = RELAY_REJECTED;
+		log_info("event=server_id_conflict server_id=%s newcomers=%d",
+		    core->sid, RELAY_NEWCOMERS_MAX);
+		core->ops->count(core, RELAY_COUNT_IN_USE);
+		core_close(core, p, 4409, "server-id already claimed");
 		return;
 	}
 	p->role = RELAY_NEWCOMER;

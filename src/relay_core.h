@@ -21,6 +21,13 @@
 #include "msgq.h"
 #include "pyrelayd.h"
 
+/*
+ * Binaries waiting for the conflict probe of one server-id; the next is
+ * refused 4409 at once.  Each holds up to a grace queue of messages, so
+ * this bounds what one server-id can make a relay keep.
+ */
+#define RELAY_NEWCOMERS_MAX	4
+
 enum relay_role {
 	RELAY_BINARY = 1,	/* holds the server-id */
 	RELAY_NEWCOMER,		/* binary waiting for the conflict probe */

@@ -5,7 +5,7 @@
  * loop: every timeline of protocol.md §3 (claim, conflict, takeover,
  * grace and its queue, reclaim, expiry, registration and the cap), the
  * backpressure rules of §4, close notices and directives, the queues of a
- * conflict probe.
+ * conflict probe, and the bound on newcomers per server-id.
  *
  * The fake layer around the core writes each action down as one line of
  * a transcript ("send B ...", "close P1 4409 ...", "pause P2", "timer
@@ -958,6 +958,59 @@ test_probe_queues_past_bound(void)
 	teardown();
 }
 
+static void
+test_newcomers_bounded(void)
+{
+	struct tpeer	*ph[1], *n[9];
+	char		 name[8];
+	int		 i;
+
+	setup();
+	claimed(1, ph);
+	n[0] = binary("N1");
+	EXPECT("ping B", "timer probe 10000", "state binary=1 phones=1 probing=1");
+	/* up to RELAY_NEWCOMERS_MAX wait for the one probe */
+	for (i = 1; i < RELAY_NEWCOMERS_MAX; i++) {
+		snprintf(name, sizeof(name), "N%d", i + 1);
+		n[i] = binary(name);
+	}
+	NOTHING();
+	/* the next ones get 4409 at once */
+	n[4] = binary("N5");
+	EXPECT("count 409", "close N5 4409 server-id already claimed");
+	n[5] = binary("N6");
+	EXPECT("count 409", "close N6 4409 server-id already claimed");
+	CU_ASSERT(logged("event=server_id_conflict server_id=sid1 newcomers=4"));
+	gone(n[4]);
+	gone(n[5]);
+	NOTHING();
+	/* no pong: the oldest takes over, and the others probe it in turn */
+	fire(RELAY_TIMER_PROBE);
+	EXPECT("close B 1011 heartbeat timeout", "count claim",
+	    "state binary=1 phones=1 probing=0",
+	    "ping N1", "timer probe 10000", "state binary=1 phones=1 probing=1");
+	/* three wait now: one more may, and one that leaves frees a place */
+	n[6] = binary("N7");
+	NOTHING();
+	n[7] = binary("N8");
+	EXPECT("count 409", "close N8 4409 server-id already claimed");
+	gone(n[1]);
+	n[8] = binary("N9");
+	NOTHING();
+	/* the new holder answers: every waiting newcomer loses */
+	pong(n[0]);
+	EXPECT("stop probe",
+	    "count 409", "close N3 4409 server-id already claimed",
+	    "count 409", "close N4 4409 server-id already claimed",
+	    "count 409", "close N7 4409 server-id already claimed",
+	    "count 409", "close N9 4409 server-id already claimed",
+	    "state binary=1 phones=1 probing=0");
+	/* and the phone talks to it */
+	says(ph[0], "{}");
+	EXPECT("send N1 {\"conn_id\":\"<P1>\",\"frame\":{}}", "count p2b");
+	teardown();
+}
+
 /* pyrelayctl kick, SIGTERM: retire, everyone closed 1001, no notices. */
 static void
 test_leave(void)
@@ -1032,6 +1085,7 @@ main(void)
 	CU_add_test(s, "push wake limit", test_push_limit);
 	CU_add_test(s, "probe queues past their bound",
 	    test_probe_queues_past_bound);
+	CU_add_test(s, "newcomers per server-id bounded", test_newcomers_bounded);
 	CU_add_test(s, "leave: kick and shutdown", test_leave);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
