@@ -3,10 +3,10 @@
 /*
  * The relay's side of its channel to the parent (docs/messages.md): set-up
  * (relay_main, on proc.c's start-up), the parent's messages and their
- * table, the state and counter increments it reports, the retire
- * handshake, and the operator's commands (pyrelayctl show and kick,
- * SIGTERM).  The connections and
- * every decision of protocol.md §3-§5 are in relay.c.
+ * table, the state and counter increments it reports, the retire handshake, and the operator's
+ * commands (pyrelayctl show and kick, SIGTERM).  It sits around the
+ * connections (relay_io.c), which sit around the decisions of protocol.md
+ * §3-§4 (relay_core.c): docs/relay-core.md.
  */
 #include "config.h"
 
@@ -21,16 +21,33 @@
 #include <unistd.h>
 
 #include "msg.h"
-#include "msgq.h"
 #include "proc.h"
 #include "proto.h"
 #include "pyrelayd.h"
 #include "relay.h"
-#include "relay_int.h"
+#include "relay_core.h"
+#include "relay_io.h"
 
 #define RELAY_MAXFDS	1024	/* 16 phones + binary + newcomers + slack */
 
-static struct relay	*relay;
+struct relay {
+	struct relay_io		 io;		/* the connections, the core in it */
+	struct event_base	*base;
+	struct msg_chan		 chan;
+	struct limits		 lim;
+	int			 retired;	/* RETIRE_OK received */
+	int			 shutting_down;
+	uint32_t		 reported_binary, reported_phones, reported_probing;
+	int			 reported_once;
+	struct relay_counters	 cnt;		/* increments not yet sent */
+	int			 cnt_dirty;	/* cnt holds increments */
+	int64_t			 cnt_sent_ms;	/* the last RELAY_COUNTERS */
+	struct event		*ev_counters;
+};
+
+/* The relay around a core (the core is in its I/O layer). */
+#define RELAY_OF(rc)	((struct relay *)(void *)((char *)RELAY_IO(rc) - \
+	    offsetof(struct relay, io)))
 /*
  * Messages from the parent land here, not in a 32 KiB block taken from the
  * heap and given back for every batch: only the pages a message reaches
@@ -51,8 +68,18 @@ relay_release_pages(void *p, size_t len)
 		madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
-/* Counter increments: see COUNT in relay_int.h. */
-void
+/*
+ * Counter increments reach the parent soon, without a message per frame
+ * (proto.h RELAY_COUNTERS): the first increment a second or more after the
+ * last send goes out at the end of its loop turn, before the frame it
+ * counts is written (relay_turn_end), so a client that has seen a frame
+ * can scrape it counted; later ones wait for the timer, which ends that
+ * second, and a /metrics scrape asks for them sooner (MSG_COUNTERS_REQ).
+ * The timer runs only while increments wait: an idle relay is never woken
+ * (a per-second tick in every relay cost most of a core at 20,000
+ * server-ids).
+ */
+static void
 relay_counters_arm(struct relay *r)
 {
 	struct timeval	tv;
@@ -61,8 +88,8 @@ relay_counters_arm(struct relay *r)
 	r->cnt_dirty = 1;
 	wait = r->cnt_sent_ms + RELAY_COUNTERS_MS - now_ms();
 	if (r->cnt_sent_ms == 0 || wait <= 0) {
-		/* relay_flush sends it */
-		event_active(r->ev_flush, EV_WRITE, 0);
+		/* relay_turn_end sends it */
+		relay_io_wake(&r->io);
 		return;
 	}
 	tv = ms_timeval(wait);
@@ -70,20 +97,21 @@ relay_counters_arm(struct relay *r)
 }
 
 /* Sends the increments gathered since the last time, even none. */
-void
+static void
 relay_counters_send(struct relay *r, uint64_t id)
 {
 	msg_compose(&r->chan, MSG_RELAY_COUNTERS, id, &r->cnt, sizeof(r->cnt),
 	    -1);
 	if (msg_flush(&r->chan) == -1)
-		fatalx("relay %s: parent channel: %s", r->sid, r->chan.errstr);
+		fatalx("relay %s: parent channel: %s", r->io.core.sid,
+		    r->chan.errstr);
 	memset(&r->cnt, 0, sizeof(r->cnt));
 	r->cnt_dirty = 0;
 	r->cnt_sent_ms = now_ms();
 	evtimer_del(r->ev_counters);
 }
 
-void
+static void
 relay_counters_flush(struct relay *r)
 {
 	if (r->cnt_dirty)
@@ -96,33 +124,79 @@ relay_counters_tick(evutil_socket_t fd, short ev, void *arg)
 	relay_counters_flush(arg);
 }
 
+/* The core counts (relay_core.h ops->count): one increment, sent soon. */
+static void
+relay_count(struct relay_core *core, enum relay_count what)
+{
+	struct relay_counters	*c = &RELAY_OF(core)->cnt;
+
+	switch (what) {
+	case RELAY_COUNT_FRAME_P2B:
+		c->frames_p2b++;
+		break;
+	case RELAY_COUNT_FRAME_B2P:
+		c->frames_b2p++;
+		break;
+	case RELAY_COUNT_GRACE_EXPIRY:
+		c->grace_expiries++;
+		break;
+	case RELAY_COUNT_CLAIM:
+		c->upgrades[EP_SERVER][OUT_ACCEPT]++;
+		break;
+	case RELAY_COUNT_PHONE:
+		c->upgrades[EP_CLIENT][OUT_ACCEPT]++;
+		break;
+	case RELAY_COUNT_NO_SERVER:
+		c->upgrades[EP_CLIENT][OUT_REJECT_404]++;
+		c->register_failures[REG_NO_SERVER]++;
+		break;
+	case RELAY_COUNT_IN_USE:
+		c->upgrades[EP_SERVER][OUT_REJECT_409]++;
+		c->register_failures[REG_SERVER_IN_USE]++;
+		break;
+	case RELAY_COUNT_AT_CAP:
+		c->upgrades[EP_CLIENT][OUT_REJECT_429]++;
+		c->register_failures[REG_PHONES_AT_CAP]++;
+		break;
+	}
+	if (!RELAY_OF(core)->cnt_dirty)
+		relay_counters_arm(RELAY_OF(core));
+}
+
 static void
 relay_title(struct relay *r)
 {
-	setproctitle("relay %s (%s, %d phone%s)", r->sid,
-	    r->binary ? "binary" : (r->retiring ? "retiring" : "grace"),
-	    r->nphones, r->nphones == 1 ? "" : "s");
+	const struct relay_core	*core = &r->io.core;
+
+	setproctitle("relay %s (%s, %d phone%s)", core->sid,
+	    core->binary ? "binary" : (core->retiring ? "retiring" : "grace"),
+	    core->nphones, core->nphones == 1 ? "" : "s");
 }
 
-void
+static void
 relay_chan_flush(struct relay *r)
 {
 	if (msg_flush(&r->chan) == -1)
-		fatalx("relay %s: parent channel: %s", r->sid, r->chan.errstr);
+		fatalx("relay %s: parent channel: %s", r->io.core.sid,
+		    r->chan.errstr);
 }
 
-/* Tells the parent the counts /healthz reports, before any client can see them. */
-void
-relay_report(struct relay *r)
+/*
+ * Tells the parent the counts /healthz reports, before any client can see
+ * them (relay_core.h ops->report).
+ */
+static void
+relay_report(struct relay_core *core)
 {
-	struct msg_relay_state	st;
+	struct relay		*r = RELAY_OF(core);
+	struct msg_relay_state	 st;
 
 	/* counters first, so that claims are counted when they are visible */
 	relay_counters_flush(r);
 	memset(&st, 0, sizeof(st));
-	st.binary_connected = r->binary != NULL;
-	st.phones = r->nphones;
-	st.probing = r->probing;
+	st.binary_connected = core->binary != NULL;
+	st.phones = core->nphones;
+	st.probing = core->probing;
 	if (r->reported_once && st.binary_connected == r->reported_binary &&
 	    st.phones == r->reported_phones && st.probing == r->reported_probing)
 		return;
@@ -136,33 +210,198 @@ relay_report(struct relay *r)
 }
 
 /*
- * architecture.md "The retire handshake", step 1: leave the parent's map.
- * Sent once; the relay exits only after RETIRE_OK, so that whatever the
- * parent sent before it is handed back (CONN_REROUTE), never lost.
+ * architecture.md "The retire handshake", step 1: leave the parent's map
+ * (relay_core.h ops->retire, once).  The relay exits only after RETIRE_OK,
+ * so that whatever the parent sent before it is handed back
+ * (CONN_REROUTE), never lost.
  */
-void
-relay_retire(struct relay *r)
+static void
+relay_retire(struct relay_core *core)
 {
-	struct msg_empty	e = { 0 };
+	struct relay		*r = RELAY_OF(core);
+	struct msg_empty	 e = { 0 };
 
-	if (r->retiring)
-		return;
-	r->retiring = 1;
-	r->in_grace = 0;
-	evtimer_del(r->ev_grace);
 	msg_compose(&r->chan, MSG_RETIRE, 0, &e, sizeof(e), -1);
 	relay_chan_flush(r);
 }
 
 /* A relay exits once it is out of the parent's map and every connection is gone. */
-void
+static void
 relay_check_exit(struct relay *r)
 {
 	if (!r->retired)
 		return;
-	if (!TAILQ_EMPTY(&r->conns))
+	if (!TAILQ_EMPTY(&r->io.core.peers))
 		return;
 	event_base_loopexit(r->base, NULL);
+}
+
+static const struct relay_core_ops relay_core_ops = {
+	.send = relay_io_send,
+	.close = relay_io_close,
+	.ping = relay_io_ping,
+	.pause = relay_io_pause,
+	.resume = relay_io_resume,
+	.cost = relay_io_cost,
+	.timer_start = relay_io_timer_start,
+	.timer_stop = relay_io_timer_stop,
+	.count = relay_count,
+	.report = relay_report,
+	.retire = relay_retire,
+	.now = relay_io_now,
+};
+
+/* A connection is gone: the parent forgets it, and the relay may be done. */
+static void
+relay_conn_closed(struct relay_io *io, uint64_t id, enum relay_role role)
+{
+	struct relay		*r = RELAY_OF(&io->core);
+	struct msg_conn_closed	 mc;
+
+	memset(&mc, 0, sizeof(mc));
+	mc.kind = role == RELAY_PHONE ? CONN_PHONE : CONN_BINARY;
+	msg_compose(&r->chan, MSG_CONN_CLOSED, id, &mc, sizeof(mc), -1);
+	relay_chan_flush(r);
+	relay_check_exit(r);
+}
+
+/* The end of a loop turn: a first increment is counted before the frame it counts is sent. */
+static void
+relay_turn_end(struct relay_io *io)
+{
+	struct relay	*r = RELAY_OF(&io->core);
+
+	if (r->cnt_dirty && !evtimer_pending(r->ev_counters, NULL))
+		relay_counters_send(r, 0);
+}
+
+static const struct relay_io_hooks relay_io_hooks = {
+	.closed = relay_conn_closed,
+	.flush = relay_turn_end,
+};
+
+/*
+ * A connection from the parent.  Every decision on it is counted before
+ * its client sees it.
+ */
+static void
+relay_attach(void *arg, struct msg *m)
+{
+	struct relay		*r = arg;
+	struct msg_conn_upgrade	*up = (struct msg_conn_upgrade *)m->body;
+	struct relay_core	*core = &r->io.core;
+	struct msg_conn_closed	 mc;
+
+	if (core->sid[0] == '\0')
+		fatalx("relay: CONN_ATTACH before ASSIGN");
+	/* the body passed msg_conn_routed_check; whose it is, only we know */
+	if (strcmp(up->server_id, core->sid) != 0)
+		fatalx("relay %s: CONN_ATTACH for another server-id", core->sid);
+
+	if (m->fd_lost) {
+		/*
+		 * A connection whose fd we could not receive (at our
+		 * RLIMIT_NOFILE): the kernel closed it, the parent forgets it.
+		 */
+		memset(&mc, 0, sizeof(mc));
+		mc.kind = up->kind;
+		mc.fd_lost = 1;
+		msg_compose(&r->chan, MSG_CONN_CLOSED, m->hdr.id, &mc,
+		    sizeof(mc), -1);
+		relay_chan_flush(r);
+		if (up->kind == CONN_BINARY && !r->shutting_down)
+			relay_core_binary_lost(core);
+	} else if (core->retiring || r->shutting_down) {
+		/* architecture.md retire handshake step 3: hand it back unchanged */
+		msg_compose(&r->chan, MSG_CONN_REROUTE, m->hdr.id, up,
+		    CONN_UPGRADE_LEN(up), m->fd);
+		relay_chan_flush(r);
+	} else
+		relay_io_attach(&r->io, m->fd, m->hdr.id, up);
+	relay_counters_flush(r);
+}
+
+/* pyrelayctl show server: one message per registered phone, then the end. */
+static void
+relay_ctl_show(void *arg, struct msg *m)
+{
+	struct relay		*r = arg;
+	uint64_t		 req = m->hdr.id;
+	struct msg_ctl_phone	 ph;
+	struct relay_peer	*p;
+	struct conn		*c;
+	int64_t			 now = now_ms();
+
+	TAILQ_FOREACH(p, &r->io.core.peers, entry) {
+		if (p->role != RELAY_PHONE || !p->open)
+			continue;
+		c = RELAY_CONN(p);
+		memset(&ph, 0, sizeof(ph));
+		ph.age_s = (now - c->created_ms) / 1000;
+		ph.bytes_in = c->bytes_in;
+		ph.bytes_out = c->bytes_out;
+		strlcpy(ph.conn_id, p->conn_id, sizeof(ph.conn_id));
+		strlcpy(ph.device, p->device, sizeof(ph.device));
+		msg_compose(&r->chan, MSG_CTL_PHONE, req, &ph, sizeof(ph), -1);
+	}
+	memset(&ph, 0, sizeof(ph));
+	ph.last = 1;
+	msg_compose(&r->chan, MSG_CTL_PHONE, req, &ph, sizeof(ph), -1);
+	relay_chan_flush(r);
+}
+
+/* pyrelayctl kick server: everyone out with 1001, then retire. */
+static void
+relay_kick(void *arg, struct msg *m)
+{
+	struct relay	*r = arg;
+
+	log_info("event=server_kicked server_id=%s phones=%d", r->io.core.sid,
+	    r->io.core.nphones);
+	relay_core_leave(&r->io.core, "kicked by operator");
+	relay_report(&r->io.core);
+	relay_check_exit(r);
+}
+
+static void
+relay_shutdown(evutil_socket_t sig, short ev, void *arg)
+{
+	struct relay	*r = arg;
+
+	if (r->shutting_down)
+		return;
+	r->shutting_down = 1;
+	/* a pooled relay has no server-id and no connection: just go */
+	if (r->io.core.sid[0] == '\0') {
+		event_base_loopexit(r->base, NULL);
+		return;
+	}
+	/*
+	 * Leave the map first: a SIGTERM may reach one relay alone (an
+	 * operator, or systemd stopping a process), and the parent keeps
+	 * routing its server-id to it until it knows.
+	 */
+	relay_core_leave(&r->io.core, "shutting down");
+	relay_check_exit(r);
+}
+
+/*
+ * A pooled relay (docs/pool.md) gets its one server-id.  Until then it had
+ * no timer and no connection: it only waited on its channel.
+ */
+static void
+relay_assign(void *arg, struct msg *m)
+{
+	struct relay		*r = arg;
+	const struct msg_assign	*a = (const struct msg_assign *)m->body;
+	struct relay_core	*core = &r->io.core;
+
+	if (core->sid[0] != '\0')
+		fatalx("relay %s: a second ASSIGN", core->sid);
+	strlcpy(core->sid, a->server_id, sizeof(core->sid));
+	r->lim = a->lim;
+	relay_title(r);
+	log_debug("event=relay_ready server_id=%s pooled=1", core->sid);
 }
 
 static void
@@ -171,16 +410,6 @@ relay_limits(void *arg, struct msg *m)
 	struct relay	*r = arg;
 
 	memcpy(&r->lim, m->body, sizeof(r->lim));
-}
-
-static void
-relay_conn_attach(void *arg, struct msg *m)
-{
-	struct relay	*r = arg;
-
-	if (r->sid[0] == '\0')
-		fatalx("relay: CONN_ATTACH before ASSIGN");
-	relay_attach(r, m);
 }
 
 static void
@@ -198,90 +427,6 @@ relay_counters_req(void *arg, struct msg *m)
 	relay_counters_send(arg, 1);
 }
 
-/* pyrelayctl show server: one message per registered phone, then the end. */
-static void
-relay_ctl_show(void *arg, struct msg *m)
-{
-	struct relay		*r = arg;
-	uint64_t		 req = m->hdr.id;
-	struct msg_ctl_phone	 ph;
-	struct conn		*c;
-	int64_t			 now = now_ms();
-
-	TAILQ_FOREACH(c, &r->conns, entry) {
-		if (c->role != CR_PHONE || c->unregistered)
-			continue;
-		memset(&ph, 0, sizeof(ph));
-		ph.age_s = (now - c->created_ms) / 1000;
-		ph.bytes_in = c->bytes_in;
-		ph.bytes_out = c->bytes_out;
-		strlcpy(ph.conn_id, c->conn_id, sizeof(ph.conn_id));
-		strlcpy(ph.device, c->device, sizeof(ph.device));
-		msg_compose(&r->chan, MSG_CTL_PHONE, req, &ph, sizeof(ph), -1);
-	}
-	memset(&ph, 0, sizeof(ph));
-	ph.last = 1;
-	msg_compose(&r->chan, MSG_CTL_PHONE, req, &ph, sizeof(ph), -1);
-	relay_chan_flush(r);
-}
-
-/* pyrelayctl kick server: everyone out with 1001, then retire. */
-static void
-relay_kick(void *arg, struct msg *m)
-{
-	struct relay	*r = arg;
-
-	log_info("event=server_kicked server_id=%s phones=%d", r->sid, r->nphones);
-	relay_retire(r);
-	relay_close_all(r, "kicked by operator");
-	msgq_clear(&r->gq);
-	relay_report(r);
-	relay_check_exit(r);
-}
-
-static void
-relay_shutdown(evutil_socket_t sig, short ev, void *arg)
-{
-	struct relay	*r = arg;
-
-	if (r->shutting_down)
-		return;
-	r->shutting_down = 1;
-	/* a pooled relay has no server-id and no connection: just go */
-	if (r->sid[0] == '\0') {
-		event_base_loopexit(r->base, NULL);
-		return;
-	}
-	/*
-	 * Leave the map first: a SIGTERM may reach one relay alone (an
-	 * operator, or systemd stopping a process), and the parent keeps
-	 * routing its server-id to it until it knows.
-	 */
-	relay_retire(r);
-	relay_close_all(r, "shutting down");
-	msgq_clear(&r->gq);
-	relay_check_exit(r);
-}
-
-/*
- * A pooled relay (docs/pool.md) gets its one server-id.  Until then it had
- * no timer and no connection: it only waited on its channel.
- */
-static void
-relay_assign(void *arg, struct msg *m)
-{
-	struct relay		*r = arg;
-	const struct msg_assign	*a = (const struct msg_assign *)m->body;
-
-	if (r->sid[0] != '\0')
-		fatalx("relay %s: a second ASSIGN", r->sid);
-	strlcpy(r->sid, a->server_id, sizeof(r->sid));
-	r->sidlen = strlen(r->sid);
-	r->lim = a->lim;
-	relay_title(r);
-	log_debug("event=relay_ready server_id=%s pooled=1", r->sid);
-}
-
 /*
  * What a relay takes from the parent (docs/messages.md), each with its
  * handler above; SETUP only once, at start (proc_worker_run).
@@ -289,7 +434,7 @@ relay_assign(void *arg, struct msg *m)
 static const struct msg_rule relay_rows[] = {
 	MSG_RULE(SETUP, MSG_FD_NONE, NULL),
 	MSG_RULE(LIMITS, MSG_FD_NONE, relay_limits),
-	MSG_RULE(CONN_ATTACH, MSG_FD_REQUIRED, relay_conn_attach),
+	MSG_RULE(CONN_ATTACH, MSG_FD_REQUIRED, relay_attach),
 	MSG_RULE(RETIRE_OK, MSG_FD_NONE, relay_retire_ok),
 	MSG_RULE(VERBOSE, MSG_FD_NONE, proc_verbose),
 	MSG_RULE(CTL_SHOW, MSG_FD_NONE, relay_ctl_show),
@@ -311,17 +456,11 @@ relay_setup(struct proc_worker *pw, const struct msg_setup *setup)
 
 	r->base = pw->base;
 	/* an empty server-id: a pooled relay, waiting for MSG_ASSIGN */
-	strlcpy(r->sid, setup->server_id, sizeof(r->sid));
-	r->sidlen = strlen(r->sid);
+	strlcpy(r->io.core.sid, setup->server_id, sizeof(r->io.core.sid));
 	r->lim = setup->lim;
-	r->ev_flush = event_new(r->base, -1, 0, relay_flush, r);
-	r->ev_grace = evtimer_new(r->base, relay_grace_expired, r);
-	r->ev_probe = evtimer_new(r->base, relay_probe_expired, r);
-	r->ev_counters = evtimer_new(r->base, relay_counters_tick, r);
-	if (r->ev_flush == NULL || r->ev_grace == NULL ||
-	    r->ev_probe == NULL || r->ev_counters == NULL)
+	relay_io_init(&r->io, r->base, &relay_io_hooks);
+	if ((r->ev_counters = evtimer_new(r->base, relay_counters_tick, r)) == NULL)
 		fatalx("relay: event_new");
-	event_priority_set(r->ev_flush, 0);
 }
 
 /* Sandboxed: give back what set-up used, and say who we are. */
@@ -336,9 +475,9 @@ relay_ready(struct proc_worker *pw)
 	 */
 	malloc_trim(0);
 	relay_release_pages(&chanbuf, sizeof(chanbuf));
-	if (r->sid[0] != '\0') {
+	if (r->io.core.sid[0] != '\0') {
 		relay_title(r);
-		log_debug("event=relay_ready server_id=%s", r->sid);
+		log_debug("event=relay_ready server_id=%s", r->io.core.sid);
 	} else {
 		setproctitle("pooled relay");
 		log_debug("event=relay_pooled");
@@ -348,24 +487,23 @@ relay_ready(struct proc_worker *pw)
 void
 relay_main(void)
 {
-	struct proc_worker	pw;
+	struct proc_worker	 pw;
+	struct relay		*r;
 
-	relay = xcalloc(1, sizeof(*relay));
-	relay->push_tokens = PUSH_BURST;
-	TAILQ_INIT(&relay->conns);
-	TAILQ_INIT(&relay->dirty);
+	r = xcalloc(1, sizeof(*r));
+	relay_core_init(&r->io.core, &relay_core_ops, &r->lim);
 	memset(&pw, 0, sizeof(pw));
 	pw.role = ROLE_RELAY;
 	pw.rules = &relay_from_parent;
-	pw.chan = &relay->chan;
+	pw.chan = &r->chan;
 	pw.m = &chanbuf;
-	pw.arg = relay;
+	pw.arg = r;
 	pw.maxfds = RELAY_MAXFDS;
 	pw.setup = relay_setup;
 	pw.ready = relay_ready;
 	pw.sigterm = relay_shutdown;
 	proc_worker_run(&pw);
 	/* what this relay counted outlives it (protocol.md §2 counters) */
-	relay_counters_flush(relay);
+	relay_counters_flush(r);
 	exit(0);
 }

@@ -1,0 +1,530 @@
+/* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
+
+/*
+ * A relay's connections (relay_io.h, docs/relay-core.md): each socket's
+ * events, the WebSocket codec fed from it, output written at the end of
+ * the loop turn, and each connection's deadlines: heartbeats (protocol.md
+ * §5), the close handshake, write progress and message completion (§4).
+ * What a message, a pong or a close means is the core's to decide; this
+ * file hands them over and does what the core asks.
+ */
+#include "config.h"
+
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "http_response.h"
+#include "pyrelayd.h"
+#include "relay_core.h"
+#include "relay_io.h"
+#include "ws.h"
+
+#define READ_CHUNK	65536
+
+static unsigned char	 readbuf[READ_CHUNK] RELAY_LARGE_BSS;
+_Static_assert(PREREAD_MAX <= READ_CHUNK, "a preread fits the read buffer");
+
+static void	 io_conn_write(evutil_socket_t, short, void *);
+static void	 io_conn_schedule(struct conn *);
+
+static const char *
+role_name(enum relay_role role)
+{
+	switch (role) {
+	case RELAY_BINARY:
+		return "binary";
+	case RELAY_NEWCOMER:
+		return "newcomer";
+	case RELAY_PHONE:
+		return "phone";
+	case RELAY_REJECTED:
+		return "rejected";
+	case RELAY_OLD_BINARY:
+		return "old_binary";
+	}
+	return "?";
+}
+
+/* The connection has output for the end of this loop turn. */
+static void
+io_mark_dirty(struct conn *c)
+{
+	struct relay_io	*io = c->io;
+
+	if (c->state == CS_DEAD || c->on_dirty)
+		return;
+	c->on_dirty = 1;
+	TAILQ_INSERT_TAIL(&io->dirty, c, dirty);
+	event_active(io->ev_flush, EV_WRITE, 0);
+}
+
+/* Writes what the loop turn queued (ev_flush, run after the other events). */
+static void
+io_flush(evutil_socket_t fd, short ev, void *arg)
+{
+	struct relay_io	*io = arg;
+	struct conn	*c;
+
+	io->hooks->flush(io);
+	while ((c = TAILQ_FIRST(&io->dirty)) != NULL) {
+		TAILQ_REMOVE(&io->dirty, c, dirty);
+		c->on_dirty = 0;
+		io_conn_write(c->fd, EV_WRITE, c);
+	}
+}
+
+void
+relay_io_wake(struct relay_io *io)
+{
+	event_active(io->ev_flush, EV_WRITE, 0);
+}
+
+/* Starts reading a connection again if nothing holds it back. */
+static void
+io_conn_resume(struct conn *c)
+{
+	if (c->state == CS_DEAD || !c->read_paused)
+		return;
+	c->read_paused = 0;
+	event_add(c->ev_read, NULL);
+}
+
+static void
+io_conn_pause(struct conn *c)
+{
+	if (c->state == CS_DEAD || c->read_paused)
+		return;
+	c->read_paused = 1;
+	event_del(c->ev_read);
+}
+
+/* Closes the fd and frees the connection, which the core has forgotten. */
+static void
+io_conn_free(struct conn *c)
+{
+	struct relay_io	*io = c->io;
+	uint64_t	 id = c->id;
+	enum relay_role	 role = c->peer.role;
+
+	if (c->on_dirty)
+		TAILQ_REMOVE(&io->dirty, c, dirty);
+	event_free(c->ev_read);
+	event_free(c->ev_write);
+	event_free(c->ev_timer);
+	ws_free(&c->ws);
+	if (c->fd != -1)
+		close(c->fd);
+	free(c);
+	io->hooks->closed(io, id, role);
+}
+
+/* Closes the TCP connection now; no close handshake. */
+static void
+io_conn_drop(struct conn *c, const char *why)
+{
+	if (c->state == CS_DEAD)
+		return;
+	log_debug("event=conn_dropped server_id=%s role=%s conn_id=%s "
+	    "reason=\"%s\"", c->io->core.sid, role_name(c->peer.role),
+	    c->peer.conn_id[0] ? c->peer.conn_id : "-", why);
+	c->state = CS_DEAD;
+	relay_core_gone(&c->io->core, &c->peer);
+	io_conn_free(c);
+}
+
+/*
+ * An open connection enters its close handshake (our close frame is
+ * queued, or the peer's arrived) and has the close timeout to finish.
+ * Returns 1 when it was open.
+ */
+static int
+io_conn_closing(struct conn *c)
+{
+	if (c->state != CS_OPEN)
+		return 0;
+	c->state = CS_CLOSING;
+	c->close_deadline_ms = now_ms() + c->io->core.lim->close_timeout_ms;
+	return 1;
+}
+
+/* Starts our side of the close handshake (protocol.md §5: 5 s for the peer's close). */
+static void
+io_conn_close(struct conn *c, uint16_t code, const char *reason)
+{
+	if (c->state != CS_OPEN)
+		return;
+	ws_send_close(&c->ws, code, reason);
+	io_conn_closing(c);
+	/* keep reading: the peer's close frame ends the handshake */
+	io_conn_resume(c);
+	io_mark_dirty(c);
+	io_conn_schedule(c);
+}
+
+/* The connection broke the protocol: ws queued the close (1002/1007/1009). */
+static void
+io_conn_failed(struct conn *c)
+{
+	if (io_conn_closing(c))
+		relay_core_closing(&c->io->core, &c->peer, 1001);
+}
+
+static void
+io_ws_message(void *arg, int binary, unsigned char *buf, size_t len)
+{
+	struct conn	*c = arg;
+
+	c->msg_started_ms = 0;
+	c->bytes_in += len;
+	if (c->state == CS_OPEN)
+		relay_core_message(&c->io->core, &c->peer, buf, len);
+}
+
+static void
+io_ws_message_start(void *arg)
+{
+	struct conn	*c = arg;
+
+	c->msg_started_ms = now_ms();
+}
+
+static void
+io_ws_pong(void *arg)
+{
+	struct conn	*c = arg;
+
+	c->pong_deadline_ms = 0;
+	relay_core_pong(&c->io->core, &c->peer);
+}
+
+static void
+io_ws_close(void *arg, uint16_t code)
+{
+	struct conn	*c = arg;
+
+	/* the peer started the close: its code is the notice's */
+	if (io_conn_closing(c))
+		relay_core_closing(&c->io->core, &c->peer, code);
+	io_mark_dirty(c);
+}
+
+static const struct ws_handler io_ws_handler = {
+	.message = io_ws_message,
+	.pong = io_ws_pong,
+	.close = io_ws_close,
+	.message_start = io_ws_message_start,
+};
+
+static void
+io_conn_read(evutil_socket_t fd, short ev, void *arg)
+{
+	struct conn	*c = arg;
+	ssize_t		 n;
+
+	n = recv(fd, readbuf, sizeof(readbuf), MSG_DONTWAIT);
+	if (n == -1) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		io_conn_drop(c, "read error");
+		return;
+	}
+	if (n == 0) {
+		io_conn_drop(c, "eof");
+		return;
+	}
+	if (ws_feed(&c->ws, readbuf, n, &io_ws_handler, c) != 0)
+		io_conn_failed(c);
+	if (c->state == CS_DEAD)
+		return;
+	/* write only what the read queued (a pong, a close) or a closing conn */
+	if (ws_pending(&c->ws) > 0 || c->state != CS_OPEN)
+		io_mark_dirty(c);
+	io_conn_schedule(c);
+}
+
+static void
+io_conn_write(evutil_socket_t fd, short ev, void *arg)
+{
+	struct conn	*c = arg;
+	ssize_t		 n;
+
+	if (c->state == CS_DEAD)
+		return;
+	if (ws_pending(&c->ws) > 0) {
+		if ((n = ws_write(&c->ws, c->fd)) == -1) {
+			io_conn_drop(c, "write error");
+			return;
+		}
+		if (n > 0)
+			c->progress_ms = now_ms();
+	}
+	if (ws_pending(&c->ws) > 0) {
+		if (!c->write_armed) {
+			c->write_armed = 1;
+			if (c->progress_ms == 0)
+				c->progress_ms = now_ms();
+			event_add(c->ev_write, NULL);
+		}
+	} else {
+		if (c->write_armed) {
+			c->write_armed = 0;
+			event_del(c->ev_write);
+		}
+		c->progress_ms = 0;
+		/* both close frames exchanged: the connection is over */
+		if (c->state == CS_CLOSING && c->ws.close_rcvd && c->ws.close_sent) {
+			shutdown(c->fd, SHUT_WR);
+			io_conn_drop(c, "closed");
+			return;
+		}
+		/*
+		 * RFC 6455 §7.1.7: after a protocol failure (1002/1007/1009) the
+		 * stream is not read any more; half-close once our close frame
+		 * is out and drop at the peer's EOF (or the close deadline).
+		 */
+		if (c->state == CS_CLOSING && c->ws.failed && !c->wr_shut) {
+			c->wr_shut = 1;
+			shutdown(c->fd, SHUT_WR);
+		}
+	}
+	relay_core_output(&c->io->core, &c->peer);
+	io_conn_schedule(c);
+}
+
+/* Arms the connection's timer for its nearest deadline. */
+static void
+io_conn_schedule(struct conn *c)
+{
+	const struct limits	*lim = c->io->core.lim;
+	int64_t			 next = INT64_MAX, t;
+	struct timeval		 tv;
+
+	if (c->state == CS_DEAD)
+		return;
+	if (c->state == CS_OPEN)
+		next = c->next_ping_ms;
+	if (c->pong_deadline_ms && c->pong_deadline_ms < next)
+		next = c->pong_deadline_ms;
+	if (c->state == CS_CLOSING && c->close_deadline_ms < next)
+		next = c->close_deadline_ms;
+	if (c->progress_ms && (t = c->progress_ms + lim->write_timeout_ms) < next)
+		next = t;
+	if (c->msg_started_ms &&
+	    (t = c->msg_started_ms + lim->message_timeout_ms) < next)
+		next = t;
+	/* most calls find the deadline unchanged: leave the timer as it is */
+	if (next == c->timer_at && evtimer_pending(c->ev_timer, NULL))
+		return;
+	c->timer_at = next;
+	tv = ms_timeval(next - now_ms());
+	evtimer_add(c->ev_timer, &tv);
+}
+
+/* A ping, and the pong deadline it starts unless one runs already. */
+static void
+io_conn_ping(struct conn *c, int64_t now)
+{
+	ws_send_ping(&c->ws);
+	if (c->pong_deadline_ms == 0)
+		c->pong_deadline_ms = now + c->io->core.lim->heartbeat_timeout_ms;
+	io_mark_dirty(c);
+}
+
+static void
+io_conn_timer(evutil_socket_t fd, short ev, void *arg)
+{
+	struct conn		*c = arg;
+	const struct limits	*lim = c->io->core.lim;
+	int64_t			 now = now_ms();
+
+	if (c->progress_ms && now >= c->progress_ms + lim->write_timeout_ms) {
+		io_conn_drop(c, "write timeout");
+		return;
+	}
+	if (c->msg_started_ms && now >= c->msg_started_ms + lim->message_timeout_ms) {
+		io_conn_drop(c, "message timeout");
+		return;
+	}
+	if (c->state == CS_CLOSING && now >= c->close_deadline_ms) {
+		io_conn_drop(c, "close timeout");
+		return;
+	}
+	if (c->pong_deadline_ms && now >= c->pong_deadline_ms) {
+		c->pong_deadline_ms = 0;
+		if (c->state == CS_OPEN) {
+			io_conn_close(c, 1011, "heartbeat timeout");
+			relay_core_closing(&c->io->core, &c->peer, 1001);
+		} else
+			io_conn_drop(c, "heartbeat timeout");
+		return;
+	}
+	if (c->state == CS_OPEN && now >= c->next_ping_ms) {
+		io_conn_ping(c, now);
+		c->next_ping_ms = now + lim->heartbeat_ms;
+	}
+	io_conn_schedule(c);
+}
+
+static struct conn *
+io_conn_new(struct relay_io *io, int fd, uint64_t id)
+{
+	struct conn	*c;
+	int		 one = 1;
+
+	c = xcalloc(1, sizeof(*c));
+	c->io = io;
+	c->fd = fd;
+	c->id = id;
+	c->created_ms = now_ms();
+	c->next_ping_ms = c->created_ms + io->core.lim->heartbeat_ms;
+	if (ws_init(&c->ws, io->core.lim->message_size) == -1)
+		fatalx("relay %s: ws_init", io->core.sid);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->ev_read = event_new(io->base, fd, EV_READ | EV_PERSIST, io_conn_read, c);
+	c->ev_write = event_new(io->base, fd, EV_WRITE | EV_PERSIST, io_conn_write, c);
+	c->ev_timer = evtimer_new(io->base, io_conn_timer, c);
+	if (c->ev_read == NULL || c->ev_write == NULL || c->ev_timer == NULL)
+		fatalx("relay %s: event_new", io->core.sid);
+	return c;
+}
+
+/*
+ * The 101 goes first; the core then takes the connection (and may have
+ * queued a close frame, frames from the grace queue, or paused it); then
+ * reading starts, with what the front read past the head.
+ */
+void
+relay_io_attach(struct relay_io *io, int fd, uint64_t id,
+    const struct msg_conn_upgrade *up)
+{
+	struct conn	*c;
+	char		 resp[256];
+	int		 n;
+
+	c = io_conn_new(io, fd, id);
+	n = http_switching_response(resp, sizeof(resp), up->ws_accept);
+	if (n < 0)
+		fatalx("relay: 101 does not fit");
+	ws_send_raw(&c->ws, resp, n);
+	io_mark_dirty(c);
+	if (up->kind == CONN_BINARY)
+		relay_core_attach_binary(&io->core, &c->peer);
+	else
+		relay_core_attach_phone(&io->core, &c->peer, up->device_name);
+	if (!c->read_paused)
+		event_add(c->ev_read, NULL);
+	io_conn_schedule(c);
+	if (up->preread_len > 0) {
+		/* ws_feed unmasks in place: feed a copy, in the read buffer */
+		memcpy(readbuf, up->preread, up->preread_len);
+		if (ws_feed(&c->ws, readbuf, up->preread_len, &io_ws_handler,
+		    c) != 0)
+			io_conn_failed(c);
+	}
+}
+
+static void
+io_grace_fired(evutil_socket_t fd, short ev, void *arg)
+{
+	relay_core_timer(arg, RELAY_TIMER_GRACE);
+}
+
+static void
+io_probe_fired(evutil_socket_t fd, short ev, void *arg)
+{
+	relay_core_timer(arg, RELAY_TIMER_PROBE);
+}
+
+void
+relay_io_init(struct relay_io *io, struct event_base *base,
+    const struct relay_io_hooks *hooks)
+{
+	io->base = base;
+	io->hooks = hooks;
+	TAILQ_INIT(&io->dirty);
+	io->ev_flush = event_new(base, -1, 0, io_flush, io);
+	io->ev_timer[RELAY_TIMER_GRACE] = evtimer_new(base, io_grace_fired,
+	    &io->core);
+	io->ev_timer[RELAY_TIMER_PROBE] = evtimer_new(base, io_probe_fired,
+	    &io->core);
+	if (io->ev_flush == NULL || io->ev_timer[RELAY_TIMER_GRACE] == NULL ||
+	    io->ev_timer[RELAY_TIMER_PROBE] == NULL)
+		fatalx("relay: event_new");
+	event_priority_set(io->ev_flush, 0);
+}
+
+/* --- the core's actions (relay_core.h ops) ------------------------------ */
+
+void
+relay_io_send(struct relay_core *core, struct relay_peer *p, const void *a,
+    size_t alen, const void *b, size_t blen, const void *c, size_t clen)
+{
+	struct conn	*conn = RELAY_CONN(p);
+
+	ws_send_text(&conn->ws, a, alen, b, blen, c, clen);
+	conn->bytes_out += alen + blen + clen;
+	io_mark_dirty(conn);
+}
+
+void
+relay_io_close(struct relay_core *core, struct relay_peer *p, uint16_t code,
+    const char *reason)
+{
+	io_conn_close(RELAY_CONN(p), code, reason);
+}
+
+void
+relay_io_ping(struct relay_core *core, struct relay_peer *p)
+{
+	io_conn_ping(RELAY_CONN(p), now_ms());
+}
+
+void
+relay_io_pause(struct relay_core *core, struct relay_peer *p)
+{
+	io_conn_pause(RELAY_CONN(p));
+}
+
+void
+relay_io_resume(struct relay_core *core, struct relay_peer *p)
+{
+	io_conn_resume(RELAY_CONN(p));
+}
+
+size_t
+relay_io_cost(struct relay_core *core, struct relay_peer *p)
+{
+	return ws_cost(&RELAY_CONN(p)->ws);
+}
+
+void
+relay_io_timer_start(struct relay_core *core, enum relay_timer t, int64_t ms)
+{
+	struct timeval	tv;
+
+	tv = ms_timeval(ms);
+	evtimer_add(RELAY_IO(core)->ev_timer[t], &tv);
+}
+
+void
+relay_io_timer_stop(struct relay_core *core, enum relay_timer t)
+{
+	evtimer_del(RELAY_IO(core)->ev_timer[t]);
+}
+
+int64_t
+relay_io_now(struct relay_core *core)
+{
+	return now_ms();
+}
