@@ -1,7 +1,7 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * HTTP/1.x request head parsing for the front (protocol.md §2), and the
+ * HTTP/1.x request head parsing for the front (docs/protocol.md §2), and the
  * canned responses the front and relays write.  Pure code: no sockets.
  */
 #ifndef HTTP_H
@@ -73,7 +73,7 @@ enum http_parse_result	http_parse_head(const char *buf, size_t len, size_t max,
 
 /*
  * The status code a /v1/server or /v1/client request gets from the checks
- * the front does itself (protocol.md §2, steps 4 and 5 in that order),
+ * the front does itself (docs/protocol.md §2, steps 4 and 5 in that order),
  * or 0 when it is a valid upgrade.  Returns 400, 426, 405.
  */
 int	http_upgrade_status(const struct http_request *req);

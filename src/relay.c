@@ -1,9 +1,9 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * The relay process: one per live server-id (architecture.md).  It owns the
+ * One relay process per live server-id (docs/architecture.md).  It owns the
  * server-id's binary and its phones and takes every decision of
- * protocol.md §3-§5 in one single-threaded event loop.  Its side of the
+ * docs/protocol.md §3-§5 in one single-threaded event loop.  Its side of the
  * channel to the parent (set-up, the parent's messages, reports, counters,
  * the retire handshake) is in relay_chan.c.
  */
@@ -104,7 +104,7 @@ relay_conn_pause(struct conn *c)
 }
 
 /*
- * protocol.md §4: stop reading phones while the binary's output is over
+ * docs/protocol.md §4: stop reading phones while the binary's output is over
  * budget, or during a conflict probe while its queue is over the grace
  * queue's size.
  */
@@ -214,7 +214,7 @@ relay_gq_to_binary(struct relay *r)
 	relay_check_backpressure(r);
 }
 
-/* protocol.md §4 "Close notice": exactly once, unless a directive closed it. */
+/* docs/protocol.md §4 "Close notice": exactly once, unless a directive closed it. */
 static void
 relay_close_notice(struct conn *c, int code)
 {
@@ -419,7 +419,7 @@ relay_conn_closing(struct conn *c, int notice_code)
 		relay_binary_gone(c);
 }
 
-/* Starts our side of the close handshake (protocol.md §5: 5 s for the peer's close). */
+/* Starts our side of the close handshake (docs/protocol.md §5: 5 s for the peer's close). */
 static void
 relay_conn_close(struct conn *c, uint16_t code, const char *reason)
 {
@@ -448,7 +448,7 @@ relay_deliver(struct relay *r, const struct envelope *env)
 	}
 	if ((!env->has_frame || env->frame_is_null) &&
 	    (!env->has_close_code || env->close_code == 0)) {
-		/* "frame":null with no close is no frame (docs/protocol-notes.md) */
+		/* "frame":null and no close: no frame (docs/protocol.md §11) */
 		log_info("event=envelope_dropped server_id=%s reason=\"null frame\"",
 		    r->sid);
 		return;
@@ -467,7 +467,7 @@ relay_deliver(struct relay *r, const struct envelope *env)
 		relay_mark_dirty(p);
 	}
 	if (env->has_close_code && env->close_code != 0) {
-		/* a directive: no close notice follows (protocol.md §4) */
+		/* a directive: no close notice follows (docs/protocol.md §4) */
 		p->notice_done = 1;
 		code = env->close_code;
 		if (ws_code_sendable(code))
@@ -478,7 +478,7 @@ relay_deliver(struct relay *r, const struct envelope *env)
 }
 
 /*
- * A push wake request (protocol.md §6).  Each takes one of the server-id's
+ * A push wake request (docs/protocol.md §6).  Each takes one of the server-id's
  * PUSH_BURST tokens, and one comes back every PUSH_REFILL_MS.  Without a
  * token the request is dropped, and only the first of such a run is
  * logged, so that a binary cannot flood the log; the next line counts
@@ -568,7 +568,7 @@ relay_phone_message(struct conn *c, unsigned char *buf, size_t len)
 }
 
 /*
- * A newcomer's messages wait for the conflict probe (protocol.md §3): it
+ * A newcomer's messages wait for the conflict probe (docs/protocol.md §3): it
  * may be the server-id's own binary back on a new connection, and what it
  * says is delivered if it takes over, in order, before anything later.
  * Past the grace queue's size, reading stops until then (TCP holds the
@@ -642,7 +642,7 @@ relay_ws_pong(void *arg)
 		struct relay	*r = c->r;
 		struct conn	*n;
 
-		/* the incumbent is alive: every newcomer loses (protocol.md §3) */
+		/* the incumbent is alive: every newcomer loses (docs/protocol.md §3) */
 		r->probing = 0;
 		evtimer_del(r->ev_probe);
 		TAILQ_FOREACH(n, &r->conns, entry) {
@@ -832,7 +832,7 @@ relay_conn_timer(evutil_socket_t fd, short ev, void *arg)
 	relay_conn_schedule(c);
 }
 
-/* Conflict (protocol.md §3): ping the incumbent, wait for its pong. */
+/* Conflict (docs/protocol.md §3): ping the incumbent, wait for its pong. */
 static void
 relay_probe_start(struct relay *r)
 {
@@ -1002,7 +1002,7 @@ relay_attach_one(struct relay *r, struct msg *m)
 		return;
 	}
 	if (r->retiring || r->shutting_down) {
-		/* architecture.md retire handshake step 3: hand it back unchanged */
+		/* docs/architecture.md retire handshake step 3: hand it back unchanged */
 		msg_compose(&r->chan, MSG_CONN_REROUTE, m->hdr.id, up,
 		    CONN_UPGRADE_LEN(up), m->fd);
 		relay_chan_flush(r);
@@ -1036,7 +1036,7 @@ relay_attach_one(struct relay *r, struct msg *m)
 		return;
 	}
 
-	/* a phone (protocol.md §3 "Phone registration") */
+	/* a phone (docs/protocol.md §3 "Phone registration") */
 	if (r->binary == NULL && !r->in_grace) {
 		relay_reject(r, m->fd, up, m->hdr.id, 4404, "no server with that id");
 		COUNT(r, upgrades[EP_CLIENT][OUT_REJECT_404]);

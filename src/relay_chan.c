@@ -5,7 +5,7 @@
  * and the event loop (relay_main), the parent's messages, the state and
  * counter increments it reports, the retire handshake, and the operator's
  * commands (pyrelayctl show and kick, SIGTERM).  The connections and
- * every decision of protocol.md §3-§5 are in relay.c.
+ * every decision of docs/protocol.md §3-§5 are in relay.c.
  */
 #include "config.h"
 
@@ -156,7 +156,7 @@ relay_report(struct relay *r)
 }
 
 /*
- * architecture.md "The retire handshake", step 1: leave the parent's map.
+ * docs/architecture.md "The retire handshake", step 1: leave the parent's map.
  * Sent once; the relay exits only after RETIRE_OK, so that whatever the
  * parent sent before it is handed back (CONN_REROUTE), never lost.
  */
@@ -409,7 +409,7 @@ relay_main(int fd)
 	/* messages that arrived with SETUP are read by the loop */
 	event_active(r->ev_chan, EV_READ, 0);
 	event_base_dispatch(r->base);
-	/* what this relay counted outlives it (protocol.md §2 counters) */
+	/* what this relay counted outlives it (docs/protocol.md §2 counters) */
 	relay_counters_flush(r);
 	exit(0);
 }

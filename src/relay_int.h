@@ -16,7 +16,7 @@
 
 /*
  * A relay process's state, shared by relay.c (its connections, and every
- * decision of protocol.md §3-§5) and relay_chan.c (its channel to the
+ * decision of docs/protocol.md §3-§5) and relay_chan.c (its channel to the
  * parent: set-up, messages, reports, counters, the retire handshake).
  */
 
@@ -145,7 +145,7 @@ void	relay_counters_flush(struct relay *);
 void	relay_chan_flush(struct relay *);
 /* Tells the parent the counts /healthz reports, before any client can see them. */
 void	relay_report(struct relay *);
-/* Leaves the parent's map (architecture.md "The retire handshake"); once. */
+/* Leaves the map, once (docs/architecture.md "The retire handshake"). */
 void	relay_retire(struct relay *);
 /* Exits the loop once the relay is out of the parent's map and has no connection. */
 void	relay_check_exit(struct relay *);

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING.
-"""Process model (architecture.md): privilege separation and sandbox of
+"""Process model (docs/architecture.md): privilege separation and sandbox of
 every worker, crashes of relays and fronts, one relay per server-id, relay
 retirement, and the retire race (a reclaim at the grace deadline).
 
@@ -435,7 +435,7 @@ class ManyServerIds(unittest.TestCase):
 
 
 class ReclaimAtGraceDeadline(unittest.TestCase):
-    """architecture.md, the retire handshake: a binary that reaches a relay
+    """docs/architecture.md, the retire handshake: a binary that reaches a relay
     retiring at its grace deadline is routed again, never lost."""
 
     ROUNDS = 50
