@@ -2,7 +2,7 @@
 
 /*
  * pyrelay-bench: a WebSocket load generator for relays that speak
- * protocol.md.  One epoll loop per thread; every connection belongs to
+ * docs/protocol.md.  One epoll loop per thread; every connection belongs to
  * one thread for its whole life.  See pyrelay-bench(1).
  */
 #ifndef BENCH_H

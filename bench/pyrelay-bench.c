@@ -1,7 +1,7 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * pyrelay-bench: load generator for relays that speak protocol.md.
+ * pyrelay-bench: load generator for relays that speak docs/protocol.md.
  * This file: options, the connection plan, the phases the workers
  * follow, the relay's CPU and memory from /proc, and the report.
  * The workers are in bench_conn.c.

@@ -2,7 +2,7 @@
 
 /*
  * The configuration outside the parser: the built-in defaults
- * (protocol.md §10) and the canonical printer behind -nv.  What
+ * (docs/protocol.md §10) and the canonical printer behind -nv.  What
  * config_print() writes is itself a pyrelayd.conf that parses back
  * to the same configuration.
  */
@@ -83,7 +83,7 @@ config_new_default(void)
 	lim->max_connections_per_ip = 256;
 	lim->rate_burst = 20;
 
-	/* protocol.md §10: what runs when /etc/pyrelayd.conf does not exist */
+	/* docs/protocol.md §10: what runs when /etc/pyrelayd.conf is missing */
 	la = listen_addr_loopback(DEFAULT_PORT, 0);
 	TAILQ_INSERT_TAIL(&conf->listeners, la, entry);
 	la = listen_addr_loopback(DEFAULT_METRICS_PORT, LISTEN_METRICS);

@@ -1,7 +1,7 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * A front process (architecture.md): reads the HTTP request head of each
+ * A front process (docs/architecture.md): reads the HTTP request head of each
  * connection the parent hands it, with hard size and time limits, answers
  * /healthz and the HTTP errors itself, and hands a valid /v1 request and its
  * fd back to the parent.  It also writes the verdicts the parent decides
@@ -340,7 +340,7 @@ front_version_rejected(const struct http_request *req, int status)
 	return http_upgrade_status(&fixed) == 0;
 }
 
-/* Whether a 400 came from the header gate (protocol.md §2 step 4). */
+/* Whether a 400 came from the header gate (docs/protocol.md §2 step 4). */
 static int
 front_gate_rejected(const struct http_request *req, int status)
 {
@@ -361,7 +361,7 @@ front_gate_rejected(const struct http_request *req, int status)
 }
 
 /*
- * architecture.md "TLS": with kernel TLS in both directions the relay gets
+ * docs/architecture.md "TLS": with kernel TLS in both directions the relay gets
  * the socket itself and the front leaves the data path; otherwise the relay
  * gets one end of a socketpair and the front pumps.
  */
@@ -426,7 +426,7 @@ front_upgrade(struct front *f, struct fconn *fc, const struct http_request *req)
 	strlcpy(up->device_name, req->device_name, sizeof(up->device_name));
 	if (req->ws_key_valid)
 		strlcpy(up->ws_accept, req->ws_accept, sizeof(up->ws_accept));
-	/* protocol.md §2: pipelined bytes belong to the WebSocket stream */
+	/* docs/protocol.md §2: pipelined bytes are the WebSocket stream's */
 	extra = fc->len - req->head_len;
 	if (extra > PREREAD_MAX)
 		extra = PREREAD_MAX;	/* cannot happen: buf is at most that big */
@@ -471,7 +471,7 @@ front_head_done(struct front *f, struct fconn *fc, const struct http_request *re
 
 	evtimer_del(fc->ev_timer);
 	fc->head_only = req->method_head;
-	/* protocol.md §2 step 1: on TLS listeners the Host must be the domain */
+	/* docs/protocol.md §2 step 1: on TLS listeners the Host must be the domain */
 	if ((fc->meta.listen_flags & LISTEN_TLS) && f->lim.domain[0] != '\0' &&
 	    (req->host_count != 1 || !tls_host_matches(req->host, f->lim.domain))) {
 		front_http_error(fc, 421, 0);
@@ -673,7 +673,7 @@ front_conn_timer(evutil_socket_t fd, short ev, void *arg)
 {
 	struct fconn	*fc = arg;
 
-	/* protocol.md §2: an incomplete head is closed without a response */
+	/* docs/protocol.md §2: an incomplete head is closed unanswered */
 	if (fc->state == FC_HEAD)
 		fc->outcome = FRONT_TIMEOUT;
 	front_conn_free(fc, 1);
@@ -731,7 +731,7 @@ mprintf(char *buf, size_t size, size_t *len, const char *fmt, ...)
 		*len += (size_t)n < size - *len ? (size_t)n : size - *len;
 }
 
-/* Prometheus text format 0.0.4, every series of protocol.md §2 from start. */
+/* Prometheus text 0.0.4, every series of docs/protocol.md §2 from start. */
 static void
 front_metrics(void *arg, struct msg *m)
 {
@@ -866,7 +866,7 @@ front_verdict(void *arg, struct msg *m)
 	fc->outcome = FRONT_VERDICT;
 	fc->head_only = v->head_only != 0;
 	if (v->kind == VERDICT_WS_CLOSE) {
-		/* protocol.md §2: decisions after the upgrade are close codes after the 101 */
+		/* docs/protocol.md §2: decisions after the upgrade are close codes after the 101 */
 		n = http_switching_response(front_resp_buf(fc, RESP_SMALL),
 		    RESP_SMALL, v->ws_accept);
 		if (n < 0)

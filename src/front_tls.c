@@ -1,7 +1,7 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * The TLS pump (architecture.md "TLS"): when the kernel cannot take the
+ * The TLS pump (docs/architecture.md "TLS"): when the kernel cannot take the
  * TLS session over, the front keeps it and the relay gets one end of a
  * socketpair.  This file moves the bytes between the TLS connection and the
  * other end, with bounded buffers in each direction, and passes half-closes

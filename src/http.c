@@ -1,7 +1,7 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * HTTP/1.x request head parser (protocol.md §2, RFC 9112 §2-§5,
+ * HTTP/1.x request head parser (docs/protocol.md §2, RFC 9112 §2-§5,
  * RFC 6455 §4.2); the answers are in http_response.c.  The parser is restartable: it is handed
  * the whole buffer after every read and never keeps state between calls.
  */
@@ -292,7 +292,7 @@ parse_header_line(const char *line, size_t len, struct http_request *req,
 		if (vlen > 0)
 			req->version_present = 1;
 	} else if (ascii_ieq(name, nlen, "X-Pyrycode-Token")) {
-		/* protocol.md §2: only its presence is ever looked at */
+		/* docs/protocol.md §2: only its presence is ever looked at */
 		if (vlen > 0)
 			req->token_present = 1;
 	} else if (ascii_ieq(name, nlen, "User-Agent")) {
@@ -391,7 +391,7 @@ http_parse_head(const char *buf, size_t len, size_t max,
 }
 
 /*
- * protocol.md §2 steps 4 (header gate) and 5 (handshake), in that order.
+ * docs/protocol.md §2 steps 4 (header gate) and 5 (handshake), in that order.
  * A bad Sec-WebSocket-Version and a bad key both give 400; the caller tells
  * them apart with !req->ws_version_13 to add "Sec-WebSocket-Version: 13".
  * Paths other than /v1/server and /v1/client fail the header gate.

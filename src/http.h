@@ -1,7 +1,7 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * HTTP/1.x request head parsing for the front (protocol.md §2).  Pure code:
+ * HTTP/1.x request head parsing for the front (docs/protocol.md §2).  Pure code:
  * no sockets.  Only a front links it (docs/build.md); the answers it and
  * relays write are in http_response.h.
  */
@@ -76,7 +76,7 @@ enum http_parse_result	http_parse_head(const char *buf, size_t len, size_t max,
 
 /*
  * The status code a /v1/server or /v1/client request gets from the checks
- * the front does itself (protocol.md §2, steps 4 and 5 in that order),
+ * the front does itself (docs/protocol.md §2, steps 4 and 5 in that order),
  * or 0 when it is a valid upgrade.  Returns 400, 426, 405.
  */
 int	http_upgrade_status(const struct http_request *req);

@@ -2,7 +2,7 @@
 
 /*
  * RFC 8259 JSON validation and compaction, and the routing envelope parser
- * (protocol.md §4).  Every phone message goes through json_compact and
+ * (docs/protocol.md §4).  Every phone message goes through json_compact and
  * every binary message through envelope_parse, so both are one pass over
  * the bytes with no allocation and no recursion.
  *

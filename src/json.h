@@ -2,7 +2,7 @@
 
 /*
  * JSON (RFC 8259) validation and compaction for phone messages, and the
- * routing envelope parser for binary messages (protocol.md §4).
+ * routing envelope parser for binary messages (docs/protocol.md §4).
  * Pure code, no allocation, no recursion.  Nesting deeper than 65536 levels
  * is treated as invalid (an 8 KiB bit stack on the C stack tracks it).
  */
@@ -66,7 +66,7 @@ enum envelope_result	envelope_parse(const unsigned char *buf, size_t len,
 const char		*envelope_strerror(enum envelope_result);
 
 /*
- * Reads the push_wake value of an envelope (protocol.md §6), as found by
+ * Reads the push_wake value of an envelope (docs/protocol.md §6), as found by
  * envelope_parse: an object with "platform":"fcm" and a "token" string
  * of 1 to size - 1 bytes without NUL (other keys are ignored, and the last
  * of a duplicate key wins).  The token is decoded into token.  Returns

@@ -1,7 +1,7 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * pyrelayd [-dnvV] [-f file] [-D macro=value]   (protocol.md §10)
+ * pyrelayd [-dnvV] [-f file] [-D macro=value]   (docs/protocol.md §10)
  * Fronts are this same program started by the parent as
  * `pyrelayd -P front [-d]`, relays the smaller pyrelayd-relay(8 in libexec),
  * both with their channel on fd 3.
@@ -102,7 +102,7 @@ main(int argc, char *argv[])
 	if (role != NULL)
 		worker_main(role, opts.foreground);
 
-	/* protocol.md §10: only a missing default file means built-in defaults */
+	/* docs/protocol.md §10: only a missing default file means built-in defaults */
 	if (!opts.conffile_given && config_default_file_missing(opts.conffile))
 		conf = config_new_default();
 	else

@@ -1,7 +1,7 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * The parent (supervisor, architecture.md): opens the listeners, starts the
+ * The parent (supervisor, docs/architecture.md): opens the listeners, starts the
  * fronts, accepts connections, applies admission (rate limit, caps), keeps
  * the map server-id -> relay process, and routes connections to relays.
  * It reads only typed messages from its own workers and treats each as
@@ -47,7 +47,7 @@
 
 #define ACCEPT_BATCH		64	/* accepts per listener wakeup */
 #define ACCEPT_PAUSE_MS		1000	/* after EMFILE/ENFILE */
-#define DRAIN_DEADLINE_MS	10000	/* protocol.md §7 */
+#define DRAIN_DEADLINE_MS	10000	/* docs/protocol.md §7 */
 #define RESPAWN_MIN_MS		100	/* first restart of a dead front */
 #define RESPAWN_MAX_MS		10000	/* backoff ceiling for a front that keeps dying */
 #define RESPAWN_STABLE_MS	5000	/* a front that lived this long resets the backoff */
@@ -220,7 +220,7 @@ listen_backlog(void)
 
 /* ---- connection accounting ------------------------------------------- */
 
-/* The tokens ip's bucket holds at now (protocol.md §2: one per refill period). */
+/* The tokens ip's bucket holds at now (docs/protocol.md §2: one per refill period). */
 static double
 ip_tokens(const struct parent *p, const struct ip_rec *ip, int64_t now)
 {
@@ -304,7 +304,7 @@ ip_maybe_free(struct parent *p, struct ip_rec *ip)
 	ip_forget(p, ip);
 }
 
-/* protocol.md §2 step 2: token bucket per client address. */
+/* docs/protocol.md §2 step 2: token bucket per client address. */
 static int
 ip_take_token(struct parent *p, struct ip_rec *ip)
 {
@@ -396,7 +396,7 @@ parent_worker_kill(struct parent *p, struct worker *w, const char *why)
 
 /*
  * Reads the certificate and key (as root) and queues them for one front;
- * the parent keeps no copy (architecture.md "TLS").
+ * the parent keeps no copy (docs/architecture.md "TLS").
  */
 int
 parent_send_tls(struct parent *p, struct worker *w, char *err, size_t errlen)
@@ -439,7 +439,7 @@ parent_pick_front(struct parent *p)
 	return NULL;
 }
 
-/* Hands an fd to a front to write an answer decided here (architecture.md). */
+/* Hands an fd to a front to write an answer decided here (docs/architecture.md). */
 static void
 parent_verdict(struct parent *p, struct conn_rec *c, int fd, int kind, int code,
     const struct msg_conn_upgrade *up)
@@ -482,7 +482,7 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
 
 	if ((r = parent_find_relay(p, up->server_id)) == NULL) {
 		if (up->kind == CONN_PHONE) {
-			/* protocol.md §3: decided where no relay exists */
+			/* docs/protocol.md §3: decided where no relay exists */
 			log_info("event=phone_register_no_server server_id=%s",
 			    up->server_id);
 			p->cnt.upgrades[EP_CLIENT][OUT_REJECT_404]++;
@@ -531,7 +531,7 @@ conn_held(struct parent *p, struct worker *w, struct msg *m)
 
 /*
  * A front parsed a /v1 request (its body passed msg_conn_upgrade_check):
- * admission, then routing (protocol.md §2).
+ * admission, then routing (docs/protocol.md §2).
  */
 static void
 parent_upgrade(void *arg, struct msg *m)
@@ -618,7 +618,7 @@ parent_drain_relays(struct parent *p)
 }
 
 /*
- * ACME HTTP-01 (architecture.md "TLS"): the parent reads
+ * ACME HTTP-01 (docs/architecture.md "TLS"): the parent reads
  * <acme webroot>/.well-known/acme-challenge/<token> for a front; the token
  * was checked by the front and is checked again on receipt here
  * (msg_acme_req_check).
@@ -728,7 +728,7 @@ parent_relay_state(void *arg, struct msg *m)
 	parent_relay_counts(P, w, st->binary_connected, st->phones);
 }
 
-/* architecture.md "The retire handshake", step 2 */
+/* docs/architecture.md "The retire handshake", step 2 */
 static void
 parent_retire(void *arg, struct msg *m)
 {
@@ -1189,7 +1189,7 @@ parent_stop(evutil_socket_t sig, short ev, void *arg)
 		return;
 	p->stopping = 1;
 	log_info("event=stopping signal=%d", (int)sig);
-	/* protocol.md §7: stop accepting at once */
+	/* docs/protocol.md §7: stop accepting at once */
 	TAILQ_FOREACH(l, &p->listeners, entry) {
 		event_del(l->ev);
 		close(l->la->fd);
@@ -1250,7 +1250,7 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 		return -1;
 	}
 	/*
-	 * protocol.md §7: SIGHUP reloads certificates without dropping anyone.
+	 * docs/protocol.md §7: SIGHUP reloads certificates without dropping anyone.
 	 * They are checked first; a reload with a bad one changes nothing.
 	 */
 	if (p->tls) {

@@ -76,7 +76,7 @@ extern char **environ;
 /*
  * A worker's environment: only what a library in it reads.  Nothing else
  * the operator's shell or service manager exported (tokens, paths) crosses
- * into a process that talks to the network (architecture.md: workers
+ * into a process that talks to the network (docs/architecture.md: workers
  * inherit no secret).
  */
 static int

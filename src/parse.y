@@ -6,7 +6,7 @@
  * from the command line overriding the file), one statement per line,
  * "#" comments.  Every error is reported as "file:line: message" and the
  * whole file is read before config_parse() fails, so that one run shows
- * every mistake.  The grammar is protocol.md §10.
+ * every mistake.  The grammar is docs/protocol.md §10.
  *
  * config_parse() keeps its state in file-scope variables: it is not
  * reentrant, which a daemon that parses in one process never needs.

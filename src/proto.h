@@ -197,7 +197,7 @@ struct msg_conn_closed {
 	uint32_t	pad;
 };
 
-/* protocol.md §2 /metrics label values */
+/* docs/protocol.md §2 /metrics label values */
 enum metric_endpoint { EP_SERVER = 0, EP_CLIENT, EP_MAX };
 enum metric_outcome {
 	OUT_ACCEPT = 0, OUT_REJECT_HEADERS, OUT_REJECT_409, OUT_REJECT_404,

@@ -31,7 +31,7 @@
 #define PYRELAYD_CONF		"/etc/pyrelayd.conf"
 #define PYRELAYD_CONTROL	"/run/pyrelayd.sock"
 
-#define SERVER_ID_MAX		64	/* protocol.md §2 */
+#define SERVER_ID_MAX		64	/* docs/protocol.md §2 */
 #define DEVICE_NAME_MAX		128	/* longer names are truncated */
 #define CONN_ID_MAX		(7 + SERVER_ID_MAX + 1 + 8)	/* client-<sid>-<8hex> */
 #define WS_ACCEPT_LEN		28	/* base64 of a SHA-1 */
@@ -88,7 +88,7 @@ struct limits {
 	char		domain[256];		/* "" when unset */
 };
 
-/* push wake requests of one server-id (protocol.md §6): a burst, then one a period */
+/* push wake requests of one server-id (docs/protocol.md §6): a burst, then one a period */
 #define PUSH_BURST		6
 #define PUSH_REFILL_MS		10000
 #define PUSH_TOKEN_MAX		512	/* bytes of a token, its NUL included (FCM: about 160) */

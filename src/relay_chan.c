@@ -5,7 +5,7 @@
  * (relay_main, on proc.c's start-up), the parent's messages and their
  * table, the state and counter increments it reports, the retire handshake, and the operator's
  * commands (pyrelayctl show and kick, SIGTERM).  It sits around the
- * connections (relay_io.c), which sit around the decisions of protocol.md
+ * connections (relay_io.c), which sit around the decisions of docs/protocol.md
  * §3-§4 (relay_core.c): docs/relay-core.md.
  */
 #include "config.h"
@@ -210,7 +210,7 @@ relay_report(struct relay_core *core)
 }
 
 /*
- * architecture.md "The retire handshake", step 1: leave the parent's map
+ * docs/architecture.md "The retire handshake", step 1: leave the parent's map
  * (relay_core.h ops->retire, once).  The relay exits only after RETIRE_OK,
  * so that whatever the parent sent before it is handed back
  * (CONN_REROUTE), never lost.
@@ -312,7 +312,7 @@ relay_attach(void *arg, struct msg *m)
 		if (up->kind == CONN_BINARY && !r->shutting_down)
 			relay_core_binary_lost(core);
 	} else if (core->retiring || r->shutting_down) {
-		/* architecture.md retire handshake step 3: hand it back unchanged */
+		/* docs/architecture.md retire handshake step 3: hand it back unchanged */
 		msg_compose(&r->chan, MSG_CONN_REROUTE, m->hdr.id, up,
 		    CONN_UPGRADE_LEN(up), m->fd);
 		relay_chan_flush(r);
@@ -503,7 +503,7 @@ relay_main(void)
 	pw.ready = relay_ready;
 	pw.sigterm = relay_shutdown;
 	proc_worker_run(&pw);
-	/* what this relay counted outlives it (protocol.md §2 counters) */
+	/* what this relay counted outlives it (docs/protocol.md §2 counters) */
 	relay_counters_flush(r);
 	exit(0);
 }

@@ -1,7 +1,7 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * The decisions of one relay process (protocol.md §3-§4), for its one
+ * The decisions of one relay process (docs/protocol.md §3-§4), for its one
  * server-id: relay_core.h says what goes in and out, docs/relay-core.md
  * how the relay's files sit around it.  Nothing here reads a clock, a
  * socket or a timer: time is asked of ops->now, and every effect is an
@@ -39,7 +39,7 @@ relay_core_init(struct relay_core *core, const struct relay_core_ops *ops,
 }
 
 /*
- * protocol.md §4: stop reading phones while the binary's output is over
+ * docs/protocol.md §4: stop reading phones while the binary's output is over
  * budget, or during a conflict probe while its queue is over the grace
  * queue's size.
  */
@@ -155,7 +155,7 @@ core_to_binary(struct relay_core *core, const void *a, size_t alen,
 	return 0;
 }
 
-/* protocol.md §4 "Close notice": exactly once, unless a directive closed it. */
+/* docs/protocol.md §4 "Close notice": exactly once, unless a directive closed it. */
 static void
 core_close_notice(struct relay_core *core, struct relay_peer *p, int code)
 {
@@ -245,7 +245,7 @@ relay_core_closing(struct relay_core *core, struct relay_peer *p,
 		core_binary_gone(core, p);
 }
 
-/* Closes the peer with code and reason (protocol.md §8); its notice is 1001. */
+/* Closes the peer with code and reason (docs/protocol.md §8); its notice is 1001. */
 static void
 core_close(struct relay_core *core, struct relay_peer *p, uint16_t code,
     const char *reason)
@@ -257,7 +257,7 @@ core_close(struct relay_core *core, struct relay_peer *p, uint16_t code,
 }
 
 /*
- * Gives the server-id up (architecture.md "The retire handshake", step 1):
+ * Gives the server-id up (docs/architecture.md "The retire handshake", step 1):
  * no grace any more, and no close notice is owed to a binary.
  */
 static void
@@ -318,7 +318,7 @@ core_deliver(struct relay_core *core, const struct envelope *env)
 	}
 	if ((!env->has_frame || env->frame_is_null) &&
 	    (!env->has_close_code || env->close_code == 0)) {
-		/* "frame":null with no close is no frame (docs/protocol-notes.md) */
+		/* "frame":null with no close is no frame (docs/protocol.md §11) */
 		log_info("event=envelope_dropped server_id=%s reason=\"null frame\"",
 		    core->sid);
 		return;
@@ -336,7 +336,7 @@ core_deliver(struct relay_core *core, const struct envelope *env)
 		core->ops->count(core, RELAY_COUNT_FRAME_B2P);
 	}
 	if (env->has_close_code && env->close_code != 0) {
-		/* a directive: no close notice follows (protocol.md §4) */
+		/* a directive: no close notice follows (docs/protocol.md §4) */
 		p->notice_done = 1;
 		code = env->close_code;
 		if (ws_code_sendable(code))
@@ -347,7 +347,7 @@ core_deliver(struct relay_core *core, const struct envelope *env)
 }
 
 /*
- * A push wake request (protocol.md §6).  Each takes one of the server-id's
+ * A push wake request (docs/protocol.md §6).  Each takes one of the server-id's
  * PUSH_BURST tokens, and one comes back every PUSH_REFILL_MS.  Without a
  * token the request is dropped, and only the first of such a run is
  * logged, so that a binary cannot flood the log; the next line counts
@@ -438,7 +438,7 @@ core_phone_message(struct relay_core *core, struct relay_peer *p,
 }
 
 /*
- * A newcomer's messages wait for the conflict probe (protocol.md §3): it
+ * A newcomer's messages wait for the conflict probe (docs/protocol.md §3): it
  * may be the server-id's own binary back on a new connection, and what it
  * says is delivered if it takes over, in order, before anything later.
  * Past the grace queue's size, reading stops until then (TCP holds the
@@ -476,7 +476,7 @@ relay_core_message(struct relay_core *core, struct relay_peer *p,
 	}
 }
 
-/* Conflict (protocol.md §3): ping the incumbent, wait for its pong. */
+/* Conflict (docs/protocol.md §3): ping the incumbent, wait for its pong. */
 static void
 core_probe_start(struct relay_core *core)
 {
@@ -518,7 +518,7 @@ relay_core_pong(struct relay_core *core, struct relay_peer *b)
 
 	if (b != core->binary || !core->probing)
 		return;
-	/* the incumbent is alive: every newcomer loses (protocol.md §3) */
+	/* the incumbent is alive: every newcomer loses (docs/protocol.md §3) */
 	core->probing = 0;
 	core->ops->timer_stop(core, RELAY_TIMER_PROBE);
 	TAILQ_FOREACH(n, &core->peers, entry) {
@@ -607,7 +607,7 @@ relay_core_attach_binary(struct relay_core *core, struct relay_peer *p)
 		core_probe_start(core);
 }
 
-/* protocol.md §3 "Phone registration" */
+/* docs/protocol.md §3 "Phone registration" */
 void
 relay_core_attach_phone(struct relay_core *core, struct relay_peer *p,
     const char *device)

@@ -1,7 +1,7 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * The relay's decisions for its one server-id (protocol.md §3-§4): who
+ * The relay's decisions for its one server-id (docs/protocol.md §3-§4): who
  * holds it (the binary, the newcomers of a conflict probe, the grace
  * period and its queue, reclaim, takeover, expiry), the phones and their
  * cap, envelopes both ways, close notices and directives, and
@@ -42,7 +42,7 @@ enum relay_timer {
 	RELAY_TIMER_MAX
 };
 
-/* What the parent counts for /metrics (protocol.md §2). */
+/* What the parent counts for /metrics (docs/protocol.md §2). */
 enum relay_count {
 	RELAY_COUNT_FRAME_P2B = 0,
 	RELAY_COUNT_FRAME_B2P,

@@ -3,7 +3,7 @@
 /*
  * A relay's connections (relay_io.h, docs/relay-core.md): each socket's
  * events, the WebSocket codec fed from it, output written at the end of
- * the loop turn, and each connection's deadlines: heartbeats (protocol.md
+ * the loop turn, and each connection's deadlines: heartbeats (docs/protocol.md
  * §5), the close handshake, write progress and message completion (§4).
  * What a message, a pong or a close means is the core's to decide; this
  * file hands them over and does what the core asks.
@@ -158,7 +158,7 @@ io_conn_closing(struct conn *c)
 	return 1;
 }
 
-/* Starts our side of the close handshake (protocol.md §5: 5 s for the peer's close). */
+/* Starts our side of the close handshake (docs/protocol.md §5: 5 s for the peer's close). */
 static void
 io_conn_close(struct conn *c, uint16_t code, const char *reason)
 {

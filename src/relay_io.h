@@ -2,7 +2,7 @@
 
 /*
  * The relay's connections (docs/relay-core.md): sockets, libevent events,
- * the WebSocket codec, write scheduling, liveness (protocol.md §4-§5
+ * the WebSocket codec, write scheduling, liveness (docs/protocol.md §4-§5
  * timeouts, heartbeats, the close handshake) and the core's two timers.
  * It feeds the decision core (relay_core.h) its events and carries out
  * the actions that touch a connection; the parent channel (relay_chan.c)

@@ -1,7 +1,7 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * pyrelayd-relay: the relay process on its own (architecture.md), started
+ * pyrelayd-relay: the relay process on its own (docs/architecture.md), started
  * by the parent with its channel on fd 3.  A separate executable so that a
  * process per server-id maps only what a relay uses: no OpenSSL, whose
  * relocations alone cost 460 KiB of private memory per process

@@ -101,7 +101,7 @@ ssl_error(char *err, size_t errlen, const char *what)
 	ERR_clear_error();
 }
 
-/* protocol.md: SNI that does not match the domain is refused at the handshake */
+/* docs/protocol.md: SNI that does not match the domain is refused at the handshake */
 static int
 tls_sni_cb(SSL *ssl, int *alert, void *arg)
 {

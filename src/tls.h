@@ -1,7 +1,7 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * TLS material and contexts (architecture.md "TLS"): the parent reads the
+ * TLS material and contexts (docs/architecture.md "TLS"): the parent reads the
  * certificate chain and key files as root and sends their bytes to the
  * fronts (MSG_TLS); a front builds its SSL_CTX from memory.  Workers never
  * open files, relays never hold keys or TLS state.

@@ -12,7 +12,7 @@
 
 #include <stddef.h>
 
-/* 1..64 bytes of [A-Za-z0-9._-] (protocol.md §2) */
+/* 1..64 bytes of [A-Za-z0-9._-] (docs/protocol.md §2) */
 int	server_id_valid(const char *s, size_t len);
 
 /* An ACME HTTP-01 token: 1..128 bytes of base64url [A-Za-z0-9_-] (RFC 8555 §8.3) */

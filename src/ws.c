@@ -15,7 +15,7 @@
 #include "pyrelayd.h"
 #include "ws.h"
 
-/* Fixed reasons (protocol.md §8): never echo client input. */
+/* Fixed reasons (docs/protocol.md §8): never echo client input. */
 #define REASON_PROTOCOL		"protocol error"
 #define REASON_TOO_BIG		"message too big"
 #define REASON_UTF8		"invalid UTF-8"

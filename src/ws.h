@@ -21,7 +21,7 @@
 #define WS_OP_PING	0x9
 #define WS_OP_PONG	0xa
 
-#define WS_MSG_OVERHEAD	64	/* protocol.md §4: each queued message costs len + 64 */
+#define WS_MSG_OVERHEAD	64	/* docs/protocol.md §4: each queued message costs len + 64 */
 
 /* Output: a linear buffer plus the stream offsets where messages end. */
 struct ws_obuf {

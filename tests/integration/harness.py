@@ -75,7 +75,7 @@ SKIP = 77  # automake's exit status for a skipped test
 
 UA = "pyrelayd-tests/1"
 
-# the two frame counters of /metrics (protocol.md §2), as Daemon.metrics() keys
+# /metrics' two frame counters (docs/protocol.md §2), as Daemon.metrics() keys
 FRAMES_P2B = 'pyrycode_relay_frames_forwarded_total{direction="phone_to_binary"}'
 FRAMES_B2P = 'pyrycode_relay_frames_forwarded_total{direction="binary_to_phone"}'
 

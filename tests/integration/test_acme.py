@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING.
-"""ACME HTTP-01 (architecture.md "TLS", pyrelayd.conf(5) `listen on ...
+"""ACME HTTP-01 (docs/architecture.md "TLS", pyrelayd.conf(5) `listen on ...
 acme`, `acme webroot`).
 
 Challenges: a file under <webroot>/.well-known/acme-challenge/ is served

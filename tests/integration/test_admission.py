@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING.
-"""Admission (protocol.md §2) and the log's form and secrecy.
+"""Admission (docs/protocol.md §2) and the log's form and secrecy.
 
 * Per-client-IP token bucket shared by /v1/server and /v1/client (429),
   /healthz exempt, refill, one bucket per address; addresses whose bucket

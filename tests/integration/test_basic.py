@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING.
-"""Command line, configuration check, HTTP front (protocol.md §2, §10),
+"""Command line, configuration check, HTTP front (docs/protocol.md §2, §10),
 upgrade, pipelining, handshake timeout and signals (§7)."""
 
 import asyncio
@@ -57,7 +57,7 @@ def write_tmp(text):
 # ---------------------------------------------------------------------------
 
 class CommandLine(unittest.TestCase):
-    """-V, -n, -nv, -f (protocol.md §10)."""
+    """-V, -n, -nv, -f (docs/protocol.md §10)."""
 
     def test_version(self):
         r = harness.run_pyrelayd(["-V"])

@@ -81,7 +81,7 @@ class NewcomerFloodTest(DaemonCase):
         self.assertEqual(len(refused), 2, "\n".join(lines[-20:]))
         self.assertFalse([ln for ln in lines if "takeover" in ln and sid in ln],
                          "the probe ended during the test")
-        # counted as the 4409 they are (protocol.md §2)
+        # counted as the 4409 they are (docs/protocol.md §2)
         self.assertEqual(self.d.metrics().get(REJECT_409, 0) - before, 2)
 
         # the well-behaved pair never noticed

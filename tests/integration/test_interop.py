@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING.
-"""Interoperability (protocol.md §4): a phone and a binary written with a
+"""Interoperability (docs/protocol.md §4): a phone and a binary written with a
 different WebSocket stack than the other tests (Debian's python3-autobahn,
 its asyncio client) exchange 10,000 messages each way through pyrelayd, and
 none is lost, duplicated, reordered or altered.

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING.
-"""/metrics (protocol.md §2): every series present from start at 0, exact
+"""/metrics (docs/protocol.md §2): every series present from start at 0, exact
 counts after claims, registrations and rejections, summed across relay
 processes (including ones that have exited), and no client-chosen value in
 any label."""

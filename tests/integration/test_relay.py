@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING.
-"""Black-box tests of protocol.md §2-§5 and §8, part 1: the HTTP surface of
+"""Black-box tests of docs/protocol.md §2-§5 and §8, part 1: the HTTP surface of
 /v1/server and /v1/client, server-id claims, conflicts and takeovers, phone
 registration, the grace window, liveness and the close handshake.
 
@@ -34,7 +34,7 @@ import harness  # noqa: E402
 websockets = harness.PYTHON_WS
 ConnectionClosed = websockets.exceptions.ConnectionClosed
 
-# Every test connects from 127.0.0.1: the per-IP rate limit (protocol.md §2
+# Every test connects from 127.0.0.1: the per-IP rate limit (docs/protocol.md §2
 # step 2) must not be what a test observes.
 BASE_CONF = "rate limit burst 1000 refill 100ms\n"
 
@@ -62,12 +62,12 @@ def new_sid(tag):
 
 
 def env(cid, frame):
-    """The envelope a binary receives for a phone frame (protocol.md §4)."""
+    """The envelope a binary gets for a phone frame (docs/protocol.md §4)."""
     return '{"conn_id":"%s","frame":%s}' % (cid, frame)
 
 
 def notice(cid, code):
-    """The close notice a binary receives (protocol.md §4)."""
+    """The close notice a binary receives (docs/protocol.md §4)."""
     return '{"conn_id":"%s","close_code":%d}' % (cid, code)
 
 
@@ -406,7 +406,7 @@ conflict probe 300ms
 
 
 # ==========================================================================
-# protocol.md §2: the HTTP surface
+# docs/protocol.md §2: the HTTP surface
 
 class HttpSurfaceTest(DaemonCase):
     CONF = MAIN_CONF
@@ -603,7 +603,7 @@ class HttpSurfaceTest(DaemonCase):
 
 
 # ==========================================================================
-# protocol.md §3: claim, conflict, takeover
+# docs/protocol.md §3: claim, conflict, takeover
 
 class ClaimTest(DaemonCase):
     CONF = MAIN_CONF
@@ -703,7 +703,7 @@ class ClaimTest(DaemonCase):
 
 
 # ==========================================================================
-# protocol.md §3 "Phone registration", §4 conn ids
+# docs/protocol.md §3 "Phone registration", §4 conn ids
 
 class RegistrationTest(DaemonCase):
     CONF = MAIN_CONF  # phones per server 2
@@ -783,7 +783,7 @@ class RegistrationTest(DaemonCase):
 
 
 # ==========================================================================
-# protocol.md §3 grace, reclaim, expiry
+# docs/protocol.md §3 grace, reclaim, expiry
 
 GRACE_S = 1.5
 GRACE_CONF = """\
@@ -964,7 +964,7 @@ class GraceTest(DaemonCase):
 
 
 # ==========================================================================
-# protocol.md §5 liveness
+# docs/protocol.md §5 liveness
 
 HB_PERIOD = 0.3
 HB_CONF = "heartbeat 300ms timeout 300ms\n"
@@ -1027,7 +1027,7 @@ class LivenessTest(DaemonCase):
 
 
 # ==========================================================================
-# protocol.md §5: pongs and the close handshake
+# docs/protocol.md §5: pongs and the close handshake
 
 class CloseHandshakeTest(DaemonCase):
     CONF = MAIN_CONF

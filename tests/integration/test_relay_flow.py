@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING.
-"""Black-box tests of protocol.md §4 and §8, part 2: the data path in both
+"""Black-box tests of docs/protocol.md §4 and §8, part 2: the data path in both
 directions, close directives and close notices, frame-level errors,
 backpressure, the write timeout and a 16-phone flood with a memory bound.
 
@@ -32,7 +32,7 @@ MESSAGE_SIZE = 1024  # MAIN_CONF: message size 1K
 
 
 def drop_log_re(sid):
-    """A log line reporting a dropped envelope of sid (key=value, protocol.md
+    """A log line for a dropped envelope of sid (key=value, docs/protocol.md
     §4 "dropped and logged")."""
     s = re.escape(sid)
     return (r"(?i)drop\S*\s.*\bserver_id=%s(\s|$)|\bserver_id=%s\s.*drop"
@@ -73,7 +73,7 @@ def tcp_recv_queue(local_port, remote_port):
 
 
 # ==========================================================================
-# protocol.md §4: phone -> binary
+# docs/protocol.md §4: phone -> binary
 
 class PhoneToBinaryTest(DaemonCase):
     CONF = MAIN_CONF  # phones per server 2, message size 1K
@@ -334,7 +334,7 @@ class PhoneToBinaryTest(DaemonCase):
 
 
 # ==========================================================================
-# protocol.md §4: binary -> phone
+# docs/protocol.md §4: binary -> phone
 
 class BinaryToPhoneTest(DaemonCase):
     CONF = MAIN_CONF
@@ -479,7 +479,7 @@ class BinaryToPhoneTest(DaemonCase):
             ("close_code true",
              '{"conn_id":"%s","frame":"bad","close_code":true}' % cid),
             ("no frame, no close_code", '{"conn_id":"%s"}' % cid),
-            # a null frame is no frame (docs/protocol-notes.md)
+            # a null frame is no frame (docs/protocol.md §11)
             ("frame null, no close_code",
              '{"conn_id":"%s","frame":null}' % cid),
             ("frame null, close_code 0",
@@ -504,7 +504,7 @@ class BinaryToPhoneTest(DaemonCase):
 
 
 # ==========================================================================
-# protocol.md §4 backpressure
+# docs/protocol.md §4 backpressure
 
 class BackpressureTest(DaemonCase):
     # the write timeout stays at its default (10 s): a close within a few
@@ -569,7 +569,7 @@ class BackpressureTest(DaemonCase):
 
 
 class BinaryBackpressureTest(DaemonCase):
-    # protocol.md §4: past the outbox toward the binary, the relay stops
+    # docs/protocol.md §4: past the outbox toward the binary, the relay stops
     # reading that server-id's phones until it drains; nothing is dropped
     # (the binary reads nothing for as long as the stall takes to set up:
     # a sanitizer build under load took more than the default write
@@ -664,7 +664,7 @@ class PushCase(DaemonCase):
 
 
 class PushTest(PushCase):
-    """protocol.md §6 as far as this version goes: push requests are
+    """docs/protocol.md §6 as far as this version goes: push requests are
     dropped and logged (with credentials configured too, which is warned
     about at start), their token only as the first 8 hex digits of its
     SHA-256, at most 6 at once and one per 10 s per server-id, the binary

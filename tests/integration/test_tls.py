@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING.
-"""TLS listeners (protocol.md §2, architecture.md "TLS", pyrelayd.conf(5)
-`listen on ... tls`, `tls certificate`, `tls ktls`, `domain`).
+"""TLS listeners (docs/protocol.md §2, docs/architecture.md "TLS",
+pyrelayd.conf(5) `listen on ... tls`, `tls certificate`, `tls ktls`, `domain`).
 
 A test CA and server certificates (ECDSA P-256 and RSA 2048, SAN
 DNS:relay.test) are made with the openssl command at the start of the
@@ -1015,7 +1015,7 @@ class Reload(unittest.TestCase):
 
 class Shutdown(unittest.TestCase):
     def test_sigterm_closes_pumped_clients_1001(self):
-        # protocol.md §7 through the pump: the front stays until the relay's
+        # docs/protocol.md §7 via the pump: the front stays until the relay's
         # close has gone through it
         d = TLSDaemon("ec", ktls=False)
         d.start()

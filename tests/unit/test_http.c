@@ -1,7 +1,7 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * Unit tests of src/http.c: request head parsing, the protocol.md §2 upgrade
+ * Unit tests of src/http.c: request head parsing, docs/protocol.md §2 upgrade
  * checks in their order, the head size limit, and the canned responses.
  */
 #include "config.h"
@@ -429,7 +429,7 @@ test_ws_key(void)
 	    "Sec-WebSocket-Key: ++++//////++++//////+w==\r\n"), 0);
 }
 
-/* Combinations that only pass if the checks run in protocol.md §2 order. */
+/* Cases that only pass if the checks run in docs/protocol.md §2 order. */
 static void
 test_order(void)
 {

@@ -2,7 +2,7 @@
 
 /*
  * Unit tests for src/json.c: RFC 8259 validation and compaction, UTF-8
- * validation, and the routing envelope of protocol.md §4.
+ * validation, and the routing envelope of docs/protocol.md §4.
  */
 #include "config.h"
 

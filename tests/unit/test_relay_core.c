@@ -2,7 +2,7 @@
 
 /*
  * relay_core.c driven by scripted events, with no socket and no event
- * loop: every timeline of protocol.md §3 (claim, conflict, takeover,
+ * loop: every timeline of docs/protocol.md §3 (claim, conflict, takeover,
  * grace and its queue, reclaim, expiry, registration and the cap), the
  * backpressure rules of §4, close notices and directives, the queues of a
  * conflict probe, and the bound on newcomers per server-id.
@@ -431,7 +431,7 @@ claimed(int n, struct tpeer **ph)
 	return b;
 }
 
-/* --- protocol.md §3 ---------------------------------------------------- */
+/* --- docs/protocol.md §3 ---------------------------------------------------- */
 
 static void
 test_claim(void)
@@ -708,7 +708,7 @@ test_binary_lost(void)
 	teardown();
 }
 
-/* --- protocol.md §4 ---------------------------------------------------- */
+/* --- docs/protocol.md §4 ---------------------------------------------------- */
 
 static void
 test_phone_outbox_cap(void)
@@ -880,7 +880,7 @@ test_envelopes_dropped(void)
 	teardown();
 }
 
-/* Push wake requests (protocol.md §6): 6 at once, then one per 10 s. */
+/* Push wake requests (docs/protocol.md §6): 6 at once, then one per 10 s. */
 static void
 test_push_limit(void)
 {
