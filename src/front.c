@@ -63,8 +63,9 @@ struct fconn {
 	struct event		*ev_read;
 	struct event		*ev_write;
 	struct event		*ev_timer;
-	unsigned char		*buf;
+	unsigned char		*buf;		/* the request head so far */
 	size_t			 len, cap;
+	struct http_parser	 hp;		/* how far buf is parsed */
 	char			*resp;
 	size_t			 resp_len, resp_off;
 	enum front_outcome	 outcome;
@@ -125,6 +126,8 @@ front_conn_new(struct front *f, int fd, uint64_t id)
 	fc->ev_write = event_new(f->base, fd, EV_WRITE | EV_PERSIST, front_conn_write, fc);
 	fc->ev_timer = evtimer_new(f->base, front_conn_timer, fc);
 	fc->outcome = FRONT_CLIENT_GONE;
+	/* pyrelayd.conf(5): a reload's limit applies to later connections */
+	http_parser_init(&fc->hp, f->lim.max_header_size);
 	if (fc->ev_read == NULL || fc->ev_write == NULL || fc->ev_timer == NULL)
 		fatalx("front: event_new");
 	TAILQ_INSERT_TAIL(&f->conns, fc, entry);
@@ -580,7 +583,6 @@ front_conn_read(evutil_socket_t fd, short ev, void *arg)
 {
 	struct fconn		*fc = arg;
 	struct front		*f = front;
-	struct http_request	 req;
 	unsigned char		 drain[4096];
 	size_t			 want, ncap;
 	ssize_t			 n;
@@ -629,7 +631,7 @@ front_conn_read(evutil_socket_t fd, short ev, void *arg)
 	if (fc->state != FC_HEAD)
 		return;
 	/* grow the buffer up to one byte over the limit, so 431 can be told */
-	want = f->lim.max_header_size + 1;
+	want = fc->hp.max + 1;
 	if (fc->len == fc->cap) {
 		ncap = fc->cap ? fc->cap * 2 : 1024;
 		if (ncap > want)
@@ -649,15 +651,15 @@ front_conn_read(evutil_socket_t fd, short ev, void *arg)
 		return;
 	}
 	fc->len += n;
-	switch (http_parse_head((const char *)fc->buf, fc->len,
-	    f->lim.max_header_size, &req)) {
+	/* goes on where the last read stopped: linear however it is split */
+	switch (http_parse_more(&fc->hp, (const char *)fc->buf, fc->len)) {
 	case HTTP_INCOMPLETE:
 		/* TLS may hold decrypted bytes the socket no longer signals */
 		if (fc->ssl != NULL && SSL_pending(fc->ssl) > 0)
 			event_active(fc->ev_read, EV_READ, 0);
 		break;
 	case HTTP_COMPLETE:
-		front_head_done(f, fc, &req);
+		front_head_done(f, fc, &fc->hp.req);
 		break;
 	case HTTP_BAD:
 		front_http_error(fc, 400, 0);

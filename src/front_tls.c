@@ -6,6 +6,10 @@
  * socketpair.  This file moves the bytes between the TLS connection and the
  * other end, with bounded buffers in each direction, and passes half-closes
  * and errors through: the relay sees what a plain TCP peer would show.
+ * Once the relay is done with the connection (it closed or shut its end),
+ * the client has PUMP_CLOSE_MS to take what is left and answer our
+ * close_notify; a client that stays silent is dropped then, so no pump
+ * (two descriptors and 32 KiB) outlives its relay for long.
  */
 #include "config.h"
 
@@ -25,6 +29,7 @@
 #include "pyrelayd.h"
 
 #define PUMP_BUF	16384	/* one TLS record's worth each way */
+#define PUMP_CLOSE_MS	5000	/* docs/tls.md: the end after the relay's */
 
 struct pump {
 	SSL		*ssl;
@@ -32,12 +37,14 @@ struct pump {
 	int		 pair;		/* our end of the socketpair, plaintext */
 	struct event	*ev_tcp;	/* EV_READ|EV_WRITE as needed */
 	struct event	*ev_pair;
+	struct event	*ev_close;	/* PUMP_CLOSE_MS after the relay's end */
 	unsigned char	 up[PUMP_BUF];	/* client -> relay */
 	size_t		 up_off, up_len;
 	unsigned char	 down[PUMP_BUF];	/* relay -> client */
 	size_t		 down_off, down_len;
 	int		 tcp_eof;	/* close_notify or EOF from the client */
 	int		 pair_eof;	/* the relay shut its side */
+	int		 relay_done;	/* ... or closed it, seen or not: ev_close runs */
 	int		 up_shut;	/* SHUT_WR done on pair */
 	int		 down_shut;	/* close_notify + SHUT_WR done on tcp */
 	int		 ssl_want_write;	/* an SSL call needs the socket writable */
@@ -51,6 +58,7 @@ pump_free(struct pump *pu)
 {
 	event_free(pu->ev_tcp);
 	event_free(pu->ev_pair);
+	event_free(pu->ev_close);
 	SSL_free(pu->ssl);
 	close(pu->tcp);
 	close(pu->pair);
@@ -58,13 +66,43 @@ pump_free(struct pump *pu)
 	free(pu);
 }
 
+/* The relay has written its last byte: the client's time to finish starts. */
+static void
+pump_relay_done(struct pump *pu)
+{
+	struct timeval	tv = { PUMP_CLOSE_MS / 1000, PUMP_CLOSE_MS % 1000 * 1000 };
+
+	if (pu->relay_done)
+		return;
+	pu->relay_done = 1;
+	evtimer_add(pu->ev_close, &tv);
+}
+
 static void
 pump_event(evutil_socket_t fd, short ev, void *arg)
 {
-	pump_step(arg);
+	struct pump	*pu = arg;
+
+	/*
+	 * The relay closed while our buffer toward a client that does not
+	 * read is full: its EOF would wait behind the bytes, for ever.
+	 */
+	if (fd == pu->pair && (ev & EV_CLOSED))
+		pump_relay_done(pu);
+	pump_step(pu);
 }
 
-/* Re-arms the two events for what each side can do next. */
+static void
+pump_close_timeout(evutil_socket_t fd, short ev, void *arg)
+{
+	struct pump	*pu = arg;
+
+	log_debug("event=tls_pump_close_timeout up_shut=%d down_shut=%d "
+	    "unsent=%zu", pu->up_shut, pu->down_shut,
+	    pu->down_len - pu->down_off);
+	pump_free(pu);
+}
+
 /* Points ev at what fd should wake us for, when that changed. */
 static void
 pump_rearm(struct pump *pu, struct event *ev, int fd, short want, short *cur)
@@ -89,6 +127,9 @@ pump_arm(struct pump *pu)
 		tcp |= EV_WRITE;
 	if (!pu->pair_eof && pu->down_len < sizeof(pu->down))
 		pair |= EV_READ;
+	/* once seen, a closed end would wake us for ever (level-triggered) */
+	if (!pu->relay_done)
+		pair |= EV_CLOSED;
 	if (pu->up_len > pu->up_off)
 		pair |= EV_WRITE;
 	pump_rearm(pu, pu->ev_tcp, pu->tcp, tcp, &pu->tcp_events);
@@ -158,9 +199,10 @@ pump_step(struct pump *pu)
 			if (n > 0) {
 				pu->down_len += n;
 				progress = 1;
-			} else if (n == 0)
+			} else if (n == 0) {
 				pu->pair_eof = 1;
-			else if (errno != EAGAIN && errno != EINTR) {
+				pump_relay_done(pu);
+			} else if (errno != EAGAIN && errno != EINTR) {
 				pump_free(pu);
 				return;
 			}
@@ -207,7 +249,8 @@ front_pump_start(struct event_base *base, SSL *ssl, int tcp, int pair)
 	pu->pair = pair;
 	pu->ev_tcp = event_new(base, tcp, EV_READ | EV_PERSIST, pump_event, pu);
 	pu->ev_pair = event_new(base, pair, EV_READ | EV_PERSIST, pump_event, pu);
-	if (pu->ev_tcp == NULL || pu->ev_pair == NULL)
+	pu->ev_close = evtimer_new(base, pump_close_timeout, pu);
+	if (pu->ev_tcp == NULL || pu->ev_pair == NULL || pu->ev_close == NULL)
 		fatalx("front: event_new");
 	front_pump_count(1);
 	/* OpenSSL may hold bytes it read past the head already */

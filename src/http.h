@@ -62,15 +62,58 @@ struct http_request {
 };
 
 /*
- * Parses the request head at buf[0..len).  Call again with the grown buffer
- * after every read (the parser restarts; heads are at most 16 KiB).
- * max is the "max header size" limit: a head (request line, headers and the
- * final empty line) longer than max is HTTP_TOO_LARGE, as soon as len > max
- * with no end of head in the first max bytes.
+ * What the header lines leave for the checks made once the head is whole.
+ * Offsets into the buffer, not pointers: the caller may move it between
+ * reads.
+ */
+struct http_head_scan {
+	int	sid_count;	/* X-Pyrycode-Server headers */
+	size_t	sid_off;	/* value of the first one */
+	size_t	sid_len;
+	int	wsver_count;	/* Sec-WebSocket-Version headers */
+	int	wsver_is_13;	/* the first one is exactly "13" */
+	size_t	key_off;	/* first Sec-WebSocket-Key value */
+	size_t	key_len;
+	int	device_seen;	/* X-Pyrycode-Device-Name headers */
+};
+
+/*
+ * One request head parsed as it arrives (a connection keeps one): each call
+ * goes on where the last one stopped, so every byte is looked at a bounded
+ * number of times however the head is split into reads.
+ */
+struct http_parser {
+	struct http_request	req;	/* what the lines so far said */
+	size_t			max;	/* "max header size" for this head */
+	size_t			line;	/* where the line being read starts */
+	size_t			scan;	/* where the search for its LF resumes */
+	int			in_headers;	/* the request line is done */
+	enum http_parse_result	result;	/* HTTP_INCOMPLETE until decided */
+	struct http_head_scan	hs;
+};
+
+/*
+ * Starts a head.  max is the "max header size" limit: a head (request line,
+ * headers and the final empty line) longer than max is HTTP_TOO_LARGE, as
+ * soon as more than max bytes are there with no end of head in the first
+ * max.
+ */
+void	http_parser_init(struct http_parser *, size_t max);
+
+/*
+ * Parses what buf[0..len) holds past what earlier calls saw: buf is every
+ * byte of the connection so far (it may have moved; its first bytes are the
+ * ones the earlier calls were given, and len never shrinks).  Once the
+ * result is not HTTP_INCOMPLETE it stays, and hp->req holds the request
+ * (req.head_len its length when HTTP_COMPLETE).
  * Lines end in CRLF (a bare LF is accepted too). Header names are
  * case-insensitive; obs-fold, NUL bytes, a missing ':' or a bad request line
- * are HTTP_BAD.
+ * are HTTP_BAD, as soon as the line is complete.
  */
+enum http_parse_result	http_parse_more(struct http_parser *hp,
+			    const char *buf, size_t len);
+
+/* The head at buf[0..len) parsed at once: http_parse_more in one call. */
 enum http_parse_result	http_parse_head(const char *buf, size_t len, size_t max,
 			    struct http_request *req);
 

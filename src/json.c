@@ -107,10 +107,15 @@ utf8_seq(const unsigned char *p, const unsigned char *end)
 int
 utf8_valid(const unsigned char *buf, size_t len)
 {
-	const unsigned char	*p = buf, *end = buf + len;
+	const unsigned char	*p, *end;
 	uint64_t		 v;
 	size_t			 n;
 
+	/* an empty message may have no buffer, and NULL + 0 is undefined */
+	if (len == 0)
+		return 1;
+	p = buf;
+	end = buf + len;
 	while (p < end) {
 		while (end - p >= 8) {
 			memcpy(&v, p, sizeof(v));

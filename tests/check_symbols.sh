@@ -88,7 +88,7 @@ referenced "$b/libparent.a" >"$tmp/parent"
 forbid "libparent.a calls a parser of network input" "$tmp/parent" \
     "$forbidden_in_parent" "$b/libfront.a" "$b/libws.a"
 referenced "$b/libfront.a" >"$tmp/front"
-find_all "rule 2" "$tmp/front" http_parse_head proxy_parse
+find_all "rule 2" "$tmp/front" http_parse_more proxy_parse
 
 [ $status -eq 0 ] && echo "ok: pyrelayd-relay: no TLS, no request parser;" \
     "libparent.a: no parser of network input"

@@ -9,7 +9,8 @@ module and removed at its end.  Covered: wss round trips for both key
 types, the SNI and Host checks (unrecognized_name alert, 421 with an empty
 body), plaintext to the TLS port, TLS 1.1 refused, ALPN, the socketpair
 pump (counters in `show summary`, half-closes with close_notify, 5 MB each
-way, 50 concurrent phones), kernel TLS (skipped when the kernel has no TLS
+way, 50 concurrent phones, the 5 s it gives a client after the relay's end:
+silent clients after 4404 and 4429, a phone that stops reading), kernel TLS (skipped when the kernel has no TLS
 ULP), certificate reload on SIGHUP, a key readable by others refused at
 start and at reload.  It prints the wss and plain ws message rates it
 measures on stderr (information, not an assertion)."""
@@ -249,11 +250,26 @@ def summary(d):
 
 
 class TLSConn:
-    def __init__(self, port, ctx=None, sni=DOMAIN, timeout=10):
+    """source: the client's address (127.0.0.x); rcvbuf: SO_RCVBUF, set
+    before the connect so that the window stays that small."""
+
+    def __init__(self, port, ctx=None, sni=DOMAIN, timeout=10, source=None,
+                 rcvbuf=None):
         if ctx is None:
             ctx = client_ctx(check_hostname=bool(sni))
         self.timeout = timeout
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            if rcvbuf:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
+                                     rcvbuf)
+            if source:
+                self.sock.bind((source, 0))
+            self.sock.settimeout(timeout)
+            self.sock.connect(("127.0.0.1", port))
+        except BaseException:
+            self.sock.close()
+            raise
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.inc = ssl.MemoryBIO()
         self.out = ssl.MemoryBIO()
@@ -888,6 +904,148 @@ class Pump(unittest.TestCase):
                 self.assertEqual(v["tls_handoffs_pump"], 51)
                 await harness.close_all(b, *phones)
             harness.run(main())
+
+
+class PumpBound(unittest.TestCase):
+    """docs/tls.md: once the relay is done with a pumped connection, the
+    client has 5 s (front_tls.c PUMP_CLOSE_MS) to take the rest and answer
+    the close_notify, then the front drops it.  Clients that never read nor
+    answer must not keep the front's descriptors, while a binary and a phone
+    from another address go on exchanging."""
+    SILENT = 6          # of each kind
+    BOUND = 5           # seconds after the relay's end closes
+    CLOSE_TIMEOUT = 5   # the relay's wait for a close frame (not settable)
+    SRC = dict(local_addr=("127.0.0.2", 0))
+
+    async def good_pair(self, d):
+        """A binary and a phone from 127.0.0.2, and their server-id, after
+        one exchange."""
+        good = sid("good")
+        b = await wss_binary(d, good, **self.SRC)
+        p = await wss_phone(d, good, **self.SRC)
+        await harness.assert_exchange(b, p, good, 1)
+        return b, p, good
+
+    @staticmethod
+    def front_fds(fronts):
+        return sum(len(harness.open_fds(pid)) for pid in fronts)
+
+    async def back_to_base(self, fronts, base, limit, b, p, good, n):
+        """Polls the fronts' descriptor count (/proc has no event to wait
+        on) until it is back at base, for at most limit seconds, the good
+        pair exchanging meanwhile; asserts it got there.  Returns the last
+        exchange's number."""
+        t0 = time.monotonic()
+        for _ in range(int(limit / 0.05) + 1):
+            if self.front_fds(fronts) <= base or \
+                    time.monotonic() - t0 > limit:
+                break
+            n += 1
+            await harness.assert_exchange(b, p, good, n)
+            await asyncio.sleep(0.05)
+        now = self.front_fds(fronts)
+        print("\nfront fds: %d at the start, %d after %.1fs"
+              % (base, now, time.monotonic() - t0), file=sys.stderr)
+        self.assertEqual(now, base, "the fronts keep %d descriptors after "
+                         "%gs" % (now - base, limit))
+        n += 1
+        await harness.assert_exchange(b, p, good, n)
+        return n
+
+    def test_silent_clients_after_4404_and_4429_release_fds(self):
+        with TLSDaemon("ec", ktls=False,
+                       extra_conf="phones per server 1") as d:
+            fronts = d.wait_fronts()
+
+            def silent(to_sid):
+                c = TLSConn(d.tls_port, source="127.0.0.3")
+                c.sendall(upgrade_head(d, "/v1/client", to_sid))
+                return c  # and never read from or written to again
+
+            async def main():
+                loop = asyncio.get_running_loop()
+                b, p, good = await self.good_pair(d)
+                base = self.front_fds(fronts)
+
+                # 4404: no binary for the sid; 4429: the good phone is the
+                # one phone the server-id may have
+                conns = []
+                for to in [sid("nobody")] * self.SILENT + \
+                        [good] * self.SILENT:
+                    conns.append(await loop.run_in_executor(None, silent,
+                                                            to))
+                # each pump holds the client's socket and its socketpair end
+                want = base + 2 * len(conns)
+                harness.poll_until(lambda: self.front_fds(fronts) >= want,
+                                   10, "front fds >= %d" % want)
+                # the relay drops a 4429 after its close timeout, then the
+                # pump's bound runs
+                await self.back_to_base(fronts, base, self.CLOSE_TIMEOUT +
+                                        self.BOUND + 5, b, p, good, 1)
+
+                # what the clients were sent: the 101, the close code, then
+                # close_notify and the end of the connection
+                def outcome(c):
+                    st, _ = c.read_head()
+                    op, payload = c.read_frame()
+                    code = struct.unpack("!H", payload[:2])[0]
+                    rest = c.read_until_close(timeout=5)
+                    c.close()
+                    return st, op, code, rest
+                got = [await loop.run_in_executor(None, outcome, c)
+                       for c in conns]
+                self.assertEqual(got, [(101, 8, 4404, b"")] * self.SILENT +
+                                 [(101, 8, 4429, b"")] * self.SILENT)
+                await harness.close_all(b, p)
+            harness.run(main(), timeout=90)
+
+    def test_phone_that_stops_reading(self):
+        # The relay drops a phone whose backlog is full while the pump's
+        # buffer toward it is full too: the relay's EOF sits behind bytes
+        # the pump cannot pass on, and the pump must still see the end.
+        with TLSDaemon("ec", ktls=False,
+                       extra_conf="outbox 64K\nwrite timeout 1s") as d:
+            fronts = d.wait_fronts()
+
+            async def main():
+                loop = asyncio.get_running_loop()
+                b, p, good = await self.good_pair(d)
+                base = self.front_fds(fronts)
+
+                def stalled():
+                    c = TLSConn(d.tls_port, source="127.0.0.3", rcvbuf=4096)
+                    c.sendall(upgrade_head(d, "/v1/client", good))
+                    st, _ = c.read_head()
+                    assert st == 101, st
+                    c.sendall(harness.ws_frame(1, '{"stall":1}'))
+                    return c  # never read again
+                c = await loop.run_in_executor(None, stalled)
+                env = json.loads(await harness.recv(b))
+                self.assertEqual(env["frame"], {"stall": 1})
+                cid = env["conn_id"]
+                # far more than the client's window, the pump's buffer and
+                # the phone's outbox hold; the relay closes the phone
+                chunk = json.dumps({"conn_id": cid, "frame": "x" * 60000})
+                notice = None
+                for _ in range(200):
+                    await b.send(chunk)
+                    try:
+                        notice = json.loads(await asyncio.wait_for(
+                            b.recv(), 0.01))
+                        break
+                    except asyncio.TimeoutError:
+                        pass
+                if notice is None:
+                    notice = json.loads(await harness.recv(b))
+                self.assertEqual(notice.get("conn_id"), cid, notice)
+                self.assertIn("close_code", notice)
+                # the pump is still there (it has 5 s from the relay's end)
+                self.assertGreaterEqual(self.front_fds(fronts), base + 2)
+                await self.back_to_base(fronts, base, self.CLOSE_TIMEOUT +
+                                        self.BOUND + 5, b, p, good, 1)
+                c.close()
+                await harness.close_all(b, p)
+            harness.run(main(), timeout=90)
 
 
 class Reload(unittest.TestCase):

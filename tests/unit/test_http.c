@@ -13,6 +13,7 @@
 #include <CUnit/Basic.h>
 
 #include "http.h"
+#include "http_feed.h"
 
 #define MAXHEAD		8192
 
@@ -935,6 +936,132 @@ test_pipelined(void)
 	CU_ASSERT_EQUAL(req.head_len, len);
 }
 
+/*
+ * The incremental parser against the parse at once: buf[0..len) fed a byte
+ * at a time and in random splits gives the same result and the same
+ * request, for each limit.  Returns how many feeds disagreed.
+ */
+static int
+splits_agree(const char *buf, size_t len)
+{
+	static const size_t	 maxes[] = { 17, 64, 512, MAXHEAD };
+	struct http_request	 whole, part;
+	enum http_parse_result	 r;
+	size_t			*ones, *cuts, n, i, m;
+	uint32_t		 seed;
+	int			 bad = 0, got;
+
+	ones = calloc(len + 1, sizeof(*ones));
+	cuts = calloc(len + 1, sizeof(*cuts));
+	CU_ASSERT_FATAL(ones != NULL && cuts != NULL);
+	for (i = 0; i < len; i++)
+		ones[i] = i + 1;
+	for (m = 0; m < sizeof(maxes) / sizeof(maxes[0]); m++) {
+		r = http_parse_head(buf, len, maxes[m], &whole);
+		/* a byte per read */
+		got = http_feed(buf, len, maxes[m], ones, len, &part);
+		if (got != (int)r || memcmp(&whole, &part, sizeof(whole)) != 0)
+			bad++;
+		/* random reads of 1 to 40 bytes */
+		for (seed = 1; seed <= 64; seed++) {
+			n = http_feed_split(seed, len, 1 + seed % 40, cuts, len);
+			got = http_feed(buf, len, maxes[m], cuts, n, &part);
+			if (got != (int)r ||
+			    memcmp(&whole, &part, sizeof(whole)) != 0)
+				bad++;
+		}
+	}
+	free(ones);
+	free(cuts);
+	return bad;
+}
+
+/* An "a:b" head of at least len bytes (GET /, the lines, the empty line). */
+static size_t
+ab_head(char *buf, size_t size, size_t len)
+{
+	size_t	n;
+
+	n = strlcpy(buf, "GET / HTTP/1.1\r\n", size);
+	while (n + 2 < len && n + 7 <= size) {
+		memcpy(buf + n, "a:b\r\n", 5);
+		n += 5;
+	}
+	CU_ASSERT_FATAL(n + 2 <= size);
+	memcpy(buf + n, "\r\n", 2);
+	return n + 2;
+}
+
+static void
+test_incremental(void)
+{
+	static const char *const heads[] = {
+		"GET /healthz HTTP/1.0\nHost: a\n\n",
+		"HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET http://relay.example.com/v1/server?x=1 HTTP/1.1\r\n"
+		    "Host: ignored\r\n\r\n",
+		"GET /.well-known/acme-challenge/tok_en-1 HTTP/1.1\r\n\r\n",
+		"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost x\r\n\r\n",
+		"GET /v1/server HTTP/2.0\r\n\r\n",
+		"GET / HTTP/1.1\r\nA: b\r\r\n\r\n",
+		"GET / HTTP/1.1\r\nno end yet: x\r\n",
+		"",
+		NULL
+	};
+	struct http_request	 req;
+	char			 big[MAXHEAD + 64];
+	size_t			 len, i;
+	int			 bad;
+
+	/* upgrade heads, with pipelined WebSocket bytes after one */
+	len = build(GET_CLI, cli_hdrs, 0, "X-Pyrycode-Server: second\r\n");
+	CU_ASSERT_EQUAL(splits_agree(hbuf, len), 0);
+	len = build(GET_SRV, srv_hdrs, 0, NULL);
+	memcpy(hbuf + len, "\x81\x85\x37\xfa\x21\x3d\x7f", 7);
+	CU_ASSERT_EQUAL(splits_agree(hbuf, len + 7), 0);
+	len = build(GET_CLI, cli_hdrs, SKIP(I_KEY),
+	    "Sec-WebSocket-Key: x\r\nSec-WebSocket-Key: y\r\n");
+	CU_ASSERT_EQUAL(splits_agree(hbuf, len), 0);
+	for (i = 0; heads[i] != NULL; i++) {
+		bad = splits_agree(heads[i], strlen(heads[i]));
+		CU_ASSERT_EQUAL(bad, 0);
+		if (bad != 0)
+			fprintf(stderr, "head %zu: %d splits disagree\n", i, bad);
+	}
+
+	/* the largest "a:b" head that fits, and one line more: 431 */
+	len = ab_head(big, sizeof(big), MAXHEAD - 4);
+	CU_ASSERT_EQUAL(http_parse_head(big, len, MAXHEAD, &req),
+	    HTTP_COMPLETE);
+	CU_ASSERT_EQUAL(splits_agree(big, len), 0);
+	len = ab_head(big, sizeof(big), MAXHEAD + 1);
+	CU_ASSERT_EQUAL(http_parse_head(big, len, MAXHEAD, &req),
+	    HTTP_TOO_LARGE);
+	CU_ASSERT_EQUAL(splits_agree(big, len), 0);
+}
+
+/* The limit is the one the parser started with. */
+static void
+test_incremental_limit(void)
+{
+	struct http_parser	hp;
+	const char		*h = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+
+	http_parser_init(&hp, 20);
+	CU_ASSERT_EQUAL(http_parse_more(&hp, h, 10), HTTP_INCOMPLETE);
+	CU_ASSERT_EQUAL(http_parse_more(&hp, h, 20), HTTP_INCOMPLETE);
+	CU_ASSERT_EQUAL(http_parse_more(&hp, h, 21), HTTP_TOO_LARGE);
+	/* decided: more bytes change nothing */
+	CU_ASSERT_EQUAL(http_parse_more(&hp, h, strlen(h)), HTTP_TOO_LARGE);
+
+	http_parser_init(&hp, MAXHEAD);
+	CU_ASSERT_EQUAL(http_parse_more(&hp, h, 17), HTTP_INCOMPLETE);
+	CU_ASSERT_EQUAL(http_parse_more(&hp, h, strlen(h)), HTTP_COMPLETE);
+	CU_ASSERT_EQUAL(hp.req.head_len, strlen(h));
+	CU_ASSERT_STRING_EQUAL(hp.req.host, "a");
+}
+
 /* ---- responses --------------------------------------------------------- */
 
 static void
@@ -1156,6 +1283,8 @@ main(void)
 	CU_add_test(s, "head size limit", test_limit);
 	CU_add_test(s, "split reads", test_split_reads);
 	CU_add_test(s, "pipelined bytes", test_pipelined);
+	CU_add_test(s, "incremental: every split", test_incremental);
+	CU_add_test(s, "incremental: limit", test_incremental_limit);
 
 	s = CU_add_suite("http_responses", NULL, NULL);
 	CU_add_test(s, "101", test_response_101);

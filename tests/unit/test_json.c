@@ -298,6 +298,8 @@ test_utf8_valid(void)
 	char			 buf[128];
 
 	CU_ASSERT(utf8_valid(U(""), 0));
+	/* an empty fragmented text message has no buffer (fuzz_ws, UBSan) */
+	CU_ASSERT(utf8_valid(NULL, 0));
 	CU_ASSERT(utf8_valid(U("hello"), 5));
 	CU_ASSERT(utf8_valid(U("\0"), 1));
 	CU_ASSERT(utf8_valid(U("\x7f"), 1));
