@@ -51,19 +51,8 @@
 #define RESPAWN_MIN_MS		100	/* first restart of a dead front */
 #define RESPAWN_MAX_MS		10000	/* backoff ceiling for a front that keeps dying */
 #define RESPAWN_STABLE_MS	5000	/* a front that lived this long resets the backoff */
-#define IP_SWEEP_MS		5000	/* how often idle addresses are forgotten */
-#define IP_IDLE_MAX		65536	/* idle addresses kept at most (see ip_sweep) */
 
 static struct parent	*P;
-
-static int
-ip_cmp(struct ip_rec *a, struct ip_rec *b)
-{
-	if (a->family != b->family)
-		return a->family < b->family ? -1 : 1;
-	return memcmp(a->addr, b->addr, sizeof(a->addr));
-}
-RB_GENERATE_STATIC(ip_tree, ip_rec, entry, ip_cmp)
 
 static int
 conn_cmp(struct conn_rec *a, struct conn_rec *b)
@@ -233,106 +222,6 @@ listen_backlog(void)
 
 /* ---- connection accounting ------------------------------------------- */
 
-/* The tokens ip's bucket holds at now (protocol.md §2: one per refill period). */
-static double
-ip_tokens(const struct parent *p, const struct ip_rec *ip, int64_t now)
-{
-	return ip->tokens + (double)(now - ip->refill_ms) /
-	    p->conf->lim.rate_refill_ms;
-}
-
-static void
-ip_forget(struct parent *p, struct ip_rec *ip)
-{
-	RB_REMOVE(ip_tree, &p->ips, ip);
-	free(ip);
-	p->nips--;
-}
-
-/*
- * Forgets addresses with no live connection: those whose bucket is full
- * hold nothing worth keeping.  Under a flood of distinct addresses the
- * table holds at most one entry per live connection plus IP_IDLE_MAX idle
- * ones (about 64 bytes each): past that, idle entries go even with tokens
- * spent, which only ever helps the address that is forgotten.
- */
-static void
-ip_sweep(struct parent *p)
-{
-	struct ip_rec	*ip, *next;
-	int64_t		 now = now_ms();
-	uint64_t	 idle = 0;
-
-	RB_FOREACH_SAFE(ip, ip_tree, &p->ips, next) {
-		if (ip->live > 0)
-			continue;
-		if (ip_tokens(p, ip, now) >= p->conf->lim.rate_burst ||
-		    idle >= IP_IDLE_MAX)
-			ip_forget(p, ip);
-		else
-			idle++;
-	}
-}
-
-static void
-ip_sweep_tick(evutil_socket_t fd, short ev, void *arg)
-{
-	ip_sweep(arg);
-}
-
-static void
-ip_key(const struct sockaddr_storage *ss, struct ip_rec *key)
-{
-	memset(key, 0, sizeof(*key));
-	key->family = ss->ss_family;
-	if (ss->ss_family == AF_INET)
-		memcpy(key->addr, &((const struct sockaddr_in *)ss)->sin_addr, 4);
-	else if (ss->ss_family == AF_INET6)
-		memcpy(key->addr, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
-}
-
-static struct ip_rec *
-ip_get(struct parent *p, const struct sockaddr_storage *ss)
-{
-	struct ip_rec	 key, *ip;
-
-	ip_key(ss, &key);
-	if ((ip = RB_FIND(ip_tree, &p->ips, &key)) != NULL)
-		return ip;
-	ip = xcalloc(1, sizeof(*ip));
-	*ip = key;
-	ip->tokens = p->conf->lim.rate_burst;
-	ip->refill_ms = now_ms();
-	RB_INSERT(ip_tree, &p->ips, ip);
-	p->nips++;
-	return ip;
-}
-
-/* An address with no live connection and a full bucket holds no state. */
-static void
-ip_maybe_free(struct parent *p, struct ip_rec *ip)
-{
-	if (ip->live > 0 || ip_tokens(p, ip, now_ms()) < p->conf->lim.rate_burst)
-		return;
-	ip_forget(p, ip);
-}
-
-/* protocol.md §2 step 2: token bucket per client address. */
-static int
-ip_take_token(struct parent *p, struct ip_rec *ip)
-{
-	int64_t	now = now_ms();
-
-	ip->tokens = ip_tokens(p, ip, now);
-	if (ip->tokens > p->conf->lim.rate_burst)
-		ip->tokens = p->conf->lim.rate_burst;
-	ip->refill_ms = now;
-	if (ip->tokens < 1.0)
-		return -1;
-	ip->tokens -= 1.0;
-	return 0;
-}
-
 static void
 conn_set_owner(struct conn_rec *c, struct worker *w)
 {
@@ -349,8 +238,7 @@ conn_release(struct parent *p, struct conn_rec *c)
 	conn_set_owner(c, NULL);
 	RB_REMOVE(conn_tree, &p->conns, c);
 	p->live--;
-	c->ip->live--;
-	ip_maybe_free(p, c->ip);
+	admit_ip_release(p, c->ip);
 	free(c);
 }
 
@@ -507,7 +395,9 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
 		pooled = 1;
 		if ((r = pool_take(p, up->server_id)) == NULL) {
 			pooled = 0;
-			if ((r = parent_spawn(p, ROLE_RELAY, up->server_id)) == NULL) {
+			/* max relays: 503 before the upgrade, no relay started */
+			if (!admit_relay(p, 1) ||
+			    (r = parent_spawn(p, ROLE_RELAY, up->server_id)) == NULL) {
 				parent_verdict(p, c, fd, VERDICT_HTTP, 503, up);
 				return;
 			}
@@ -571,21 +461,12 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 	 * carried (the front parsed it); only such listeners may change it.
 	 */
 	if (c->listen_flags & LISTEN_PROXY) {
-		struct ip_rec	pkey, *nip;
-
 		if (up->peer.ss_family != AF_INET && up->peer.ss_family != AF_INET6) {
 			close(m->fd);
 			parent_worker_kill(p, w, "bad peer address");
 			return;
 		}
-		ip_key(&up->peer, &pkey);
-		if (ip_cmp(&pkey, c->ip) != 0) {
-			nip = ip_get(p, &up->peer);
-			c->ip->live--;
-			ip_maybe_free(p, c->ip);
-			c->ip = nip;
-			nip->live++;
-		}
+		c->ip = admit_rekey(p, c->ip, &up->peer);
 	}
 	if (up->tls_mode > TLS_MODE_PUMP) {
 		close(m->fd);
@@ -594,7 +475,7 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 	}
 	p->tls_handoffs[up->tls_mode]++;
 	ep = up->kind == CONN_BINARY ? EP_SERVER : EP_CLIENT;
-	if (ip_take_token(p, c->ip) == -1) {
+	if (admit_take_token(p, c->ip) == -1) {
 		log_info("event=rate_limited endpoint=%s",
 		    up->kind == CONN_BINARY ? "server" : "client");
 		p->cnt.upgrades[ep][OUT_REJECT_RATE_LIMIT]++;
@@ -909,8 +790,10 @@ parent_worker_free(struct parent *p, struct worker *w)
 	/* a crashed worker's connections are gone with it: release their slots */
 	while ((c = TAILQ_FIRST(&w->conns)) != NULL)
 		conn_release(p, c);
-	if (w->role == ROLE_RELAY)
+	if (w->role == ROLE_RELAY) {
 		parent_relay_counts(p, w, 0, 0);
+		p->nrelays--;
+	}
 	if (w->in_map)
 		RB_REMOVE(relay_map, &p->relays, w);
 	if (w->pooled) {
@@ -919,7 +802,9 @@ parent_worker_free(struct parent *p, struct worker *w)
 
 		pool_remove(p, w);
 		pool_schedule(p, ready ? 0 : POOL_RETRY_MS);
-	}
+	} else if (w->role == ROLE_RELAY)
+		/* room under max relays again: a pool held below its size refills */
+		pool_schedule(p, 0);
 	parent_ctl_relay_gone(p, w);
 	parent_metrics_front_gone(p, w);
 	parent_metrics_relay_done(p, w);
@@ -1084,6 +969,7 @@ parent_accept(evutil_socket_t lfd, short ev, void *arg)
 	socklen_t		 sslen;
 	struct msg_conn_new	 cn;
 	struct conn_rec		*c;
+	struct ip_rec		*ip;
 	struct worker		*w;
 	int			 fd, n;
 
@@ -1113,15 +999,20 @@ parent_accept(evutil_socket_t lfd, short ev, void *arg)
 				log_warn("event=accept_failed");
 			return;
 		}
+		/* over its address's cap: closed here, no front sees it */
+		if ((ip = admit_accept(p, &ss, l->la->flags)) == NULL) {
+			close(fd);
+			continue;
+		}
 		if ((w = parent_pick_front(p)) == NULL) {
+			admit_ip_release(p, ip);
 			close(fd);
 			continue;
 		}
 		c = xcalloc(1, sizeof(*c));
 		c->id = ++p->next_conn_id;
 		p->accepted++;
-		c->ip = ip_get(p, &ss);
-		c->ip->live++;
+		c->ip = ip;
 		c->listen_flags = l->la->flags;
 		p->live++;
 		RB_INSERT(conn_tree, &p->conns, c);
@@ -1297,6 +1188,11 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 	/* limits and timers apply at once; listeners, user and chroot need a restart */
 	p->conf->lim = nc->lim;
 	p->conf->relay_pool = nc->relay_pool;
+	/*
+	 * Lowered, it stops no relay that serves a server-id (pool_resize
+	 * stops idle pooled ones over it): claims wait until enough retire.
+	 */
+	p->conf->max_relays = nc->max_relays;
 	config_free(nc);
 	if (p->tls) {
 		TAILQ_FOREACH(w, &p->workers, entry) {
@@ -1389,7 +1285,6 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	RB_INIT(&p->relays);
 	TAILQ_INIT(&p->pool);
 	RB_INIT(&p->conns);
-	RB_INIT(&p->ips);
 	RB_INIT(&p->pids);
 	parent_resolve_self(p);
 	parent_raise_nofile(p);
@@ -1454,12 +1349,7 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	p->ev_respawn = evtimer_new(p->base, parent_respawn_fronts, p);
 	p->ev_pool_fill = evtimer_new(p->base, pool_fill, p);
 	p->ev_spawner = evtimer_new(p->base, parent_restart_spawner, p);
-	p->ev_ip_sweep = event_new(p->base, -1, EV_PERSIST, ip_sweep_tick, p);
-	{
-		struct timeval	tv = { IP_SWEEP_MS / 1000, 0 };
-
-		event_add(p->ev_ip_sweep, &tv);
-	}
+	admit_init(p);
 	p->ev_sigchld = evsignal_new(p->base, SIGCHLD, parent_sigchld, p);
 	p->ev_sigterm = evsignal_new(p->base, SIGTERM, parent_stop, p);
 	p->ev_sigint = evsignal_new(p->base, SIGINT, parent_stop, p);

@@ -14,6 +14,7 @@
 
 #include <event2/event.h>
 
+#include "addr_bucket.h"
 #include "msg.h"
 #include "proto.h"
 #include "pyrelayd.h"
@@ -37,11 +38,13 @@ struct worker;
 struct ctl_client;
 TAILQ_HEAD(ctl_client_list, ctl_client);
 
-/* One client address: live connection count and rate-limit bucket. */
+/*
+ * One client address bucket (an IPv4 address, an IPv6 /64): live
+ * connection count and rate-limit bucket.
+ */
 struct ip_rec {
 	RB_ENTRY(ip_rec)	 entry;
-	unsigned char		 addr[16];
-	int			 family;
+	struct addr_bucket	 key;
 	uint32_t		 live;
 	double			 tokens;
 	int64_t			 refill_ms;	/* last refill */
@@ -98,6 +101,22 @@ TAILQ_HEAD(metrics_req_list, metrics_req);
 RB_HEAD(relay_map, worker);
 RB_HEAD(worker_pids, worker);
 
+/* Refusals of one kind: counted for /metrics, logged once a second at most. */
+enum refusal_kind {
+	REFUSED_RELAY_CAP = 0,		/* a claim found `max relays` relays */
+	REFUSED_ADDRESS_CAP,		/* closed at accept: per-address cap */
+	REFUSED_MAX
+};
+struct refusals {
+	struct parent		*p;
+	enum refusal_kind	 kind;
+	uint64_t		 total;
+	uint64_t		 unlogged;	/* since the last line */
+	int64_t			 logged_ms;	/* when that line was */
+	struct event		*ev;		/* the line for the rest of a second */
+	struct addr_bucket	 last;		/* address caps: the last refused */
+};
+
 struct listener {
 	TAILQ_ENTRY(listener)	 entry;
 	struct listen_addr	*la;
@@ -137,6 +156,9 @@ struct parent {
 	uint64_t		 assignments;	/* pooled relays given a server-id */
 	uint64_t		 conns_lost;	/* fds lost in a hand-over */
 	struct worker_pids	 pids;		/* all workers by pid */
+	uint32_t		 nrelays;	/* relay processes of every kind,
+						 * until reaped (max relays) */
+	struct refusals		 refused[REFUSED_MAX];
 	struct worker		**fronts;
 	int			 nfronts;
 	int			 next_front;
@@ -204,6 +226,19 @@ void	pool_remove(struct parent *, struct worker *);
 /* A pooled relay given sid, or NULL when the pool is empty. */
 struct worker	*pool_take(struct parent *, const char *sid);
 void	pool_resize(struct parent *);
+
+/* parent_admit.c: the caps, the rate limit, and the address buckets */
+void	admit_init(struct parent *);
+/* the bucket of a new connection's address, or NULL: close it (over the cap) */
+struct ip_rec	*admit_accept(struct parent *, const struct sockaddr_storage *,
+	    int listen_flags);
+struct ip_rec	*admit_rekey(struct parent *, struct ip_rec *,
+	    const struct sockaddr_storage *);
+void	admit_ip_release(struct parent *, struct ip_rec *);
+/* protocol.md §2 step 2: 0, or -1 when the bucket is empty */
+int	admit_take_token(struct parent *, struct ip_rec *);
+/* 1 when one more relay process fits under max relays; claim: count a refusal */
+int	admit_relay(struct parent *, int claim);
 
 /* parent_metrics.c */
 void	parent_health(struct parent *, struct worker *, struct msg *);

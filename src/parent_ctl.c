@@ -163,11 +163,13 @@ ctl_show_summary(struct parent *p, struct ctl_client *c)
 	}
 	ctl_printf(c, "ok\nversion %s\nuptime_seconds %lld\nconnections %u\n"
 	    "binaries %llu\nphones %llu\nrelays %d\nrelays_pooled %d\n"
+	    "relay_processes %u\nmax_relays %u\n"
 	    "fronts %d\naddresses %llu\n"
 	    "ktls %s\ntls_handoffs_ktls %llu\ntls_handoffs_pump %llu\n",
 	    PACKAGE_VERSION, (long long)(now_ms() - p->started_ms) / 1000,
 	    p->live, (unsigned long long)p->binaries,
-	    (unsigned long long)p->phones, relays, p->npool_ready, fronts,
+	    (unsigned long long)p->phones, relays, p->npool_ready,
+	    p->nrelays, p->conf->max_relays, fronts,
 	    (unsigned long long)p->nips,
 	    !p->tls ? "unused" : p->tls_handoffs[TLS_MODE_KTLS] ? "active" :
 	    p->tls_handoffs[TLS_MODE_PUMP] ? "unavailable" : "unknown",

@@ -45,12 +45,14 @@ parent_metrics_answer(struct parent *p)
 	mm->connections = p->live;
 	mm->accepted = p->accepted;
 	mm->addresses = p->nips;
-	TAILQ_FOREACH(r, &p->workers, entry)
-		if (r->role == ROLE_RELAY && !r->pooled)
-			mm->relays_alive++;
+	mm->relays_alive = p->nrelays - p->npool;
 	mm->relays_pooled = p->npool_ready;
 	mm->assignments = p->assignments;
 	mm->conns_lost = p->conns_lost;
+	mm->relays_all = p->nrelays;
+	mm->max_relays = p->conf->max_relays;
+	mm->relay_cap_refusals = p->refused[REFUSED_RELAY_CAP].total;
+	mm->address_cap_refusals = p->refused[REFUSED_ADDRESS_CAP].total;
 	memcpy(mm->relay_exits, p->relay_exits, sizeof(mm->relay_exits));
 	mm->relays_started = p->relays_started;
 	memcpy(mm->front_outcomes, p->front_outcomes, sizeof(mm->front_outcomes));

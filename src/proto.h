@@ -243,6 +243,10 @@ struct msg_metrics {
 	uint64_t		relays_pooled;		/* started, waiting for a server-id */
 	uint64_t		assignments;		/* pooled relays given a server-id */
 	uint64_t		conns_lost;		/* fds lost in a hand-over */
+	uint64_t		relays_all;		/* relay processes, every kind */
+	uint64_t		max_relays;		/* their cap */
+	uint64_t		relay_cap_refusals;	/* claims refused at that cap */
+	uint64_t		address_cap_refusals;	/* closed at accept: per-address cap */
 	struct relay_counters	c;
 };
 
