@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 #include <sys/queue.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -77,6 +78,7 @@ RB_GENERATE(worker_pids, worker, bypid, pid_cmp)
 
 static void	parent_route(struct parent *, struct conn_rec *,
 		    struct msg_conn_upgrade *, int);
+static void	parent_relay_unwatch(struct parent *, struct worker *);
 
 static const char *
 role_str(enum proc_role role)
@@ -286,6 +288,7 @@ parent_worker_kill(struct parent *p, struct worker *w, const char *why)
 	w->dead = 1;
 	w->killed = 1;
 	kill(w->pid, SIGKILL);
+	parent_relay_unwatch(p, w);
 	parent_ctl_relay_gone(p, w);
 	event_del(w->ev_read);
 	event_del(w->ev_write);
@@ -499,23 +502,60 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 	parent_route(p, c, up, m->fd);
 }
 
-/* Counts /healthz reports: drain every relay's pending reports first. */
 static void parent_dispatch(struct parent *, struct worker *);
 static void parent_dispatch_loop(struct parent *, struct worker *, struct msg *);
 
 /*
+ * Every relay's channel is also in an epoll set of its own, which tells
+ * which relays have sent something not yet read, in one system call
+ * whatever their number: what /healthz, /metrics and pyrelayctl read
+ * before they answer (docs/messages.md, "Flows").
+ */
+void
+parent_relay_watch(struct parent *p, struct worker *w)
+{
+	struct epoll_event	ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN;
+	ev.data.ptr = w;
+	if (epoll_ctl(p->relay_ep, EPOLL_CTL_ADD, w->chan.fd, &ev) == -1)
+		fatal("parent: epoll_ctl add");
+	w->watched = 1;
+}
+
+static void
+parent_relay_unwatch(struct parent *p, struct worker *w)
+{
+	if (!w->watched)
+		return;
+	/* before its fd closes, and before the worker's memory goes */
+	if (epoll_ctl(p->relay_ep, EPOLL_CTL_DEL, w->chan.fd, NULL) == -1)
+		log_warn("event=epoll_ctl_failed op=del pid=%d", (int)w->pid);
+	w->watched = 0;
+}
+
+/*
  * A relay reports its counts before it writes the 101 a client could react
- * to, so reading what relays sent before answering makes the counts exact
- * at every moment a client can observe.
+ * to.  So reading, when a request arrives, every relay that has sent
+ * something not yet read makes the counts exact at every moment a client
+ * can observe; idle relays cost nothing.  In rounds, as one read takes at
+ * most 256 messages of a relay; a few at most, so that relays that never
+ * stop sending cannot hold an answer back (it then counts what they had
+ * sent when the last round began).
  */
 void
 parent_drain_relays(struct parent *p)
 {
-	struct worker	*r, *next;
+	struct epoll_event	 ev[RELAY_DRAIN_BATCH];
+	int			 i, n, round;
 
-	TAILQ_FOREACH_SAFE(r, &p->workers, entry, next)
-		if (r->role == ROLE_RELAY && !r->dead)
-			parent_dispatch(p, r);
+	for (round = 0; round < RELAY_DRAIN_ROUNDS; round++) {
+		if ((n = epoll_wait(p->relay_ep, ev, RELAY_DRAIN_BATCH, 0)) <= 0)
+			return;
+		for (i = 0; i < n; i++)
+			parent_dispatch(p, ev[i].data.ptr);
+	}
 }
 
 /*
@@ -656,9 +696,11 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 			parent_worker_kill(p, w, "bad RELAY_COUNTERS");
 			break;
 		}
-		w->cnt_ms = now_ms();
+		/* an answer to COUNTERS_REQ leaves the relay's schedule as it was */
 		if (m->hdr.id == 1)
 			parent_metrics_relay_done(p, w);
+		else
+			parent_metrics_counted(p, w);
 		break;
 	case MSG_RELAY_STATE:
 		st = (struct msg_relay_state *)m->body;
@@ -747,6 +789,7 @@ parent_dispatch_loop(struct parent *p, struct worker *w, struct msg *m)
 		if (rv == -1) {
 			/* the worker exited or crashed: reaping will tell */
 			w->dead = 1;
+			parent_relay_unwatch(p, w);
 			event_del(w->ev_read);
 			event_del(w->ev_write);
 			if (w->in_map) {
@@ -805,9 +848,11 @@ parent_worker_free(struct parent *p, struct worker *w)
 	} else if (w->role == ROLE_RELAY)
 		/* room under max relays again: a pool held below its size refills */
 		pool_schedule(p, 0);
+	parent_relay_unwatch(p, w);
 	parent_ctl_relay_gone(p, w);
 	parent_metrics_front_gone(p, w);
 	parent_metrics_relay_done(p, w);
+	parent_metrics_relay_gone(p, w);
 	RB_REMOVE(worker_pids, &p->pids, w);
 	TAILQ_REMOVE(&p->workers, w, entry);
 	event_free(w->ev_read);
@@ -1322,10 +1367,14 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	signal(SIGPIPE, SIG_IGN);
 	if ((p->base = event_base_new()) == NULL)
 		fatalx("parent: event_base_new");
+	if ((p->relay_ep = epoll_create1(EPOLL_CLOEXEC)) == -1)
+		fatal("parent: epoll_create1");
 	parent_open_listeners(p);
 	p->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	TAILQ_INIT(&p->ctl_clients);
 	TAILQ_INIT(&p->metrics_reqs);
+	TAILQ_INIT(&p->cnt_recent);
+	TAILQ_INIT(&p->cnt_asked);
 	if (parent_ctl_open(p) == -1)
 		exit(1);
 

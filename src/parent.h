@@ -87,7 +87,11 @@ struct worker {
 	int			 front_slot;	/* fronts: index */
 	int64_t			 started_ms;
 	int64_t			 cnt_ms;	/* relays: last RELAY_COUNTERS */
+	TAILQ_ENTRY(worker)	 cnt_entry;	/* relays: by cnt_ms, newest last */
+	int			 cnt_listed;	/* in parent.cnt_recent */
 	int			 cnt_asked;	/* relays: a scrape waits for it */
+	TAILQ_ENTRY(worker)	 ask_entry;	/* in parent.cnt_asked, while so */
+	int			 watched;	/* relays: channel in relay_ep */
 };
 TAILQ_HEAD(worker_list, worker);
 
@@ -182,6 +186,10 @@ struct parent {
 	struct relay_counters	 cnt;
 	struct metrics_req_list	 metrics_reqs;	/* waiting for cnt_asking */
 	int			 cnt_asking;	/* relays asked, not answered */
+	struct worker_list	 cnt_recent;	/* relays that sent counters,
+						 * oldest first (cnt_entry) */
+	struct worker_list	 cnt_asked;	/* the relays asked (ask_entry) */
+	int			 relay_ep;	/* epoll set of relay channels */
 	struct event		*ev_cnt_wait;	/* answer without the rest */
 	uint64_t		 accepted;
 	uint64_t		 relays_started;
@@ -207,7 +215,14 @@ void	parent_worker_write(evutil_socket_t, short, void *);
 void	parent_worker_flush(struct worker *);
 /* Checks the certificate and key (w == NULL), or sends them to front w. */
 int	parent_send_tls(struct parent *, struct worker *, char *, size_t);
+/*
+ * Reads the relays that hold unread messages (what /healthz and the other
+ * answers read first): O(those relays), not O(relays).
+ */
 void	parent_drain_relays(struct parent *);
+#define RELAY_DRAIN_BATCH	64
+#define RELAY_DRAIN_ROUNDS	8
+void	parent_relay_watch(struct parent *, struct worker *);
 /* The relay in the map for a server-id, or NULL. */
 struct worker	*parent_find_relay(struct parent *, const char *sid);
 /* Re-reads the configuration; errors go to the log and to ctl (may be NULL). */
@@ -246,6 +261,9 @@ void	parent_metrics(struct parent *, struct worker *, struct msg *);
 void	parent_metrics_timeout(evutil_socket_t, short, void *);
 /* a relay asked for its counters answered, or is gone */
 void	parent_metrics_relay_done(struct parent *, struct worker *);
+/* a relay sent RELAY_COUNTERS; a worker is gone */
+void	parent_metrics_counted(struct parent *, struct worker *);
+void	parent_metrics_relay_gone(struct parent *, struct worker *);
 void	parent_metrics_front_gone(struct parent *, struct worker *);
 /* Adds a relay's RELAY_COUNTERS; -1 for absurd values. */
 int	parent_add_counters(struct parent *, const struct relay_counters *);

@@ -383,6 +383,8 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	if (w->ev_read == NULL || w->ev_write == NULL)
 		fatalx("parent: event_new");
 	event_add(w->ev_read, NULL);
+	if (role == ROLE_RELAY)
+		parent_relay_watch(p, w);
 	TAILQ_INSERT_TAIL(&p->workers, w, entry);
 	parent_send_setup(p, w);
 	return w;

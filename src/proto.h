@@ -218,7 +218,9 @@ enum relay_exit_cause {
  * MSG_RELAY_COUNTERS: a relay sends an increment at once when its last
  * send is RELAY_COUNTERS_MS old or more, and otherwise when that much has
  * passed since, with those that followed it.  hdr.id is 1 in the answer
- * to MSG_COUNTERS_REQ (sent even when all are 0), 0 otherwise.
+ * to MSG_COUNTERS_REQ (sent even when all are 0), 0 otherwise; an answer
+ * is not a send for that schedule, so a relay quiet for two periods holds
+ * nothing and a scrape need not ask it, however often scrapes come.
  */
 #define RELAY_COUNTERS_MS	1000
 struct relay_counters {
