@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 /* libbsd leaves __unused undefined on glibc; the tree macros need it */
 #ifndef __unused
 #define __unused __attribute__((__unused__))
@@ -25,6 +26,8 @@
 
 #include <netinet/in.h>
 #include <arpa/inet.h>
+
+#include <linux/openat2.h>
 
 #include <errno.h>
 #include <event2/event.h>
@@ -52,6 +55,7 @@
 #define RESPAWN_MIN_MS		100	/* first restart of a dead front */
 #define RESPAWN_MAX_MS		10000	/* backoff ceiling for a front that keeps dying */
 #define RESPAWN_STABLE_MS	5000	/* a front that lived this long resets the backoff */
+#define ACME_CHALLENGE_DIR	".well-known/acme-challenge/"	/* below the webroot */
 
 static struct parent	*P;
 
@@ -559,6 +563,39 @@ parent_drain_relays(struct parent *p)
 }
 
 /*
+ * <acme webroot>/.well-known/acme-challenge/<token>, opened so that no
+ * symbolic link below the webroot is followed, not only the last one
+ * (O_NOFOLLOW): whoever may write there (an ACME client's directories)
+ * cannot make the parent, as root, serve a file from elsewhere.  The
+ * webroot itself is the operator's path.  -1 with errno when it cannot.
+ */
+static int
+acme_open(const char *webroot, const char *token)
+{
+	struct open_how	how;
+	char		rel[sizeof(ACME_CHALLENGE_DIR) + ACME_TOKEN_MAX + 1];
+	int		dirfd, fd, saved;
+
+	if (snprintf(rel, sizeof(rel), "%s%s", ACME_CHALLENGE_DIR, token) >=
+	    (int)sizeof(rel)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if ((dirfd = open(webroot, O_PATH | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	memset(&how, 0, sizeof(how));
+	how.flags = O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+	how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+	    RESOLVE_NO_MAGICLINKS;
+	/* glibc 2.36 has no wrapper (Linux 5.6 has the call) */
+	fd = (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+	saved = errno;
+	close(dirfd);
+	errno = saved;
+	return fd;
+}
+
+/*
  * ACME HTTP-01 (architecture.md "TLS"): the parent reads
  * <acme webroot>/.well-known/acme-challenge/<token> for a front; the token
  * was checked by the front and is checked again here.
@@ -569,7 +606,6 @@ parent_acme(struct parent *p, struct worker *w, struct msg *m)
 	struct msg_acme_req	*ar = (struct msg_acme_req *)m->body;
 	struct msg_acme		*a;
 	struct stat		 st;
-	char			 path[PATH_MAX];
 	ssize_t			 n;
 	int			 fd;
 
@@ -580,9 +616,7 @@ parent_acme(struct parent *p, struct worker *w, struct msg *m)
 	}
 	a = xcalloc(1, sizeof(*a));
 	if (p->conf->acme_webroot[0] != '\0' &&
-	    snprintf(path, sizeof(path), "%s/.well-known/acme-challenge/%s",
-	    p->conf->acme_webroot, ar->token) < (int)sizeof(path) &&
-	    (fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) != -1) {
+	    (fd = acme_open(p->conf->acme_webroot, ar->token)) != -1) {
 		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
 		    st.st_size <= (off_t)sizeof(a->data) &&
 		    (n = read(fd, a->data, sizeof(a->data))) >= 0) {
@@ -590,7 +624,8 @@ parent_acme(struct parent *p, struct worker *w, struct msg *m)
 			a->len = n;
 		}
 		close(fd);
-	}
+	} else if (p->conf->acme_webroot[0] != '\0' && errno != ENOENT)
+		log_info("event=acme_open_failed error=\"%s\"", strerror(errno));
 	log_info("event=acme_challenge found=%u", a->found);
 	msg_compose(&w->chan, MSG_ACME, m->hdr.id, a, sizeof(*a), -1);
 	parent_worker_flush(w);

@@ -44,7 +44,7 @@ sandbox_role_name(enum proc_role role)
  * Loads the program from SETUP, with this process's pid put where the
  * tgkill rule compares it.  PR_SET_NO_NEW_PRIVS is already set.
  */
-static void
+void
 sandbox_load(const char *role, struct sandbox_prog *prog)
 {
 	struct sock_fprog	fprog;

@@ -15,6 +15,8 @@ well-behaved binary and phone from another address working beside it.
 * ParentCost: /healthz and /metrics do not make the parent read every
   relay's channel (its recvmsg calls, counted by strace, do not grow with
   the relays).  The CPU figures are in the report, not asserted.
+* UserGroup, AcmeSymlinks: a `user` whose group is 0 is refused at start;
+  no symbolic link under `acme webroot` is followed.
 """
 
 import asyncio
@@ -31,9 +33,11 @@ import time
 import unittest
 
 import harness
+from test_acme import AcmeDaemon, challenge_dir
 from test_proxy import upgrade as proxy_upgrade, v2 as proxy_v2
 
 NO_RATE_LIMIT = "rate limit burst 100000 refill 100ms"
+CHALLENGE = "/.well-known/acme-challenge/"
 PYRELAYCTL = os.environ.get("PYRELAYCTL") or os.path.join(
     os.path.dirname(harness.PYRELAYD), "pyrelayctl")
 
@@ -459,6 +463,88 @@ class ParentCost(unittest.TestCase):
                                  self.RELAYS + 1)
                 await harness.close_all(b, *conns)
             harness.run(main(), timeout=120)
+
+
+class UserGroup(unittest.TestCase):
+    def test_user_of_group_0_refused(self):
+        if not harness.is_root():
+            self.skipTest("needs root (a start that changes user)")
+        if not shutil.which("unshare"):
+            self.skipTest("unshare is not installed")
+        tmp = tempfile.mkdtemp(prefix="pyrelayd-gid0-")
+        try:
+            # /etc/passwd with one more user, of group root, seen by the
+            # daemon alone (a private mount namespace)
+            passwd = os.path.join(tmp, "passwd")
+            with open("/etc/passwd") as f:
+                text = f.read()
+            with open(passwd, "w") as f:
+                f.write(text.rstrip("\n") + "\npyrelayd-gid0:x:64999:0::"
+                        "/nonexistent:/usr/sbin/nologin\n")
+            chroot = os.path.join(tmp, "empty")
+            os.mkdir(chroot, 0o755)
+            conf = os.path.join(tmp, "pyrelayd.conf")
+            with open(conf, "w") as f:
+                f.write('listen on 127.0.0.1 port %d\nuser "pyrelayd-gid0"\n'
+                        'chroot "%s"\ncontrol socket "%s/ctl.sock"\n'
+                        % (harness.free_port(), chroot, tmp))
+            r = subprocess.run(
+                ["unshare", "--mount", "--propagation", "private", "/bin/sh",
+                 "-c", 'mount --bind "$1" /etc/passwd && exec "$2" -d -f "$3"',
+                 "sh", passwd, harness.PYRELAYD, conf],
+                stdin=subprocess.DEVNULL, capture_output=True, timeout=20,
+                text=True)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn('user "pyrelayd-gid0": its group must not be '
+                          'gid 0', r.stderr)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class AcmeSymlinks(unittest.TestCase):
+    def test_no_symlink_below_the_webroot(self):
+        webroot = tempfile.mkdtemp(prefix="pyrelayd-acme-")
+        outside = tempfile.mkdtemp(prefix="pyrelayd-outside-")
+        os.chmod(webroot, 0o755)
+        try:
+            cdir = challenge_dir(webroot)
+            with open(os.path.join(cdir, "real"), "w") as f:
+                f.write("real.thumbprint")
+            # a directory elsewhere that an attacker would have served
+            odir = challenge_dir(outside)
+            with open(os.path.join(odir, "secret"), "w") as f:
+                f.write("secret.file")
+            with AcmeDaemon(webroot) as d:
+                def get(tok):
+                    return harness.http_get(d.acme_port, CHALLENGE + tok)[:3:2]
+                self.assertEqual(get("real"), (200, b"real.thumbprint"))
+                # the last component (O_NOFOLLOW did that already)
+                os.symlink(os.path.join(odir, "secret"),
+                           os.path.join(cdir, "secret"))
+                self.assertEqual(get("secret")[0], 404)
+                os.unlink(os.path.join(cdir, "secret"))
+                # acme-challenge itself a link
+                wk = os.path.join(webroot, ".well-known")
+                os.rename(cdir, cdir + ".real")
+                os.symlink(odir, cdir)
+                self.assertEqual(get("secret")[0], 404)
+                # even one that stays below the webroot
+                os.unlink(cdir)
+                os.symlink(cdir + ".real", cdir)
+                self.assertEqual(get("real")[0], 404)
+                os.unlink(cdir)
+                os.rename(cdir + ".real", cdir)
+                # .well-known a link
+                os.rename(wk, wk + ".real")
+                os.symlink(os.path.join(outside, ".well-known"), wk)
+                self.assertEqual(get("secret")[0], 404)
+                os.unlink(wk)
+                os.rename(wk + ".real", wk)
+                self.assertEqual(get("real"), (200, b"real.thumbprint"))
+                self.assertTrue(d.alive())
+        finally:
+            shutil.rmtree(webroot, ignore_errors=True)
+            shutil.rmtree(outside, ignore_errors=True)
 
 
 if __name__ == "__main__":
