@@ -268,7 +268,8 @@ conn_lost(struct parent *p, struct conn_rec *c, const char *where)
 void
 parent_worker_flush(struct worker *w)
 {
-	int	rv;
+	const char	*why;
+	int		 rv;
 
 	if (w->dead)
 		return;
@@ -277,12 +278,18 @@ parent_worker_flush(struct worker *w)
 		    role_str(w->role), (int)w->pid, w->chan.errstr);
 		return;
 	}
-	if (rv == 0)
-		event_add(w->ev_write, NULL);
+	if (rv == 1)
+		return;
+	/* a worker that stopped reading does not grow the parent: it goes */
+	if ((why = parent_check_outq(w)) != NULL) {
+		parent_worker_kill(P, w, why);
+		return;
+	}
+	event_add(w->ev_write, NULL);
 }
 
 /* A worker broke the rules or lost its channel: kill it; reaping does the rest. */
-static void
+void
 parent_worker_kill(struct parent *p, struct worker *w, const char *why)
 {
 	if (w->dead)
@@ -448,6 +455,7 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 	struct msg_conn_upgrade	*up = (struct msg_conn_upgrade *)m->body;
 	struct conn_rec		 key, *c;
 	const struct limits	*lim = &p->conf->lim;
+	const char		*why;
 	int			 ep;
 
 	key.id = m->hdr.id;
@@ -455,6 +463,13 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 	if (c == NULL || c->owner != w || !upgrade_valid(up, m->hdr.len)) {
 		close(m->fd);
 		parent_worker_kill(p, w, "bad CONN_UPGRADE");
+		return;
+	}
+	/* still the front's: released when it is reaped */
+	if ((why = parent_check_conn(c, up, m)) != NULL) {
+		if (m->fd != -1)
+			close(m->fd);
+		parent_worker_kill(p, w, why);
 		return;
 	}
 	conn_set_owner(c, NULL);
@@ -467,19 +482,8 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 	 * Behind a PROXY listener the client is the address the header
 	 * carried (the front parsed it); only such listeners may change it.
 	 */
-	if (c->listen_flags & LISTEN_PROXY) {
-		if (up->peer.ss_family != AF_INET && up->peer.ss_family != AF_INET6) {
-			close(m->fd);
-			parent_worker_kill(p, w, "bad peer address");
-			return;
-		}
+	if (c->listen_flags & LISTEN_PROXY)
 		c->ip = admit_rekey(p, c->ip, &up->peer);
-	}
-	if (up->tls_mode > TLS_MODE_PUMP) {
-		close(m->fd);
-		parent_worker_kill(p, w, "bad tls_mode");
-		return;
-	}
 	p->tls_handoffs[up->tls_mode]++;
 	ep = up->kind == CONN_BINARY ? EP_SERVER : EP_CLIENT;
 	if (admit_take_token(p, c->ip) == -1) {
@@ -672,6 +676,7 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 	struct msg_relay_state	*st;
 	struct msg_empty	 e = { 0 };
 	struct conn_rec		 key, *c;
+	const char		*why;
 
 	if (w->pooled && m->hdr.type != MSG_HELLO) {
 		/* it has no server-id and no connection: nothing to say */
@@ -739,8 +744,8 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 		break;
 	case MSG_RELAY_STATE:
 		st = (struct msg_relay_state *)m->body;
-		if (st->binary_connected > 1 || st->phones > 100000 ||
-		    st->probing > 1) {
+		if (st->binary_connected > 1 ||
+		    st->phones > PHONES_PER_SERVER_MAX || st->probing > 1) {
 			parent_worker_kill(p, w, "bad RELAY_STATE");
 			break;
 		}
@@ -767,6 +772,13 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 		    strcmp(((struct msg_conn_upgrade *)m->body)->server_id, w->sid) != 0) {
 			close(m->fd);
 			parent_worker_kill(p, w, "bad CONN_REROUTE");
+			break;
+		}
+		if ((why = parent_check_conn(c,
+		    (struct msg_conn_upgrade *)m->body, m)) != NULL) {
+			if (m->fd != -1)
+				close(m->fd);
+			parent_worker_kill(p, w, why);
 			break;
 		}
 		if (m->fd_lost) {

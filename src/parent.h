@@ -213,6 +213,8 @@ const char	*limit_name(int);
 void	parent_worker_read(evutil_socket_t, short, void *);
 void	parent_worker_write(evutil_socket_t, short, void *);
 void	parent_worker_flush(struct worker *);
+/* A worker broke the rules: SIGKILL, logged with why; reaping does the rest. */
+void	parent_worker_kill(struct parent *, struct worker *, const char *why);
 /* Checks the certificate and key (w == NULL), or sends them to front w. */
 int	parent_send_tls(struct parent *, struct worker *, char *, size_t);
 /*
@@ -241,6 +243,12 @@ void	pool_remove(struct parent *, struct worker *);
 /* A pooled relay given sid, or NULL when the pool is empty. */
 struct worker	*pool_take(struct parent *, const char *sid);
 void	pool_resize(struct parent *);
+
+/* parent_check.c: what a worker hands the parent, beyond the allow-lists */
+const char	*parent_check_conn(const struct conn_rec *,
+	    const struct msg_conn_upgrade *, const struct msg *);
+int	parent_check_conn_id(const char *id, const char *sid);
+const char	*parent_check_outq(const struct worker *);
 
 /* parent_admit.c: the caps, the rate limit, and the address buckets */
 void	admit_init(struct parent *);

@@ -239,9 +239,17 @@ parent_ctl_relay_phone(struct parent *p, struct worker *r, struct msg *m)
 	struct msg_ctl_phone	*ph = (struct msg_ctl_phone *)m->body;
 	struct ctl_client	*c;
 
+	/*
+	 * What reaches the operator's terminal: a conn id exactly as relays
+	 * make them, a device name quoted and escaped (ctl_quoted).
+	 */
 	if (ph->conn_id[sizeof(ph->conn_id) - 1] != '\0' ||
-	    ph->device[sizeof(ph->device) - 1] != '\0' || ph->last > 1)
+	    ph->device[sizeof(ph->device) - 1] != '\0' || ph->last > 1 ||
+	    m->hdr.id == 0 || m->hdr.id > p->ctl_next_req ||
+	    (!ph->last && !parent_check_conn_id(ph->conn_id, r->sid))) {
+		parent_worker_kill(p, r, "bad CTL_PHONE");
 		return;
+	}
 	TAILQ_FOREACH(c, &p->ctl_clients, entry)
 		if (c->waiting == r && c->req == m->hdr.id)
 			break;

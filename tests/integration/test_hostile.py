@@ -17,6 +17,9 @@ well-behaved binary and phone from another address working beside it.
   the relays).  The CPU figures are in the report, not asserted.
 * UserGroup, AcmeSymlinks: a `user` whose group is 0 is refused at start;
   no symbolic link under `acme webroot` is followed.
+
+The fake workers (a worker the parent cannot trust) are in
+test_hostile_workers.py.
 """
 
 import asyncio
