@@ -63,6 +63,7 @@ config_new_default(void)
 	    sizeof(conf->control_socket));
 	conf->workers = 0;
 	conf->relay_pool = RELAY_POOL_DEFAULT;
+	conf->max_relays = MAX_RELAYS_DEFAULT;
 
 	lim = &conf->lim;
 	lim->grace_ms = 30 * 1000;
@@ -264,6 +265,7 @@ config_print(const struct config *conf, FILE *fp)
 	if (conf->acme_webroot[0] != '\0')
 		print_quoted(fp, "acme webroot", conf->acme_webroot);
 	fprintf(fp, "relay pool %d\n", conf->relay_pool);
+	fprintf(fp, "max relays %u\n", conf->max_relays);
 	print_duration(fp, "grace", lim->grace_ms);
 	fprintf(fp, "phones per server %u\n", lim->phones_per_server);
 	fprintf(fp, "max connections %u\n", lim->max_connections);

@@ -804,12 +804,24 @@ front_metrics(void *arg, struct msg *m)
 	    "# HELP pyrelayd_relay_assignments_total Pooled relays given a server-id.\n"
 	    "# TYPE pyrelayd_relay_assignments_total counter\n"
 	    "pyrelayd_relay_assignments_total %llu\n"
+	    "# HELP pyrelayd_relay_processes_all Relay processes of every kind: serving, in grace, retiring, pooled, starting.\n"
+	    "# TYPE pyrelayd_relay_processes_all gauge\n"
+	    "pyrelayd_relay_processes_all %llu\n"
+	    "# HELP pyrelayd_relay_processes_max The most relay processes there may be (max relays).\n"
+	    "# TYPE pyrelayd_relay_processes_max gauge\n"
+	    "pyrelayd_relay_processes_max %llu\n"
+	    "# HELP pyrelayd_relay_cap_refusals_total Claims refused with 503: max relays relay processes exist.\n"
+	    "# TYPE pyrelayd_relay_cap_refusals_total counter\n"
+	    "pyrelayd_relay_cap_refusals_total %llu\n"
 	    "# HELP pyrelayd_relay_process_exits_total Relay process exits by cause.\n"
 	    "# TYPE pyrelayd_relay_process_exits_total counter\n",
 	    (unsigned long long)mm->relays_alive,
 	    (unsigned long long)mm->relays_started,
 	    (unsigned long long)mm->relays_pooled,
-	    (unsigned long long)mm->assignments);
+	    (unsigned long long)mm->assignments,
+	    (unsigned long long)mm->relays_all,
+	    (unsigned long long)mm->max_relays,
+	    (unsigned long long)mm->relay_cap_refusals);
 	for (i = 0; i < EXIT_CAUSE_MAX; i++)
 		mprintf(body, sz, &len, "pyrelayd_relay_process_exits_total"
 		    "{cause=\"%s\"} %llu\n", exits[i],
@@ -831,6 +843,9 @@ front_metrics(void *arg, struct msg *m)
 	    "# HELP pyrelayd_connections_lost_total Connections dropped in a hand-over between processes: the receiver had no descriptor free (RLIMIT_NOFILE).\n"
 	    "# TYPE pyrelayd_connections_lost_total counter\n"
 	    "pyrelayd_connections_lost_total %llu\n"
+	    "# HELP pyrelayd_address_cap_refusals_total Connections closed at accept: their address held max connections per ip.\n"
+	    "# TYPE pyrelayd_address_cap_refusals_total counter\n"
+	    "pyrelayd_address_cap_refusals_total %llu\n"
 	    "# HELP pyrelayd_client_addresses Client addresses with admission state.\n"
 	    "# TYPE pyrelayd_client_addresses gauge\n"
 	    "pyrelayd_client_addresses %llu\n"
@@ -839,7 +854,9 @@ front_metrics(void *arg, struct msg *m)
 	    "pyrelayd_uptime_seconds %llu\n",
 	    (unsigned long long)mm->connections,
 	    (unsigned long long)mm->accepted,
-	    (unsigned long long)mm->conns_lost, (unsigned long long)mm->addresses,
+	    (unsigned long long)mm->conns_lost,
+	    (unsigned long long)mm->address_cap_refusals,
+	    (unsigned long long)mm->addresses,
 	    (unsigned long long)mm->uptime_s);
 	fc->outcome = FRONT_METRICS;
 	n = http_ok_response(front_resp_buf(fc, RESP_METRICS), RESP_METRICS,

@@ -88,6 +88,7 @@ msg_chan_clear(struct msg_chan *chan)
 		freezero(mo, sizeof(*mo) + mo->len);
 	}
 	chan->outq_len = 0;
+	chan->outq_bytes = 0;
 	if (chan->fd != -1)
 		close(chan->fd);
 	chan->fd = -1;
@@ -123,6 +124,7 @@ msg_compose(struct msg_chan *chan, uint32_t type, uint64_t id,
 		memcpy(mo->buf + sizeof(hdr), body, len);
 	TAILQ_INSERT_TAIL(&chan->outq, mo, entry);
 	chan->outq_len++;
+	chan->outq_bytes += mo->len;
 	return 0;
 }
 
@@ -185,6 +187,7 @@ msg_flush(struct msg_chan *chan)
 
 		TAILQ_REMOVE(&chan->outq, mo, entry);
 		chan->outq_len--;
+		chan->outq_bytes -= mo->len;
 		if (mo->fd != -1)
 			close(mo->fd);
 		/* packets may carry key material (MSG_TLS): wipe, then free */

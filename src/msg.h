@@ -107,6 +107,7 @@ struct msg_chan {
 	struct msg_hello	 peer;		/* its content */
 	struct msg_outq		 outq;
 	size_t			 outq_len;	/* packets queued */
+	size_t			 outq_bytes;	/* their bytes, headers included */
 	const char		*errstr;	/* why the last call failed */
 };
 

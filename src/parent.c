@@ -11,10 +11,12 @@
 
 #include <sys/types.h>
 #include <sys/queue.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 /* libbsd leaves __unused undefined on glibc; the tree macros need it */
 #ifndef __unused
 #define __unused __attribute__((__unused__))
@@ -24,6 +26,8 @@
 
 #include <netinet/in.h>
 #include <arpa/inet.h>
+
+#include <linux/openat2.h>
 
 #include <errno.h>
 #include <event2/event.h>
@@ -51,19 +55,9 @@
 #define RESPAWN_MIN_MS		100	/* first restart of a dead front */
 #define RESPAWN_MAX_MS		10000	/* backoff ceiling for a front that keeps dying */
 #define RESPAWN_STABLE_MS	5000	/* a front that lived this long resets the backoff */
-#define IP_SWEEP_MS		5000	/* how often idle addresses are forgotten */
-#define IP_IDLE_MAX		65536	/* idle addresses kept at most (see ip_sweep) */
+#define ACME_CHALLENGE_DIR	".well-known/acme-challenge/"	/* below the webroot */
 
 static struct parent	*P;
-
-static int
-ip_cmp(struct ip_rec *a, struct ip_rec *b)
-{
-	if (a->family != b->family)
-		return a->family < b->family ? -1 : 1;
-	return memcmp(a->addr, b->addr, sizeof(a->addr));
-}
-RB_GENERATE_STATIC(ip_tree, ip_rec, entry, ip_cmp)
 
 static int
 conn_cmp(struct conn_rec *a, struct conn_rec *b)
@@ -88,6 +82,7 @@ RB_GENERATE(worker_pids, worker, bypid, pid_cmp)
 
 static void	parent_route(struct parent *, struct conn_rec *,
 		    struct msg_conn_upgrade *, int);
+static void	parent_relay_unwatch(struct parent *, struct worker *);
 
 /* ---- resource limits ------------------------------------------------------ */
 
@@ -220,106 +215,6 @@ listen_backlog(void)
 
 /* ---- connection accounting ------------------------------------------- */
 
-/* The tokens ip's bucket holds at now (docs/protocol.md §2: one per refill period). */
-static double
-ip_tokens(const struct parent *p, const struct ip_rec *ip, int64_t now)
-{
-	return ip->tokens + (double)(now - ip->refill_ms) /
-	    p->conf->lim.rate_refill_ms;
-}
-
-static void
-ip_forget(struct parent *p, struct ip_rec *ip)
-{
-	RB_REMOVE(ip_tree, &p->ips, ip);
-	free(ip);
-	p->nips--;
-}
-
-/*
- * Forgets addresses with no live connection: those whose bucket is full
- * hold nothing worth keeping.  Under a flood of distinct addresses the
- * table holds at most one entry per live connection plus IP_IDLE_MAX idle
- * ones (about 64 bytes each): past that, idle entries go even with tokens
- * spent, which only ever helps the address that is forgotten.
- */
-static void
-ip_sweep(struct parent *p)
-{
-	struct ip_rec	*ip, *next;
-	int64_t		 now = now_ms();
-	uint64_t	 idle = 0;
-
-	RB_FOREACH_SAFE(ip, ip_tree, &p->ips, next) {
-		if (ip->live > 0)
-			continue;
-		if (ip_tokens(p, ip, now) >= p->conf->lim.rate_burst ||
-		    idle >= IP_IDLE_MAX)
-			ip_forget(p, ip);
-		else
-			idle++;
-	}
-}
-
-static void
-ip_sweep_tick(evutil_socket_t fd, short ev, void *arg)
-{
-	ip_sweep(arg);
-}
-
-static void
-ip_key(const struct sockaddr_storage *ss, struct ip_rec *key)
-{
-	memset(key, 0, sizeof(*key));
-	key->family = ss->ss_family;
-	if (ss->ss_family == AF_INET)
-		memcpy(key->addr, &((const struct sockaddr_in *)ss)->sin_addr, 4);
-	else if (ss->ss_family == AF_INET6)
-		memcpy(key->addr, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
-}
-
-static struct ip_rec *
-ip_get(struct parent *p, const struct sockaddr_storage *ss)
-{
-	struct ip_rec	 key, *ip;
-
-	ip_key(ss, &key);
-	if ((ip = RB_FIND(ip_tree, &p->ips, &key)) != NULL)
-		return ip;
-	ip = xcalloc(1, sizeof(*ip));
-	*ip = key;
-	ip->tokens = p->conf->lim.rate_burst;
-	ip->refill_ms = now_ms();
-	RB_INSERT(ip_tree, &p->ips, ip);
-	p->nips++;
-	return ip;
-}
-
-/* An address with no live connection and a full bucket holds no state. */
-static void
-ip_maybe_free(struct parent *p, struct ip_rec *ip)
-{
-	if (ip->live > 0 || ip_tokens(p, ip, now_ms()) < p->conf->lim.rate_burst)
-		return;
-	ip_forget(p, ip);
-}
-
-/* docs/protocol.md §2 step 2: token bucket per client address. */
-static int
-ip_take_token(struct parent *p, struct ip_rec *ip)
-{
-	int64_t	now = now_ms();
-
-	ip->tokens = ip_tokens(p, ip, now);
-	if (ip->tokens > p->conf->lim.rate_burst)
-		ip->tokens = p->conf->lim.rate_burst;
-	ip->refill_ms = now;
-	if (ip->tokens < 1.0)
-		return -1;
-	ip->tokens -= 1.0;
-	return 0;
-}
-
 static void
 conn_set_owner(struct conn_rec *c, struct worker *w)
 {
@@ -336,8 +231,7 @@ conn_release(struct parent *p, struct conn_rec *c)
 	conn_set_owner(c, NULL);
 	RB_REMOVE(conn_tree, &p->conns, c);
 	p->live--;
-	c->ip->live--;
-	ip_maybe_free(p, c->ip);
+	admit_ip_release(p, c->ip);
 	free(c);
 }
 
@@ -361,7 +255,8 @@ conn_lost(struct parent *p, struct conn_rec *c, const char *where)
 void
 parent_worker_flush(struct worker *w)
 {
-	int	rv;
+	const char	*why;
+	int		 rv;
 
 	if (w->dead)
 		return;
@@ -370,12 +265,18 @@ parent_worker_flush(struct worker *w)
 		    proc_role_name(w->role), (int)w->pid, w->chan.errstr);
 		return;
 	}
-	if (rv == 0)
-		event_add(w->ev_write, NULL);
+	if (rv == 1)
+		return;
+	/* a worker that stopped reading does not grow the parent: it goes */
+	if ((why = parent_check_outq(w)) != NULL) {
+		parent_worker_kill(P, w, why);
+		return;
+	}
+	event_add(w->ev_write, NULL);
 }
 
 /* A worker broke the rules or lost its channel: kill it; reaping does the rest. */
-static void
+void
 parent_worker_kill(struct parent *p, struct worker *w, const char *why)
 {
 	if (w->dead)
@@ -385,6 +286,7 @@ parent_worker_kill(struct parent *p, struct worker *w, const char *why)
 	w->dead = 1;
 	w->killed = 1;
 	kill(w->pid, SIGKILL);
+	parent_relay_unwatch(p, w);
 	parent_ctl_relay_gone(p, w);
 	event_del(w->ev_read);
 	event_del(w->ev_write);
@@ -494,7 +396,9 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
 		pooled = 1;
 		if ((r = pool_take(p, up->server_id)) == NULL) {
 			pooled = 0;
-			if ((r = parent_spawn(p, ROLE_RELAY, up->server_id)) == NULL) {
+			/* max relays: 503 before the upgrade, no relay started */
+			if (!admit_relay(p, 1) ||
+			    (r = parent_spawn(p, ROLE_RELAY, up->server_id)) == NULL) {
 				parent_verdict(p, c, fd, VERDICT_HTTP, 503, up);
 				return;
 			}
@@ -541,10 +445,18 @@ parent_upgrade(void *arg, struct msg *m)
 	struct msg_conn_upgrade	*up = (struct msg_conn_upgrade *)m->body;
 	struct conn_rec		*c;
 	const struct limits	*lim = &p->conf->lim;
+	const char		*why;
 	int			 ep;
 
 	if ((c = conn_held(p, w, m)) == NULL)
 		return;
+	/* still the front's: released when it is reaped */
+	if ((why = parent_check_conn(c, up, m)) != NULL) {
+		if (m->fd != -1)
+			close(m->fd);
+		parent_worker_kill(p, w, why);
+		return;
+	}
 	conn_set_owner(c, NULL);
 	p->front_outcomes[FRONT_UPGRADE]++;
 	if (m->fd_lost) {
@@ -555,26 +467,11 @@ parent_upgrade(void *arg, struct msg *m)
 	 * Behind a PROXY listener the client is the address the header
 	 * carried (the front parsed it); only such listeners may change it.
 	 */
-	if (c->listen_flags & LISTEN_PROXY) {
-		struct ip_rec	pkey, *nip;
-
-		if (up->peer.ss_family != AF_INET && up->peer.ss_family != AF_INET6) {
-			close(m->fd);
-			parent_worker_kill(p, w, "bad peer address");
-			return;
-		}
-		ip_key(&up->peer, &pkey);
-		if (ip_cmp(&pkey, c->ip) != 0) {
-			nip = ip_get(p, &up->peer);
-			c->ip->live--;
-			ip_maybe_free(p, c->ip);
-			c->ip = nip;
-			nip->live++;
-		}
-	}
+	if (c->listen_flags & LISTEN_PROXY)
+		c->ip = admit_rekey(p, c->ip, &up->peer);
 	p->tls_handoffs[up->tls_mode]++;
 	ep = up->kind == CONN_BINARY ? EP_SERVER : EP_CLIENT;
-	if (ip_take_token(p, c->ip) == -1) {
+	if (admit_take_token(p, c->ip) == -1) {
 		log_info("event=rate_limited endpoint=%s",
 		    up->kind == CONN_BINARY ? "server" : "client");
 		p->cnt.upgrades[ep][OUT_REJECT_RATE_LIMIT]++;
@@ -598,23 +495,93 @@ parent_upgrade(void *arg, struct msg *m)
 	parent_route(p, c, up, m->fd);
 }
 
-/* Counts /healthz reports: drain every relay's pending reports first. */
 static void parent_dispatch(struct parent *, struct worker *);
 static void parent_dispatch_loop(struct parent *, struct worker *, struct msg *);
 
 /*
+ * Every relay's channel is also in an epoll set of its own, which tells
+ * which relays have sent something not yet read, in one system call
+ * whatever their number: what /healthz, /metrics and pyrelayctl read
+ * before they answer (docs/messages.md, "Flows").
+ */
+void
+parent_relay_watch(struct parent *p, struct worker *w)
+{
+	struct epoll_event	ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN;
+	ev.data.ptr = w;
+	if (epoll_ctl(p->relay_ep, EPOLL_CTL_ADD, w->chan.fd, &ev) == -1)
+		fatal("parent: epoll_ctl add");
+	w->watched = 1;
+}
+
+static void
+parent_relay_unwatch(struct parent *p, struct worker *w)
+{
+	if (!w->watched)
+		return;
+	/* before its fd closes, and before the worker's memory goes */
+	if (epoll_ctl(p->relay_ep, EPOLL_CTL_DEL, w->chan.fd, NULL) == -1)
+		log_warn("event=epoll_ctl_failed op=del pid=%d", (int)w->pid);
+	w->watched = 0;
+}
+
+/*
  * A relay reports its counts before it writes the 101 a client could react
- * to, so reading what relays sent before answering makes the counts exact
- * at every moment a client can observe.
+ * to.  So reading, when a request arrives, every relay that has sent
+ * something not yet read makes the counts exact at every moment a client
+ * can observe; idle relays cost nothing.  In rounds, as one read takes at
+ * most 256 messages of a relay; a few at most, so that relays that never
+ * stop sending cannot hold an answer back (it then counts what they had
+ * sent when the last round began).
  */
 void
 parent_drain_relays(struct parent *p)
 {
-	struct worker	*r, *next;
+	struct epoll_event	 ev[RELAY_DRAIN_BATCH];
+	int			 i, n, round;
 
-	TAILQ_FOREACH_SAFE(r, &p->workers, entry, next)
-		if (r->role == ROLE_RELAY && !r->dead)
-			parent_dispatch(p, r);
+	for (round = 0; round < RELAY_DRAIN_ROUNDS; round++) {
+		if ((n = epoll_wait(p->relay_ep, ev, RELAY_DRAIN_BATCH, 0)) <= 0)
+			return;
+		for (i = 0; i < n; i++)
+			parent_dispatch(p, ev[i].data.ptr);
+	}
+}
+
+/*
+ * <acme webroot>/.well-known/acme-challenge/<token>, opened so that no
+ * symbolic link below the webroot is followed, not only the last one
+ * (O_NOFOLLOW): whoever may write there (an ACME client's directories)
+ * cannot make the parent, as root, serve a file from elsewhere.  The
+ * webroot itself is the operator's path.  -1 with errno when it cannot.
+ */
+static int
+acme_open(const char *webroot, const char *token)
+{
+	struct open_how	how;
+	char		rel[sizeof(ACME_CHALLENGE_DIR) + ACME_TOKEN_MAX + 1];
+	int		dirfd, fd, saved;
+
+	if (snprintf(rel, sizeof(rel), "%s%s", ACME_CHALLENGE_DIR, token) >=
+	    (int)sizeof(rel)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if ((dirfd = open(webroot, O_PATH | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	memset(&how, 0, sizeof(how));
+	how.flags = O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+	how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+	    RESOLVE_NO_MAGICLINKS;
+	/* glibc 2.36 has no wrapper (Linux 5.6 has the call) */
+	fd = (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+	saved = errno;
+	close(dirfd);
+	errno = saved;
+	return fd;
 }
 
 /*
@@ -631,15 +598,12 @@ parent_acme(void *arg, struct msg *m)
 	struct msg_acme_req	*ar = (struct msg_acme_req *)m->body;
 	struct msg_acme		*a;
 	struct stat		 st;
-	char			 path[PATH_MAX];
 	ssize_t			 n;
 	int			 fd;
 
 	a = xcalloc(1, sizeof(*a));
 	if (p->conf->acme_webroot[0] != '\0' &&
-	    snprintf(path, sizeof(path), "%s/.well-known/acme-challenge/%s",
-	    p->conf->acme_webroot, ar->token) < (int)sizeof(path) &&
-	    (fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) != -1) {
+	    (fd = acme_open(p->conf->acme_webroot, ar->token)) != -1) {
 		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
 		    st.st_size <= (off_t)sizeof(a->data) &&
 		    (n = read(fd, a->data, sizeof(a->data))) >= 0) {
@@ -647,7 +611,8 @@ parent_acme(void *arg, struct msg *m)
 			a->len = n;
 		}
 		close(fd);
-	}
+	} else if (p->conf->acme_webroot[0] != '\0' && errno != ENOENT)
+		log_info("event=acme_open_failed error=\"%s\"", strerror(errno));
 	log_info("event=acme_challenge found=%u", a->found);
 	msg_compose(&w->chan, MSG_ACME, m->hdr.id, a, sizeof(*a), -1);
 	parent_worker_flush(w);
@@ -713,9 +678,11 @@ parent_relay_counters(void *arg, struct msg *m)
 		return;
 	}
 	parent_add_counters(P, (struct relay_counters *)m->body);
-	w->cnt_ms = now_ms();
+	/* an answer to COUNTERS_REQ leaves the relay's schedule as it was */
 	if (m->hdr.id == 1)
 		parent_metrics_relay_done(P, w);
+	else
+		parent_metrics_counted(P, w);
 }
 
 static void
@@ -754,6 +721,7 @@ parent_reroute(void *arg, struct msg *m)
 	struct worker		*w = arg;
 	struct msg_conn_upgrade	*up = (struct msg_conn_upgrade *)m->body;
 	struct conn_rec		*c;
+	const char		*why;
 
 	if ((c = conn_held(p, w, m)) == NULL)
 		return;
@@ -761,6 +729,12 @@ parent_reroute(void *arg, struct msg *m)
 	if (w->in_map || strcmp(up->server_id, w->sid) != 0) {
 		close(m->fd);
 		parent_worker_kill(p, w, "bad CONN_REROUTE");
+		return;
+	}
+	if ((why = parent_check_conn(c, up, m)) != NULL) {
+		if (m->fd != -1)
+			close(m->fd);
+		parent_worker_kill(p, w, why);
 		return;
 	}
 	if (m->fd_lost) {
@@ -836,6 +810,7 @@ parent_dispatch_loop(struct parent *p, struct worker *w, struct msg *m)
 		if (rv == -1) {
 			/* the worker exited or crashed: reaping will tell */
 			w->dead = 1;
+			parent_relay_unwatch(p, w);
 			event_del(w->ev_read);
 			event_del(w->ev_write);
 			if (w->in_map) {
@@ -887,8 +862,10 @@ parent_worker_free(struct parent *p, struct worker *w)
 	/* a crashed worker's connections are gone with it: release their slots */
 	while ((c = TAILQ_FIRST(&w->conns)) != NULL)
 		conn_release(p, c);
-	if (w->role == ROLE_RELAY)
+	if (w->role == ROLE_RELAY) {
 		parent_relay_counts(p, w, 0, 0);
+		p->nrelays--;
+	}
 	if (w->in_map)
 		RB_REMOVE(relay_map, &p->relays, w);
 	if (w->pooled) {
@@ -897,10 +874,14 @@ parent_worker_free(struct parent *p, struct worker *w)
 
 		pool_remove(p, w);
 		pool_schedule(p, ready ? 0 : POOL_RETRY_MS);
-	}
+	} else if (w->role == ROLE_RELAY)
+		/* room under max relays again: a pool held below its size refills */
+		pool_schedule(p, 0);
+	parent_relay_unwatch(p, w);
 	parent_ctl_relay_gone(p, w);
 	parent_metrics_front_gone(p, w);
 	parent_metrics_relay_done(p, w);
+	parent_metrics_relay_gone(p, w);
 	RB_REMOVE(worker_pids, &p->pids, w);
 	TAILQ_REMOVE(&p->workers, w, entry);
 	event_free(w->ev_read);
@@ -1061,6 +1042,7 @@ parent_accept(evutil_socket_t lfd, short ev, void *arg)
 	socklen_t		 sslen;
 	struct msg_conn_new	 cn;
 	struct conn_rec		*c;
+	struct ip_rec		*ip;
 	struct worker		*w;
 	int			 fd, n;
 
@@ -1090,15 +1072,20 @@ parent_accept(evutil_socket_t lfd, short ev, void *arg)
 				log_warn("event=accept_failed");
 			return;
 		}
+		/* over its address's cap: closed here, no front sees it */
+		if ((ip = admit_accept(p, &ss, l->la->flags)) == NULL) {
+			close(fd);
+			continue;
+		}
 		if ((w = parent_pick_front(p)) == NULL) {
+			admit_ip_release(p, ip);
 			close(fd);
 			continue;
 		}
 		c = xcalloc(1, sizeof(*c));
 		c->id = ++p->next_conn_id;
 		p->accepted++;
-		c->ip = ip_get(p, &ss);
-		c->ip->live++;
+		c->ip = ip;
 		c->listen_flags = l->la->flags;
 		p->live++;
 		RB_INSERT(conn_tree, &p->conns, c);
@@ -1274,6 +1261,11 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 	/* limits and timers apply at once; listeners, user and chroot need a restart */
 	p->conf->lim = nc->lim;
 	p->conf->relay_pool = nc->relay_pool;
+	/*
+	 * Lowered, it stops no relay that serves a server-id (pool_resize
+	 * stops idle pooled ones over it): claims wait until enough retire.
+	 */
+	p->conf->max_relays = nc->max_relays;
 	config_free(nc);
 	if (p->tls) {
 		TAILQ_FOREACH(w, &p->workers, entry) {
@@ -1366,7 +1358,6 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	RB_INIT(&p->relays);
 	TAILQ_INIT(&p->pool);
 	RB_INIT(&p->conns);
-	RB_INIT(&p->ips);
 	RB_INIT(&p->pids);
 	parent_resolve_self(p);
 	parent_raise_nofile(p);
@@ -1404,10 +1395,14 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	signal(SIGPIPE, SIG_IGN);
 	if ((p->base = event_base_new()) == NULL)
 		fatalx("parent: event_base_new");
+	if ((p->relay_ep = epoll_create1(EPOLL_CLOEXEC)) == -1)
+		fatal("parent: epoll_create1");
 	parent_open_listeners(p);
 	p->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	TAILQ_INIT(&p->ctl_clients);
 	TAILQ_INIT(&p->metrics_reqs);
+	TAILQ_INIT(&p->cnt_recent);
+	TAILQ_INIT(&p->cnt_asked);
 	if (parent_ctl_open(p) == -1)
 		exit(1);
 
@@ -1431,12 +1426,7 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	p->ev_respawn = evtimer_new(p->base, parent_respawn_fronts, p);
 	p->ev_pool_fill = evtimer_new(p->base, pool_fill, p);
 	p->ev_spawner = evtimer_new(p->base, parent_restart_spawner, p);
-	p->ev_ip_sweep = event_new(p->base, -1, EV_PERSIST, ip_sweep_tick, p);
-	{
-		struct timeval	tv = ms_timeval(IP_SWEEP_MS);
-
-		event_add(p->ev_ip_sweep, &tv);
-	}
+	admit_init(p);
 	p->ev_sigchld = evsignal_new(p->base, SIGCHLD, parent_sigchld, p);
 	p->ev_sigterm = evsignal_new(p->base, SIGTERM, parent_stop, p);
 	p->ev_sigint = evsignal_new(p->base, SIGINT, parent_stop, p);

@@ -14,6 +14,7 @@
 
 #include <event2/event.h>
 
+#include "addr_bucket.h"
 #include "msg.h"
 #include "proto.h"
 #include "pyrelayd.h"
@@ -37,11 +38,13 @@ struct worker;
 struct ctl_client;
 TAILQ_HEAD(ctl_client_list, ctl_client);
 
-/* One client address: live connection count and rate-limit bucket. */
+/*
+ * One client address bucket (an IPv4 address, an IPv6 /64): live
+ * connection count and rate-limit bucket.
+ */
 struct ip_rec {
 	RB_ENTRY(ip_rec)	 entry;
-	unsigned char		 addr[16];
-	int			 family;
+	struct addr_bucket	 key;
 	uint32_t		 live;
 	double			 tokens;
 	int64_t			 refill_ms;	/* last refill */
@@ -84,7 +87,11 @@ struct worker {
 	int			 front_slot;	/* fronts: index */
 	int64_t			 started_ms;
 	int64_t			 cnt_ms;	/* relays: last RELAY_COUNTERS */
+	TAILQ_ENTRY(worker)	 cnt_entry;	/* relays: by cnt_ms, newest last */
+	int			 cnt_listed;	/* in parent.cnt_recent */
 	int			 cnt_asked;	/* relays: a scrape waits for it */
+	TAILQ_ENTRY(worker)	 ask_entry;	/* in parent.cnt_asked, while so */
+	int			 watched;	/* relays: channel in relay_ep */
 };
 TAILQ_HEAD(worker_list, worker);
 
@@ -97,6 +104,22 @@ struct metrics_req {
 TAILQ_HEAD(metrics_req_list, metrics_req);
 RB_HEAD(relay_map, worker);
 RB_HEAD(worker_pids, worker);
+
+/* Refusals of one kind: counted for /metrics, logged once a second at most. */
+enum refusal_kind {
+	REFUSED_RELAY_CAP = 0,		/* a claim found `max relays` relays */
+	REFUSED_ADDRESS_CAP,		/* closed at accept: per-address cap */
+	REFUSED_MAX
+};
+struct refusals {
+	struct parent		*p;
+	enum refusal_kind	 kind;
+	uint64_t		 total;
+	uint64_t		 unlogged;	/* since the last line */
+	int64_t			 logged_ms;	/* when that line was */
+	struct event		*ev;		/* the line for the rest of a second */
+	struct addr_bucket	 last;		/* address caps: the last refused */
+};
 
 struct listener {
 	TAILQ_ENTRY(listener)	 entry;
@@ -137,6 +160,9 @@ struct parent {
 	uint64_t		 assignments;	/* pooled relays given a server-id */
 	uint64_t		 conns_lost;	/* fds lost in a hand-over */
 	struct worker_pids	 pids;		/* all workers by pid */
+	uint32_t		 nrelays;	/* relay processes of every kind,
+						 * until reaped (max relays) */
+	struct refusals		 refused[REFUSED_MAX];
 	struct worker		**fronts;
 	int			 nfronts;
 	int			 next_front;
@@ -160,6 +186,10 @@ struct parent {
 	struct relay_counters	 cnt;
 	struct metrics_req_list	 metrics_reqs;	/* waiting for cnt_asking */
 	int			 cnt_asking;	/* relays asked, not answered */
+	struct worker_list	 cnt_recent;	/* relays that sent counters,
+						 * oldest first (cnt_entry) */
+	struct worker_list	 cnt_asked;	/* the relays asked (ask_entry) */
+	int			 relay_ep;	/* epoll set of relay channels */
 	struct event		*ev_cnt_wait;	/* answer without the rest */
 	uint64_t		 accepted;
 	uint64_t		 relays_started;
@@ -185,9 +215,18 @@ const char	*limit_name(int);
 void	parent_worker_read(evutil_socket_t, short, void *);
 void	parent_worker_write(evutil_socket_t, short, void *);
 void	parent_worker_flush(struct worker *);
+/* A worker broke the rules: SIGKILL, logged with why; reaping does the rest. */
+void	parent_worker_kill(struct parent *, struct worker *, const char *why);
 /* Checks the certificate and key (w == NULL), or sends them to front w. */
 int	parent_send_tls(struct parent *, struct worker *, char *, size_t);
+/*
+ * Reads the relays that hold unread messages (what /healthz and the other
+ * answers read first): O(those relays), not O(relays).
+ */
 void	parent_drain_relays(struct parent *);
+#define RELAY_DRAIN_BATCH	64
+#define RELAY_DRAIN_ROUNDS	8
+void	parent_relay_watch(struct parent *, struct worker *);
 /* The relay in the map for a server-id, or NULL. */
 struct worker	*parent_find_relay(struct parent *, const char *sid);
 /* Re-reads the configuration; errors go to the log and to ctl (may be NULL). */
@@ -211,12 +250,34 @@ void	pool_remove(struct parent *, struct worker *);
 struct worker	*pool_take(struct parent *, const char *sid);
 void	pool_resize(struct parent *);
 
+/* parent_check.c: what a worker hands the parent, beyond the allow-lists */
+const char	*parent_check_conn(const struct conn_rec *,
+	    const struct msg_conn_upgrade *, const struct msg *);
+int	parent_check_conn_id(const char *id, const char *sid);
+const char	*parent_check_outq(const struct worker *);
+
+/* parent_admit.c: the caps, the rate limit, and the address buckets */
+void	admit_init(struct parent *);
+/* the bucket of a new connection's address, or NULL: close it (over the cap) */
+struct ip_rec	*admit_accept(struct parent *, const struct sockaddr_storage *,
+	    int listen_flags);
+struct ip_rec	*admit_rekey(struct parent *, struct ip_rec *,
+	    const struct sockaddr_storage *);
+void	admit_ip_release(struct parent *, struct ip_rec *);
+/* protocol.md §2 step 2: 0, or -1 when the bucket is empty */
+int	admit_take_token(struct parent *, struct ip_rec *);
+/* 1 when one more relay process fits under max relays; claim: count a refusal */
+int	admit_relay(struct parent *, int claim);
+
 /* parent_metrics.c */
 void	parent_health(struct parent *, struct worker *, struct msg *);
 void	parent_metrics(struct parent *, struct worker *, struct msg *);
 void	parent_metrics_timeout(evutil_socket_t, short, void *);
 /* a relay asked for its counters answered, or is gone */
 void	parent_metrics_relay_done(struct parent *, struct worker *);
+/* a relay sent RELAY_COUNTERS; a worker is gone */
+void	parent_metrics_counted(struct parent *, struct worker *);
+void	parent_metrics_relay_gone(struct parent *, struct worker *);
 void	parent_metrics_front_gone(struct parent *, struct worker *);
 /* Adds a relay's RELAY_COUNTERS (checked: msg_relay_counters_check). */
 void	parent_add_counters(struct parent *, const struct relay_counters *);

@@ -163,11 +163,13 @@ ctl_show_summary(struct parent *p, struct ctl_client *c)
 	}
 	ctl_printf(c, "ok\nversion %s\nuptime_seconds %lld\nconnections %u\n"
 	    "binaries %llu\nphones %llu\nrelays %d\nrelays_pooled %d\n"
+	    "relay_processes %u\nmax_relays %u\n"
 	    "fronts %d\naddresses %llu\n"
 	    "ktls %s\ntls_handoffs_ktls %llu\ntls_handoffs_pump %llu\n",
 	    PACKAGE_VERSION, (long long)(now_ms() - p->started_ms) / 1000,
 	    p->live, (unsigned long long)p->binaries,
-	    (unsigned long long)p->phones, relays, p->npool_ready, fronts,
+	    (unsigned long long)p->phones, relays, p->npool_ready,
+	    p->nrelays, p->conf->max_relays, fronts,
 	    (unsigned long long)p->nips,
 	    !p->tls ? "unused" : p->tls_handoffs[TLS_MODE_KTLS] ? "active" :
 	    p->tls_handoffs[TLS_MODE_PUMP] ? "unavailable" : "unknown",
@@ -237,6 +239,16 @@ parent_ctl_relay_phone(struct parent *p, struct worker *r, struct msg *m)
 	struct msg_ctl_phone	*ph = (struct msg_ctl_phone *)m->body;
 	struct ctl_client	*c;
 
+	/*
+	 * What reaches the operator's terminal: a conn id exactly as relays
+	 * make them (the body's check ended its strings), a device name
+	 * quoted and escaped (ctl_quoted).
+	 */
+	if (m->hdr.id == 0 || m->hdr.id > p->ctl_next_req ||
+	    (!ph->last && !parent_check_conn_id(ph->conn_id, r->sid))) {
+		parent_worker_kill(p, r, "bad CTL_PHONE");
+		return;
+	}
 	TAILQ_FOREACH(c, &p->ctl_clients, entry)
 		if (c->waiting == r && c->req == m->hdr.id)
 			break;

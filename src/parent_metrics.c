@@ -32,12 +32,12 @@ parent_metrics_answer(struct parent *p)
 	struct worker		*r;
 
 	evtimer_del(p->ev_cnt_wait);
-	if (p->cnt_asking > 0) {
-		/* the wait ran out: the late answers count for the next one */
-		TAILQ_FOREACH(r, &p->workers, entry)
-			r->cnt_asked = 0;
-		p->cnt_asking = 0;
+	/* the wait ran out: the late answers count for the next one */
+	while ((r = TAILQ_FIRST(&p->cnt_asked)) != NULL) {
+		TAILQ_REMOVE(&p->cnt_asked, r, ask_entry);
+		r->cnt_asked = 0;
 	}
+	p->cnt_asking = 0;
 	mm = xcalloc(1, sizeof(*mm));
 	mm->binaries = p->binaries;
 	mm->phones = p->phones;
@@ -45,12 +45,14 @@ parent_metrics_answer(struct parent *p)
 	mm->connections = p->live;
 	mm->accepted = p->accepted;
 	mm->addresses = p->nips;
-	TAILQ_FOREACH(r, &p->workers, entry)
-		if (r->role == ROLE_RELAY && !r->pooled)
-			mm->relays_alive++;
+	mm->relays_alive = p->nrelays - p->npool;
 	mm->relays_pooled = p->npool_ready;
 	mm->assignments = p->assignments;
 	mm->conns_lost = p->conns_lost;
+	mm->relays_all = p->nrelays;
+	mm->max_relays = p->conf->max_relays;
+	mm->relay_cap_refusals = p->refused[REFUSED_RELAY_CAP].total;
+	mm->address_cap_refusals = p->refused[REFUSED_ADDRESS_CAP].total;
 	memcpy(mm->relay_exits, p->relay_exits, sizeof(mm->relay_exits));
 	mm->relays_started = p->relays_started;
 	memcpy(mm->front_outcomes, p->front_outcomes, sizeof(mm->front_outcomes));
@@ -79,9 +81,34 @@ parent_metrics_relay_done(struct parent *p, struct worker *r)
 {
 	if (!r->cnt_asked)
 		return;
+	TAILQ_REMOVE(&p->cnt_asked, r, ask_entry);
 	r->cnt_asked = 0;
 	if (--p->cnt_asking == 0)
 		parent_metrics_answer(p);
+}
+
+/*
+ * A relay sent RELAY_COUNTERS: it moves to the end of cnt_recent, which so
+ * stays in the order of cnt_ms, and a scrape finds the relays that counted
+ * lately at its end without looking at the others.
+ */
+void
+parent_metrics_counted(struct parent *p, struct worker *r)
+{
+	r->cnt_ms = now_ms();
+	if (r->cnt_listed)
+		TAILQ_REMOVE(&p->cnt_recent, r, cnt_entry);
+	TAILQ_INSERT_TAIL(&p->cnt_recent, r, cnt_entry);
+	r->cnt_listed = 1;
+}
+
+void
+parent_metrics_relay_gone(struct parent *p, struct worker *r)
+{
+	if (!r->cnt_listed)
+		return;
+	TAILQ_REMOVE(&p->cnt_recent, r, cnt_entry);
+	r->cnt_listed = 0;
 }
 
 /*
@@ -107,13 +134,16 @@ parent_metrics(struct parent *p, struct worker *w, struct msg *m)
 	if (p->cnt_asking > 0)
 		return;
 	now = now_ms();
-	TAILQ_FOREACH(r, &p->workers, entry) {
-		if (r->role != ROLE_RELAY || r->dead || r->cnt_ms == 0 ||
-		    now - r->cnt_ms > 2 * RELAY_COUNTERS_MS)
+	/* from the newest back: relays quiet for longer hold nothing */
+	TAILQ_FOREACH_REVERSE(r, &p->cnt_recent, worker_list, cnt_entry) {
+		if (now - r->cnt_ms > 2 * RELAY_COUNTERS_MS)
+			break;
+		if (r->dead)
 			continue;
 		msg_compose(&r->chan, MSG_COUNTERS_REQ, 0, &e, sizeof(e), -1);
 		parent_worker_flush(r);
 		r->cnt_asked = 1;
+		TAILQ_INSERT_TAIL(&p->cnt_asked, r, ask_entry);
 		p->cnt_asking++;
 	}
 	if (p->cnt_asking == 0)

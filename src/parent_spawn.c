@@ -352,6 +352,8 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	w = xcalloc(1, sizeof(*w));
 	w->role = role;
 	w->pid = pid;
+	if (role == ROLE_RELAY)
+		p->nrelays++;
 	/* reaping finds it by pid */
 	RB_INSERT(worker_pids, &p->pids, w);
 	w->started_ms = now_ms();
@@ -367,6 +369,8 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	if (w->ev_read == NULL || w->ev_write == NULL)
 		fatalx("parent: event_new");
 	event_add(w->ev_read, NULL);
+	if (role == ROLE_RELAY)
+		parent_relay_watch(p, w);
 	TAILQ_INSERT_TAIL(&p->workers, w, entry);
 	parent_send_setup(p, w);
 	return w;
@@ -414,7 +418,7 @@ pool_schedule(struct parent *p, int64_t ms)
 	struct timeval	tv;
 
 	if (p->stopping || p->npool >= p->conf->relay_pool ||
-	    evtimer_pending(p->ev_pool_fill, NULL))
+	    !admit_relay(p, 0) || evtimer_pending(p->ev_pool_fill, NULL))
 		return;
 	tv = ms_timeval(ms);
 	evtimer_add(p->ev_pool_fill, &tv);
@@ -432,8 +436,10 @@ pool_fill(evutil_socket_t fd, short ev, void *arg)
 	struct parent	*p = arg;
 	struct worker	*w;
 
+	/* pooled relays count against max relays: the pool never passes it */
 	while (!p->stopping && p->npool < p->conf->relay_pool &&
-	    p->npool - p->npool_ready < p->pool_starting_max) {
+	    p->npool - p->npool_ready < p->pool_starting_max &&
+	    admit_relay(p, 0)) {
 		if ((w = parent_spawn(p, ROLE_RELAY, NULL)) == NULL) {
 			pool_schedule(p, POOL_RETRY_MS);
 			return;
@@ -492,14 +498,23 @@ pool_take(struct parent *p, const char *sid)
 	return pick;
 }
 
-/* After a reload: start what is missing, stop what is beyond the size. */
+/*
+ * After a reload: start what is missing, stop what is beyond the size, and
+ * idle relays past a lowered `max relays` (a relay serving a server-id is
+ * left alone: claims wait until enough of those have retired).
+ */
 void
 pool_resize(struct parent *p)
 {
 	struct worker	*w;
+	uint32_t	 over = 0;
 
-	while (p->npool > p->conf->relay_pool &&
+	if (p->nrelays > p->conf->max_relays)
+		over = p->nrelays - p->conf->max_relays;
+	while ((p->npool > p->conf->relay_pool || over > 0) &&
 	    (w = TAILQ_LAST(&p->pool, worker_list)) != NULL) {
+		if (over > 0)
+			over--;
 		pool_remove(p, w);
 		log_info("event=relay_pool_stop pid=%d", (int)w->pid);
 		kill(w->pid, SIGTERM);

@@ -88,6 +88,7 @@ enum setting {
 	SET_WRITE,
 	SET_FCM,
 	SET_POOL,
+	SET_MAXRELAYS,
 	SET_COUNT
 };
 
@@ -163,7 +164,8 @@ static int	 macro_set(const char *, const char *, int);
 %token	ACME BURST CERTIFICATE CHROOT CONFLICT CONNECTIONS CONTROL
 %token	CREDENTIALS DOMAIN FCM GRACE HANDSHAKE HEADER HEARTBEAT IP KEY
 %token	KTLS LIMIT LISTEN MAX MESSAGE METRICS ON OUTBOX PER PHONES POOL PORT
-%token	PROBE PROXYPROTO PUSH QUEUE RATE REFILL RELAY SERVER SIZE SOCKET TIMEOUT TLS
+%token	PROBE PROXYPROTO PUSH QUEUE RATE REFILL RELAY RELAYS SERVER SIZE SOCKET
+%token	TIMEOUT TLS
 %token	USER WEBROOT WORKERS WRITE
 %token	ERROR
 %token	<v>	STRING NUMBER
@@ -255,7 +257,8 @@ main	: USER value			{ set_user(&$2); }
 			long long	n;
 
 			if (once(SET_PHONES, "phones per server") &&
-			    get_number("phones per server", &$4, 1, 1024,
+			    get_number("phones per server", &$4, 1,
+			    PHONES_PER_SERVER_MAX,
 			    &n) == 0)
 				conf->lim.phones_per_server = n;
 		}
@@ -275,6 +278,15 @@ main	: USER value			{ set_user(&$2); }
 			    get_number("max connections per ip", &$5, 1,
 			    1000000, &n) == 0)
 				conf->lim.max_connections_per_ip = n;
+		}
+	| MAX RELAYS value		{
+			long long	n;
+
+			/* relay processes of every kind, pooled ones too */
+			if (once(SET_MAXRELAYS, "max relays") &&
+			    get_number("max relays", &$3, 1, MAX_RELAYS_LIMIT,
+			    &n) == 0)
+				conf->max_relays = n;
 		}
 	| RATE LIMIT BURST value REFILL value {
 			long long	n;
@@ -394,6 +406,7 @@ static const struct keyword {
 	{ "rate",		RATE },
 	{ "refill",		REFILL },
 	{ "relay",		RELAY },
+	{ "relays",		RELAYS },
 	{ "server",		SERVER },
 	{ "size",		SIZE },
 	{ "socket",		SOCKET },

@@ -147,8 +147,9 @@ msg_relay_state_check(const void *body, size_t len)
 {
 	const struct msg_relay_state	*st = body;
 
-	/* a relay serves one binary and a few phones: more is a lie */
-	if (st->binary_connected > 1 || st->phones > 100000 || st->probing > 1)
+	/* a relay serves one binary and at most `phones per server`: more is a lie */
+	if (st->binary_connected > 1 || st->phones > PHONES_PER_SERVER_MAX ||
+	    st->probing > 1)
 		return "counts out of range";
 	return NULL;
 }

@@ -219,7 +219,9 @@ enum relay_exit_cause {
  * MSG_RELAY_COUNTERS: a relay sends an increment at once when its last
  * send is RELAY_COUNTERS_MS old or more, and otherwise when that much has
  * passed since, with those that followed it.  hdr.id is 1 in the answer
- * to MSG_COUNTERS_REQ (sent even when all are 0), 0 otherwise.
+ * to MSG_COUNTERS_REQ (sent even when all are 0), 0 otherwise; an answer
+ * is not a send for that schedule, so a relay quiet for two periods holds
+ * nothing and a scrape need not ask it, however often scrapes come.
  */
 #define RELAY_COUNTERS_MS	1000
 struct relay_counters {
@@ -244,6 +246,10 @@ struct msg_metrics {
 	uint64_t		relays_pooled;		/* started, waiting for a server-id */
 	uint64_t		assignments;		/* pooled relays given a server-id */
 	uint64_t		conns_lost;		/* fds lost in a hand-over */
+	uint64_t		relays_all;		/* relay processes, every kind */
+	uint64_t		max_relays;		/* their cap */
+	uint64_t		relay_cap_refusals;	/* claims refused at that cap */
+	uint64_t		address_cap_refusals;	/* closed at accept: per-address cap */
 	struct relay_counters	c;
 };
 

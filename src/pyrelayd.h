@@ -95,6 +95,9 @@ struct limits {
 
 #define RELAY_POOL_DEFAULT	16
 #define RELAY_POOL_MAX		1024
+#define MAX_RELAYS_DEFAULT	10000	/* relay processes of every kind */
+#define MAX_RELAYS_LIMIT	1000000
+#define PHONES_PER_SERVER_MAX	1024	/* the most "phones per server" allows */
 
 struct config {
 	char			 path[PATH_MAX];	/* file it came from, "" = built-in */
@@ -102,6 +105,7 @@ struct config {
 	char			 chroot[PATH_MAX];
 	int			 workers;		/* 0 = number of CPUs */
 	int			 relay_pool;		/* idle relays kept started */
+	uint32_t		 max_relays;		/* relay processes at most */
 	struct listen_list	 listeners;		/* listen on ... */
 	struct listen_list	 metrics;		/* metrics on ... */
 	char			 control_socket[PATH_MAX];

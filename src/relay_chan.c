@@ -107,7 +107,12 @@ relay_counters_send(struct relay *r, uint64_t id)
 		    r->chan.errstr);
 	memset(&r->cnt, 0, sizeof(r->cnt));
 	r->cnt_dirty = 0;
-	r->cnt_sent_ms = now_ms();
+	/*
+	 * An answer to COUNTERS_REQ does not start a new second: the parent
+	 * asks again only relays that sent on their own lately (proto.h).
+	 */
+	if (id == 0)
+		r->cnt_sent_ms = now_ms();
 	evtimer_del(r->ev_counters);
 }
 

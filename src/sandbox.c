@@ -33,7 +33,7 @@
  * tgkill rule compares it.  PR_SET_NO_NEW_PRIVS is already set.  The
  * program's length and pid slot were checked on receipt (msg_setup_check).
  */
-static void
+void
 sandbox_load(const char *role, struct sandbox_prog *prog)
 {
 	struct sock_fprog	fprog;

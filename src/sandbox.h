@@ -10,9 +10,9 @@
 #include "pyrelayd.h"
 
 /*
- * Parent, at start-up and on reload: checks that `user` exists and that the
- * `chroot` directory exists, is a directory, is owned by root and is not
- * writable by group or others.  Only meaningful when running as root; as
+ * Parent, at start-up and on reload: checks that `user` exists, with a uid
+ * and a group other than 0 (root), and that the `chroot` directory exists,
+ * is a directory, is owned by root and is not writable by group or others.  Only meaningful when running as root; as
  * an ordinary user it returns 0 without checking.  On error it writes a
  * message naming the keyword ("user \"x\": no such user", "chroot
  * \"/x\": ...") to errbuf and returns -1.  On success fills uid/gid.
@@ -34,6 +34,13 @@ int	sandbox_check(const struct config *, uid_t *uid, gid_t *gid,
  */
 void	sandbox_enter(enum proc_role role, struct msg_setup *setup,
 	    rlim_t maxfds);
+
+/*
+ * Loads a program sandbox_filter_build() made (from SETUP), this process's
+ * pid put in its tgkill rule; PR_SET_NO_NEW_PRIVS must be set.  fatal() on
+ * failure.  sandbox_enter's last step; the tests' fake workers call it.
+ */
+void	sandbox_load(const char *role, struct sandbox_prog *prog);
 
 /*
  * Parent, once at start: compiles the role's allow-list with libseccomp

@@ -2,10 +2,11 @@
 
 /*
  * The parent's check of the sandbox settings at start and before a reload:
- * the user exists and is not root, the chroot is an absolute, root-owned
- * directory nobody else may write.  Apart from sandbox.c, so that the
- * relay executable (linked statically, docs/relay-executable.md) carries
- * no getpwnam(), which would need the shared NSS modules.
+ * the user exists and is neither root nor of group root, the chroot is an
+ * absolute, root-owned directory nobody else may write.  Apart from
+ * sandbox.c, so that the relay executable (linked statically,
+ * docs/relay-executable.md) carries no getpwnam(), which would need the
+ * shared NSS modules.
  */
 #include "config.h"
 
@@ -47,6 +48,12 @@ sandbox_check(const struct config *conf, uid_t *uid, gid_t *gid,
 	if (pw->pw_uid == 0) {
 		snprintf(errbuf, errlen, "user \"%s\": must not be uid 0",
 		    conf->user);
+		return -1;
+	}
+	/* nor as group root, which owns files a worker must not reach */
+	if (pw->pw_gid == 0) {
+		snprintf(errbuf, errlen, "user \"%s\": its group must not be "
+		    "gid 0", conf->user);
 		return -1;
 	}
 

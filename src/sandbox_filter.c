@@ -15,6 +15,9 @@
 #include <sys/socket.h>
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <linux/tls.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,8 +33,10 @@
 #define SOL_TLS		282
 #endif
 
-/* mask that compares a whole argument */
+
+/* mask that compares a whole argument, and one that compares an int */
 #define SANDBOX_ALL	(~(scmp_datum_t)0)
+#define SANDBOX_INT	((scmp_datum_t)UINT32_MAX)
 
 struct sandbox_syscall {
 	int		 nr;
@@ -165,6 +170,32 @@ sandbox_allow_arg(scmp_filter_ctx ctx, const char *role, int nr,
 }
 
 /*
+ * Allows setsockopt(fd, level, optname, ...) for this one pair: a worker
+ * may set the options its code, libevent's and OpenSSL's set, and none
+ * that would change what the kernel does for its sockets otherwise
+ * (buffer sizes, SO_ATTACH_FILTER, SO_BINDTODEVICE...).  The kernel reads
+ * both as int: only their low 32 bits are compared.
+ */
+static void
+sandbox_allow_sockopt(scmp_filter_ctx ctx, const char *role, int level,
+    int optname, const char *name)
+{
+	struct scmp_arg_cmp	cmp[2];
+
+	memset(cmp, 0, sizeof(cmp));
+	cmp[0].arg = 1;
+	cmp[0].op = SCMP_CMP_MASKED_EQ;
+	cmp[0].datum_a = SANDBOX_INT;
+	cmp[0].datum_b = (uint32_t)level;
+	cmp[1].arg = 2;
+	cmp[1].op = SCMP_CMP_MASKED_EQ;
+	cmp[1].datum_a = SANDBOX_INT;
+	cmp[1].datum_b = (uint32_t)optname;
+	sandbox_seccomp_check(seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW,
+	    SCMP_SYS(setsockopt), 2, cmp), role, name);
+}
+
+/*
  * Rules with argument checks that every role shares.  Memory may be
  * mapped but never made executable, so an attacker who writes code into
  * our heap cannot run it.
@@ -204,11 +235,9 @@ sandbox_allow_common_args(scmp_filter_ctx ctx, const char *role)
 	    AT_EMPTY_PATH, AT_EMPTY_PATH);
 #endif
 
-	/* socket options on our own sockets: SO_*, TCP_NODELAY */
-	sandbox_allow_arg(ctx, role, SCMP_SYS(setsockopt),
-	    "setsockopt SOL_SOCKET", 1, SANDBOX_ALL, SOL_SOCKET);
-	sandbox_allow_arg(ctx, role, SCMP_SYS(setsockopt),
-	    "setsockopt IPPROTO_TCP", 1, SANDBOX_ALL, IPPROTO_TCP);
+	/* fronts (TLS 1.2's last two records) and relays turn Nagle off */
+	sandbox_allow_sockopt(ctx, role, IPPROTO_TCP, TCP_NODELAY,
+	    "setsockopt TCP_NODELAY");
 
 #ifndef PYRELAYD_SANITIZERS
 	/*
@@ -270,9 +299,17 @@ static void
 sandbox_filter_front(scmp_filter_ctx ctx)
 {
 	sandbox_filter_worker(ctx, "front");
-	/* kernel TLS: OpenSSL sets TLS_TX/TLS_RX after TCP_ULP "tls" */
-	sandbox_allow_arg(ctx, "front", SCMP_SYS(setsockopt),
-	    "setsockopt SOL_TLS", 1, SANDBOX_ALL, SOL_TLS);
+	/*
+	 * kernel TLS: OpenSSL (3.0, ktls.h) sets TCP_ULP "tls", then TLS_TX
+	 * and TLS_RX with the session's keys.  Its later options (zero-copy
+	 * sendfile, RX_EXPECT_NO_PAD) are off unless asked for: not here.
+	 */
+	sandbox_allow_sockopt(ctx, "front", IPPROTO_TCP, TCP_ULP,
+	    "setsockopt TCP_ULP");
+	sandbox_allow_sockopt(ctx, "front", SOL_TLS, TLS_TX,
+	    "setsockopt TLS_TX");
+	sandbox_allow_sockopt(ctx, "front", SOL_TLS, TLS_RX,
+	    "setsockopt TLS_RX");
 	/* the TLS pump hands the relay one end of an AF_UNIX socketpair */
 	sandbox_allow_arg(ctx, "front", SCMP_SYS(socketpair),
 	    "socketpair AF_UNIX", 0, SANDBOX_ALL, AF_UNIX);

@@ -365,12 +365,14 @@ class Daemon:
 
     extra_conf: lines appended to the generated configuration.
     workers: `workers N`.
+    exe: the pyrelayd to run instead of $PYRELAYD (a copy, say).
     args: command line instead of ["-d", "-f", conf_path] (the config is
     still written; set port/metrics_port to what that command line uses).
     """
 
     def __init__(self, extra_conf="", workers=2, *, args=None, port=None,
-                 metrics_port=None):
+                 metrics_port=None, exe=None):
+        self.exe = exe or PYRELAYD
         self.extra_conf = extra_conf
         self.workers = workers
         self.args = args
@@ -431,16 +433,16 @@ class Daemon:
             ["-d", "-f", self.conf_path]
         if os.environ.get("PYRELAYD_TEST_VERBOSE") and "-v" not in args:
             args = args + ["-v"]
-        return [PYRELAYD] + list(args)
+        return [self.exe] + list(args)
 
     def start(self, timeout=15):
         """Start and wait for `event=ready`.  Raises RuntimeError if the
         daemon exits first or is not ready in time (it is then killed)."""
         if self.proc is not None:
             raise RuntimeError("daemon already started")
-        if not os.access(PYRELAYD, os.X_OK):
+        if not os.access(self.exe, os.X_OK):
             raise RuntimeError("no pyrelayd to run at %s (set PYRELAYD)"
-                               % PYRELAYD)
+                               % self.exe)
         for attempt in range(3):
             self._spawn()
             try:

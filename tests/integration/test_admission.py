@@ -6,9 +6,10 @@
   /healthz exempt, refill, one bucket per address; addresses whose bucket
   is full again are forgotten (pyrelayd_client_addresses).  /healthz and
   /metrics are always answered, even while relays report to the parent.
-* `max connections` and `max connections per ip` (503), counted from accept
-  (a socket still sending its head counts) until the connection is gone; a
-  relay killed with SIGKILL releases its connections' slots.
+* `max connections` (503) and `max connections per ip` (the connection is
+  closed at accept, unanswered), counted from accept (a socket still
+  sending its head counts) until the connection is gone; a relay killed
+  with SIGKILL releases its connections' slots.
 * Slowloris: ~2000 connections from ~2000 addresses trickling a partial head
   are dropped at `handshake timeout` without a byte of response, while healthy
   clients connect and work with normal latency.
@@ -80,21 +81,37 @@ def status_of(d, path, sid, src=None, headers=None):
     return upgrade(d, path, sid, src, headers)[0]
 
 
+def unanswered(d, path, sid, src):
+    """An upgrade from src that the parent closes at accept, as it does
+    past `max connections per ip`: the bytes it got back (none)."""
+    s = connect_from(d, src)
+    try:
+        try:
+            s.sendall(harness.upgrade_request(d.port, path, sid=sid))
+        except (BrokenPipeError, ConnectionResetError):
+            return b""
+        return harness.recv_until_close(s)
+    finally:
+        s.close()
+
+
 async def admit(factory, timeout=5, what="an upgrade"):
-    """await factory() until it is not refused with 503 (bounded): the slot
-    a closed connection held is released by the parent asynchronously, after
-    the process that held it has noticed the close.  Returns (ws, attempts)."""
+    """await factory() until it is not refused (bounded): with 503, or
+    closed at accept by the per-address cap.  The slot a closed connection
+    held is released by the parent asynchronously, after the process that
+    held it has noticed the close.  Returns (ws, attempts)."""
     deadline = time.monotonic() + timeout
     attempts = 0
     while True:
         attempts += 1
         try:
             return await factory(), attempts
-        except websockets.exceptions.InvalidStatusCode as e:
-            if e.status_code != 503:
+        except (websockets.exceptions.InvalidStatusCode,
+                websockets.exceptions.InvalidMessage) as e:
+            if getattr(e, "status_code", 503) != 503:
                 raise
             if time.monotonic() >= deadline:
-                raise AssertionError("%s still refused with 503 after %gs "
+                raise AssertionError("%s still refused after %gs "
                                      "(%d attempts)" % (what, timeout,
                                                         attempts))
         await asyncio.sleep(0.05)
@@ -284,41 +301,56 @@ class RateLimit(unittest.TestCase):
 
 class ConnectionCaps(unittest.TestCase):
     def test_max_connections(self):
+        # every client from an address of its own: the global cap is what
+        # refuses, with 503 at the upgrade (the per-address cap, at most
+        # the global one, closes at accept: AddressCap, test_hostile.py)
         conf = "max connections 5\nhandshake timeout 20s\n" + NO_RATE_LIMIT
+        addrs = iter("127.0.1.%d" % i for i in range(1, 200))
+
+        def fresh():
+            return next(addrs)
         with harness.Daemon(conf) as d:
             async def main():
-                b = await harness.binary(d, "mc")
-                p1 = await harness.phone(d, "mc")
-                p2 = await harness.phone(d, "mc")
+                b = await harness.binary(d, "mc", **src_kw(fresh()))
+                p1 = await harness.phone(d, "mc", **src_kw(fresh()))
+                p2 = await harness.phone(d, "mc", **src_kw(fresh()))
                 await harness.assert_exchange(b, p1, "mc")
                 # 3 live; two sockets that sent nothing count from accept
-                s1 = connect_from(d)
-                s2 = connect_from(d, "127.0.0.2")
-                self.assertEqual(status_of(d, "/v1/client", "mc"), 503)
+                s1 = connect_from(d, fresh())
+                s2 = connect_from(d, fresh())
+                self.assertEqual(status_of(d, "/v1/client", "mc", fresh()),
+                                 503)
                 self.assertEqual(status_of(d, "/v1/server", "mc-x",
-                                           "127.0.0.3"), 503)
+                                           fresh()), 503)
                 # one of them leaves: its slot comes back
                 s1.close()
-                p3, n = await admit(lambda: harness.phone(d, "mc"),
-                                    what="a phone after an idle socket left")
-                self.assertEqual(status_of(d, "/v1/server", "mc-x"), 503)
+                p3, n = await admit(
+                    lambda: harness.phone(d, "mc", **src_kw(fresh())),
+                    what="a phone after an idle socket left")
+                self.assertEqual(status_of(d, "/v1/server", "mc-x",
+                                           fresh()), 503)
                 s2.close()
-                p4, n = await admit(lambda: harness.phone(d, "mc"),
-                                    what="a phone after an idle socket left")
+                p4, n = await admit(
+                    lambda: harness.phone(d, "mc", **src_kw(fresh())),
+                    what="a phone after an idle socket left")
                 # b p1 p2 p3 p4: full
-                self.assertEqual(status_of(d, "/v1/client", "mc"), 503)
-                self.assertEqual(status_of(d, "/v1/server", "mc-y"), 503)
+                self.assertEqual(status_of(d, "/v1/client", "mc", fresh()),
+                                 503)
+                self.assertEqual(status_of(d, "/v1/server", "mc-y",
+                                           fresh()), 503)
                 self.assertEqual(await refused(
-                    lambda: harness.phone(d, "mc")), 503)
+                    lambda: harness.phone(d, "mc", **src_kw(fresh()))), 503)
                 # /healthz is not subject to the cap
                 self.assertEqual(d.healthz()["connected_phones"], 4)
                 # a WebSocket connection closes: its slot comes back
                 await p4.close()
                 await close_notice(b, 1000)
-                p5, n = await admit(lambda: harness.phone(d, "mc"),
-                                    what="a phone after a phone left")
+                p5, n = await admit(
+                    lambda: harness.phone(d, "mc", **src_kw(fresh())),
+                    what="a phone after a phone left")
                 await harness.assert_exchange(b, p5, "mc", n=5)
-                self.assertEqual(status_of(d, "/v1/client", "mc"), 503)
+                self.assertEqual(status_of(d, "/v1/client", "mc", fresh()),
+                                 503)
                 await harness.close_all(p1, p2, p3, p5, b)
             harness.run(main())
             self.assertRegex(d.log_text(), r"event=conn_cap_reached\b")
@@ -332,11 +364,12 @@ class ConnectionCaps(unittest.TestCase):
                 b = await harness.binary(d, "pi", **a)
                 p1 = await harness.phone(d, "pi", **a)
                 p2 = await harness.phone(d, "pi", **a)
-                # 127.0.0.2 is full, for both endpoints
-                self.assertEqual(status_of(d, "/v1/client", "pi",
-                                           "127.0.0.2"), 503)
-                self.assertEqual(status_of(d, "/v1/server", "pi-2",
-                                           "127.0.0.2"), 503)
+                # 127.0.0.2 is full, for both endpoints: its next
+                # connections are closed at accept, unanswered
+                self.assertEqual(unanswered(d, "/v1/client", "pi",
+                                            "127.0.0.2"), b"")
+                self.assertEqual(unanswered(d, "/v1/server", "pi-2",
+                                            "127.0.0.2"), b"")
                 # 127.0.0.3 and 127.0.0.1 still get in
                 p3 = await harness.phone(d, "pi", **src_kw("127.0.0.3"))
                 await harness.assert_exchange(b, p3, "pi")
@@ -344,8 +377,8 @@ class ConnectionCaps(unittest.TestCase):
                 await harness.assert_exchange(b, p4, "pi", n=2)
                 # idle sockets count per address from accept
                 idle = [connect_from(d, "127.0.0.4") for _ in range(3)]
-                self.assertEqual(status_of(d, "/v1/client", "pi",
-                                           "127.0.0.4"), 503)
+                self.assertEqual(unanswered(d, "/v1/client", "pi",
+                                            "127.0.0.4"), b"")
                 self.assertEqual(status_of(d, "/v1/client", "pi-none",
                                            "127.0.0.5"), 101)
                 for s in idle:
@@ -356,10 +389,14 @@ class ConnectionCaps(unittest.TestCase):
                 p5, n = await admit(lambda: harness.phone(d, "pi", **a),
                                     what="a phone from 127.0.0.2")
                 await harness.assert_exchange(b, p5, "pi", n=3)
-                self.assertEqual(status_of(d, "/v1/client", "pi",
-                                           "127.0.0.2"), 503)
+                self.assertEqual(unanswered(d, "/v1/client", "pi",
+                                            "127.0.0.2"), b"")
                 await harness.close_all(p1, p3, p4, p5, b)
-            harness.run(main())
+                return n
+            n = harness.run(main())
+            # the four above, and p5's attempts before the slot came back
+            self.assertEqual(d.metrics()[
+                "pyrelayd_address_cap_refusals_total"], 4 + n - 1)
 
     def test_crashed_relay_releases_its_slots(self):
         conf = "max connections 4\n" + NO_RATE_LIMIT
@@ -369,7 +406,9 @@ class ConnectionCaps(unittest.TestCase):
                 phones = [await harness.phone(d, "crash") for _ in range(3)]
                 for i, p in enumerate(phones):
                     await harness.assert_exchange(b, p, "crash", n=i)
-                self.assertEqual(status_of(d, "/v1/server", "crash-x"), 503)
+                # from elsewhere: 127.0.0.1 is at its own cap too (4)
+                self.assertEqual(status_of(d, "/v1/server", "crash-x",
+                                           "127.0.0.2"), 503)
                 pid = d.wait_relays(1)["crash"]
                 os.kill(pid, signal.SIGKILL)
                 # the connections lived in the relay: they end with it
@@ -387,8 +426,10 @@ class ConnectionCaps(unittest.TestCase):
                 for i, p in enumerate(new):
                     await harness.assert_exchange(b2, p, "crash-2", n=i)
                 # released once, not twice: the cap still holds at 4
-                self.assertEqual(status_of(d, "/v1/client", "crash-2"), 503)
-                self.assertEqual(status_of(d, "/v1/server", "crash"), 503)
+                self.assertEqual(status_of(d, "/v1/client", "crash-2",
+                                           "127.0.0.2"), 503)
+                self.assertEqual(status_of(d, "/v1/server", "crash",
+                                           "127.0.0.3"), 503)
                 await harness.close_all(b2, *new)
             harness.run(main())
             self.assertRegex(d.log_text(),
@@ -565,7 +606,7 @@ EVENTS = ["server_claimed", "server_id_conflict", "server_id_takeover",
           "server_released", "grace_expired", "phone_registered",
           "phone_register_no_server", "phone_register_at_cap",
           "phone_unregistered", "rate_limited", "conn_cap_reached",
-          "relay_exited"]
+          "address_cap_reached", "relay_exited"]
 
 KV = r'[A-Za-z_][A-Za-z0-9_.]*=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)'
 EVENT_LINE = re.compile(r"^\S+\[\d+\]: event=([a-z_]+)((?: %s)*)$" % KV)
@@ -653,12 +694,21 @@ class Log(unittest.TestCase):
                        for _ in range(21)]
                 self.assertEqual(sts, [400] * 20 + [429])
                 d.wait_log(r"event=rate_limited\b")
-                # connection cap per ip
+                # connection cap per ip, at accept
                 src = "127.0.0.10"
                 idle = [connect_from(d, src) for _ in range(8)]
-                self.assertEqual(status_of(d, "/v1/client", "ls-a", src,
-                                           {"X-Pyrycode-Token": TOKEN,
-                                            **HEADER}), 503)
+                self.assertEqual(unanswered(d, "/v1/client", "ls-a", src),
+                                 b"")
+                d.wait_log(r"event=address_cap_reached\b")
+                # and the global one, at the upgrade (lowered by SIGHUP)
+                d.extra_conf = conf.replace("max connections per ip 8",
+                                            "max connections 3")
+                d.write_conf()
+                mark = d.log_mark()
+                d.signal(signal.SIGHUP)
+                d.wait_log(r"\bevent=reload_done\b", 10, mark)
+                self.assertEqual(status_of(d, "/v1/client", "ls-a",
+                                           "127.0.0.11"), 503)
                 d.wait_log(r"event=conn_cap_reached\b")
                 for s in idle:
                     s.close()

@@ -452,6 +452,7 @@ test_limits_at_bounds(void)
 	conf = parse_text(
 	    "workers 64\n"
 	    "relay pool 1024\n"
+	    "max relays 1000000\n"
 	    "phones per server 1024\n"
 	    "max connections 1000000\n"
 	    "max connections per ip 1000000\n"
@@ -470,6 +471,7 @@ test_limits_at_bounds(void)
 	CU_ASSERT_PTR_NOT_NULL_FATAL(conf);
 	CU_ASSERT_EQUAL(conf->workers, 64);
 	CU_ASSERT_EQUAL(conf->relay_pool, 1024);
+	CU_ASSERT_EQUAL(conf->max_relays, 1000000);
 	CU_ASSERT_EQUAL(conf->lim.phones_per_server, 1024);
 	CU_ASSERT_EQUAL(conf->lim.max_connections, 1000000);
 	CU_ASSERT_EQUAL(conf->lim.max_connections_per_ip, 1000000);
@@ -490,6 +492,7 @@ test_limits_at_bounds(void)
 	conf = parse_text(
 	    "workers 1\n"
 	    "relay pool 0\n"
+	    "max relays 1\n"
 	    "phones per server 1\n"
 	    "max connections 1\n"
 	    "max connections per ip 1\n"
@@ -504,6 +507,7 @@ test_limits_at_bounds(void)
 	CU_ASSERT_STRING_EQUAL(errors, "");
 	CU_ASSERT_PTR_NOT_NULL_FATAL(conf);
 	CU_ASSERT_EQUAL(conf->relay_pool, 0);
+	CU_ASSERT_EQUAL(conf->max_relays, 1);
 	CU_ASSERT_EQUAL(conf->lim.message_size, 1024);
 	CU_ASSERT_EQUAL(conf->lim.outbox, 65536);
 	CU_ASSERT_EQUAL(conf->lim.grace_queue, 64 * 1024 * 1024);
@@ -603,6 +607,11 @@ static const struct bad_case {
 	{ "relay pool -1\n", "1: relay pool -1: out of range (0 to 1024)" },
 	{ "relay pool 2\nrelay pool 3\n", "2: relay pool already set on line 1" },
 	{ "relay 2\n", "1: syntax error at \"2\"" },
+	{ "max relays 0\n", "1: max relays 0: out of range (1 to 1000000)" },
+	{ "max relays 1000001\n",
+	  "1: max relays 1000001: out of range (1 to 1000000)" },
+	{ "max relays many\n", "1: max relays many: not a number" },
+	{ "max relays 5\nmax relays 6\n", "2: max relays already set on line 1" },
 	{ "phones per server 0\n",
 	  "1: phones per server 0: out of range (1 to 1024)" },
 	{ "phones per server 1025\n",

@@ -1,0 +1,305 @@
+# Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING.
+"""A worker the parent cannot trust (issue 14): a fake front or relay
+(tests/fake_worker.c) speaks msg.c's protocol in the real one's place and
+lies, one way per case.  Each time the parent kills it (or the kernel does,
+for a system call its seccomp program refuses), logs why, stays up, serves
+a good binary and phone, and its descriptor count comes back to what it
+was before the fake started.
+
+The daemon runs from copies of pyrelayd and pyrelayd-relay in a directory
+of its own; a test replaces one of them with a script that runs the fake
+once and puts the real one back (docs/messages.md, "Fake workers in the
+tests"): nothing in the daemon serves tests.
+"""
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import unittest
+
+import harness
+
+FAKE = os.environ.get("FAKE_WORKER") or os.path.join(
+    os.path.dirname(harness.PYRELAYD), "tests", "fake_worker")
+RELAY = os.path.join(os.path.dirname(harness.PYRELAYD), "pyrelayd-relay")
+PYRELAYCTL = os.environ.get("PYRELAYCTL") or os.path.join(
+    os.path.dirname(harness.PYRELAYD), "pyrelayctl")
+CONF = ("relay pool 0\nrate limit burst 100000 refill 100ms\n"
+        "handshake timeout 30s\n")
+
+
+class FakeableDaemon(harness.Daemon):
+    """harness.Daemon run from copies of the executables, one of which
+    fake_next() replaces for its next start."""
+
+    def __init__(self, extra_conf="", **kw):
+        self.bindir = tempfile.mkdtemp(prefix="pyrelayd-bin-")
+        os.chmod(self.bindir, 0o755)
+        exe = os.path.join(self.bindir, "pyrelayd")
+        shutil.copy2(harness.PYRELAYD, exe)
+        shutil.copy2(RELAY, os.path.join(self.bindir, "pyrelayd-relay"))
+        super().__init__(extra_conf, exe=exe, **kw)
+
+    def fake_next(self, which, case):
+        """The next start of `which` (pyrelayd: a front; pyrelayd-relay)
+        runs fake_worker case, which first puts the real one back."""
+        target = os.path.join(self.bindir, which)
+        real = target + ".real"
+        script = target + ".fake"
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\nexec '%s' '%s' '%s' '%s' \"$@\"\n"
+                    % (FAKE, case, real, target))
+        os.chmod(script, 0o755)
+        os.rename(target, real)
+        os.rename(script, target)
+
+    def _cleanup_dirs(self):
+        super()._cleanup_dirs()
+        shutil.rmtree(self.bindir, ignore_errors=True)
+
+
+def fds(d):
+    return len(harness.open_fds(d.pid))
+
+
+def raw_claim(d, sid, src="127.0.0.3"):
+    """A binary's upgrade whose answer is not awaited (a fake relay never
+    writes one); the socket."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((src, 0))
+    s.settimeout(10)
+    s.connect(("127.0.0.1", d.port))
+    s.sendall(harness.upgrade_request(d.port, "/v1/server", sid=sid))
+    return s
+
+
+def still_serving(tc, d, before, case):
+    """After a fake's end: the parent is up, back to `before` descriptors,
+    and a good binary and phone from 127.0.0.2 exchange messages."""
+    tc.assertTrue(d.alive(), "the parent died")
+    harness.poll_until(lambda: fds(d) == before, 10,
+                       "the parent's descriptors back to %d (%d)"
+                       % (before, fds(d)))
+    kw = {"local_addr": ("127.0.0.2", 0)}
+
+    async def good_pair():
+        sid = "good-after-" + case
+        b = await harness.binary(d, sid, **kw)
+        p = await harness.phone(d, sid, **kw)
+        await harness.assert_exchange(b, p, sid)
+        await harness.close_all(b, p)
+    harness.run(good_pair())
+
+
+class Case:
+    """What one fake did and how its end shows in the log."""
+
+    def __init__(self, tc, d, role, case, mark):
+        self.tc, self.d, self.role, self.case = tc, d, role, case
+        m = d.wait_log(r"fake_worker\[(\d+)\]: case=%s ready" % case, 15,
+                       mark)
+        self.pid = int(m.group(1))
+        self.mark = mark
+
+    def killed_because(self, reason):
+        """The parent killed it, logging reason; returns the log line."""
+        m = self.d.wait_log(r"\bevent=worker_killed role=%s pid=%d "
+                            r'server_id=\S+ reason="([^"]*)"'
+                            % (self.role, self.pid), 15, self.mark)
+        self.tc.assertRegex(m.group(1), reason)
+        self.exited(r"signal=9\b")
+        return m.group(0)
+
+    def exited(self, how):
+        m = self.d.wait_log(r"\bevent=%s_exited pid=%d .*" % (self.role,
+                                                              self.pid),
+                            15, self.mark)
+        self.tc.assertRegex(m.group(0), how)
+
+
+class FakeRelays(unittest.TestCase):
+    """One daemon; each case fakes the relay of the next claim."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = FakeableDaemon(CONF + "max header size 16K\n")
+        cls.d.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.d.stop()
+        assert rc == 0, "pyrelayd exited %r" % rc
+
+    def run_case(self, case, reason=None, exited=None, during=None):
+        d = self.d
+        before = fds(d)
+        d.fake_next("pyrelayd-relay", case)
+        mark = d.log_mark()
+        sid = "evil-" + case
+        binary = raw_claim(d, sid)
+        try:
+            c = Case(self, d, "relay", case, mark)
+            if during is not None:
+                during(c, sid)
+            if reason is not None:
+                c.killed_because(reason)
+            else:
+                c.exited(exited)
+            # its clients are closed with it
+            harness.recv_until_close(binary, 10)
+        finally:
+            binary.close()
+        still_serving(self, d, before, case)
+        return c
+
+    def test_state_with_impossible_counts(self):
+        self.run_case("relay-state-bad",
+                      r"^type \d+ \(RELAY_STATE\): counts out of range$")
+
+    def test_closed_for_a_connection_it_does_not_hold(self):
+        self.run_case("relay-closed-foreign",
+                      r"^a message for a connection it does not hold$")
+
+    def test_reroute_with_a_foreign_server_id(self):
+        self.run_case("relay-reroute-foreign", r"^bad CONN_REROUTE$")
+
+    def test_reroute_with_a_pipe_for_a_connection(self):
+        self.run_case("relay-reroute-pipe",
+                      r"^connection fd is not a socket$")
+
+    def test_ctl_phone_with_an_escape(self):
+        out = {}
+
+        def show(c, sid):
+            r = subprocess.run([PYRELAYCTL, "-s", self.d.control_path,
+                                "show", "server", sid], capture_output=True,
+                               timeout=20)
+            out["text"] = r.stdout + r.stderr
+            out["rc"] = r.returncode
+        self.run_case("relay-ctl-esc", r"^bad CTL_PHONE$", during=show)
+        # nothing the relay made up reaches the operator's terminal
+        self.assertNotIn(b"\x1b", out["text"])
+        self.assertNotIn(b"\x07", out["text"])
+        self.assertNotEqual(out["rc"], 0)
+        self.assertIn(b"the relay process exited", out["text"])
+
+    def test_setsockopt_outside_the_relays_list(self):
+        c = self.run_case("relay-setsockopt", exited=r"\bsignal=31\b")
+        # it got as far as the option relays use
+        self.d.wait_log(r"fake_worker\[%d\]: .*TCP_NODELAY allowed" % c.pid,
+                        5, c.mark)
+        self.assertNotRegex(self.d.log_text(), r"fake_worker\[%d\]: .*"
+                            r"SO_RCVBUF allowed" % c.pid)
+
+    def test_relay_that_stops_reading(self):
+        phones = []
+        rss = {}
+
+        def flood(c, sid):
+            self.d.wait_log(r"fake_worker\[%d\]: .*stops reading" % c.pid,
+                            5, c.mark)
+            rss["before"] = vm_rss(self.d.pid)
+            # phones whose heads carry 8 KiB of early bytes: each is a
+            # CONN_ATTACH of that size the parent must hold for the relay
+            head = harness.upgrade_request(
+                self.d.port, "/v1/client", sid=sid,
+                headers={"X-Pad": "p" * 8000})
+            early = b"\x81\x80" + b"\0" * 4  # a masked empty text frame
+            for i in range(250):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                phones.append(s)
+                s.bind(("127.0.0.%d" % (10 + i % 10), 0))
+                s.settimeout(10)
+                s.connect(("127.0.0.1", self.d.port))
+                s.sendall(head + early * 1400)
+                if killed(self.d, c):
+                    break
+            rss["during"] = vm_rss(self.d.pid)
+        try:
+            c = self.run_case("relay-stop-reading",
+                              r"^stopped reading its channel: \d+ bytes "
+                              r"queued, 1048576 at most$", during=flood)
+            line = c.killed_because(r"stopped reading")
+            queued = int(re.search(r"(\d+) bytes queued", line).group(1))
+            # the queue stopped at the bound (plus the message that
+            # crossed it), not at what the phones sent
+            self.assertLessEqual(queued, 1048576 + 17 * 1024)
+            self.assertLess(rss["during"] - rss["before"], 16 * 1024)
+            # every phone it held was closed with it
+            for s in phones:
+                harness.recv_until_close(s, 10)
+        finally:
+            for s in phones:
+                s.close()
+
+
+def killed(d, c):
+    return re.search(r"\bevent=worker_killed role=relay pid=%d\b" % c.pid,
+                     "\n".join(d.log_lines()[c.mark:]))
+
+
+def vm_rss(pid):
+    """VmRSS of pid in KiB."""
+    return int(harness.proc_status(pid)["VmRSS"].split()[0])
+
+
+class FakeFronts(unittest.TestCase):
+    """A daemon per case: a front is killed and its replacement is fake."""
+
+    def run_case(self, case, reason=None, exited=None, connect=False):
+        with FakeableDaemon(CONF) as d:
+            fronts = d.wait_fronts(2)
+            before = fds(d)
+            d.fake_next("pyrelayd", case)
+            mark = d.log_mark()
+            os.kill(fronts[0], signal.SIGKILL)
+            c = Case(self, d, "front", case, mark)
+            if connect:
+                # /healthz requests until one reaches the fake (round
+                # robin): a real front answers it, the fake hands the
+                # connection on wrong and is killed with it unanswered
+                for _ in range(4):
+                    if harness.raw_request(d.port, b"GET /healthz HTTP/1.1"
+                                           b"\r\nHost: x\r\n\r\n") == b"":
+                        break
+                else:
+                    self.fail("no connection reached the fake front")
+            if reason is not None:
+                c.killed_because(reason)
+            else:
+                c.exited(exited)
+            # a real front again in its place
+            d.wait_log(r"\bevent=front_ready pid=(?!%d\b)\d+" % c.pid, 20,
+                       mark)
+            d.wait_fronts(2, timeout=20)
+            still_serving(self, d, before, case)
+            return c
+
+    def test_upgrade_for_a_connection_it_does_not_hold(self):
+        self.run_case("front-upgrade-foreign",
+                      r"^a message for a connection it does not hold$")
+
+    def test_closed_for_a_connection_it_does_not_hold(self):
+        self.run_case("front-closed-foreign",
+                      r"^a message for a connection it does not hold$")
+
+    def test_upgrade_with_a_pipe(self):
+        self.run_case("front-upgrade-pipe",
+                      r"^connection fd is not a socket$", connect=True)
+
+    def test_upgrade_with_its_own_channel(self):
+        self.run_case("front-upgrade-channel",
+                      r"^connection fd is not a stream socket$",
+                      connect=True)
+
+    def test_setsockopt_outside_the_fronts_list(self):
+        self.run_case("front-setsockopt", exited=r"\bsignal=31\b")
+
+
+if __name__ == "__main__":
+    harness.main()
