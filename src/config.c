@@ -11,14 +11,18 @@
 #include <sys/types.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <netinet/in.h>
 #include <arpa/inet.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pyrelayd.h"
 
@@ -282,4 +286,54 @@ config_print(const struct config *conf, FILE *fp)
 	print_duration(fp, "write timeout", lim->write_timeout_ms);
 	if (conf->fcm_credentials[0] != '\0')
 		print_quoted(fp, "push fcm credentials", conf->fcm_credentials);
+	if (conf->fcm_project[0] != '\0')
+		print_quoted(fp, "push fcm project", conf->fcm_project);
+	if (conf->fcm_endpoint[0] != '\0')
+		print_quoted(fp, "push fcm endpoint", conf->fcm_endpoint);
+	if (conf->push_ca[0] != '\0')
+		print_quoted(fp, "push ca", conf->push_ca);
+}
+
+int
+config_read_file(const char *keyword, const char *path, int secret,
+    unsigned char *buf, size_t room, size_t *len, char *err, size_t errlen)
+{
+	struct stat	st;
+	ssize_t		n = 0;
+	int		fd;
+
+	/* symlinks are fine: certbot's live/ files point into archive/ */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "%s \"%s\": %s", keyword, path,
+		    strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s \"%s\": not a regular file", keyword,
+		    path);
+		close(fd);
+		return -1;
+	}
+	if (secret && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+		snprintf(err, errlen, "%s \"%s\": must not be readable by "
+		    "group or others (chmod 600)", keyword, path);
+		close(fd);
+		return -1;
+	}
+	if ((size_t)st.st_size > room) {
+		snprintf(err, errlen, "%s \"%s\": larger than %zu bytes",
+		    keyword, path, room);
+		close(fd);
+		return -1;
+	}
+	*len = 0;
+	while (*len < room && (n = read(fd, buf + *len, room - *len)) > 0)
+		*len += n;
+	close(fd);
+	if (n == -1) {
+		snprintf(err, errlen, "%s \"%s\": %s", keyword, path,
+		    strerror(errno));
+		return -1;
+	}
+	return 0;
 }

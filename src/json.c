@@ -691,18 +691,26 @@ push_wake_parse(const unsigned char *buf, size_t len, char *token,
 	return NULL;
 }
 
-int
-json_object_begin(struct json_members *m, const unsigned char *buf,
-    size_t len)
+/* buf is exactly one valid JSON value, opened by open ('{' or '[') */
+static int
+json_walk_begin(struct json_members *m, const unsigned char *buf, size_t len,
+    unsigned char open)
 {
 	const unsigned char	*end = buf + len, *p = skip_ws(buf, end), *q;
 
-	if (p == end || *p != '{' ||
+	if (p == end || *p != open ||
 	    (q = json_skip_value(p, end, JSON_MAX_DEPTH)) == NULL ||
 	    skip_ws(q, end) != end)
 		return -1;
 	members_start(m, p, q, JSON_MAX_DEPTH - 1);
 	return 0;
+}
+
+int
+json_object_begin(struct json_members *m, const unsigned char *buf,
+    size_t len)
+{
+	return json_walk_begin(m, buf, len, '{');
 }
 
 int
@@ -720,14 +728,7 @@ int
 json_array_begin(struct json_members *m, const unsigned char *buf,
     size_t len)
 {
-	const unsigned char	*end = buf + len, *p = skip_ws(buf, end), *q;
-
-	if (p == end || *p != '[' ||
-	    (q = json_skip_value(p, end, JSON_MAX_DEPTH)) == NULL ||
-	    skip_ws(q, end) != end)
-		return -1;
-	members_start(m, p, q, JSON_MAX_DEPTH - 1);
-	return 0;
+	return json_walk_begin(m, buf, len, '[');
 }
 
 int

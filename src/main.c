@@ -2,9 +2,9 @@
 
 /*
  * pyrelayd [-dnvV] [-f file] [-D macro=value]   (protocol.md §10)
- * Fronts are this same program started by the parent as
- * `pyrelayd -P front [-d]`, relays the smaller pyrelayd-relay(8 in libexec),
- * both with their channel on fd 3.
+ * Fronts and the push process are this same program started by the parent
+ * as `pyrelayd -P front [-d]` and `pyrelayd -P push [-d]`, relays the
+ * smaller pyrelayd-relay(8 in libexec), all with their channel on fd 3.
  */
 #include "config.h"
 
@@ -22,6 +22,7 @@ extern char **environ;
 #include "front.h"
 #include "spawn.h"
 #include "parent.h"
+#include "push.h"
 #include "pyrelayd.h"
 
 #define WORKER_FD	3
@@ -46,6 +47,10 @@ worker_main(const char *role, int foreground)
 	if (strcmp(role, "front") == 0) {
 		log_init(foreground, 0, "front");
 		front_main(WORKER_FD);
+	}
+	if (strcmp(role, "push") == 0) {
+		log_init(foreground, 0, "push");
+		push_main(WORKER_FD);
 	}
 	if (strcmp(role, "spawner") == 0) {
 		log_init(foreground, 0, "spawner");
@@ -114,7 +119,8 @@ main(int argc, char *argv[])
 		conf = config_new_default();
 	else
 		conf = config_parse(opts.conffile, macros, nmacros);
-	if (conf == NULL)
+	/* the key and CA files of the push statements, checked as read */
+	if (conf == NULL || config_check_push(conf) == -1)
 		exit(1);
 	if (noaction) {
 		if (opts.verbose)

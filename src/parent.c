@@ -97,6 +97,8 @@ role_str(enum proc_role role)
 		return "front";
 	case ROLE_RELAY:
 		return "relay";
+	case ROLE_PUSH:
+		return "push";
 	default:
 		return "parent";
 	}
@@ -388,7 +390,7 @@ parent_worker_flush(struct worker *w)
 }
 
 /* A worker broke the rules or lost its channel: kill it; reaping does the rest. */
-static void
+void
 parent_worker_kill(struct parent *p, struct worker *w, const char *why)
 {
 	if (w->dead)
@@ -624,8 +626,9 @@ static void parent_dispatch_loop(struct parent *, struct worker *, struct msg *)
 
 /*
  * A relay reports its counts before it writes the 101 a client could react
- * to, so reading what relays sent before answering makes the counts exact
- * at every moment a client can observe.
+ * to, and the push process a wake's outcome before its log line, so reading
+ * what they sent before answering makes the counts exact at every moment a
+ * client can observe.
  */
 void
 parent_drain_relays(struct parent *p)
@@ -633,7 +636,7 @@ parent_drain_relays(struct parent *p)
 	struct worker	*r, *next;
 
 	TAILQ_FOREACH_SAFE(r, &p->workers, entry, next)
-		if (r->role == ROLE_RELAY && !r->dead)
+		if ((r->role == ROLE_RELAY || r->role == ROLE_PUSH) && !r->dead)
 			parent_dispatch(p, r);
 }
 
@@ -750,6 +753,8 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 				pool_schedule(p, 0);
 			}
 		}
+		if (w->role == ROLE_PUSH)
+			parent_push_message(p, w, m);
 		break;
 	case MSG_CONN_UPGRADE:
 		parent_upgrade(p, w, m);
@@ -778,6 +783,11 @@ parent_handle(struct parent *p, struct worker *w, struct msg *m)
 		w->cnt_ms = now_ms();
 		if (m->hdr.id == 1)
 			parent_metrics_relay_done(p, w);
+		break;
+	case MSG_PUSH_WAKE:
+	case MSG_PUSH_DONE:
+	case MSG_PUSH_REFRESH:
+		parent_push_message(p, w, m);
 		break;
 	case MSG_RELAY_STATE:
 		st = (struct msg_relay_state *)m->body;
@@ -1016,7 +1026,7 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 		}
 		/* a relay that exits 0 after RETIRE_OK (or at shutdown) is normal */
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
-		    (w->role == ROLE_RELAY || p->stopping))
+		    (w->role == ROLE_RELAY || w->retired || p->stopping))
 			log_info("event=%s_exited pid=%d server_id=%s %s%s",
 			    role_str(w->role), (int)pid, w->sid[0] ? w->sid : "-", how,
 			    w->pooled ? " pooled=1" : "");
@@ -1036,6 +1046,8 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 				p->respawn_ms = p->respawn_ms ? p->respawn_ms * 2 :
 				    RESPAWN_MIN_MS;
 		}
+		if (w->role == ROLE_PUSH)
+			parent_push_exited(p, w);
 		parent_worker_free(p, w);
 	}
 	if (respawn && !p->stopping && !evtimer_pending(p->ev_respawn, NULL)) {
@@ -1258,6 +1270,10 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 	config_error_hook = parent_config_error;
 	reload_ctl = ctl;
 	nc = config_parse(p->conf->path, p->opts.macros, p->opts.nmacros);
+	if (nc != NULL && config_check_push(nc) == -1) {
+		config_free(nc);
+		nc = NULL;
+	}
 	reload_ctl = NULL;
 	if (nc == NULL) {
 		log_warnx("event=reload_failed file=%s reason=\"configuration has "
@@ -1297,6 +1313,7 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 	/* limits and timers apply at once; listeners, user and chroot need a restart */
 	p->conf->lim = nc->lim;
 	p->conf->relay_pool = nc->relay_pool;
+	parent_push_settings(p->conf, nc);
 	config_free(nc);
 	if (p->tls) {
 		TAILQ_FOREACH(w, &p->workers, entry) {
@@ -1315,6 +1332,7 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 		parent_worker_flush(w);
 	}
 	pool_resize(p);
+	parent_push_reload(p);
 	log_info("event=reload_done");
 	return 0;
 }
@@ -1402,7 +1420,9 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 		exit(1);
 	}
 	/* compiled once here, loaded by each worker (docs/sandbox.md) */
-	for (i = ROLE_FRONT; i <= ROLE_RELAY; i++) {
+	for (i = ROLE_FRONT; i < ROLE_MAX; i++) {
+		if (i == ROLE_SPAWNER)
+			continue;	/* not sandboxed (docs/pool.md) */
 		p->filters[i] = xcalloc(1, sizeof(*p->filters[i]));
 		sandbox_filter_build(i, p->filters[i]);
 	}
@@ -1440,9 +1460,6 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 		log_init(0, opts->verbose, "pyrelayd");
 	}
 	setproctitle("parent");
-	if (p->conf->fcm_credentials[0] != '\0')
-		log_warnx("event=push_unsupported reason=\"this version sends no "
-		    "FCM messages: push requests are dropped and logged\"");
 	log_info("event=limits nofile=%llu nofile_hard=%llu nofile_was=%llu "
 	    "backlog=%d", (unsigned long long)p->nofile,
 	    (unsigned long long)p->nofile_max,
@@ -1470,6 +1487,7 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	event_add(p->ev_sighup, NULL);
 
 	parent_start_spawner(p);
+	parent_push_init(p);
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	p->nfronts = conf->workers > 0 ? conf->workers : (ncpu > 0 ? ncpu : 1);
 	p->fronts = xcalloc(p->nfronts, sizeof(*p->fronts));

@@ -106,8 +106,10 @@ struct listener {
 TAILQ_HEAD(listener_list, listener);
 
 struct parent {
-	/* the seccomp programs, by role: filters[ROLE_FRONT], [ROLE_RELAY] */
-	struct sandbox_prog	*filters[ROLE_RELAY + 1];
+	/* the seccomp programs, by role: filters[ROLE_FRONT], [ROLE_RELAY], ... */
+	struct sandbox_prog	*filters[ROLE_MAX];
+	/* push wakes (parent_push.c, docs/push.md); NULL until set up */
+	struct parent_push	*push;
 	/* the spawner (docs/pool.md): workers are started through it */
 	pid_t			 spawner_pid;	/* 0: none, start workers here */
 	int64_t			 spawner_retry;	/* no new spawner before (ms) */
@@ -183,6 +185,8 @@ const char	*limit_name(int);
 void	parent_worker_read(evutil_socket_t, short, void *);
 void	parent_worker_write(evutil_socket_t, short, void *);
 void	parent_worker_flush(struct worker *);
+/* A worker broke the rules: SIGKILL it; reaping does the rest. */
+void	parent_worker_kill(struct parent *, struct worker *, const char *why);
 /* Checks the certificate and key (w == NULL), or sends them to front w. */
 int	parent_send_tls(struct parent *, struct worker *, char *, size_t);
 void	parent_drain_relays(struct parent *);
@@ -214,6 +218,17 @@ void	parent_metrics_relay_done(struct parent *, struct worker *);
 void	parent_metrics_front_gone(struct parent *, struct worker *);
 /* Adds a relay's RELAY_COUNTERS; -1 for absurd values. */
 int	parent_add_counters(struct parent *, const struct relay_counters *);
+
+/* parent_push.c: the push process and the wakes in flight (docs/push.md) */
+void	parent_push_init(struct parent *);
+/* After a reload: the running push settings become those of nc. */
+void	parent_push_settings(struct config *running, const struct config *nc);
+/* After a reload: a push process with the key and settings read again. */
+void	parent_push_reload(struct parent *);
+/* HELLO from a push process, PUSH_WAKE from a relay, PUSH_DONE, PUSH_REFRESH */
+void	parent_push_message(struct parent *, struct worker *, struct msg *);
+void	parent_push_exited(struct parent *, struct worker *);
+void	parent_push_metrics(struct parent *, struct msg_metrics *);
 
 /* parent_ctl.c */
 int	parent_ctl_open(struct parent *);

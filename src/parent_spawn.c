@@ -25,6 +25,7 @@
 #include "parent.h"
 #include "proto.h"
 #include "pyrelayd.h"
+#include "sandbox.h"
 #include "spawn.h"
 
 #define SPAWNER_WAIT_MS		5000	/* for the spawner's answer */
@@ -47,6 +48,12 @@ static const struct msg_rule relay_to_parent[] = {
 	{ MSG_RETIRE, sizeof(struct msg_empty), MSG_FD_NONE, "RETIRE", 0 },
 	{ MSG_RELAY_COUNTERS, sizeof(struct relay_counters), MSG_FD_NONE, "RELAY_COUNTERS", 0 },
 	{ MSG_CTL_PHONE, sizeof(struct msg_ctl_phone), MSG_FD_NONE, "CTL_PHONE", 0 },
+	{ MSG_PUSH_WAKE, sizeof(struct msg_push_wake), MSG_FD_NONE, "PUSH_WAKE", 0 },
+};
+
+static const struct msg_rule push_to_parent[] = {
+	{ MSG_PUSH_DONE, sizeof(struct msg_push_done), MSG_FD_NONE, "PUSH_DONE", 0 },
+	{ MSG_PUSH_REFRESH, sizeof(struct msg_empty), MSG_FD_NONE, "PUSH_REFRESH", 0 },
 };
 
 /* Logs the limit that stopped a worker from starting (errno is the cause). */
@@ -56,7 +63,7 @@ parent_spawn_failed(enum proc_role role, const char *sid)
 	int	err = errno;
 
 	log_warnx("event=spawn_failed role=%s server_id=%s limit=%s error=\"%s\"",
-	    role == ROLE_RELAY ? "relay" : "front", sid != NULL ? sid : "-",
+	    sandbox_role_name(role), sid != NULL ? sid : "-",
 	    limit_name(err), strerror(err));
 	errno = err;
 }
@@ -348,15 +355,15 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	}
 	/* argv[0] names the titles ps(1) shows: "pyrelayd: relay ..." */
 	argv[argc++] = "pyrelayd";
-	if (role == ROLE_FRONT) {
+	if (role != ROLE_RELAY) {
 		argv[argc++] = "-P";
-		argv[argc++] = "front";
+		argv[argc++] = role == ROLE_PUSH ? "push" : "front";
 	}
 	if (p->opts.foreground)
 		argv[argc++] = "-d";
 	argv[argc] = NULL;
-	if ((pid = parent_start_process(p, role == ROLE_FRONT ? p->self :
-	    p->relay_exe, argv, sv[1])) == -1) {
+	if ((pid = parent_start_process(p, role == ROLE_RELAY ? p->relay_exe :
+	    p->self, argv, sv[1])) == -1) {
 		parent_spawn_failed(role, sid);
 		close(sv[0]);
 		return NULL;
@@ -370,10 +377,15 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	TAILQ_INIT(&w->conns);
 	if (sid != NULL)
 		strlcpy(w->sid, sid, sizeof(w->sid));
-	msg_chan_init(&w->chan, sv[0], role == ROLE_FRONT ? front_to_parent :
-	    relay_to_parent, role == ROLE_FRONT ?
-	    sizeof(front_to_parent) / sizeof(front_to_parent[0]) :
-	    sizeof(relay_to_parent) / sizeof(relay_to_parent[0]));
+	if (role == ROLE_FRONT)
+		msg_chan_init(&w->chan, sv[0], front_to_parent,
+		    sizeof(front_to_parent) / sizeof(front_to_parent[0]));
+	else if (role == ROLE_PUSH)
+		msg_chan_init(&w->chan, sv[0], push_to_parent,
+		    sizeof(push_to_parent) / sizeof(push_to_parent[0]));
+	else
+		msg_chan_init(&w->chan, sv[0], relay_to_parent,
+		    sizeof(relay_to_parent) / sizeof(relay_to_parent[0]));
 	w->ev_read = event_new(p->base, sv[0], EV_READ | EV_PERSIST,
 	    parent_worker_read, w);
 	w->ev_write = event_new(p->base, sv[0], EV_WRITE | EV_PERSIST,

@@ -19,7 +19,6 @@
 
 #include <errno.h>
 #include <event2/event.h>
-#include <sha2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -478,22 +477,37 @@ relay_deliver(struct relay *r, const struct envelope *env)
 }
 
 /*
- * A push wake request (protocol.md §6).  Each takes one of the server-id's
- * PUSH_BURST tokens, and one comes back every PUSH_REFILL_MS.  Without a
- * token the request is dropped, and only the first of such a run is
- * logged, so that a binary cannot flood the log; the next line counts
- * them.  This version sends no FCM message: a request within the limit is
- * dropped and logged, its token only as the first 8 hex digits of its
- * SHA-256.
+ * A push wake request (protocol.md §6), checked in this order: push off
+ * (no credentials: the first of this server-id is logged), structure
+ * (each malformed one is logged, like any malformed envelope, and uses no
+ * token), then the server-id's bucket: PUSH_BURST tokens, one back every
+ * PUSH_REFILL_MS; over it only the first of a run is logged, so that a
+ * binary cannot flood the log.  An admitted wake goes to the parent, which
+ * applies the relay-wide cap and hands it to the push process; the binary
+ * is never told what became of it.
  */
 static void
 relay_push_wake(struct relay *r, const struct envelope *env)
 {
-	char		 token[PUSH_TOKEN_MAX];
-	char		 hex[SHA256_DIGEST_STRING_LENGTH];
-	const char	*bad;
-	int64_t		 now = now_ms(), n;
+	struct msg_push_wake	 pw;
+	const char		*bad;
+	int64_t			 now = now_ms(), n;
 
+	if (!r->lim.fcm_configured) {
+		if (!r->push_off_logged)
+			log_info("event=push_dropped server_id=%s "
+			    "reason=no_credentials", r->sid);
+		r->push_off_logged = 1;
+		return;
+	}
+	memset(&pw, 0, sizeof(pw));
+	bad = push_wake_parse(env->push_wake, env->push_wake_len, pw.token,
+	    sizeof(pw.token));
+	if (bad != NULL) {
+		log_info("event=push_dropped server_id=%s reason=\"%s\"",
+		    r->sid, bad);
+		return;
+	}
 	if (r->push_tokens < PUSH_BURST &&
 	    (n = (now - r->push_ms) / PUSH_REFILL_MS) > 0) {
 		r->push_tokens = MIN(PUSH_BURST, r->push_tokens + n);
@@ -508,20 +522,11 @@ relay_push_wake(struct relay *r, const struct envelope *env)
 	}
 	if (r->push_tokens-- == PUSH_BURST)
 		r->push_ms = now;	/* the refill counts from here */
-
-	bad = push_wake_parse(env->push_wake, env->push_wake_len, token,
-	    sizeof(token));
-	if (bad != NULL)
-		log_info("event=push_dropped server_id=%s reason=\"%s\" "
-		    "rate_limited=%u", r->sid, bad, r->push_limited);
-	else {
-		SHA256Data((const uint8_t *)token, strlen(token), hex);
-		hex[8] = '\0';
-		log_info("event=push_dropped server_id=%s token=%s reason=%s "
-		    "rate_limited=%u", r->sid, hex, r->lim.fcm_configured ?
-		    "unsupported" : "no_credentials", r->push_limited);
-	}
+	log_debug("event=push_wake_admitted server_id=%s rate_limited=%u",
+	    r->sid, r->push_limited);
 	r->push_limited = 0;
+	msg_compose(&r->chan, MSG_PUSH_WAKE, 0, &pw, sizeof(pw), -1);
+	relay_chan_flush(r);
 }
 
 static void

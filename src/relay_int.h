@@ -112,6 +112,7 @@ struct relay {
 	uint32_t		 push_tokens;	/* push wake requests allowed now */
 	int64_t			 push_ms;	/* push_tokens counted up to here */
 	uint32_t		 push_limited;	/* dropped over the limit, unlogged */
+	int			 push_off_logged;	/* a wake found push off */
 };
 
 /*

@@ -35,6 +35,8 @@ sandbox_role_name(enum proc_role role)
 		return "front";
 	case ROLE_RELAY:
 		return "relay";
+	case ROLE_PUSH:
+		return "push";
 	default:
 		return "unknown";
 	}
@@ -113,7 +115,7 @@ sandbox_enter(enum proc_role role, struct msg_setup *setup, size_t setup_len,
 	gid_t		 gid;
 	int		 chrooted = 0, limit_fsize = 1;
 
-	if (role != ROLE_FRONT && role != ROLE_RELAY)
+	if (role != ROLE_FRONT && role != ROLE_RELAY && role != ROLE_PUSH)
 		fatalx("sandbox: role %d is not a worker", (int)role);
 	if (setup->filter.len > SANDBOX_PROG_MAX ||
 	    setup_len != MSG_SETUP_LEN(setup))
