@@ -37,6 +37,7 @@ import http.server
 import json
 import os
 import secrets
+import socket
 import socketserver
 import ssl
 import subprocess
@@ -134,6 +135,8 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     def get_request(self):
         # the TLS handshake happens in the handler's thread, not here
         sock, addr = self.socket.accept()
+        # a reply's head and body go in two writes: no Nagle wait between
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self.ctx.wrap_socket(sock, server_side=True,
                                     do_handshake_on_connect=False), addr
 
