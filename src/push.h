@@ -71,7 +71,7 @@ int	 push_project_valid(const char *);
 /* push_oauth.c */
 /* "sent", "unregistered", "send_failed", "token_fetch_failed", "dropped" */
 const char *push_outcome_name(enum push_outcome);
-/* The first PUSH_HASH_LEN hex digits of SHA-256(token), the only form logged. */
+/* The first PUSH_HASH_LEN hex digits of SHA-256(token): all a log shows. */
 void	 push_token_hash(const char *token, char hex[PUSH_HASH_LEN + 1]);
 /*
  * The body of the JWT-bearer grant (RFC 7523) for the key: an RS256 JWT

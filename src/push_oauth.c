@@ -66,7 +66,8 @@ b64url(const unsigned char *in, size_t inlen, char *out, size_t size,
 	return 0;
 }
 
-/* Appends the JWT to out at *len: header.claims.signature, RS256 over header.claims. */
+/* Appends the JWT to out at *len: header.claims.signature, RS256 over
+ * header.claims. */
 static int
 push_jwt(EVP_PKEY *pkey, const char *email, const char *aud, int64_t now_s,
     char *out, size_t size, size_t *len)
