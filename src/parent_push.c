@@ -33,6 +33,7 @@
 #define PUSH_STABLE_MS		10000		/* lived this long: not failing */
 #define PUSH_RENEW_MS		(3600 * 1000)	/* addresses resolved again */
 #define PUSH_REFRESH_MIN_MS	60000		/* between two asked-for ones */
+#define PUSH_REPLACE_RETRY_MS	60000		/* a replacement that failed */
 
 struct push_inflight {
 	uint64_t	 id;			/* 0: a free slot */
@@ -81,12 +82,24 @@ push_start_cb(evutil_socket_t fd, short ev, void *arg)
 	push_start(arg);
 }
 
-/* A start that failed, or a process that died: again after the backoff. */
+/*
+ * A start that failed, or a process that died: again after the backoff.
+ * While a push process still serves, a replacement that failed is tried
+ * again later instead; nothing is dropped meanwhile.
+ */
 static void
 push_retry(struct parent *p, int64_t lived_ms)
 {
 	struct parent_push	*pp = p->push;
 
+	if (pp->cur != NULL && !pp->cur->dead) {
+		if (p->stopping || !push_configured(p))
+			return;
+		log_warnx("event=push_replace_failed pid=%d action=keep "
+		    "retry_ms=%d", (int)pp->cur->pid, PUSH_REPLACE_RETRY_MS);
+		push_timer(pp->ev_renew, PUSH_REPLACE_RETRY_MS);
+		return;
+	}
 	if (lived_ms >= PUSH_STABLE_MS || pp->backoff_ms == 0)
 		pp->backoff_ms = PUSH_RESTART_MS;
 	else if ((pp->backoff_ms *= 2) > PUSH_RESTART_MAX_MS)

@@ -459,6 +459,33 @@ class PushTest(PushCase):
             self.assertEqual(len(FAKE.grants), grants + 1)
 
 
+    @atest()
+    async def test_failed_replacement_keeps_the_running_one(self, c):
+        sid = new_sid("keep")
+        b = await c.binary(sid)
+        old = push_pid(self.d)
+        # a reload whose push process cannot resolve its endpoint's name
+        self.d.write_conf(self.d.conf_text().replace(
+            FAKE.endpoint, "https://push.invalid"))
+        try:
+            self.d.signal(signal.SIGHUP)
+            await self.line(r"\bevent=push_resolve_failed "
+                            r"error=\"push\.invalid: ")
+            await self.line(r"\bevent=push_replace_failed pid=%d action=keep "
+                            r"retry_ms=60000$" % old)
+            # the running one still sends, and nothing is dropped
+            tok = token("ok")
+            await b.send(wake(tok))
+            await self.line(sent_re(sid, tok))
+            self.assertEqual(push_pid(self.d), old)
+            self.assertEqual(self.delta("dropped"), 0)
+        finally:
+            self.d.write_conf()
+            self.d.signal(signal.SIGHUP)
+        m = await self.line(r"\bevent=push_ready pid=(\d+)$")
+        self.assertNotEqual(int(m.group(1)), old)
+
+
 class PushShutdownTest(unittest.TestCase):
 
     def test_sigterm_cancels_sends_in_flight(self):
