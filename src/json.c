@@ -539,19 +539,19 @@ members_start(struct json_members *m, const unsigned char *brace,
 }
 
 /*
- * The next member: 1 with its key decoded into key (*klen is (size_t)-1
- * when the key does not fit) and its value at [*v, m->p); 0 after the
- * closing brace, with m->p just past it; -1 when the object is not JSON.
+ * The start of the next item of an object or array walk: 1 with *at on it
+ * (past the ',' after the first item), 0 after the closing bracket (m->p
+ * just past it, also for an empty one), -1 when the text is not JSON.
  */
 static inline __attribute__((always_inline)) int
-members_next(struct json_members *m, char *key, size_t keysize, size_t *klen,
-    const unsigned char **v)
+walk_next(struct json_members *m, unsigned char close,
+    const unsigned char **at)
 {
-	const unsigned char	*p = skip_ws(m->p, m->end), *k;
+	const unsigned char	*p = skip_ws(m->p, m->end);
 
 	if (p == m->end)
 		return -1;
-	if (*p == '}') {	/* "{}", or the end after a member */
+	if (*p == close) {
 		m->p = p + 1;
 		return 0;
 	}
@@ -561,6 +561,24 @@ members_next(struct json_members *m, char *key, size_t keysize, size_t *klen,
 		p = skip_ws(p + 1, m->end);
 	}
 	m->started = 1;
+	*at = p;
+	return 1;
+}
+
+/*
+ * The next member: 1 with its key decoded into key (*klen is (size_t)-1
+ * when the key does not fit) and its value at [*v, m->p); 0 after the
+ * closing brace, with m->p just past it; -1 when the object is not JSON.
+ */
+static inline __attribute__((always_inline)) int
+members_next(struct json_members *m, char *key, size_t keysize, size_t *klen,
+    const unsigned char **v)
+{
+	const unsigned char	*p, *k;
+	int			 rv;
+
+	if ((rv = walk_next(m, '}', &p)) != 1)
+		return rv;
 	k = p;
 	if (p == m->end || *p != '"' || (p = scan_string(p, m->end)) == NULL)
 		return -1;
@@ -584,8 +602,8 @@ envelope_parse(const unsigned char *buf, size_t len, struct envelope *env)
 	struct json_members	 m;
 	char			 key[16];
 	size_t			 n;
+	/* bad_conn_id: the first byte of a conn_id that is not a string */
 	int			 bad_conn_id = 0, bad_close_code = 0, more;
-	int			 null_conn_id = 0;
 
 	memset(env, 0, sizeof(*env));
 	p = skip_ws(buf, end);
@@ -605,8 +623,7 @@ envelope_parse(const unsigned char *buf, size_t len, struct envelope *env)
 			env->conn_id[0] = '\0';
 			env->conn_id_len = 0;
 			env->conn_id_too_long = 0;
-			bad_conn_id = *v != '"';
-			null_conn_id = *v == 'n';
+			bad_conn_id = *v != '"' ? *v : 0;
 			if (!bad_conn_id) {
 				n = decode_string(v, p, env->conn_id,
 				    sizeof(env->conn_id));
@@ -637,7 +654,7 @@ envelope_parse(const unsigned char *buf, size_t len, struct envelope *env)
 		return ENVELOPE_NOT_JSON;
 
 	/* protocol.md §6: push_wake with no, an empty or a null conn_id */
-	if (env->has_push_wake && (!env->has_conn_id || null_conn_id ||
+	if (env->has_push_wake && (!env->has_conn_id || bad_conn_id == 'n' ||
 	    (!bad_conn_id && env->conn_id_len == 0 &&
 	    !env->conn_id_too_long))) {
 		env->has_conn_id = 0;
@@ -735,20 +752,11 @@ int
 json_array_next(struct json_members *m, const unsigned char **v,
     size_t *vlen)
 {
-	const unsigned char	*p = skip_ws(m->p, m->end);
+	const unsigned char	*p;
+	int			 rv;
 
-	if (p == m->end)
-		return -1;
-	if (*p == ']') {
-		m->p = p + 1;
-		return 0;
-	}
-	if (m->started) {
-		if (*p != ',')
-			return -1;
-		p = skip_ws(p + 1, m->end);
-	}
-	m->started = 1;
+	if ((rv = walk_next(m, ']', &p)) != 1)
+		return rv;
 	*v = p;
 	if ((m->p = json_skip_value(p, m->end, m->depth)) == NULL)
 		return -1;
