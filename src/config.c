@@ -2,9 +2,9 @@
 
 /*
  * The configuration outside the parser: the built-in defaults
- * (docs/protocol.md §10) and the canonical printer behind -nv.  What
- * config_print() writes is itself a pyrelayd.conf that parses back
- * to the same configuration.
+ * (docs/protocol.md §10), the canonical printer behind -nv, and the check
+ * of the files the push statements name.  What config_print() writes is
+ * itself a pyrelayd.conf that parses back to the same configuration.
  */
 #include "config.h"
 
@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "push.h"
 #include "pyrelayd.h"
 
 /* also used by parse.y for its error messages */
@@ -284,4 +285,44 @@ config_print(const struct config *conf, FILE *fp)
 	print_duration(fp, "write timeout", lim->write_timeout_ms);
 	if (conf->fcm_credentials[0] != '\0')
 		print_quoted(fp, "push fcm credentials", conf->fcm_credentials);
+	if (conf->fcm_project[0] != '\0')
+		print_quoted(fp, "push fcm project", conf->fcm_project);
+	if (conf->fcm_endpoint[0] != '\0')
+		print_quoted(fp, "push fcm endpoint", conf->fcm_endpoint);
+	if (conf->push_ca[0] != '\0')
+		print_quoted(fp, "push ca", conf->push_ca);
+}
+
+/*
+ * The push statements' files, read as the parent will read them for each
+ * push process: the key (push_key.c) and the CA bundle.
+ */
+int
+config_check_push(const struct config *conf)
+{
+	struct push_key	*key;
+	char		 err[PATH_MAX + 256];
+	int		 rv = 0;
+
+	if (conf->fcm_credentials[0] == '\0')
+		return 0;
+	key = xmalloc(sizeof(*key));
+	if (push_key_load(conf->fcm_credentials, key, err, sizeof(err)) == -1) {
+		config_error_at(conf->path, conf->fcm_line, "%s", err);
+		rv = -1;
+	} else if (conf->fcm_project[0] == '\0' &&
+	    !push_project_valid(key->project_id)) {
+		config_error_at(conf->path, conf->fcm_line, "push fcm "
+		    "credentials \"%s\": no usable \"project_id\" in it; set "
+		    "\"push fcm project\"", conf->fcm_credentials);
+		rv = -1;
+	}
+	freezero(key, sizeof(*key));
+	if (push_ca_check(conf->push_ca[0] != '\0' ? conf->push_ca :
+	    PUSH_DEFAULT_CA, err, sizeof(err)) == -1) {
+		config_error_at(conf->path, conf->push_ca[0] != '\0' ?
+		    conf->push_ca_line : conf->fcm_line, "%s", err);
+		rv = -1;
+	}
+	return rv;
 }

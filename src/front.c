@@ -35,6 +35,7 @@
 #include "proc.h"
 #include "proto.h"
 #include "proxy.h"
+#include "push.h"
 #include "pyrelayd.h"
 #include "tls.h"
 #include "valid.h"
@@ -858,6 +859,17 @@ front_metrics(void *arg, struct msg *m)
 	    (unsigned long long)mm->address_cap_refusals,
 	    (unsigned long long)mm->addresses,
 	    (unsigned long long)mm->uptime_s);
+	/* protocol.md §6: from start, at 0, when push is configured */
+	if (mm->push_configured) {
+		mprintf(body, sz, &len,
+		    "# HELP pyrycode_relay_push_wakes_total Push wakes admitted "
+		    "by the relay, by outcome.\n"
+		    "# TYPE pyrycode_relay_push_wakes_total counter\n");
+		for (i = 0; i < PUSH_OUTCOME_MAX; i++)
+			mprintf(body, sz, &len, "pyrycode_relay_push_wakes_total"
+			    "{outcome=\"%s\"} %llu\n", push_outcome_name(i),
+			    (unsigned long long)mm->push_wakes[i]);
+	}
 	fc->outcome = FRONT_METRICS;
 	n = http_ok_response(front_resp_buf(fc, RESP_METRICS), RESP_METRICS,
 	    "text/plain; version=0.0.4; charset=utf-8", body, len);

@@ -533,15 +533,8 @@ parse_close_code(const unsigned char *p, const unsigned char *end)
 	return v;
 }
 
-/* A walk over the members of one object, for the envelope and its push_wake */
-struct members {
-	const unsigned char	*p, *end;	/* p: after '{' or a member's value */
-	unsigned int		 depth;		/* levels left for a value */
-	int			 started;
-};
-
 static void
-members_start(struct members *m, const unsigned char *brace,
+members_start(struct json_members *m, const unsigned char *brace,
     const unsigned char *end, unsigned int depth)
 {
 	m->p = brace + 1;
@@ -551,19 +544,19 @@ members_start(struct members *m, const unsigned char *brace,
 }
 
 /*
- * The next member: 1 with its key decoded into key (*klen is (size_t)-1
- * when the key does not fit) and its value at [*v, m->p); 0 after the
- * closing brace, with m->p just past it; -1 when the object is not JSON.
+ * The start of the next item of an object or array walk: 1 with *at on it
+ * (past the ',' after the first item), 0 after the closing bracket (m->p
+ * just past it, also for an empty one), -1 when the text is not JSON.
  */
 static inline __attribute__((always_inline)) int
-members_next(struct members *m, char *key, size_t keysize, size_t *klen,
-    const unsigned char **v)
+walk_next(struct json_members *m, unsigned char close,
+    const unsigned char **at)
 {
-	const unsigned char	*p = skip_ws(m->p, m->end), *k;
+	const unsigned char	*p = skip_ws(m->p, m->end);
 
 	if (p == m->end)
 		return -1;
-	if (*p == '}') {	/* "{}", or the end after a member */
+	if (*p == close) {
 		m->p = p + 1;
 		return 0;
 	}
@@ -573,6 +566,24 @@ members_next(struct members *m, char *key, size_t keysize, size_t *klen,
 		p = skip_ws(p + 1, m->end);
 	}
 	m->started = 1;
+	*at = p;
+	return 1;
+}
+
+/*
+ * The next member: 1 with its key decoded into key (*klen is (size_t)-1
+ * when the key does not fit) and its value at [*v, m->p); 0 after the
+ * closing brace, with m->p just past it; -1 when the object is not JSON.
+ */
+static inline __attribute__((always_inline)) int
+members_next(struct json_members *m, char *key, size_t keysize, size_t *klen,
+    const unsigned char **v)
+{
+	const unsigned char	*p, *k;
+	int			 rv;
+
+	if ((rv = walk_next(m, '}', &p)) != 1)
+		return rv;
 	k = p;
 	if (p == m->end || *p != '"' || (p = scan_string(p, m->end)) == NULL)
 		return -1;
@@ -593,9 +604,10 @@ enum envelope_result
 envelope_parse(const unsigned char *buf, size_t len, struct envelope *env)
 {
 	const unsigned char	*end = buf + len, *p, *v;
-	struct members		 m;
+	struct json_members	 m;
 	char			 key[16];
 	size_t			 n;
+	/* bad_conn_id: the first byte of a conn_id that is not a string */
 	int			 bad_conn_id = 0, bad_close_code = 0, more;
 
 	memset(env, 0, sizeof(*env));
@@ -616,7 +628,7 @@ envelope_parse(const unsigned char *buf, size_t len, struct envelope *env)
 			env->conn_id[0] = '\0';
 			env->conn_id_len = 0;
 			env->conn_id_too_long = 0;
-			bad_conn_id = *v != '"';
+			bad_conn_id = *v != '"' ? *v : 0;
 			if (!bad_conn_id) {
 				n = decode_string(v, p, env->conn_id,
 				    sizeof(env->conn_id));
@@ -646,12 +658,19 @@ envelope_parse(const unsigned char *buf, size_t len, struct envelope *env)
 	if (more == -1 || skip_ws(m.p, end) != end)
 		return ENVELOPE_NOT_JSON;
 
+	/* protocol.md §6: push_wake with no, an empty or a null conn_id */
+	if (env->has_push_wake && (!env->has_conn_id || bad_conn_id == 'n' ||
+	    (!bad_conn_id && env->conn_id_len == 0 &&
+	    !env->conn_id_too_long))) {
+		env->has_conn_id = 0;
+		return ENVELOPE_OK;
+	}
 	if (bad_conn_id)
 		return ENVELOPE_BAD_CONN_ID;
 	if (bad_close_code)
 		return ENVELOPE_BAD_CLOSE_CODE;
 	if (!env->has_conn_id)
-		return env->has_push_wake ? ENVELOPE_OK : ENVELOPE_NO_CONN_ID;
+		return ENVELOPE_NO_CONN_ID;
 	if (!env->has_frame && !env->has_close_code)
 		return ENVELOPE_NO_FRAME;
 	return ENVELOPE_OK;
@@ -662,7 +681,7 @@ push_wake_parse(const unsigned char *buf, size_t len, char *token,
     size_t size)
 {
 	const unsigned char	*end = buf + len, *p, *v;
-	struct members		 m;
+	struct json_members	 m;
 	char			 key[16], platform[8];
 	size_t			 n;
 	int			 more, fcm = 0, have_token = 0, bad_token = 0;
@@ -692,6 +711,121 @@ push_wake_parse(const unsigned char *buf, size_t len, char *token,
 	if (bad_token)
 		return "bad token";
 	return NULL;
+}
+
+/* buf is exactly one valid JSON value, opened by open ('{' or '[') */
+static int
+json_walk_begin(struct json_members *m, const unsigned char *buf, size_t len,
+    unsigned char open)
+{
+	const unsigned char	*end = buf + len, *p = skip_ws(buf, end), *q;
+
+	if (p == end || *p != open ||
+	    (q = json_skip_value(p, end, JSON_MAX_DEPTH)) == NULL ||
+	    skip_ws(q, end) != end)
+		return -1;
+	members_start(m, p, q, JSON_MAX_DEPTH - 1);
+	return 0;
+}
+
+int
+json_object_begin(struct json_members *m, const unsigned char *buf,
+    size_t len)
+{
+	return json_walk_begin(m, buf, len, '{');
+}
+
+int
+json_object_next(struct json_members *m, char *key, size_t keysize,
+    size_t *klen, const unsigned char **v, size_t *vlen)
+{
+	int	rv;
+
+	if ((rv = members_next(m, key, keysize, klen, v)) == 1)
+		*vlen = m->p - *v;
+	return rv;
+}
+
+int
+json_array_begin(struct json_members *m, const unsigned char *buf,
+    size_t len)
+{
+	return json_walk_begin(m, buf, len, '[');
+}
+
+int
+json_array_next(struct json_members *m, const unsigned char **v,
+    size_t *vlen)
+{
+	const unsigned char	*p;
+	int			 rv;
+
+	if ((rv = walk_next(m, ']', &p)) != 1)
+		return rv;
+	*v = p;
+	if ((m->p = json_skip_value(p, m->end, m->depth)) == NULL)
+		return -1;
+	*vlen = m->p - p;
+	return 1;
+}
+
+size_t
+json_string_value(const unsigned char *v, size_t vlen, char *dst, size_t size)
+{
+	/* a value json_object_next or json_array_next found is valid JSON */
+	if (vlen < 2 || *v != '"' || size == 0)
+		return (size_t)-1;
+	return decode_string(v, v + vlen, dst, size);
+}
+
+int
+json_uint_value(const unsigned char *v, size_t vlen, uint64_t max,
+    uint64_t *out)
+{
+	uint64_t	n = 0;
+	size_t		i;
+
+	if (vlen == 0)
+		return -1;
+	for (i = 0; i < vlen; i++) {
+		if (!IS_DIGIT(v[i]) || n > (max - (v[i] - '0')) / 10)
+			return -1;
+		n = n * 10 + (v[i] - '0');
+	}
+	*out = n;
+	return 0;
+}
+
+size_t
+json_escape(const char *s, char *out, size_t size)
+{
+	static const char	 hex[] = "0123456789abcdef";
+	size_t			 len = 0, n;
+	unsigned char		 c;
+	char			 e[7];
+
+	for (; *s != '\0'; s++) {
+		c = (unsigned char)*s;
+		if (c == '"' || c == '\\') {
+			e[0] = '\\';
+			e[1] = (char)c;
+			n = 2;
+		} else if (c < 0x20) {
+			memcpy(e, "\\u00", 4);
+			e[4] = hex[c >> 4];
+			e[5] = hex[c & 0xf];
+			n = 6;
+		} else {
+			e[0] = (char)c;
+			n = 1;
+		}
+		if (n >= size - len)
+			return (size_t)-1;
+		memcpy(out + len, e, n);
+		len += n;
+	}
+	out[len] = '\0';
+	return len;
 }
 
 const char *

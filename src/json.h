@@ -58,8 +58,9 @@ enum envelope_result {
 /*
  * Parses a binary's routing envelope.  The whole message must be valid JSON
  * and UTF-8.  Unknown keys are ignored.  When a key appears more than once,
- * the last one wins.  An envelope with push_wake and no conn_id is
- * ENVELOPE_OK with has_push_wake set and has_conn_id clear.
+ * the last one wins.  An envelope with push_wake and no, an empty or a
+ * null conn_id is a push request: ENVELOPE_OK with has_push_wake set and
+ * has_conn_id clear, whatever its other keys hold.
  */
 enum envelope_result	envelope_parse(const unsigned char *buf, size_t len,
 			    struct envelope *env);
@@ -75,5 +76,47 @@ const char		*envelope_strerror(enum envelope_result);
  */
 const char		*push_wake_parse(const unsigned char *buf, size_t len,
 			    char *token, size_t size);
+
+/*
+ * A walk over the members of one JSON object, or the elements of one
+ * array: the service-account key, OAuth2 and FCM replies (docs/push.md).
+ * json_object_begin and json_array_begin check that buf[0..len) is
+ * exactly one valid JSON value of that kind (0), else -1.
+ */
+struct json_members {
+	const unsigned char	*p, *end;	/* p: after the bracket or a value */
+	unsigned int		 depth;		/* levels left for a value */
+	int			 started;
+};
+int		 json_object_begin(struct json_members *,
+		    const unsigned char *buf, size_t len);
+/*
+ * The next member: 1 with its key decoded into key (*klen is (size_t)-1
+ * when it did not fit) and its value at [*v, *v + *vlen); 0 at the end.
+ */
+int		 json_object_next(struct json_members *, char *key,
+		    size_t keysize, size_t *klen, const unsigned char **v,
+		    size_t *vlen);
+int		 json_array_begin(struct json_members *,
+		    const unsigned char *buf, size_t len);
+/* The next element: 1 with the value at [*v, *v + *vlen); 0 at the end. */
+int		 json_array_next(struct json_members *,
+		    const unsigned char **v, size_t *vlen);
+/*
+ * A string value decoded into dst (NUL-terminated): its length, or
+ * (size_t)-1 when it is not a string, needs more than size - 1 bytes, or
+ * holds a NUL.
+ */
+size_t		 json_string_value(const unsigned char *v, size_t vlen,
+		    char *dst, size_t size);
+/* A value of digits only, at most max: 0 with *out set, else -1. */
+int		 json_uint_value(const unsigned char *v, size_t vlen,
+		    uint64_t max, uint64_t *out);
+/*
+ * s as the inside of a JSON string (", \\ and control characters
+ * escaped) in out, NUL-terminated: its length, or (size_t)-1 when it
+ * needs more than size - 1 bytes.
+ */
+size_t		 json_escape(const char *s, char *out, size_t size);
 
 #endif

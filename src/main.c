@@ -2,9 +2,9 @@
 
 /*
  * pyrelayd [-dnvV] [-f file] [-D macro=value]   (docs/protocol.md §10)
- * Fronts are this same program started by the parent as
- * `pyrelayd -P front [-d]`, relays the smaller pyrelayd-relay(8 in libexec),
- * both with their channel on fd 3.
+ * Fronts and the push process are this same program started by the parent
+ * as `pyrelayd -P front [-d]` and `pyrelayd -P push [-d]`, relays the
+ * smaller pyrelayd-relay(8 in libexec), all with their channel on fd 3.
  */
 #include "config.h"
 
@@ -19,6 +19,7 @@ extern char **environ;
 #include "front.h"
 #include "parent.h"
 #include "proc.h"
+#include "push.h"
 #include "pyrelayd.h"
 #include "spawn.h"
 
@@ -34,7 +35,7 @@ worker_main(const char *name, int foreground)
 {
 	int	role = proc_role_from_name(name);
 
-	if (role != ROLE_FRONT && role != ROLE_SPAWNER)
+	if (role != ROLE_FRONT && role != ROLE_PUSH && role != ROLE_SPAWNER)
 		usage();
 	/* a worker only runs on the channel its parent gave it */
 	if (!proc_has_channel()) {
@@ -44,6 +45,8 @@ worker_main(const char *name, int foreground)
 	log_init(foreground, 0, name);
 	if (role == ROLE_FRONT)
 		front_main();
+	if (role == ROLE_PUSH)
+		push_main();
 	spawner_main();
 }
 
@@ -107,7 +110,8 @@ main(int argc, char *argv[])
 		conf = config_new_default();
 	else
 		conf = config_parse(opts.conffile, macros, nmacros);
-	if (conf == NULL)
+	/* the key and CA files of the push statements, checked as read */
+	if (conf == NULL || config_check_push(conf) == -1)
 		exit(1);
 	if (noaction) {
 		if (opts.verbose)

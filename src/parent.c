@@ -530,12 +530,13 @@ parent_relay_unwatch(struct parent *p, struct worker *w)
 
 /*
  * A relay reports its counts before it writes the 101 a client could react
- * to.  So reading, when a request arrives, every relay that has sent
- * something not yet read makes the counts exact at every moment a client
- * can observe; idle relays cost nothing.  In rounds, as one read takes at
- * most 256 messages of a relay; a few at most, so that relays that never
- * stop sending cannot hold an answer back (it then counts what they had
- * sent when the last round began).
+ * to, and the push process a wake's outcome before its log line.  So
+ * reading, when a request arrives, every relay (and push process) that
+ * has sent something not yet read makes the counts exact at every moment
+ * a client can observe; idle relays cost nothing.  In rounds, as one read
+ * takes at most 256 messages of a relay; a few at most, so that relays
+ * that never stop sending cannot hold an answer back (it then counts what
+ * they had sent when the last round began).
  */
 void
 parent_drain_relays(struct parent *p)
@@ -771,6 +772,7 @@ static const struct msg_rule relay_rows[] = {
 	MSG_RULE(RETIRE, MSG_FD_NONE, parent_retire),
 	MSG_RULE(RELAY_COUNTERS, MSG_FD_NONE, parent_relay_counters),
 	MSG_RULE(CTL_PHONE, MSG_FD_NONE, parent_ctl_phone),
+	MSG_RULE(PUSH_WAKE, MSG_FD_NONE, parent_push_wake),
 };
 const struct msg_rules parent_from_relay =
     MSG_RULES(ROLE_RELAY, ROLE_PARENT, relay_rows);
@@ -975,7 +977,7 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 		}
 		/* a relay that exits 0 after RETIRE_OK (or at shutdown) is normal */
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
-		    (w->role == ROLE_RELAY || p->stopping))
+		    (w->role == ROLE_RELAY || w->retired || p->stopping))
 			log_info("event=%s_exited pid=%d server_id=%s %s%s",
 			    proc_role_name(w->role), (int)pid, w->sid[0] ? w->sid : "-", how,
 			    w->pooled ? " pooled=1" : "");
@@ -995,6 +997,8 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 				p->respawn_ms = p->respawn_ms ? p->respawn_ms * 2 :
 				    RESPAWN_MIN_MS;
 		}
+		if (w->role == ROLE_PUSH)
+			parent_push_exited(p, w);
 		parent_worker_free(p, w);
 	}
 	if (respawn && !p->stopping && !evtimer_pending(p->ev_respawn, NULL)) {
@@ -1222,6 +1226,10 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 	config_error_hook = parent_config_error;
 	reload_ctl = ctl;
 	nc = config_parse(p->conf->path, p->opts.macros, p->opts.nmacros);
+	if (nc != NULL && config_check_push(nc) == -1) {
+		config_free(nc);
+		nc = NULL;
+	}
 	reload_ctl = NULL;
 	if (nc == NULL) {
 		log_warnx("event=reload_failed file=%s reason=\"configuration has "
@@ -1266,6 +1274,7 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 	 * stops idle pooled ones over it): claims wait until enough retire.
 	 */
 	p->conf->max_relays = nc->max_relays;
+	parent_push_settings(p->conf, nc);
 	config_free(nc);
 	if (p->tls) {
 		TAILQ_FOREACH(w, &p->workers, entry) {
@@ -1278,12 +1287,14 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 	}
 	ml.lim = p->conf->lim;
 	TAILQ_FOREACH(w, &p->workers, entry) {
-		if (w->dead)
+		/* the push process uses none: a new one takes the settings */
+		if (w->dead || w->role == ROLE_PUSH)
 			continue;
 		msg_compose(&w->chan, MSG_LIMITS, 0, &ml, sizeof(ml), -1);
 		parent_worker_flush(w);
 	}
 	pool_resize(p);
+	parent_push_reload(p);
 	log_info("event=reload_done");
 	return 0;
 }
@@ -1370,7 +1381,9 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 		exit(1);
 	}
 	/* compiled once here, loaded by each worker (docs/sandbox.md) */
-	for (i = ROLE_FRONT; i <= ROLE_RELAY; i++) {
+	for (i = ROLE_FRONT; i < ROLE_MAX; i++) {
+		if (i == ROLE_SPAWNER)
+			continue;	/* not sandboxed (docs/pool.md) */
 		p->filters[i] = xcalloc(1, sizeof(*p->filters[i]));
 		sandbox_filter_build(i, p->filters[i]);
 	}
@@ -1412,9 +1425,6 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 		log_init(0, opts->verbose, "pyrelayd");
 	}
 	setproctitle("parent");
-	if (p->conf->fcm_credentials[0] != '\0')
-		log_warnx("event=push_unsupported reason=\"this version sends no "
-		    "FCM messages: push requests are dropped and logged\"");
 	log_info("event=limits nofile=%llu nofile_hard=%llu nofile_was=%llu "
 	    "backlog=%d", (unsigned long long)p->nofile,
 	    (unsigned long long)p->nofile_max,
@@ -1437,6 +1447,7 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	event_add(p->ev_sighup, NULL);
 
 	parent_start_spawner(p);
+	parent_push_init(p);
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	p->nfronts = conf->workers > 0 ? conf->workers : (ncpu > 0 ? ncpu : 1);
 	p->fronts = xcalloc(p->nfronts, sizeof(*p->fronts));

@@ -72,7 +72,7 @@ struct worker {
 	int			 dead;		/* killed or channel gone; awaiting reap */
 	int			 in_map;	/* relays: reachable by server-id */
 	int			 killed;	/* by us, for a bad message */
-	int			 retired;	/* RETIRE seen */
+	int			 retired;	/* relays: RETIRE seen; push: PUSH_RETIRE sent */
 	int			 pooled;	/* relays: in the pool, no server-id yet */
 	TAILQ_ENTRY(worker)	 pool_entry;	/* the pool, while pooled */
 	int			 hello;
@@ -129,8 +129,10 @@ struct listener {
 TAILQ_HEAD(listener_list, listener);
 
 struct parent {
-	/* the seccomp programs, by role: filters[ROLE_FRONT], [ROLE_RELAY] */
-	struct sandbox_prog	*filters[ROLE_RELAY + 1];
+	/* the seccomp programs, by role: filters[ROLE_FRONT], [ROLE_RELAY], ... */
+	struct sandbox_prog	*filters[ROLE_MAX];
+	/* push wakes (parent_push.c, docs/push.md); NULL until set up */
+	struct parent_push	*push;
 	/* the spawner (docs/pool.md): workers are started through it */
 	pid_t			 spawner_pid;	/* 0: none, start workers here */
 	int64_t			 spawner_retry;	/* no new spawner before (ms) */
@@ -281,6 +283,21 @@ void	parent_metrics_relay_gone(struct parent *, struct worker *);
 void	parent_metrics_front_gone(struct parent *, struct worker *);
 /* Adds a relay's RELAY_COUNTERS (checked: msg_relay_counters_check). */
 void	parent_add_counters(struct parent *, const struct relay_counters *);
+
+/* parent_push.c: the push process and the wakes in flight (docs/push.md) */
+void	parent_push_init(struct parent *);
+/* After a reload: the running push settings become those of nc. */
+void	parent_push_settings(struct config *running, const struct config *nc);
+/* After a reload: a push process with the key and settings read again. */
+void	parent_push_reload(struct parent *);
+/* What the parent takes from a push process (docs/messages.md). */
+extern const struct msg_rules	parent_from_push;
+/* A push process's HELLO: it is sandboxed, and takes the wakes. */
+void	parent_push_ready(struct parent *, struct worker *);
+/* PUSH_WAKE, a row of parent_from_relay: a wake its relay admitted */
+void	parent_push_wake(void *, struct msg *);
+void	parent_push_exited(struct parent *, struct worker *);
+void	parent_push_metrics(struct parent *, struct msg_metrics *);
 
 /* parent_ctl.c */
 int	parent_ctl_open(struct parent *);

@@ -35,6 +35,14 @@
  */
 #define OUTQ_MAX_RELAY		(1024 * 1024)
 #define OUTQ_MAX_FRONT		(4 * 1024 * 1024)
+/*
+ * The push process is sent its SETUP and PUSH_CONFIG (about 10 KiB each)
+ * once, and then at most PUSH_IN_FLIGHT_MAX (32) PUSH_SENDs of 600 bytes
+ * at a time, since the parent holds the wakes in flight: some 40 KiB in
+ * all, which its socket buffer takes whole.  Anything queued past it
+ * means it stopped reading.
+ */
+#define OUTQ_MAX_PUSH		(64 * 1024)
 
 /*
  * A connection a worker hands the parent (CONN_UPGRADE, CONN_REROUTE)
@@ -108,7 +116,8 @@ parent_check_outq(const struct worker *w)
 	static char	why[96];
 	size_t		max;
 
-	max = w->role == ROLE_FRONT ? OUTQ_MAX_FRONT : OUTQ_MAX_RELAY;
+	max = w->role == ROLE_FRONT ? OUTQ_MAX_FRONT :
+	    w->role == ROLE_PUSH ? OUTQ_MAX_PUSH : OUTQ_MAX_RELAY;
 	if (w->chan.outq_bytes <= max)
 		return NULL;
 	snprintf(why, sizeof(why), "stopped reading its channel: %zu bytes "

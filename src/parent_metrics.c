@@ -57,6 +57,7 @@ parent_metrics_answer(struct parent *p)
 	mm->relays_started = p->relays_started;
 	memcpy(mm->front_outcomes, p->front_outcomes, sizeof(mm->front_outcomes));
 	mm->c = p->cnt;
+	parent_push_metrics(p, mm);
 	while ((q = TAILQ_FIRST(&p->metrics_reqs)) != NULL) {
 		TAILQ_REMOVE(&p->metrics_reqs, q, entry);
 		if (!q->front->dead) {

@@ -336,15 +336,15 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	}
 	/* argv[0] names the titles ps(1) shows: "pyrelayd: relay ..." */
 	argv[argc++] = "pyrelayd";
-	if (role == ROLE_FRONT) {
+	if (role != ROLE_RELAY) {
 		argv[argc++] = "-P";
-		argv[argc++] = (char *)proc_role_name(ROLE_FRONT);
+		argv[argc++] = (char *)proc_role_name(role);
 	}
 	if (p->opts.foreground)
 		argv[argc++] = "-d";
 	argv[argc] = NULL;
-	if ((pid = parent_start_process(p, role == ROLE_FRONT ? p->self :
-	    p->relay_exe, argv, sv[1])) == -1) {
+	if ((pid = parent_start_process(p, role == ROLE_RELAY ? p->relay_exe :
+	    p->self, argv, sv[1])) == -1) {
 		parent_spawn_failed(role, sid);
 		close(sv[0]);
 		return NULL;
@@ -360,8 +360,8 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	TAILQ_INIT(&w->conns);
 	if (sid != NULL)
 		strlcpy(w->sid, sid, sizeof(w->sid));
-	msg_chan_init(&w->chan, sv[0], role == ROLE_FRONT ?
-	    &parent_from_front : &parent_from_relay);
+	msg_chan_init(&w->chan, sv[0], role == ROLE_FRONT ? &parent_from_front :
+	    role == ROLE_PUSH ? &parent_from_push : &parent_from_relay);
 	w->ev_read = event_new(p->base, sv[0], EV_READ | EV_PERSIST,
 	    parent_worker_read, w);
 	w->ev_write = event_new(p->base, sv[0], EV_WRITE | EV_PERSIST,
@@ -369,7 +369,8 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	if (w->ev_read == NULL || w->ev_write == NULL)
 		fatalx("parent: event_new");
 	event_add(w->ev_read, NULL);
-	if (role == ROLE_RELAY)
+	/* what they say is read before /healthz and /metrics answer */
+	if (role == ROLE_RELAY || role == ROLE_PUSH)
 		parent_relay_watch(p, w);
 	TAILQ_INSERT_TAIL(&p->workers, w, entry);
 	parent_send_setup(p, w);
@@ -393,6 +394,8 @@ parent_worker_ready(struct parent *p, struct worker *w)
 		pool_schedule(p, 0);
 	}
 	w->hello = 1;
+	if (w->role == ROLE_PUSH)
+		parent_push_ready(p, w);
 	if (w->role != ROLE_FRONT)
 		return;
 	log_info("event=front_ready pid=%d", (int)w->pid);

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "push.h"
 #include "pyrelayd.h"
 
 /* config.c: shared with config_print() so that errors use its units */
@@ -87,6 +88,9 @@ enum setting {
 	SET_HEADER,
 	SET_WRITE,
 	SET_FCM,
+	SET_FCM_PROJECT,
+	SET_FCM_ENDPOINT,
+	SET_PUSH_CA,
 	SET_POOL,
 	SET_MAXRELAYS,
 	SET_COUNT
@@ -161,10 +165,11 @@ static int	 macro_set(const char *, const char *, int);
 	int		 flags;
 }
 
-%token	ACME BURST CERTIFICATE CHROOT CONFLICT CONNECTIONS CONTROL
-%token	CREDENTIALS DOMAIN FCM GRACE HANDSHAKE HEADER HEARTBEAT IP KEY
+%token	ACME BURST CA CERTIFICATE CHROOT CONFLICT CONNECTIONS CONTROL
+%token	CREDENTIALS DOMAIN ENDPOINT FCM GRACE HANDSHAKE HEADER HEARTBEAT IP KEY
 %token	KTLS LIMIT LISTEN MAX MESSAGE METRICS ON OUTBOX PER PHONES POOL PORT
-%token	PROBE PROXYPROTO PUSH QUEUE RATE REFILL RELAY RELAYS SERVER SIZE SOCKET
+%token	PROBE PROJECT PROXYPROTO PUSH QUEUE RATE REFILL RELAY RELAYS SERVER
+%token	SIZE SOCKET
 %token	TIMEOUT TLS
 %token	USER WEBROOT WORKERS WRITE
 %token	ERROR
@@ -348,10 +353,47 @@ main	: USER value			{ set_user(&$2); }
 				    &conf->lim.write_timeout_ms);
 		}
 	| PUSH FCM CREDENTIALS value	{
-			if (once(SET_FCM, "push fcm credentials"))
+			/* the file is read by config_check_push() */
+			if (once(SET_FCM, "push fcm credentials")) {
 				set_path("push fcm credentials", &$4,
 				    conf->fcm_credentials,
 				    sizeof(conf->fcm_credentials));
+				conf->fcm_line = stmt_line;
+			}
+		}
+	| PUSH FCM PROJECT value	{
+			if (!once(SET_FCM_PROJECT, "push fcm project"))
+				;
+			else if ($4.s == NULL || !push_project_valid($4.s))
+				stmt_err("push fcm project \"%s\": not a project "
+				    "id (letters, digits, - . _ :, at most %d)",
+				    $4.s, PUSH_PROJECT_MAX - 1);
+			else
+				strlcpy(conf->fcm_project, $4.s,
+				    sizeof(conf->fcm_project));
+		}
+	| PUSH FCM ENDPOINT value	{
+			struct push_url	u;
+			char		err[PUSH_URL_MAX + 64];
+
+			if (!once(SET_FCM_ENDPOINT, "push fcm endpoint"))
+				;
+			else if (strlen($4.s) >= sizeof(conf->fcm_endpoint))
+				stmt_err("push fcm endpoint: too long (at most "
+				    "%zu bytes)", sizeof(conf->fcm_endpoint) - 1);
+			else if (push_url_parse($4.s, 0, &u, err,
+			    sizeof(err)) == -1)
+				stmt_err("push fcm endpoint %s", err);
+			else
+				strlcpy(conf->fcm_endpoint, $4.s,
+				    sizeof(conf->fcm_endpoint));
+		}
+	| PUSH CA value			{
+			if (once(SET_PUSH_CA, "push ca")) {
+				set_path("push ca", &$3, conf->push_ca,
+				    sizeof(conf->push_ca));
+				conf->push_ca_line = stmt_line;
+			}
 		}
 	;
 
@@ -373,6 +415,7 @@ static const struct keyword {
 } keywords[] = {
 	{ "acme",		ACME },
 	{ "burst",		BURST },
+	{ "ca",			CA },
 	{ "certificate",	CERTIFICATE },
 	{ "chroot",		CHROOT },
 	{ "conflict",		CONFLICT },
@@ -380,6 +423,7 @@ static const struct keyword {
 	{ "control",		CONTROL },
 	{ "credentials",	CREDENTIALS },
 	{ "domain",		DOMAIN },
+	{ "endpoint",		ENDPOINT },
 	{ "fcm",		FCM },
 	{ "grace",		GRACE },
 	{ "handshake",		HANDSHAKE },
@@ -400,6 +444,7 @@ static const struct keyword {
 	{ "pool",		POOL },
 	{ "port",		PORT },
 	{ "probe",		PROBE },
+	{ "project",		PROJECT },
 	{ "proxy-protocol",	PROXYPROTO },
 	{ "push",		PUSH },
 	{ "queue",		QUEUE },
@@ -475,6 +520,18 @@ stmt_err(const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	errat(stmt_line, "%s", msg);
+}
+
+void
+config_error_at(const char *file, int line, const char *fmt, ...)
+{
+	char	msg[1024];
+	va_list	ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	emit("%s:%d: %s", file, line, msg);
 }
 
 void
@@ -1165,6 +1222,12 @@ check_end(void)
 		    "... key ...\" statement", name);
 	}
 	lim->fcm_configured = conf->fcm_credentials[0] != '\0';
+	/* the other push statements mean nothing without a key */
+	for (i = SET_FCM_PROJECT; i <= SET_PUSH_CA; i++)
+		if (seen[i] != 0 && !lim->fcm_configured)
+			errat(seen[i], "%s: no \"push fcm credentials\" statement",
+			    i == SET_FCM_PROJECT ? "push fcm project" :
+			    i == SET_FCM_ENDPOINT ? "push fcm endpoint" : "push ca");
 	/* the global cap bounds the per-address one, set or not */
 	if (lim->max_connections_per_ip > lim->max_connections)
 		lim->max_connections_per_ip = lim->max_connections;

@@ -26,6 +26,7 @@ static const char role_names[][8] = {
 	[ROLE_FRONT] = "front",
 	[ROLE_RELAY] = "relay",
 	[ROLE_SPAWNER] = "spawner",
+	[ROLE_PUSH] = "push",
 };
 
 const char *

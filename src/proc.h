@@ -4,7 +4,7 @@
  * The start every process the parent starts makes (docs/build.md, "One
  * start-up"): its channel on WORKER_FD with its table of the parent's
  * messages, the signals the parent handles for it ignored; and for a
- * worker (front, relay): SETUP, its event base, SIGTERM, the sandbox,
+ * worker (front, relay, push): SETUP, its event base, SIGTERM, the sandbox,
  * HELLO, the loop.  The role brings its state and events (setup), what it
  * does once sandboxed (ready) and its handlers (its table).
  */
@@ -22,7 +22,7 @@
 
 #define WORKER_FD	3	/* a child's channel to the parent (spawn.c) */
 
-/* "parent", "front", "relay", "spawner" */
+/* "parent", "front", "relay", "spawner", "push" */
 const char	*proc_role_name(enum proc_role);
 /* The role of a name proc_role_name gives, or -1. */
 int		 proc_role_from_name(const char *);

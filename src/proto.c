@@ -56,7 +56,8 @@ msg_setup_check(const void *body, size_t len)
 	if (!ENDS(s->server_id) || (s->server_id[0] != '\0' &&
 	    !server_id_valid(s->server_id, strlen(s->server_id))))
 		return "bad server-id";
-	if (s->role != ROLE_FRONT && s->role != ROLE_RELAY)
+	if (s->role != ROLE_FRONT && s->role != ROLE_RELAY &&
+	    s->role != ROLE_PUSH)
 		return "not a worker's role";
 	if (s->root > 1)
 		return "bad root flag";
@@ -241,5 +242,53 @@ msg_spawned_check(const void *body, size_t len)
 	if ((rep->pid == -1) == (rep->error == 0) || rep->pid == 0 ||
 	    rep->pid < -1)
 		return "bad pid or error";
+	return NULL;
+}
+
+const char *
+msg_push_wake_check(const void *body, size_t len)
+{
+	const struct msg_push_wake	*pw = body;
+
+	/* push_wake_parse's token: 1 to PUSH_TOKEN_MAX - 1 bytes, no NUL */
+	if (!ENDS(pw->token) || pw->token[0] == '\0')
+		return "token empty or not terminated";
+	return NULL;
+}
+
+const char *
+msg_push_config_check(const void *body, size_t len)
+{
+	const struct msg_push_config	*mc = body;
+
+	if (!ENDS(mc->client_email) || !ENDS(mc->token_uri) ||
+	    !ENDS(mc->endpoint) || !ENDS(mc->project))
+		return "string not terminated";
+	if (mc->key_len == 0 || mc->key_len > sizeof(mc->key))
+		return "bad key length";
+	return NULL;
+}
+
+const char *
+msg_push_send_check(const void *body, size_t len)
+{
+	const struct msg_push_send	*ps = body;
+
+	if (!ENDS(ps->server_id) ||
+	    !server_id_valid(ps->server_id, strlen(ps->server_id)))
+		return "bad server-id";
+	if (!ENDS(ps->token) || ps->token[0] == '\0')
+		return "token empty or not terminated";
+	return NULL;
+}
+
+const char *
+msg_push_done_check(const void *body, size_t len)
+{
+	const struct msg_push_done	*d = body;
+
+	/* the push process sends what it tried: DROPPED is the parent's */
+	if (d->outcome >= PUSH_DROPPED)
+		return "bad outcome";
 	return NULL;
 }

@@ -48,6 +48,12 @@ enum proto_type {
 	MSG_SPAWN,		/* parent -> spawner, fd: start this worker on it */
 	MSG_SPAWNED,		/* spawner -> parent: its pid, or why not */
 	MSG_COUNTERS_REQ,	/* parent -> relay: send RELAY_COUNTERS now */
+	MSG_PUSH_WAKE,		/* relay -> parent: a push wake it admitted */
+	MSG_PUSH_CONFIG,	/* parent -> push, fd: key, settings; the CA bundle */
+	MSG_PUSH_SEND,		/* parent -> push: send this wake, hdr.id = wake */
+	MSG_PUSH_DONE,		/* push -> parent: its outcome, hdr.id = wake */
+	MSG_PUSH_RETIRE,	/* parent -> push: finish what you hold, then exit */
+	MSG_PUSH_REFRESH,	/* push -> parent: my addresses fail, replace me */
 	MSG_TYPE_MAX
 };
 
@@ -232,6 +238,53 @@ struct relay_counters {
 	uint64_t	register_failures[REG_MAX];
 };
 
+/*
+ * Push wakes (protocol.md §6, docs/push.md).  A relay hands the wakes it
+ * admitted to the parent (MSG_PUSH_WAKE), which applies the relay-wide cap
+ * and forwards them to the push process (MSG_PUSH_SEND); each comes back
+ * as one MSG_PUSH_DONE.
+ */
+enum push_outcome {
+	PUSH_SENT = 0,
+	PUSH_UNREGISTERED,		/* FCM: the token is no longer valid */
+	PUSH_SEND_FAILED,
+	PUSH_TOKEN_FETCH_FAILED,	/* no OAuth2 access token to send with */
+	PUSH_DROPPED,			/* over the cap, or no push process */
+	PUSH_OUTCOME_MAX
+};
+
+struct msg_push_wake {
+	char		token[PUSH_TOKEN_MAX];	/* NUL-terminated, not empty */
+};
+
+struct msg_push_send {
+	char		server_id[SERVER_ID_MAX + 1];
+	char		pad[7];
+	char		token[PUSH_TOKEN_MAX];
+};
+
+struct msg_push_done {
+	uint32_t	outcome;		/* enum push_outcome, not DROPPED */
+	uint32_t	pad;
+};
+
+/*
+ * MSG_PUSH_CONFIG: what the push process needs from the service-account
+ * key and the settings, the private key (PEM) only in it and the parent
+ * (docs/push.md); its fd is the CA bundle, open for reading.
+ */
+#define PUSH_EMAIL_MAX		256
+#define PUSH_KEY_MAX		8192	/* PEM; a 4096-bit RSA key is about 3.3 KiB */
+struct msg_push_config {
+	char		client_email[PUSH_EMAIL_MAX];
+	char		token_uri[PUSH_URL_MAX];
+	char		endpoint[PUSH_URL_MAX];
+	char		project[PUSH_PROJECT_MAX];
+	uint32_t	key_len;
+	uint32_t	pad;
+	char		key[PUSH_KEY_MAX];
+};
+
 struct msg_metrics {
 	uint64_t		binaries;
 	uint64_t		phones;
@@ -251,6 +304,9 @@ struct msg_metrics {
 	uint64_t		relay_cap_refusals;	/* claims refused at that cap */
 	uint64_t		address_cap_refusals;	/* closed at accept: per-address cap */
 	struct relay_counters	c;
+	uint64_t		push_wakes[PUSH_OUTCOME_MAX];
+	uint32_t		push_configured;	/* the series are shown */
+	uint32_t		pad;
 };
 
 struct msg_health {
@@ -330,6 +386,10 @@ const char	*msg_acme_req_check(const void *, size_t);
 const char	*msg_acme_check(const void *, size_t);
 const char	*msg_spawn_check(const void *, size_t);
 const char	*msg_spawned_check(const void *, size_t);
+const char	*msg_push_wake_check(const void *, size_t);
+const char	*msg_push_config_check(const void *, size_t);
+const char	*msg_push_send_check(const void *, size_t);
+const char	*msg_push_done_check(const void *, size_t);
 
 /*
  * Each body's length rule and check (struct msg_rule's minlen, len and
@@ -377,6 +437,16 @@ const char	*msg_spawned_check(const void *, size_t);
 				    sizeof(struct msg_spawn), msg_spawn_check
 #define MSG_BODY_SPAWNED	0, sizeof(struct msg_spawned), \
 				    msg_spawned_check
+#define MSG_BODY_PUSH_WAKE	0, sizeof(struct msg_push_wake), \
+				    msg_push_wake_check
+#define MSG_BODY_PUSH_CONFIG	0, sizeof(struct msg_push_config), \
+				    msg_push_config_check
+#define MSG_BODY_PUSH_SEND	0, sizeof(struct msg_push_send), \
+				    msg_push_send_check
+#define MSG_BODY_PUSH_DONE	0, sizeof(struct msg_push_done), \
+				    msg_push_done_check
+#define MSG_BODY_PUSH_RETIRE	MSG_BODY_EMPTY
+#define MSG_BODY_PUSH_REFRESH	MSG_BODY_EMPTY
 
 /* One row: its name and type, which cannot differ, fd rule, body, handler */
 #define MSG_RULE(t, fd, handle) \

@@ -43,6 +43,8 @@ enum proc_role {
 	ROLE_FRONT,
 	ROLE_RELAY,
 	ROLE_SPAWNER,		/* starts workers for the parent (docs/pool.md) */
+	ROLE_PUSH,		/* sends FCM messages (docs/push.md) */
+	ROLE_MAX
 };
 
 /* listener flags */
@@ -92,6 +94,11 @@ struct limits {
 #define PUSH_BURST		6
 #define PUSH_REFILL_MS		10000
 #define PUSH_TOKEN_MAX		512	/* bytes of a token, its NUL included (FCM: about 160) */
+#define PUSH_IN_FLIGHT_MAX	32	/* sends in flight relay-wide (protocol.md §6) */
+#define PUSH_URL_MAX		512	/* push fcm endpoint, a key's token_uri */
+#define PUSH_PROJECT_MAX	128	/* push fcm project, a key's project_id */
+#define PUSH_DEFAULT_ENDPOINT	"https://fcm.googleapis.com"
+#define PUSH_DEFAULT_CA		"/etc/ssl/certs/ca-certificates.crt"
 
 #define RELAY_POOL_DEFAULT	16
 #define RELAY_POOL_MAX		1024
@@ -113,6 +120,11 @@ struct config {
 	char			 tls_key[PATH_MAX];
 	char			 acme_webroot[PATH_MAX];
 	char			 fcm_credentials[PATH_MAX];
+	char			 fcm_project[PUSH_PROJECT_MAX];	/* "": the key's */
+	char			 fcm_endpoint[PUSH_URL_MAX];	/* "": the default */
+	char			 push_ca[PATH_MAX];		/* "": the system's */
+	/* where the push statements are, for config_check_push() */
+	int			 fcm_line, push_ca_line;
 	struct limits		 lim;
 };
 
@@ -130,6 +142,23 @@ struct config	*config_parse(const char *file, char *const *macros, int nmacros);
 void		 config_print(const struct config *, FILE *);
 int		 listen_addr_print(const struct listen_addr *, char *, size_t);
 int		 config_default_file_missing(const char *file);
+/*
+ * Reads the files the push statements name (the service-account key, the
+ * CA bundle) and checks them; each error is reported like the parser's,
+ * "file:line: message".  Returns 0, or -1 after reporting.
+ */
+int		 config_check_push(const struct config *);
+/* Reports "file:line: message" where config_parse reports its errors. */
+void		 config_error_at(const char *file, int line, const char *, ...)
+		    __attribute__((__format__(printf, 3, 4)));
+/*
+ * Reads a file the configuration names into buf (room bytes at most):
+ * a regular file, and for a secret (secret != 0) one that group and
+ * others cannot access.  Errors name it: "<keyword> \"<path>\": why".
+ */
+int		 config_read_file(const char *keyword, const char *path,
+		    int secret, unsigned char *buf, size_t room, size_t *len,
+		    char *err, size_t errlen);
 /* where config_parse reports "file:line: message" (NULL: stderr) */
 extern void	(*config_error_hook)(const char *);
 int		 config_fmt_duration(int64_t, char *, size_t);

@@ -3,8 +3,9 @@
 /*
  * The relay's side of its channel to the parent (docs/messages.md): set-up
  * (relay_main, on proc.c's start-up), the parent's messages and their
- * table, the state and counter increments it reports, the retire handshake, and the operator's
- * commands (pyrelayctl show and kick, SIGTERM).  It sits around the
+ * table, the state and counter increments it reports, the retire
+ * handshake, the push wakes it admitted, and the operator's commands
+ * (pyrelayctl show and kick, SIGTERM).  It sits around the
  * connections (relay_io.c), which sit around the decisions of docs/protocol.md
  * §3-§4 (relay_core.c): docs/relay-core.md.
  */
@@ -230,6 +231,22 @@ relay_retire(struct relay_core *core)
 	relay_chan_flush(r);
 }
 
+/*
+ * A push wake the core admitted (relay_core.h ops->push_wake): the parent
+ * applies the relay-wide cap and hands it to the push process.
+ */
+static void
+relay_push_wake(struct relay_core *core, const char *token)
+{
+	struct relay		*r = RELAY_OF(core);
+	struct msg_push_wake	 pw;
+
+	memset(&pw, 0, sizeof(pw));
+	strlcpy(pw.token, token, sizeof(pw.token));
+	msg_compose(&r->chan, MSG_PUSH_WAKE, 0, &pw, sizeof(pw), -1);
+	relay_chan_flush(r);
+}
+
 /* A relay exits once it is out of the parent's map and every connection is gone. */
 static void
 relay_check_exit(struct relay *r)
@@ -253,6 +270,7 @@ static const struct relay_core_ops relay_core_ops = {
 	.count = relay_count,
 	.report = relay_report,
 	.retire = relay_retire,
+	.push_wake = relay_push_wake,
 	.now = relay_io_now,
 };
 

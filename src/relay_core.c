@@ -13,7 +13,6 @@
 #include <sys/param.h>
 #include <sys/queue.h>
 
-#include <sha2.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -347,22 +346,38 @@ core_deliver(struct relay_core *core, const struct envelope *env)
 }
 
 /*
- * A push wake request (docs/protocol.md §6).  Each takes one of the server-id's
- * PUSH_BURST tokens, and one comes back every PUSH_REFILL_MS.  Without a
- * token the request is dropped, and only the first of such a run is
- * logged, so that a binary cannot flood the log; the next line counts
- * them.  This version sends no FCM message: a request within the limit is
- * dropped and logged, its token only as the first 8 hex digits of its
- * SHA-256.
+ * A push wake request (docs/protocol.md §6), checked in this order: push
+ * off (no credentials: the first of this server-id is logged, the rest
+ * are not: the binary's requests are legitimate, only unanswerable),
+ * structure (each malformed one is logged, like any malformed envelope,
+ * and uses no token), then the server-id's bucket: PUSH_BURST tokens, one
+ * back every PUSH_REFILL_MS; over it only the first of a run is logged,
+ * so that a binary cannot flood the log.  An admitted wake goes to the
+ * parent (ops->push_wake), which applies the relay-wide cap and hands it
+ * to the push process; the binary is never told what became of it.
  */
 static void
 core_push_wake(struct relay_core *core, const struct envelope *env)
 {
 	char		 token[PUSH_TOKEN_MAX];
-	char		 hex[SHA256_DIGEST_STRING_LENGTH];
 	const char	*bad;
-	int64_t		 now = core->ops->now(core), n;
+	int64_t		 now, n;
 
+	if (!core->lim->fcm_configured) {
+		if (!core->push_off_logged)
+			log_info("event=push_dropped server_id=%s "
+			    "reason=no_credentials", core->sid);
+		core->push_off_logged = 1;
+		return;
+	}
+	bad = push_wake_parse(env->push_wake, env->push_wake_len, token,
+	    sizeof(token));
+	if (bad != NULL) {
+		log_info("event=push_dropped server_id=%s reason=\"%s\"",
+		    core->sid, bad);
+		return;
+	}
+	now = core->ops->now(core);
 	if (core->push_tokens < PUSH_BURST &&
 	    (n = (now - core->push_ms) / PUSH_REFILL_MS) > 0) {
 		core->push_tokens = MIN(PUSH_BURST, core->push_tokens + n);
@@ -377,21 +392,10 @@ core_push_wake(struct relay_core *core, const struct envelope *env)
 	}
 	if (core->push_tokens-- == PUSH_BURST)
 		core->push_ms = now;	/* the refill counts from here */
-
-	bad = push_wake_parse(env->push_wake, env->push_wake_len, token,
-	    sizeof(token));
-	if (bad != NULL)
-		log_info("event=push_dropped server_id=%s reason=\"%s\" "
-		    "rate_limited=%u", core->sid, bad, core->push_limited);
-	else {
-		SHA256Data((const uint8_t *)token, strlen(token), hex);
-		hex[8] = '\0';
-		log_info("event=push_dropped server_id=%s token=%s reason=%s "
-		    "rate_limited=%u", core->sid, hex,
-		    core->lim->fcm_configured ? "unsupported" : "no_credentials",
-		    core->push_limited);
-	}
+	log_debug("event=push_wake_admitted server_id=%s rate_limited=%u",
+	    core->sid, core->push_limited);
 	core->push_limited = 0;
+	core->ops->push_wake(core, token);
 }
 
 static void

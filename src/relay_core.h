@@ -4,8 +4,8 @@
  * The relay's decisions for its one server-id (docs/protocol.md §3-§4): who
  * holds it (the binary, the newcomers of a conflict probe, the grace
  * period and its queue, reclaim, takeover, expiry), the phones and their
- * cap, envelopes both ways, close notices and directives, and
- * backpressure.  No socket, no event loop, no parent channel: the layer
+ * cap, envelopes both ways, close notices and directives,
+ * backpressure, and which push wakes go to the parent.  No socket, no event loop, no parent channel: the layer
  * around it (relay_io.c) feeds it events, and it answers with actions
  * through the ops table, so that a unit test can script both
  * (tests/unit/test_relay_core.c; docs/relay-core.md).
@@ -97,6 +97,8 @@ struct relay_core_ops {
 	void	(*report)(struct relay_core *);
 	/* give the server-id up: leave the parent's map (once) */
 	void	(*retire)(struct relay_core *);
+	/* a push wake admitted (docs/protocol.md §6): the parent sends it */
+	void	(*push_wake)(struct relay_core *, const char *token);
 	int64_t	(*now)(struct relay_core *);	/* milliseconds, monotonic */
 };
 
@@ -115,6 +117,7 @@ struct relay_core {
 	uint32_t		 push_tokens;	/* push wake requests allowed now */
 	int64_t			 push_ms;	/* push_tokens counted up to here */
 	uint32_t		 push_limited;	/* dropped over the limit, unlogged */
+	int			 push_off_logged;	/* a wake found push off */
 };
 
 void	relay_core_init(struct relay_core *, const struct relay_core_ops *,

@@ -97,7 +97,7 @@ sandbox_enter(enum proc_role role, struct msg_setup *setup, rlim_t maxfds)
 	gid_t		 gid;
 	int		 chrooted = 0, limit_fsize = 1;
 
-	if (role != ROLE_FRONT && role != ROLE_RELAY)
+	if (role != ROLE_FRONT && role != ROLE_RELAY && role != ROLE_PUSH)
 		fatalx("sandbox: role %d is not a worker", (int)role);
 	/* a worker that cannot or will not drop root must not run at all */
 	if (root && geteuid() != 0)

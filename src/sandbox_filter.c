@@ -316,6 +316,46 @@ sandbox_filter_front(scmp_filter_ctx ctx)
 }
 
 /*
+ * The push process (docs/push.md): a worker that also opens TCP
+ * connections, to the token endpoint and FCM, at addresses resolved before
+ * it entered the sandbox: socket(AF_INET or AF_INET6, SOCK_STREAM, 0 or
+ * IPPROTO_TCP) with any of the SOCK_NONBLOCK and SOCK_CLOEXEC flags, and
+ * connect.  No other family (no AF_UNIX, no AF_NETLINK), no UDP, no bind,
+ * listen or accept.
+ */
+static void
+sandbox_filter_push(scmp_filter_ctx ctx)
+{
+	static const int	 families[] = { AF_INET, AF_INET6 };
+	static const int	 protocols[] = { 0, IPPROTO_TCP };
+	struct scmp_arg_cmp	 cmp[3];
+	size_t			 i, j;
+
+	sandbox_filter_worker(ctx, "push");
+	for (i = 0; i < sizeof(families) / sizeof(families[0]); i++)
+		for (j = 0; j < sizeof(protocols) / sizeof(protocols[0]); j++) {
+			memset(cmp, 0, sizeof(cmp));
+			cmp[0].arg = 0;
+			cmp[0].op = SCMP_CMP_EQ;
+			cmp[0].datum_a = families[i];
+			/* the type without its flags */
+			cmp[1].arg = 1;
+			cmp[1].op = SCMP_CMP_MASKED_EQ;
+			cmp[1].datum_a = ~(scmp_datum_t)(SOCK_NONBLOCK |
+			    SOCK_CLOEXEC) & 0xffffffff;
+			cmp[1].datum_b = SOCK_STREAM;
+			cmp[2].arg = 2;
+			cmp[2].op = SCMP_CMP_EQ;
+			cmp[2].datum_a = protocols[j];
+			sandbox_seccomp_check(seccomp_rule_add_array(ctx,
+			    SCMP_ACT_ALLOW, SCMP_SYS(socket), 3, cmp), "push",
+			    "socket");
+		}
+	sandbox_seccomp_check(seccomp_rule_add(ctx, SCMP_ACT_ALLOW,
+	    SCMP_SYS(connect), 0), "push", "connect");
+}
+
+/*
  * The program libseccomp generated, read back through a pipe (libseccomp
  * 2.5 exports only to an fd), and the instruction that compares with the
  * placeholder pid found.
@@ -385,6 +425,9 @@ sandbox_filter_build(enum proc_role role, struct sandbox_prog *prog)
 		break;
 	case ROLE_FRONT:
 		sandbox_filter_front(ctx);
+		break;
+	case ROLE_PUSH:
+		sandbox_filter_push(ctx);
 		break;
 	default:
 		fatalx("sandbox: no seccomp filter for role %d", (int)role);

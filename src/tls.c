@@ -26,50 +26,6 @@
 	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
-static int
-read_file(const char *what, const char *path, int secret, unsigned char *buf,
-    size_t room, size_t *len, char *err, size_t errlen)
-{
-	struct stat	st;
-	ssize_t		n = 0;
-	int		fd;
-
-	/* symlinks are fine: certbot's live/ files point into archive/ */
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		snprintf(err, errlen, "tls certificate %s \"%s\": %s", what, path,
-		    strerror(errno));
-		return -1;
-	}
-	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "tls certificate %s \"%s\": not a regular file",
-		    what, path);
-		close(fd);
-		return -1;
-	}
-	if (secret && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-		snprintf(err, errlen, "tls certificate key \"%s\": must not be "
-		    "readable by group or others (chmod 600)", path);
-		close(fd);
-		return -1;
-	}
-	if ((size_t)st.st_size > room) {
-		snprintf(err, errlen, "tls certificate %s \"%s\": larger than %zu "
-		    "bytes", what, path, room);
-		close(fd);
-		return -1;
-	}
-	*len = 0;
-	while (*len < room && (n = read(fd, buf + *len, room - *len)) > 0)
-		*len += n;
-	close(fd);
-	if (n == -1) {
-		snprintf(err, errlen, "tls certificate %s \"%s\": %s", what, path,
-		    strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
 int
 tls_load_files(const char *cert, const char *key, struct msg_tls *out,
     char *err, size_t errlen)
@@ -77,11 +33,11 @@ tls_load_files(const char *cert, const char *key, struct msg_tls *out,
 	size_t	clen, klen;
 
 	memset(out, 0, sizeof(*out));
-	if (read_file("chain", cert, 0, out->pem, sizeof(out->pem), &clen, err,
-	    errlen) == -1)
+	if (config_read_file("tls certificate chain", cert, 0, out->pem,
+	    sizeof(out->pem), &clen, err, errlen) == -1)
 		return -1;
-	if (read_file("key", key, 1, out->pem + clen, sizeof(out->pem) - clen,
-	    &klen, err, errlen) == -1) {
+	if (config_read_file("tls certificate key", key, 1, out->pem + clen,
+	    sizeof(out->pem) - clen, &klen, err, errlen) == -1) {
 		explicit_bzero(out, sizeof(*out));
 		return -1;
 	}

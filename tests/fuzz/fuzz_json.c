@@ -4,7 +4,9 @@
  * libFuzzer harness for json_compact and utf8_valid.  Besides the
  * sanitizers it checks that compact output is valid, no longer than the
  * input, compacts to itself, equals in-place compaction, and that the
- * envelope parser agrees on what is JSON.
+ * envelope parser agrees on what is JSON.  The push process's readers of
+ * token and FCM replies (hostile input from the network) get the same
+ * bytes: what they keep is a printable token or plain identifiers.
  */
 #include "config.h"
 
@@ -13,6 +15,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "push.h"
 
 #define CHECK(e)	do { if (!(e)) abort(); } while (0)
 
@@ -52,6 +55,27 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(memcmp(out, inplace, r) == 0);
 	} else
 		(void)utf8_valid(data, size);
+
+	{
+		struct push_result	 res;
+		char			 access[PUSH_ACCESS_MAX];
+		uint64_t		 exp;
+		const char		*why;
+		size_t			 i;
+
+		why = push_token_reply(data, size, access, sizeof(access), &exp);
+		if (r == -1)
+			CHECK(why != NULL);
+		for (i = 0; why == NULL && access[i] != '\0'; i++)
+			CHECK(access[i] > 0x20 && access[i] < 0x7f);
+		memset(&res, 0, sizeof(res));
+		res.status = size > 0 && (data[0] & 1) ? 200 : 404;
+		(void)push_fcm_reply(data, size, &res);
+		CHECK(strlen(res.message_id) < sizeof(res.message_id));
+		CHECK(strspn(res.error_code, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		    "abcdefghijklmnopqrstuvwxyz0123456789-_./:") ==
+		    strlen(res.error_code));
+	}
 
 	free(inplace);
 	free(again);

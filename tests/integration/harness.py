@@ -38,7 +38,9 @@ Module functions: http_get, raw_request, recv_until_close, read_head,
 parse_head, upgrade_request,
 RawWS (byte-exact WebSocket client), ws_frame, ws_key, ws_accept; async
 binary, phone, expect_close, recv, assert_exchange, close_all; run; /proc
-helpers (proc_status, proc_state, children_of, open_fds, poll_until, ...).
+helpers (proc_status, proc_state, children_of, open_fds, poll_until, ...);
+assert_sandboxed(tc, d, pid, what) for a worker's uid, gid, no_new_privs,
+seccomp and chroot.
 
 Environment knobs for debugging: PYRELAYD_TEST_ECHO=1 copies the daemon's
 log to stderr as it arrives; PYRELAYD_TEST_VERBOSE=1 starts it with -v.
@@ -243,6 +245,43 @@ def poll_until(pred, timeout, what, interval=0.02):
             raise AssertionError("timed out after %.1fs waiting for %s"
                                  % (timeout, what))
         time.sleep(interval)
+
+
+_nobody = None
+
+
+def nobody():
+    """The passwd entry of the user the test daemons' workers run as."""
+    global _nobody
+    if _nobody is None:
+        _nobody = pwd.getpwnam("nobody")
+    return _nobody
+
+
+def status_ids(status, key):
+    """The numbers of a /proc/PID/status line (Uid, Gid, Groups)."""
+    return [int(x) for x in status.get(key, "").split()]
+
+
+def assert_sandboxed(tc, d, pid, what):
+    """pid runs as nobody, chrooted to d.chroot, without privileges,
+    under a seccomp filter (tc: the TestCase)."""
+    st = proc_status(pid)
+    tc.assertIsNotNone(st, "%s %d is gone" % (what, pid))
+    pw = nobody()
+    tc.assertEqual(status_ids(st, "Uid"), [pw.pw_uid] * 4, what + " Uid")
+    tc.assertEqual(status_ids(st, "Gid"), [pw.pw_gid] * 4, what + " Gid")
+    tc.assertLessEqual(set(status_ids(st, "Groups")), {pw.pw_gid},
+                       what + " supplementary groups")
+    tc.assertEqual(st.get("NoNewPrivs"), "1", what + " NoNewPrivs")
+    tc.assertEqual(st.get("Seccomp"), "2", what + " Seccomp")
+    tc.assertEqual(int(st.get("CapEff", "1"), 16), 0, what + " CapEff")
+    tc.assertEqual(int(st.get("CapPrm", "1"), 16), 0, what + " CapPrm")
+    if sanitizer_build():
+        # the sanitizer runtime needs /proc: such builds skip the chroot
+        return
+    tc.assertEqual(os.readlink("/proc/%d/root" % pid),
+                   os.path.realpath(d.chroot), what + " root")
 
 
 # --------------------------------------------------------------------------

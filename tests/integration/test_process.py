@@ -9,7 +9,6 @@ chroot its workers); exits 77 otherwise."""
 
 import asyncio
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -26,39 +25,9 @@ RATE = "rate limit burst 10000 refill 100ms"
 # sanitizer builds start and exit processes several times slower
 SLOW = 3 if harness.sanitizer_build() else 1
 
-NOBODY = None
-
-
-def nobody():
-    global NOBODY
-    if NOBODY is None:
-        NOBODY = pwd.getpwnam("nobody")
-    return NOBODY
-
-
-def ids(status, key):
-    return [int(x) for x in status.get(key, "").split()]
-
-
-def assert_sandboxed(tc, d, pid, what):
-    """pid runs as nobody, chrooted to d.chroot, without privileges,
-    under a seccomp filter (tc: the TestCase)."""
-    st = harness.proc_status(pid)
-    tc.assertIsNotNone(st, "%s %d is gone" % (what, pid))
-    pw = nobody()
-    tc.assertEqual(ids(st, "Uid"), [pw.pw_uid] * 4, what + " Uid")
-    tc.assertEqual(ids(st, "Gid"), [pw.pw_gid] * 4, what + " Gid")
-    tc.assertLessEqual(set(ids(st, "Groups")), {pw.pw_gid},
-                       what + " supplementary groups")
-    tc.assertEqual(st.get("NoNewPrivs"), "1", what + " NoNewPrivs")
-    tc.assertEqual(st.get("Seccomp"), "2", what + " Seccomp")
-    tc.assertEqual(int(st.get("CapEff", "1"), 16), 0, what + " CapEff")
-    tc.assertEqual(int(st.get("CapPrm", "1"), 16), 0, what + " CapPrm")
-    if harness.sanitizer_build():
-        # the sanitizer runtime needs /proc: such builds skip the chroot
-        return
-    tc.assertEqual(os.readlink("/proc/%d/root" % pid),
-                   os.path.realpath(d.chroot), what + " root")
+nobody = harness.nobody
+ids = harness.status_ids
+assert_sandboxed = harness.assert_sandboxed
 
 
 class Sandbox(unittest.TestCase):

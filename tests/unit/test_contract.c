@@ -22,13 +22,15 @@
 #include "parent.h"
 #include "proc.h"
 #include "proto.h"
+#include "push.h"
 #include "pyrelayd.h"
 #include "relay.h"
 #include "spawn.h"
 
 static const struct msg_rules *const tables[] = {
 	&parent_from_front, &parent_from_relay, &parent_from_spawner,
-	&front_from_parent, &relay_from_parent, &spawner_from_parent,
+	&parent_from_push, &front_from_parent, &relay_from_parent,
+	&spawner_from_parent, &push_from_parent,
 };
 #define NTABLES	(sizeof(tables) / sizeof(tables[0]))
 
@@ -466,6 +468,57 @@ test_check_small(void)
 	free(t);
 }
 
+/* The push process's messages: strings end in their arrays, counts fit. */
+static void
+test_check_push(void)
+{
+	struct msg_push_wake	 pw;
+	struct msg_push_send	 ps;
+	struct msg_push_done	 d;
+	struct msg_push_config	*mc;
+
+	memset(&pw, 0, sizeof(pw));
+	strlcpy(pw.token, "tok", sizeof(pw.token));
+	CU_ASSERT_PTR_NULL(msg_push_wake_check(&pw, sizeof(pw)));
+	pw.token[0] = '\0';
+	CU_ASSERT_PTR_NOT_NULL(msg_push_wake_check(&pw, sizeof(pw)));
+	memset(pw.token, 't', sizeof(pw.token));
+	CU_ASSERT_PTR_NOT_NULL(msg_push_wake_check(&pw, sizeof(pw)));
+
+	memset(&ps, 0, sizeof(ps));
+	strlcpy(ps.server_id, "sid-1", sizeof(ps.server_id));
+	strlcpy(ps.token, "tok", sizeof(ps.token));
+	CU_ASSERT_PTR_NULL(msg_push_send_check(&ps, sizeof(ps)));
+	memset(ps.token, 't', sizeof(ps.token));
+	CU_ASSERT_PTR_NOT_NULL(msg_push_send_check(&ps, sizeof(ps)));
+	strlcpy(ps.token, "tok", sizeof(ps.token));
+	strlcpy(ps.server_id, "a b", sizeof(ps.server_id));
+	CU_ASSERT_PTR_NOT_NULL(msg_push_send_check(&ps, sizeof(ps)));
+	ps.server_id[0] = '\0';
+	CU_ASSERT_PTR_NOT_NULL(msg_push_send_check(&ps, sizeof(ps)));
+
+	memset(&d, 0, sizeof(d));
+	d.outcome = PUSH_TOKEN_FETCH_FAILED;
+	CU_ASSERT_PTR_NULL(msg_push_done_check(&d, sizeof(d)));
+	/* dropped is the parent's outcome, never the push process's */
+	d.outcome = PUSH_DROPPED;
+	CU_ASSERT_PTR_NOT_NULL(msg_push_done_check(&d, sizeof(d)));
+	d.outcome = PUSH_OUTCOME_MAX + 7;
+	CU_ASSERT_PTR_NOT_NULL(msg_push_done_check(&d, sizeof(d)));
+
+	mc = xcalloc(1, sizeof(*mc));
+	mc->key_len = 100;
+	CU_ASSERT_PTR_NULL(msg_push_config_check(mc, sizeof(*mc)));
+	mc->key_len = 0;
+	CU_ASSERT_PTR_NOT_NULL(msg_push_config_check(mc, sizeof(*mc)));
+	mc->key_len = sizeof(mc->key) + 1;
+	CU_ASSERT_PTR_NOT_NULL(msg_push_config_check(mc, sizeof(*mc)));
+	mc->key_len = 100;
+	memset(mc->endpoint, 'e', sizeof(mc->endpoint));
+	CU_ASSERT_PTR_NOT_NULL(msg_push_config_check(mc, sizeof(*mc)));
+	free(mc);
+}
+
 static CU_TestInfo contract_tests[] = {
 	{ "every row of the code is in the doc", test_code_in_doc },
 	{ "every row of the doc is in the code", test_doc_in_code },
@@ -479,6 +532,7 @@ static CU_TestInfo check_tests[] = {
 	{ "SETUP", test_check_setup },
 	{ "SPAWN", test_check_spawn },
 	{ "ACME_REQ, SPAWNED, CONN_CLOSED, CTL_PHONE, TLS", test_check_small },
+	{ "PUSH_WAKE, PUSH_SEND, PUSH_DONE, PUSH_CONFIG", test_check_push },
 	CU_TEST_INFO_NULL
 };
 

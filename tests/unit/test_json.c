@@ -473,6 +473,89 @@ test_envelope_ok(void)
 	    "{\"platform\":\"fcm\",\"token\":\"abc\"}"));
 	CU_ASSERT_EQUAL(ENV("{\"push_wake\" : \"x\" }", &e), ENVELOPE_OK);
 	CU_ASSERT(span_is(e.push_wake, e.push_wake_len, "\"x\""));
+	/* and with an empty or a null conn_id (protocol.md §6, issue 15) */
+	CU_ASSERT_EQUAL(ENV("{\"conn_id\":\"\",\"push_wake\":{\"a\":1}}", &e),
+	    ENVELOPE_OK);
+	CU_ASSERT(e.has_push_wake && !e.has_conn_id);
+	CU_ASSERT(span_is(e.push_wake, e.push_wake_len, "{\"a\":1}"));
+	CU_ASSERT_EQUAL(ENV("{\"push_wake\":{},\"conn_id\":null,"
+	    "\"frame\":1,\"close_code\":\"x\"}", &e), ENVELOPE_OK);
+	CU_ASSERT(e.has_push_wake && !e.has_conn_id);
+	/* a conn_id that names a phone makes it a frame, push_wake ignored */
+	CU_ASSERT_EQUAL(ENV("{\"conn_id\":\"c\",\"frame\":1,\"push_wake\":{}}",
+	    &e), ENVELOPE_OK);
+	CU_ASSERT(e.has_conn_id);
+	/* without push_wake, an empty conn_id is one that names no phone */
+	CU_ASSERT_EQUAL(ENV("{\"conn_id\":\"\",\"frame\":1}", &e),
+	    ENVELOPE_OK);
+	CU_ASSERT(e.has_conn_id && e.conn_id_len == 0);
+}
+
+/* The object and array walks the push process reads replies with. */
+static void
+test_walk(void)
+{
+	struct json_members	 m, a;
+	const unsigned char	*v;
+	char			 key[8], str[8];
+	size_t			 klen, vlen;
+	uint64_t		 n;
+	static const char	 doc[] = " { \"a\" : [1, {\"b\":2}] ,"
+	    "\"a_very_long_key\":\"x\\u00e9\", \"n\": 3599 } ";
+
+	CU_ASSERT_EQUAL(json_object_begin(&m, U(doc), sizeof(doc) - 1), 0);
+	CU_ASSERT_EQUAL(json_object_next(&m, key, sizeof(key), &klen, &v,
+	    &vlen), 1);
+	CU_ASSERT_STRING_EQUAL(key, "a");
+	CU_ASSERT(span_is(v, vlen, "[1, {\"b\":2}]"));
+	CU_ASSERT_EQUAL(json_array_begin(&a, v, vlen), 0);
+	CU_ASSERT_EQUAL(json_array_next(&a, &v, &vlen), 1);
+	CU_ASSERT(span_is(v, vlen, "1"));
+	CU_ASSERT_EQUAL(json_array_next(&a, &v, &vlen), 1);
+	CU_ASSERT(span_is(v, vlen, "{\"b\":2}"));
+	CU_ASSERT_EQUAL(json_array_next(&a, &v, &vlen), 0);
+	CU_ASSERT_EQUAL(json_object_next(&m, key, sizeof(key), &klen, &v,
+	    &vlen), 1);
+	CU_ASSERT_EQUAL(klen, (size_t)-1);	/* did not fit */
+	CU_ASSERT_EQUAL(json_string_value(v, vlen, str, sizeof(str)), 3);
+	CU_ASSERT_STRING_EQUAL(str, "x\xc3\xa9");
+	CU_ASSERT_EQUAL(json_string_value(v, vlen, str, 3), (size_t)-1);
+	CU_ASSERT_EQUAL(json_object_next(&m, key, sizeof(key), &klen, &v,
+	    &vlen), 1);
+	CU_ASSERT_EQUAL(json_uint_value(v, vlen, 86400, &n), 0);
+	CU_ASSERT_EQUAL(n, 3599);
+	CU_ASSERT_EQUAL(json_uint_value(v, vlen, 3598, &n), -1);
+	CU_ASSERT_EQUAL(json_string_value(v, vlen, str, sizeof(str)),
+	    (size_t)-1);
+	CU_ASSERT_EQUAL(json_object_next(&m, key, sizeof(key), &klen, &v,
+	    &vlen), 0);
+
+	CU_ASSERT_EQUAL(json_object_begin(&m, U("[]"), 2), -1);
+	CU_ASSERT_EQUAL(json_object_begin(&m, U("{}x"), 3), -1);
+	CU_ASSERT_EQUAL(json_object_begin(&m, U("{\"a\":}"), 6), -1);
+	CU_ASSERT_EQUAL(json_object_begin(&m, U("{\"a\":\"\xff\"}"), 8), -1);
+	CU_ASSERT_EQUAL(json_object_begin(&m, U("{}"), 2), 0);
+	CU_ASSERT_EQUAL(json_object_next(&m, key, sizeof(key), &klen, &v,
+	    &vlen), 0);
+	CU_ASSERT_EQUAL(json_array_begin(&a, U("{}"), 2), -1);
+	CU_ASSERT_EQUAL(json_array_begin(&a, U(" [ ] "), 5), 0);
+	CU_ASSERT_EQUAL(json_array_next(&a, &v, &vlen), 0);
+	CU_ASSERT_EQUAL(json_uint_value(U("18446744073709551616"), 20,
+	    UINT64_MAX, &n), -1);
+	CU_ASSERT_EQUAL(json_uint_value(U("18446744073709551615"), 20,
+	    UINT64_MAX, &n), 0);
+	CU_ASSERT_EQUAL(json_uint_value(U("-1"), 2, 10, &n), -1);
+	CU_ASSERT_EQUAL(json_uint_value(U(""), 0, 10, &n), -1);
+
+	CU_ASSERT_EQUAL(json_escape("a\"\\\n\x1f\xc3\xa9", (char *)str,
+	    sizeof(str)), (size_t)-1);
+	{
+		char	out[64];
+
+		CU_ASSERT_EQUAL(json_escape("a\"\\\n\x1f\xc3\xa9", out,
+		    sizeof(out)), 19);
+		CU_ASSERT_STRING_EQUAL(out, "a\\\"\\\\\\u000a\\u001f\xc3\xa9");
+	}
 }
 
 /* the push_wake of an envelope, read as the relay reads it */
@@ -613,7 +696,7 @@ test_envelope_malformed(void)
 	/* it outranks a bad close_code */
 	CU_ASSERT_EQUAL(ENV("{\"conn_id\":1,\"close_code\":-1}", &e),
 	    ENVELOPE_BAD_CONN_ID);
-	CU_ASSERT_EQUAL(ENV("{\"conn_id\":null,\"push_wake\":{}}", &e),
+	CU_ASSERT_EQUAL(ENV("{\"conn_id\":7,\"push_wake\":{}}", &e),
 	    ENVELOPE_BAD_CONN_ID);
 
 	/* close_code not an integer 0..65535 without fraction or exponent */
@@ -877,7 +960,8 @@ main(void)
 	    test_envelope_duplicates) == NULL ||
 	    CU_add_test(s, "escapes", test_envelope_escapes) == NULL ||
 	    CU_add_test(s, "nesting limit", test_envelope_deep) == NULL ||
-	    CU_add_test(s, "push_wake", test_push_wake) == NULL)
+	    CU_add_test(s, "push_wake", test_push_wake) == NULL ||
+	    CU_add_test(s, "object and array walks", test_walk) == NULL)
 		goto fail;
 
 	CU_basic_set_mode(CU_BRM_VERBOSE);

@@ -5,12 +5,14 @@
  * loop: every timeline of docs/protocol.md §3 (claim, conflict, takeover,
  * grace and its queue, reclaim, expiry, registration and the cap), the
  * backpressure rules of §4, close notices and directives, the queues of a
- * conflict probe, and the bound on newcomers per server-id.
+ * conflict probe, the bound on newcomers per server-id, and the checks
+ * of push wake requests (§6) before one goes to the parent.
  *
  * The fake layer around the core writes each action down as one line of
  * a transcript ("send B ...", "close P1 4409 ...", "pause P2", "timer
  * grace 30000", "count claim", "state binary=1 phones=2 probing=0",
- * "retire"), and each step asserts the exact lines it caused, in order.
+ * "retire", "push TOKEN"), and each step asserts the exact lines it
+ * caused, in order.
  * A phone's conn_id reads <NAME> in the transcript.  Like the real
  * layers, the fake writes down a pause, a resume or a timer stop only when
  * it changes something, and a state only when it differs from the last
@@ -223,6 +225,12 @@ op_retire(struct relay_core *core)
 	note("retire\n");
 }
 
+static void
+op_push_wake(struct relay_core *core, const char *token)
+{
+	note("push %s\n", token);
+}
+
 static int64_t
 op_now(struct relay_core *core)
 {
@@ -241,6 +249,7 @@ static const struct relay_core_ops fake_ops = {
 	.count = op_count,
 	.report = op_report,
 	.retire = op_retire,
+	.push_wake = op_push_wake,
 	.now = op_now,
 };
 
@@ -399,18 +408,25 @@ expect_lines(int line, ...)
 #define EXPECT(...)	expect_lines(__LINE__, __VA_ARGS__, NULL)
 #define NOTHING()	expect_lines(__LINE__, NULL)
 
+/* The lines holding `what` the core logged since the test began. */
+static int
+logged_count(const char *what)
+{
+	char	line[4096];
+	int	n = 0;
+
+	if (F.log == NULL || fseek(F.log, F.log_mark, SEEK_SET) == -1)
+		return 0;
+	while (fgets(line, sizeof(line), F.log) != NULL)
+		n += strstr(line, what) != NULL;
+	return n;
+}
+
 /* The core logged a line holding `what` since the test began. */
 static int
 logged(const char *what)
 {
-	char	line[4096];
-	int	found = 0;
-
-	if (F.log == NULL || fseek(F.log, F.log_mark, SEEK_SET) == -1)
-		return 0;
-	while (!found && fgets(line, sizeof(line), F.log) != NULL)
-		found = strstr(line, what) != NULL;
-	return found;
+	return logged_count(what) > 0;
 }
 
 /* B claims the server-id and phones P1..Pn register. */
@@ -880,27 +896,131 @@ test_envelopes_dropped(void)
 	teardown();
 }
 
-/* Push wake requests (docs/protocol.md §6): 6 at once, then one per 10 s. */
+/* A push wake envelope for token t. */
+static void
+wake(struct tpeer *b, const char *t)
+{
+	char	buf[1024];
+
+	snprintf(buf, sizeof(buf),
+	    "{\"push_wake\":{\"platform\":\"fcm\",\"token\":\"%s\"}}", t);
+	says(b, buf);
+}
+
+/*
+ * Push wake requests (docs/protocol.md §6), push configured: 6 at once go
+ * to the parent, then one per 10 s counted from the first taken; over
+ * the bucket only the first of a run is logged.
+ */
 static void
 test_push_limit(void)
 {
-	const char	*push = "{\"push_wake\":{\"platform\":\"fcm\",\"token\":\"t\"}}";
+	struct tpeer	*b;
+	char		 t[16];
 	int		 i;
 
 	setup();
-	binary("B");
+	F.lim.fcm_configured = 1;
+	b = binary("B");
 	EXPECT("count claim", "state binary=1 phones=0 probing=0");
-	for (i = 0; i < PUSH_BURST; i++)
-		says(&F.peers[0], push);
+	for (i = 0; i < PUSH_BURST; i++) {
+		snprintf(t, sizeof(t), "t%d", i);
+		wake(b, t);
+	}
+	EXPECT("push t0", "push t1", "push t2", "push t3", "push t4",
+	    "push t5");
 	CU_ASSERT(!logged("event=push_rate_limited"));
-	says(&F.peers[0], push);
-	says(&F.peers[0], push);
-	CU_ASSERT(logged("event=push_rate_limited server_id=sid1"));
-	F.now += PUSH_REFILL_MS;
-	says(&F.peers[0], push);
-	CU_ASSERT(logged("reason=no_credentials rate_limited=2"));
-	/* no action: nothing is sent, nobody is closed */
+	wake(b, "over1");
+	wake(b, "over2");
 	NOTHING();
+	CU_ASSERT_EQUAL(logged_count("event=push_rate_limited server_id=sid1 "
+	    "burst=6 refill_ms=10000"), 1);
+	/* one back 10 s after the first was taken, not before */
+	F.now += PUSH_REFILL_MS - 1;
+	wake(b, "early");
+	NOTHING();
+	F.now += 1;
+	wake(b, "late");
+	EXPECT("push late");
+	wake(b, "again");
+	NOTHING();
+	/* a new run of refusals is logged once more */
+	CU_ASSERT_EQUAL(logged_count("event=push_rate_limited"), 2);
+	/* the binary is told nothing, and keeps its server-id */
+	CU_ASSERT(F.core.binary == &b->peer);
+	teardown();
+}
+
+/*
+ * The checks' order: a malformed request is dropped and logged with its
+ * reason and takes nothing from the bucket; an envelope whose conn_id
+ * names anything is a frame, not a push request; a null or empty conn_id
+ * is a push request.
+ */
+static void
+test_push_structure(void)
+{
+	struct tpeer	*b, *ph[1];
+
+	setup();
+	F.lim.fcm_configured = 1;
+	b = claimed(1, ph);
+	says(b, "{\"push_wake\":{\"platform\":\"apns\",\"token\":\"a\"}}");
+	says(b, "{\"push_wake\":{\"platform\":\"fcm\"}}");
+	says(b, "{\"push_wake\":\"fcm\"}");
+	says(b, "{\"push_wake\":{\"platform\":\"fcm\",\"token\":\"\"}}");
+	NOTHING();
+	CU_ASSERT(logged("event=push_dropped server_id=sid1 "
+	    "reason=\"platform not fcm\""));
+	CU_ASSERT(logged("reason=\"no token\""));
+	CU_ASSERT(logged("reason=\"not an object\""));
+	CU_ASSERT(logged("reason=\"bad token\""));
+	says(b, "{\"conn_id\":null,\"push_wake\":{\"platform\":\"fcm\","
+	    "\"token\":\"n\"}}");
+	says(b, "{\"conn_id\":\"\",\"push_wake\":{\"platform\":\"fcm\","
+	    "\"token\":\"e\"}}");
+	EXPECT("push n", "push e");
+	envelope(b, ph[0], "\"frame\":1,\"push_wake\":{\"platform\":\"fcm\","
+	    "\"token\":\"f\"}}");
+	EXPECT("send P1 1", "count b2p");
+	/* four malformed ones took nothing: four of the six are left */
+	wake(b, "w1");
+	wake(b, "w2");
+	wake(b, "w3");
+	wake(b, "w4");
+	EXPECT("push w1", "push w2", "push w3", "push w4");
+	wake(b, "w5");
+	NOTHING();
+	teardown();
+}
+
+/*
+ * Push off (no credentials): every request is dropped before anything
+ * else is looked at, the first of the server-id logged; a reload that
+ * configures push (LIMITS) lets the next ones through.
+ */
+static void
+test_push_off(void)
+{
+	struct tpeer	*b;
+	int		 i;
+
+	setup();
+	b = binary("B");
+	EXPECT("count claim", "state binary=1 phones=0 probing=0");
+	for (i = 0; i < 2 * PUSH_BURST; i++)
+		wake(b, "SECRET");
+	says(b, "{\"push_wake\":\"fcm\"}");
+	NOTHING();
+	CU_ASSERT_EQUAL(logged_count("event=push_"), 1);
+	CU_ASSERT_EQUAL(logged_count("event=push_dropped server_id=sid1 "
+	    "reason=no_credentials"), 1);
+	CU_ASSERT(!logged("SECRET"));
+	/* none of the bucket was used */
+	F.lim.fcm_configured = 1;
+	for (i = 0; i < PUSH_BURST; i++)
+		wake(b, "t");
+	EXPECT("push t", "push t", "push t", "push t", "push t", "push t");
 	teardown();
 }
 
@@ -1083,6 +1203,8 @@ main(void)
 	CU_add_test(s, "close directives", test_close_directives);
 	CU_add_test(s, "envelopes dropped", test_envelopes_dropped);
 	CU_add_test(s, "push wake limit", test_push_limit);
+	CU_add_test(s, "push wake structure", test_push_structure);
+	CU_add_test(s, "push wake, push off", test_push_off);
 	CU_add_test(s, "probe queues past their bound",
 	    test_probe_queues_past_bound);
 	CU_add_test(s, "newcomers per server-id bounded", test_newcomers_bounded);
