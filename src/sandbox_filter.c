@@ -52,7 +52,8 @@ struct sandbox_syscall {
  * exit.  No open, no socket, no connect, no accept, no execve, no fork.
  * A front parses PROXY headers and HTTP heads and terminates TLS (OpenSSL,
  * keys handed over by the parent): the same list, plus the few argument
- * rules of sandbox_filter_front().
+ * rules of sandbox_filter_front().  The push process adds TCP sockets
+ * and connect (sandbox_filter_push()).
  */
 static const struct sandbox_syscall worker_syscalls[] = {
 	/* libevent's epoll backend */
@@ -235,7 +236,10 @@ sandbox_allow_common_args(scmp_filter_ctx ctx, const char *role)
 	    AT_EMPTY_PATH, AT_EMPTY_PATH);
 #endif
 
-	/* fronts (TLS 1.2's last two records) and relays turn Nagle off */
+	/*
+	 * fronts (TLS 1.2's last two records), relays and the push process
+	 * (a request's head and body, two records) turn Nagle off
+	 */
 	sandbox_allow_sockopt(ctx, role, IPPROTO_TCP, TCP_NODELAY,
 	    "setsockopt TCP_NODELAY");
 

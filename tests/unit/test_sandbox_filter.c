@@ -1,11 +1,12 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * Unit tests of src/sandbox_filter.c's setsockopt rules, run by the
- * kernel: each case forks a child that loads the role's program exactly
- * as a worker does (sandbox_load, after PR_SET_NO_NEW_PRIVS) and calls
- * setsockopt once.  An allowed (level, optname) pair returns, whatever
- * the kernel then says of it; any other kills the child with SIGSYS.
+ * Unit tests of src/sandbox_filter.c's setsockopt rules, and of the
+ * push process's socket rule, run by the kernel: each case forks a child
+ * that loads the role's program exactly as a worker does (sandbox_load,
+ * after PR_SET_NO_NEW_PRIVS) and makes one call.  An allowed call
+ * returns, whatever the kernel then says of it; any other kills the child
+ * with SIGSYS.
  */
 #include "config.h"
 
@@ -34,35 +35,30 @@
 #define SOL_TLS		282
 #endif
 
-static struct sandbox_prog	prog_front, prog_relay;
+static struct sandbox_prog	prog_front, prog_relay, prog_push;
 
 /*
- * 0 when setsockopt(level, optname) returned under the role's program,
- * SIGSYS when the program killed the caller, -1 for anything else.
- * level is passed as a long: the upper 32 bits are not the kernel's.
+ * 0 when the call returned under prog, SIGSYS when the program killed
+ * the caller, -1 for anything else.  The call is made as libc makes it,
+ * its result does not matter.
  */
 static int
-try_sockopt(const struct sandbox_prog *prog, long level, int optname)
+try_call(const struct sandbox_prog *prog, long nr, long a, long b, long c,
+    long d, long e)
 {
 	struct sandbox_prog	copy = *prog;
 	pid_t			pid;
-	int			fd, one = 1, status;
+	int			status;
 
-	if ((fd = socket(AF_INET, SOCK_STREAM, 0)) == -1)
+	if ((pid = fork()) == -1)
 		return -1;
-	if ((pid = fork()) == -1) {
-		close(fd);
-		return -1;
-	}
 	if (pid == 0) {
 		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
 			_exit(2);
 		sandbox_load("test", &copy);
-		/* the call, as libc makes it: its result does not matter */
-		syscall(SYS_setsockopt, fd, level, optname, &one, sizeof(one));
+		syscall(nr, a, b, c, d, e);
 		_exit(0);
 	}
-	close(fd);
 	if (waitpid(pid, &status, 0) != pid)
 		return -1;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
@@ -72,11 +68,38 @@ try_sockopt(const struct sandbox_prog *prog, long level, int optname)
 	return -1;
 }
 
+/*
+ * setsockopt(level, optname) on a TCP socket under the role's program:
+ * try_call's answer.  level is passed as a long: the upper 32 bits are
+ * not the kernel's.
+ */
+static int
+try_sockopt(const struct sandbox_prog *prog, long level, int optname)
+{
+	int	fd, one = 1, rv;
+
+	if ((fd = socket(AF_INET, SOCK_STREAM, 0)) == -1)
+		return -1;
+	rv = try_call(prog, SYS_setsockopt, fd, level, optname, (long)&one,
+	    sizeof(one));
+	close(fd);
+	return rv;
+}
+
+/* socket(domain, type, protocol) under the role's program */
+static int
+try_socket(const struct sandbox_prog *prog, int domain, int type,
+    int protocol)
+{
+	return try_call(prog, SYS_socket, domain, type, protocol, 0, 0);
+}
+
 static int
 setup(void)
 {
 	sandbox_filter_build(ROLE_FRONT, &prog_front);
 	sandbox_filter_build(ROLE_RELAY, &prog_relay);
+	sandbox_filter_build(ROLE_PUSH, &prog_push);
 	return 0;
 }
 
@@ -124,6 +147,56 @@ test_front(void)
 	CU_ASSERT_EQUAL(try_sockopt(p, IPPROTO_TCP, TCP_MAXSEG), SIGSYS);
 }
 
+/*
+ * The push process (docs/push.md): TCP_NODELAY on its connections, as
+ * libevent's evhttp and OpenSSL's client set no other option (strace of
+ * test_push.py), and TCP sockets toward the endpoints; no kernel TLS, no
+ * other family or type.
+ */
+static void
+test_push(void)
+{
+	const struct sandbox_prog	*p = &prog_push;
+
+	CU_ASSERT_EQUAL(try_sockopt(p, IPPROTO_TCP, TCP_NODELAY), 0);
+	CU_ASSERT_EQUAL(try_sockopt(p, SOL_SOCKET, SO_RCVBUF), SIGSYS);
+	CU_ASSERT_EQUAL(try_sockopt(p, SOL_SOCKET, SO_SNDBUF), SIGSYS);
+	CU_ASSERT_EQUAL(try_sockopt(p, SOL_SOCKET, SO_KEEPALIVE), SIGSYS);
+	CU_ASSERT_EQUAL(try_sockopt(p, SOL_SOCKET, SO_REUSEADDR), SIGSYS);
+	CU_ASSERT_EQUAL(try_sockopt(p, SOL_SOCKET, SO_BINDTODEVICE), SIGSYS);
+	CU_ASSERT_EQUAL(try_sockopt(p, SOL_SOCKET, SO_ATTACH_FILTER), SIGSYS);
+	CU_ASSERT_EQUAL(try_sockopt(p, IPPROTO_TCP, TCP_ULP), SIGSYS);
+	CU_ASSERT_EQUAL(try_sockopt(p, IPPROTO_TCP, TCP_REPAIR), SIGSYS);
+	CU_ASSERT_EQUAL(try_sockopt(p, SOL_TLS, TLS_TX), SIGSYS);
+	CU_ASSERT_EQUAL(try_sockopt(p, IPPROTO_IP, IP_TOS), SIGSYS);
+
+	/* what evhttp opens: TCP over IPv4 or IPv6, with its flags */
+	CU_ASSERT_EQUAL(try_socket(p, AF_INET, SOCK_STREAM, 0), 0);
+	CU_ASSERT_EQUAL(try_socket(p, AF_INET, SOCK_STREAM | SOCK_NONBLOCK,
+	    0), 0);
+	CU_ASSERT_EQUAL(try_socket(p, AF_INET6, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, IPPROTO_TCP), 0);
+	/* no UDP (no DNS), no raw socket, no other family */
+	CU_ASSERT_EQUAL(try_socket(p, AF_INET, SOCK_DGRAM, 0), SIGSYS);
+	CU_ASSERT_EQUAL(try_socket(p, AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK,
+	    IPPROTO_UDP), SIGSYS);
+	CU_ASSERT_EQUAL(try_socket(p, AF_INET, SOCK_RAW, IPPROTO_TCP), SIGSYS);
+	CU_ASSERT_EQUAL(try_socket(p, AF_INET, SOCK_STREAM, IPPROTO_SCTP),
+	    SIGSYS);
+	CU_ASSERT_EQUAL(try_socket(p, AF_UNIX, SOCK_STREAM, 0), SIGSYS);
+	CU_ASSERT_EQUAL(try_socket(p, AF_NETLINK, SOCK_RAW, 0), SIGSYS);
+	CU_ASSERT_EQUAL(try_socket(p, AF_PACKET, SOCK_RAW, 0), SIGSYS);
+	/* glibc's syslog reconnect fails with EACCES, as in every worker */
+	CU_ASSERT_EQUAL(try_socket(p, AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0),
+	    0);
+
+	/* the other workers open no socket of their own */
+	CU_ASSERT_EQUAL(try_socket(&prog_relay, AF_INET, SOCK_STREAM, 0),
+	    SIGSYS);
+	CU_ASSERT_EQUAL(try_socket(&prog_front, AF_INET6, SOCK_STREAM, 0),
+	    SIGSYS);
+}
+
 static void
 test_int_arguments(void)
 {
@@ -150,6 +223,7 @@ main(void)
 	s = CU_add_suite("sandbox_setsockopt", setup, NULL);
 	CU_add_test(s, "relay: TCP_NODELAY only", test_relay);
 	CU_add_test(s, "front: TCP_NODELAY and kernel TLS only", test_front);
+	CU_add_test(s, "push: TCP_NODELAY and TCP sockets only", test_push);
 	CU_add_test(s, "level and optname compared as int",
 	    test_int_arguments);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
