@@ -6,7 +6,13 @@
 #     a PROXY header: no OpenSSL symbol, none of libtls.a or libfront.a;
 #  2. the parent's objects (libparent.a) call no parser of network input:
 #     nothing libfront.a or libws.a defines (http_parse_head, proxy_parse,
-#     ws_feed, envelope_parse, json_compact, ...).
+#     ws_feed, envelope_parse, json_compact, ...);
+#  3. the parent does none of the push process's network work (its HTTPS
+#     client, the JWT grant, the reading of Google's replies): of
+#     libpush.a it calls only the key file's reader and the settings'
+#     checks (push_key.c) and the token's hash its log lines show, and
+#     nothing of libevent's HTTP or OpenSSL bufferevents; the relay
+#     executable holds nothing of libpush.a (rule 1).
 # Each rule is also tried where it must find something (pyrelayd holds
 # the fronts' parsers and OpenSSL; a front's objects call the parsers), so
 # that a blind check (no nm, wrong names) fails instead of passing.
@@ -19,9 +25,13 @@ status=0
 # by name, whether the library defines the symbol or not
 tls='SSL_|TLS_|TLSv1|EVP_|OPENSSL_|ossl_|tls_'
 http='http_parse|http_upgrade_status|http_ws_accept'
-forbidden_in_relay="^($tls|$http|proxy_)"
+forbidden_in_relay="^($tls|$http|proxy_|evhttp)"
 ws='ws_|json_|envelope_parse|push_wake_parse|utf8_valid'
 forbidden_in_parent="^(http_parse|http_upgrade_status|proxy_parse|$ws)"
+# what libparent.a may call of libpush.a (docs/build.md, rule 3)
+push_for_parent='push_key_load push_url_parse push_project_valid push_ca_check
+push_token_hash'
+forbidden_push_in_parent='^(evhttp_|evhttp$|bufferevent_)'
 
 # The names in nm's output, without a version (SSL_new@OPENSSL_3.0.0).
 bare_names() {
@@ -70,7 +80,7 @@ find_all() {
 }
 
 for f in "$b/pyrelayd-relay" "$b/pyrelayd" "$b/libparent.a" \
-    "$b/libfront.a" "$b/libtls.a" "$b/libws.a"; do
+    "$b/libfront.a" "$b/libtls.a" "$b/libws.a" "$b/libpush.a"; do
 	[ -f "$f" ] || { echo "FAIL: $f: not built"; exit 1; }
 done
 tmp=$(mktemp -d) || exit 1
@@ -78,8 +88,8 @@ trap 'rm -rf "$tmp"' EXIT
 
 # 1. the relay; the same look finds them in pyrelayd, which has fronts
 names "$b/pyrelayd-relay" >"$tmp/relay"
-forbid "pyrelayd-relay holds TLS or parser code" "$tmp/relay" \
-    "$forbidden_in_relay" "$b/libtls.a" "$b/libfront.a"
+forbid "pyrelayd-relay holds TLS, parser or push code" "$tmp/relay" \
+    "$forbidden_in_relay" "$b/libtls.a" "$b/libfront.a" "$b/libpush.a"
 names "$b/pyrelayd" >"$tmp/pyrelayd"
 find_all "rule 1" "$tmp/pyrelayd" SSL_new http_parse_head
 
@@ -90,6 +100,20 @@ forbid "libparent.a calls a parser of network input" "$tmp/parent" \
 referenced "$b/libfront.a" >"$tmp/front"
 find_all "rule 2" "$tmp/front" http_parse_more proxy_parse
 
-[ $status -eq 0 ] && echo "ok: pyrelayd-relay: no TLS, no request parser;" \
-    "libparent.a: no parser of network input"
+# 3. the parent and the push process's code; the same look finds the
+# push process's own calls of its client and readers
+printf '%s\n' $push_for_parent | sort >"$tmp/push_ok"
+defined "$b/libpush.a" | comm -23 - "$tmp/push_ok" >"$tmp/push_only"
+[ -s "$tmp/push_only" ] || fail "rule 3 is blind: libpush.a defines nothing"
+bad=$( { grep -E "$forbidden_push_in_parent" "$tmp/parent"; \
+    comm -12 "$tmp/parent" "$tmp/push_only"; } | sort -u)
+[ -z "$bad" ] || fail "libparent.a does the push process's work:" $bad
+find_all "rule 3" "$tmp/parent" push_key_load
+referenced "$b/libpush.a" >"$tmp/push"
+find_all "rule 3" "$tmp/push" push_post push_fcm_reply push_token_reply \
+    push_grant_body evhttp_make_request bufferevent_openssl_socket_new
+
+[ $status -eq 0 ] && echo "ok: pyrelayd-relay: no TLS, no request parser," \
+    "no push code; libparent.a: no parser of network input, none of the" \
+    "push process's network work"
 exit $status
