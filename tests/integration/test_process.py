@@ -14,10 +14,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import push_fake  # noqa: E402
 
 # many /v1 requests from 127.0.0.1: lift the per-IP bucket (burst 20)
 RATE = "rate limit burst 10000 refill 100ms"
@@ -111,10 +113,24 @@ class Spawner(unittest.TestCase):
             harness.run(main(), timeout=120)
 
 
+def push_key_limbs(key_path):
+    """The low 24 bytes of the service-account key's first prime as
+    OpenSSL keeps a BIGNUM in memory (64-bit limbs, least significant
+    first: the number's bytes backwards), from `openssl pkey -text`."""
+    out = subprocess.run(["openssl", "pkey", "-in", key_path, "-noout",
+                          "-text"], capture_output=True, text=True,
+                         check=True).stdout
+    m = re.search(r"^prime1:\n((?:\s+[0-9a-f:]+\n)+)", out, re.M)
+    big_endian = bytes.fromhex(re.sub(r"[\s:]", "", m.group(1)))
+    return big_endian[::-1][:24]
+
+
 class WorkerEnvironment(unittest.TestCase):
     """Workers get only the variables a library in them reads (TZ,
     OPENSSL_*, the sanitizers' options): a secret in the daemon's
-    environment stays in the parent (pyrelayd(8) ENVIRONMENT).
+    environment stays in the parent (pyrelayd(8) ENVIRONMENT).  The push
+    service-account key is no variable: the parent reads its file and
+    sends it over the push process's channel alone (docs/push.md).
 
     /proc/PID/environ cannot tell: it shows the memory where the kernel
     put the environment at exec, and every process's title is written
@@ -124,14 +140,29 @@ class WorkerEnvironment(unittest.TestCase):
     process's writable memory through /proc/PID/mem, from outside, as
     root: no debugger, nothing runs inside the process.  The parent must
     hold the secret (the search works), each worker its own title (its
-    memory was read), and no worker the secret."""
+    memory was read), and no worker the secret; the push process must
+    hold the key's private prime (as OpenSSL keeps it) and no other
+    worker any part of the key, in its PEM text or as that prime."""
 
     def test_secret_stays_in_the_parent(self):
         name, value = "PYRELAYD_TEST_SECRET", "s3cret-%d" % os.getpid()
         path = os.environ.get("PATH", "")
+        tmp = tempfile.mkdtemp(prefix="pyrelayd-env-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        os.chmod(tmp, 0o755)
+        pki = push_fake.Pki(tmp)
+        # push on, with endpoints it resolves at once and never calls
+        key = pki.write_key_file(os.path.join(tmp, "sa.json"),
+                                 "https://127.0.0.1:9/token")
+        conf = ('%s\npush fcm credentials "%s"\npush fcm endpoint '
+                '"https://127.0.0.1:9"\npush ca "%s"\n'
+                % (RATE, key, pki.ca_pem))
+        pem_lines = [ln.encode() for ln in pki.sa_pem.splitlines()
+                     if len(ln) > 40]
+        prime = push_key_limbs(pki.sa_key)
         os.environ[name] = value
         try:
-            d = harness.Daemon(extra_conf=RATE)
+            d = harness.Daemon(extra_conf=conf)
             d.start()
         finally:
             del os.environ[name]
@@ -142,24 +173,35 @@ class WorkerEnvironment(unittest.TestCase):
                 await harness.assert_exchange(b, p, "env-a")
                 await asyncio.to_thread(d.wait_relays, 1)
                 await asyncio.to_thread(d.wait_fronts, 2)
+                await asyncio.to_thread(
+                    d.wait_log, r"\bevent=push_ready pid=\d+$", 30)
                 secret = value.encode()
                 self.assertTrue((await asyncio.to_thread(
                     memory_holds, d.pid, [secret]))[0], "the parent has no "
                     "secret: the search finds nothing")
                 workers = [(pid, cmd) for pid, cmd in d.children()
                            if cmd.startswith("pyrelayd: ")]
-                # the spawner, the fronts, the relay and the pooled relays
-                self.assertGreaterEqual(len(workers), 4, d.children())
+                # the spawner, the fronts, the relay, the pooled relays
+                # and the push process
+                self.assertGreaterEqual(len(workers), 5, d.children())
+                pushes = [pid for pid, cmd in workers
+                          if cmd == "pyrelayd: push"]
+                self.assertEqual(len(pushes), 1, workers)
                 for pid, cmd in workers:
                     found = await asyncio.to_thread(
                         memory_holds, pid, [cmd.encode(), secret,
-                                            b"PATH=" + path.encode()])
+                                            b"PATH=" + path.encode(), prime]
+                        + pem_lines)
                     self.assertTrue(found[0], "%d (%s): its title is not "
                                     "in the memory read" % (pid, cmd))
                     self.assertFalse(found[1], "%d (%s) has the secret"
                                      % (pid, cmd))
                     self.assertFalse(path and found[2], "%d (%s) has PATH"
                                      % (pid, cmd))
+                    self.assertEqual(found[3], pid in pushes,
+                                     "%d (%s): the key's prime" % (pid, cmd))
+                    self.assertFalse(any(found[4:]), "%d (%s) has the key's "
+                                     "PEM text" % (pid, cmd))
                 await harness.close_all(b, p)
             harness.run(main(), timeout=120)
         finally:
