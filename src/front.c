@@ -859,7 +859,7 @@ front_metrics(void *arg, struct msg *m)
 	    (unsigned long long)mm->address_cap_refusals,
 	    (unsigned long long)mm->addresses,
 	    (unsigned long long)mm->uptime_s);
-	/* protocol.md §6: from start, at 0, when push is configured */
+	/* docs/protocol.md §6: from start, at 0, when push is configured */
 	if (mm->push_configured) {
 		mprintf(body, sz, &len,
 		    "# HELP pyrycode_relay_push_wakes_total Push wakes admitted "

@@ -658,7 +658,7 @@ envelope_parse(const unsigned char *buf, size_t len, struct envelope *env)
 	if (more == -1 || skip_ws(m.p, end) != end)
 		return ENVELOPE_NOT_JSON;
 
-	/* protocol.md §6: push_wake with no, an empty or a null conn_id */
+	/* docs/protocol.md §6: push_wake with no, an empty or a null conn_id */
 	if (env->has_push_wake && (!env->has_conn_id || bad_conn_id == 'n' ||
 	    (!bad_conn_id && env->conn_id_len == 0 &&
 	    !env->conn_id_too_long))) {

@@ -239,10 +239,10 @@ struct relay_counters {
 };
 
 /*
- * Push wakes (protocol.md §6, docs/push.md).  A relay hands the wakes it
- * admitted to the parent (MSG_PUSH_WAKE), which applies the relay-wide cap
- * and forwards them to the push process (MSG_PUSH_SEND); each comes back
- * as one MSG_PUSH_DONE.
+ * Push wakes (docs/protocol.md §6, docs/push.md).  A relay hands the
+ * wakes it admitted to the parent (MSG_PUSH_WAKE), which applies the
+ * relay-wide cap and forwards them to the push process (MSG_PUSH_SEND);
+ * each comes back as one MSG_PUSH_DONE.
  */
 enum push_outcome {
 	PUSH_SENT = 0,

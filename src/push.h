@@ -1,11 +1,13 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * Push wakes (protocol.md §6, docs/push.md): the service-account key and
- * the push settings (push_key.c, read by the parent and checked by the
- * parser), the OAuth2 JWT grant and the FCM request and replies
- * (push_oauth.c), and the push process that sends them (push.c over the
- * HTTPS client of push_http.c).
+ * Push wakes (docs/protocol.md §6, docs/push.md): the service-account key
+ * and the push settings (push_key.c, read by the parent and checked with
+ * the configuration), the OAuth2 JWT grant and the FCM request and
+ * replies (push_oauth.c), and the push process that sends them (push.c
+ * over the HTTPS client of push_http.c).  All in libpush.a, which only
+ * pyrelayd links; the parent calls push_key.c's functions and
+ * push_token_hash alone (docs/build.md, rule 3).
  */
 #ifndef PUSH_H
 #define PUSH_H

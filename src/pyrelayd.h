@@ -94,7 +94,7 @@ struct limits {
 #define PUSH_BURST		6
 #define PUSH_REFILL_MS		10000
 #define PUSH_TOKEN_MAX		512	/* bytes of a token, its NUL included (FCM: about 160) */
-#define PUSH_IN_FLIGHT_MAX	32	/* sends in flight relay-wide (protocol.md §6) */
+#define PUSH_IN_FLIGHT_MAX	32	/* in flight relay-wide (docs/protocol.md §6) */
 #define PUSH_URL_MAX		512	/* push fcm endpoint, a key's token_uri */
 #define PUSH_PROJECT_MAX	128	/* push fcm project, a key's project_id */
 #define PUSH_DEFAULT_ENDPOINT	"https://fcm.googleapis.com"

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING.
-"""Push wakes (protocol.md §6, docs/push.md) end to end: a binary's
+"""Push wakes (docs/protocol.md §6, docs/push.md) end to end: a binary's
 push_wake goes from its relay through the parent to the push process,
 which gets an OAuth2 access token from the key's token_uri with an RS256
 JWT-bearer grant and sends the FCM HTTP v1 message, both to a local fake

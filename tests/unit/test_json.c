@@ -473,7 +473,7 @@ test_envelope_ok(void)
 	    "{\"platform\":\"fcm\",\"token\":\"abc\"}"));
 	CU_ASSERT_EQUAL(ENV("{\"push_wake\" : \"x\" }", &e), ENVELOPE_OK);
 	CU_ASSERT(span_is(e.push_wake, e.push_wake_len, "\"x\""));
-	/* and with an empty or a null conn_id (protocol.md §6, issue 15) */
+	/* and with an empty or a null conn_id (docs/protocol.md §6, issue 15) */
 	CU_ASSERT_EQUAL(ENV("{\"conn_id\":\"\",\"push_wake\":{\"a\":1}}", &e),
 	    ENVELOPE_OK);
 	CU_ASSERT(e.has_push_wake && !e.has_conn_id);
