@@ -2,14 +2,15 @@
 
 /*
  * The push process (docs/push.md): `pyrelayd -P push`, started by the
- * parent with its channel on fd 3.  It gets the service-account key and
- * the settings (MSG_PUSH_CONFIG, the CA bundle as its fd), resolves the
- * token endpoint's and FCM's names, enters its sandbox (which allows TCP
- * connections and nothing else a relay may not do), and then sends each
- * wake the parent hands it (MSG_PUSH_SEND) as one FCM HTTP v1 message,
- * with an OAuth2 access token it fetches with a JWT-bearer grant, keeps
- * until a minute before it expires, and fetches again once on a 401.
- * Every wake ends in one log line and one MSG_PUSH_DONE.
+ * parent and run by proc.c's start-up like every worker.  It gets the
+ * service-account key and the settings (MSG_PUSH_CONFIG, the CA bundle as
+ * its fd), resolves the token endpoint's and FCM's names, enters its
+ * sandbox (which allows TCP connections and nothing else a relay may not
+ * do), and then sends each wake the parent hands it (MSG_PUSH_SEND) as
+ * one FCM HTTP v1 message, with an OAuth2 access token it fetches with a
+ * JWT-bearer grant, keeps until a minute before it expires, and fetches
+ * again once on a 401.  Every wake ends in one log line and one
+ * MSG_PUSH_DONE.
  */
 #include "config.h"
 
