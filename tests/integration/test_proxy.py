@@ -7,6 +7,7 @@ malformed header closes the connection with nothing written."""
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -104,8 +105,12 @@ class Proxy(unittest.TestCase):
                 for i in range(2):
                     r = exchange(self.pport, make(a) + upgrade("px-%s-%d" % (name, i)))
                     self.assertEqual(status(r), 101, r)
+                mark = self.d.log_mark()
                 r = exchange(self.pport, make(a) + upgrade("px-%s-x" % name))
                 self.assertEqual(status(r), 429, r)
+                # and the log names the carried address, not the socket's
+                self.d.wait_log(r"event=rate_limited endpoint=server ip=%s$"
+                                % re.escape(a), since=mark)
                 # another carried address has its own bucket
                 r = exchange(self.pport, make(b) + upgrade("px-%s-y" % name))
                 self.assertEqual(status(r), 101, r)
