@@ -513,6 +513,12 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
 			parent_verdict(p, c, fd, VERDICT_WS_CLOSE, 4404, up);
 			return;
 		}
+		/* docs/scaling.md: a draining host takes no new server-id */
+		if (p->draining) {
+			log_info("event=drain_refused server_id=%s", up->server_id);
+			parent_verdict(p, c, fd, VERDICT_HTTP, 503, up);
+			return;
+		}
 		/* a pooled relay if there is one, else one started now */
 		pooled = 1;
 		if ((r = pool_take(p, up->server_id)) == NULL) {
@@ -1181,10 +1187,11 @@ parent_open_listeners(struct parent *p)
 {
 	struct listen_addr	*la;
 	struct listener		*l;
-	struct listen_list	*lists[2] = { &p->conf->listeners, &p->conf->metrics };
-	int			 i;
+	struct listen_list	*lists[] = { &p->conf->listeners, &p->conf->metrics,
+	    &p->conf->agents };
+	size_t			 i;
 
-	for (i = 0; i < 2; i++) {
+	for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
 		TAILQ_FOREACH(la, lists[i], entry) {
 			if (parent_listen(la) == -1)
 				exit(1);
@@ -1499,7 +1506,8 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 			event_add(l->ev, NULL);
 			listen_addr_print(l->la, name, sizeof(name));
 			log_info("event=listening addr=\"%s\"%s", name,
-			    l->la->flags & LISTEN_METRICS ? " metrics=1" : "");
+			    l->la->flags & LISTEN_METRICS ? " metrics=1" :
+			    l->la->flags & LISTEN_AGENT ? " agent=1" : "");
 		}
 	}
 	event_base_dispatch(p->base);
