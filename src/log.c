@@ -8,6 +8,9 @@
 #include "config.h"
 
 #include <sys/uio.h>
+#include <sys/socket.h>
+
+#include <arpa/inet.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -71,6 +74,15 @@ log_quotable(const char *text, char *buf, size_t size)
 			buf[i] = text[i];
 	}
 	buf[i] = '\0';
+	return buf;
+}
+
+const char *
+log_addr(int family, const void *addr, char *buf, size_t size)
+{
+	if ((family != AF_INET && family != AF_INET6) ||
+	    inet_ntop(family, addr, buf, size) == NULL)
+		strlcpy(buf, "unknown", size);
 	return buf;
 }
 

@@ -291,16 +291,6 @@ ip_key(const struct sockaddr_storage *ss, struct ip_rec *key)
 		memcpy(key->addr, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
 }
 
-/* An address as log lines show it: the one the limits count. */
-static const char *
-ip_str(const struct ip_rec *ip, char *buf, size_t len)
-{
-	if ((ip->family != AF_INET && ip->family != AF_INET6) ||
-	    inet_ntop(ip->family, ip->addr, buf, len) == NULL)
-		strlcpy(buf, "unknown", len);
-	return buf;
-}
-
 static struct ip_rec *
 ip_get(struct parent *p, const struct sockaddr_storage *ss)
 {
@@ -614,7 +604,7 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 	if (ip_take_token(p, c->ip) == -1) {
 		log_info("event=rate_limited endpoint=%s ip=%s",
 		    up->kind == CONN_BINARY ? "server" : "client",
-		    ip_str(c->ip, ipbuf, sizeof(ipbuf)));
+		    log_addr(c->ip->family, c->ip->addr, ipbuf, sizeof(ipbuf)));
 		p->cnt.upgrades[ep][OUT_REJECT_RATE_LIMIT]++;
 		p->cnt.register_failures[REG_RATELIMIT]++;
 		parent_verdict(p, c, m->fd, VERDICT_HTTP, 429, up);
@@ -623,7 +613,8 @@ parent_upgrade(struct parent *p, struct worker *w, struct msg *m)
 	if (p->live > lim->max_connections ||
 	    c->ip->live > lim->max_connections_per_ip) {
 		log_info("event=conn_cap_reached live=%u ip_live=%u ip=%s",
-		    p->live, c->ip->live, ip_str(c->ip, ipbuf, sizeof(ipbuf)));
+		    p->live, c->ip->live,
+		    log_addr(c->ip->family, c->ip->addr, ipbuf, sizeof(ipbuf)));
 		parent_verdict(p, c, m->fd, VERDICT_HTTP, 503, up);
 		return;
 	}

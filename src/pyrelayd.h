@@ -139,6 +139,8 @@ int	log_getverbose(void);
 void	log_procname(const char *);
 /* Text made safe inside a "quoted" log value ("->', controls->?); returns buf. */
 const char *log_quotable(const char *text, char *buf, size_t size);
+/* An IPv4 or IPv6 address (addr: 4 or 16 bytes) for a log line; returns buf. */
+const char *log_addr(int family, const void *addr, char *buf, size_t size);
 void	log_warn(const char *, ...) __attribute__((__format__(printf, 1, 2)));
 void	log_warnx(const char *, ...) __attribute__((__format__(printf, 1, 2)));
 void	log_info(const char *, ...) __attribute__((__format__(printf, 1, 2)));
