@@ -291,8 +291,9 @@ ctl_kick(struct parent *p, struct ctl_client *c, const char *sid)
 
 /*
  * docs/scaling.md: a draining host tells the balancer to send it no new
- * server-ids (/healthz "draining", agent weight 0%) and still serves
- * everything that reaches it, the server-ids it holds above all.
+ * server-ids (/healthz "draining", agent weight 0%), refuses a binary for
+ * one it does not hold (parent_route), and serves everything of those it
+ * holds until their clients leave.
  */
 static void
 ctl_drain(struct parent *p, struct ctl_client *c, int on)
