@@ -28,7 +28,9 @@ and reconnect as real clients do.  In order:
 6. HAProxy reloads (the stick table goes to the new process through the
    local peer): phones of server-ids that moved still find their binary.
 
-Skipped (exit 77, reason printed) when haproxy is not installed."""
+Skipped (exit 77, reason printed) when haproxy is not installed.
+HAPROXY=path runs another haproxy; PYRELAYD_TEST_KEEP=1 keeps the
+temporary directory (HAProxy's configuration and log) and prints it."""
 
 import asyncio
 import hashlib
