@@ -166,22 +166,24 @@ class HAProxy:
         self.proc.send_signal(signal.SIGUSR2)
 
     def stop(self):
+        """The master and its workers, old ones included, are the process
+        group we started (start_new_session): signal the group first, so
+        that nothing can leave them running, then wait for the master."""
         if self.proc is None:
             return
-        kids = harness.descendants_of(self.proc.pid)
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        for pid, start in kids.items():
-            if harness.same_process(pid, start):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
         self.proc = None
         self.log.close()
 
@@ -433,7 +435,9 @@ async def until(pred, timeout, what, interval=0.05):
 
 class ScaleOut(unittest.TestCase):
     def setUp(self):
+        # cleanups run last-in first-out, and also when setUp fails
         self.tmp = tempfile.mkdtemp(prefix="pyrelayd-scale-")
+        self.addCleanup(self.remove_tmp)
         os.chmod(self.tmp, 0o755)
         cert = os.path.join(self.tmp, "relay.pem")
         key = os.path.join(self.tmp, "key.pem")
@@ -459,17 +463,16 @@ class ScaleOut(unittest.TestCase):
                 addr=addr, port=self.relay_port, agent=self.agent_port,
                 per_ip=PER_IP), workers=1))
         for d in self.hosts:
+            self.addCleanup(d.stop)     # also removes a killed one's dirs
             d.start()
         sock = os.path.join(self.tmp, "admin.sock")
         cfg = haproxy_config(self.tmp, self.port, peer_port, self.relay_port,
                              self.agent_port, cert, sock)
         self.haproxy = HAProxy(cfg, sock, os.path.join(self.tmp, "haproxy.log"))
+        self.addCleanup(self.haproxy.stop)
         self.haproxy.start()
 
-    def tearDown(self):
-        self.haproxy.stop()
-        for d in self.hosts:
-            d.stop()    # also removes a killed one's directories
+    def remove_tmp(self):
         if os.environ.get("PYRELAYD_TEST_KEEP"):
             print("kept %s" % self.tmp)
         else:
