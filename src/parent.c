@@ -392,6 +392,12 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
 			parent_verdict(p, c, fd, VERDICT_WS_CLOSE, 4404, up);
 			return;
 		}
+		/* docs/scaling.md: a draining host takes no new server-id */
+		if (p->draining) {
+			log_info("event=drain_refused server_id=%s", up->server_id);
+			parent_verdict(p, c, fd, VERDICT_HTTP, 503, up);
+			return;
+		}
 		/* a pooled relay if there is one, else one started now */
 		pooled = 1;
 		if ((r = pool_take(p, up->server_id)) == NULL) {
@@ -446,6 +452,7 @@ parent_upgrade(void *arg, struct msg *m)
 	struct conn_rec		*c;
 	const struct limits	*lim = &p->conf->lim;
 	const char		*why;
+	char			 ipbuf[64];
 	int			 ep;
 
 	if ((c = conn_held(p, w, m)) == NULL)
@@ -472,8 +479,9 @@ parent_upgrade(void *arg, struct msg *m)
 	p->tls_handoffs[up->tls_mode]++;
 	ep = up->kind == CONN_BINARY ? EP_SERVER : EP_CLIENT;
 	if (admit_take_token(p, c->ip) == -1) {
-		log_info("event=rate_limited endpoint=%s",
-		    up->kind == CONN_BINARY ? "server" : "client");
+		log_info("event=rate_limited endpoint=%s ip=%s",
+		    up->kind == CONN_BINARY ? "server" : "client",
+		    addr_bucket_str(&c->ip->key, ipbuf, sizeof(ipbuf)));
 		p->cnt.upgrades[ep][OUT_REJECT_RATE_LIMIT]++;
 		p->cnt.register_failures[REG_RATELIMIT]++;
 		parent_verdict(p, c, m->fd, VERDICT_HTTP, 429, up);
@@ -481,8 +489,9 @@ parent_upgrade(void *arg, struct msg *m)
 	}
 	if (p->live > lim->max_connections ||
 	    c->ip->live > lim->max_connections_per_ip) {
-		log_info("event=conn_cap_reached live=%u ip_live=%u", p->live,
-		    c->ip->live);
+		log_info("event=conn_cap_reached live=%u ip_live=%u ip=%s",
+		    p->live, c->ip->live,
+		    addr_bucket_str(&c->ip->key, ipbuf, sizeof(ipbuf)));
 		parent_verdict(p, c, m->fd, VERDICT_HTTP, 503, up);
 		return;
 	}
@@ -1133,10 +1142,11 @@ parent_open_listeners(struct parent *p)
 {
 	struct listen_addr	*la;
 	struct listener		*l;
-	struct listen_list	*lists[2] = { &p->conf->listeners, &p->conf->metrics };
-	int			 i;
+	struct listen_list	*lists[] = { &p->conf->listeners, &p->conf->metrics,
+	    &p->conf->agents };
+	size_t			 i;
 
-	for (i = 0; i < 2; i++) {
+	for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
 		TAILQ_FOREACH(la, lists[i], entry) {
 			if (parent_listen(la) == -1)
 				exit(1);
@@ -1454,7 +1464,8 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 			event_add(l->ev, NULL);
 			listen_addr_print(l->la, name, sizeof(name));
 			log_info("event=listening addr=\"%s\"%s", name,
-			    l->la->flags & LISTEN_METRICS ? " metrics=1" : "");
+			    l->la->flags & LISTEN_METRICS ? " metrics=1" :
+			    l->la->flags & LISTEN_AGENT ? " agent=1" : "");
 		}
 	}
 	event_base_dispatch(p->base);

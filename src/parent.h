@@ -178,6 +178,7 @@ struct parent {
 	uint64_t		 binaries, phones;	/* sums of relay reports */
 	int64_t			 started_ms;
 	int			 stopping;
+	int			 draining;	/* pyrelayctl drain (docs/scaling.md) */
 	struct event		*ev_drain;
 	struct event		*ev_sigchld, *ev_sigterm, *ev_sigint, *ev_sighup;
 	struct event		*ev_respawn;

@@ -257,6 +257,8 @@ struct msg_health {
 	uint64_t	binaries;
 	uint64_t	phones;
 	uint64_t	uptime_s;
+	uint32_t	draining;	/* 0 or 1: pyrelayctl drain */
+	uint32_t	pad;
 };
 
 struct msg_relay_state {

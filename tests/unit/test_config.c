@@ -440,6 +440,15 @@ test_every_keyword(void)
 	CU_ASSERT_STRING_EQUAL(addr_of(la, buf, sizeof(buf)),
 	    "127.0.0.2 port 9090");
 	CU_ASSERT_PTR_NULL(TAILQ_NEXT(la, entry));
+
+	/* any address: the balancer asking is on another machine */
+	la = TAILQ_FIRST(&conf->agents);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(la);
+	CU_ASSERT_STRING_EQUAL(addr_of(la, buf, sizeof(buf)),
+	    "10.0.0.11 port 9091");
+	CU_ASSERT_EQUAL(la->flags, LISTEN_AGENT);
+	CU_ASSERT_EQUAL(la->fd, -1);
+	CU_ASSERT_PTR_NULL(TAILQ_NEXT(la, entry));
 	config_free(conf);
 }
 
@@ -757,6 +766,18 @@ static const struct bad_case {
 	  "1: metrics on 0.0.0.0 port 9090: not a loopback address "
 	  "(127.0.0.0/8 or ::1)" },
 	{ "metrics on ::1 port 9090 tls\n", "1: syntax error at \"tls\"" },
+	{ "agent on localhost port 9091\n",
+	  "1: agent on localhost: not a numeric IPv4 or IPv6 address" },
+	{ "agent on 10.0.0.11 port 70000\n",
+	  "1: port 70000: out of range (1 to 65535)" },
+	{ "listen on 10.0.0.11 port 9091\nagent on 10.0.0.11 port 9091\n",
+	  "2: agent on 10.0.0.11 port 9091: already used on line 1" },
+	{ "agent on 0.0.0.0 port 9091\nmetrics on 127.0.0.1 port 9091\n",
+	  "2: metrics on 127.0.0.1 port 9091: overlaps 0.0.0.0 port 9091 on "
+	  "line 1" },
+	{ "agent on 10.0.0.11 port 9091 proxy-protocol\n",
+	  "1: syntax error at \"proxy-protocol\"" },
+	{ "agent 10.0.0.11 port 9091\n", "1: syntax error at \"10.0.0.11\"" },
 	{ "grace 10s\ngrace 20s\n", "2: grace already set on line 1" },
 	{ "workers 2\n\nworkers 2\n", "3: workers already set on line 1" },
 	{ "bogus 5\n", "1: syntax error: unknown keyword \"bogus\"" },
