@@ -85,7 +85,7 @@ test_relay(void)
 {
 	const struct sandbox_prog	*p = &prog_relay;
 
-	/* relay.c turns Nagle off on each connection it is given */
+	/* relay_io.c turns Nagle off on each connection it is given */
 	CU_ASSERT_EQUAL(try_sockopt(p, IPPROTO_TCP, TCP_NODELAY), 0);
 	/* nothing else: not the buffers, not a socket filter, not kTLS */
 	CU_ASSERT_EQUAL(try_sockopt(p, SOL_SOCKET, SO_RCVBUF), SIGSYS);
