@@ -380,7 +380,7 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
     int fd)
 {
 	struct worker	*r;
-	int		 pooled;
+	int		 pooled, status;
 
 	if ((r = parent_find_relay(p, up->server_id)) == NULL) {
 		if (up->kind == CONN_PHONE) {
@@ -392,10 +392,9 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
 			parent_verdict(p, c, fd, VERDICT_WS_CLOSE, 4404, up);
 			return;
 		}
-		/* docs/scaling.md: a draining host takes no new server-id */
-		if (p->draining) {
-			log_info("event=drain_refused server_id=%s", up->server_id);
-			parent_verdict(p, c, fd, VERDICT_HTTP, 503, up);
+		/* a new server-id here: not while draining (docs/scaling.md) */
+		if ((status = admit_claim(p, up->server_id)) != 0) {
+			parent_verdict(p, c, fd, VERDICT_HTTP, status, up);
 			return;
 		}
 		/* a pooled relay if there is one, else one started now */
@@ -450,10 +449,8 @@ parent_upgrade(void *arg, struct msg *m)
 	struct worker		*w = arg;
 	struct msg_conn_upgrade	*up = (struct msg_conn_upgrade *)m->body;
 	struct conn_rec		*c;
-	const struct limits	*lim = &p->conf->lim;
 	const char		*why;
-	char			 ipbuf[64];
-	int			 ep;
+	int			 status;
 
 	if ((c = conn_held(p, w, m)) == NULL)
 		return;
@@ -477,27 +474,14 @@ parent_upgrade(void *arg, struct msg *m)
 	if (c->listen_flags & LISTEN_PROXY)
 		c->ip = admit_rekey(p, c->ip, &up->peer);
 	p->tls_handoffs[up->tls_mode]++;
-	ep = up->kind == CONN_BINARY ? EP_SERVER : EP_CLIENT;
-	if (admit_take_token(p, c->ip) == -1) {
-		log_info("event=rate_limited endpoint=%s ip=%s",
-		    up->kind == CONN_BINARY ? "server" : "client",
-		    addr_bucket_str(&c->ip->key, ipbuf, sizeof(ipbuf)));
-		p->cnt.upgrades[ep][OUT_REJECT_RATE_LIMIT]++;
-		p->cnt.register_failures[REG_RATELIMIT]++;
-		parent_verdict(p, c, m->fd, VERDICT_HTTP, 429, up);
-		return;
-	}
-	if (p->live > lim->max_connections ||
-	    c->ip->live > lim->max_connections_per_ip) {
-		log_info("event=conn_cap_reached live=%u ip_live=%u ip=%s",
-		    p->live, c->ip->live,
-		    addr_bucket_str(&c->ip->key, ipbuf, sizeof(ipbuf)));
-		parent_verdict(p, c, m->fd, VERDICT_HTTP, 503, up);
+	if ((status = admit_upgrade(p, c->ip, up->kind)) != 0) {
+		parent_verdict(p, c, m->fd, VERDICT_HTTP, status, up);
 		return;
 	}
 	if (up->status != 0) {
 		if (up->header_gate)
-			p->cnt.upgrades[ep][OUT_REJECT_HEADERS]++;
+			p->cnt.upgrades[up->kind == CONN_BINARY ?
+			    EP_SERVER : EP_CLIENT][OUT_REJECT_HEADERS]++;
 		parent_verdict(p, c, m->fd, VERDICT_HTTP, up->status, up);
 		return;
 	}

@@ -692,6 +692,32 @@ class Daemon:
         raise AssertionError("no log line matching %r (%s); last lines:\n%s"
                              % (rx.pattern, why, tail))
 
+    def wait_refused(self, event, total, timeout=5, since=0):
+        """Wait until the refused= counts of `event` lines add up to total:
+        refusals a flood can repeat are logged at most once a second with
+        their number (pyrelayd(8), Logging).  Returns the counts.  Woken by
+        new lines.  Raises AssertionError when they add up to more, at the
+        deadline, or when the log has ended."""
+        rx = re.compile(r"\bevent=%s refused=(\d+)\b" % event)
+        deadline = time.monotonic() + timeout
+        counts, i = [], since
+        with self._cond:
+            while True:
+                for line in self._lines[i:]:
+                    m = rx.search(line)
+                    if m:
+                        counts.append(int(m.group(1)))
+                i = len(self._lines)
+                left = deadline - time.monotonic()
+                if sum(counts) >= total or self._eof or left <= 0:
+                    break
+                self._cond.wait(left)
+        if sum(counts) != total:
+            raise AssertionError("event=%s refused= lines add up to %d, not "
+                                 "%d: %r" % (event, sum(counts), total,
+                                             counts))
+        return counts
+
     # -- processes
 
     def children(self):

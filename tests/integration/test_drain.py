@@ -111,7 +111,7 @@ class Drain(unittest.TestCase):
                     websockets.exceptions.InvalidStatusCode) as cm:
                 await harness.binary(d, "dr-new")
             self.assertEqual(cm.exception.status_code, 503)
-            d.wait_log(r"\bevent=drain_refused server_id=dr-new$",
+            d.wait_log(r"\bevent=drain_refused refused=1 server_id=dr-new$",
                        since=mark)
             # a phone for a server-id nobody holds: 4404 as always
             q = await harness.phone(d, "dr-none")

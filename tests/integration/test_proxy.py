@@ -110,8 +110,9 @@ class Proxy(unittest.TestCase):
                 r = exchange(self.pport, make(a) + upgrade("px-%s-x" % name))
                 self.assertEqual(status(r), 429, r)
                 # and the log names the carried address, not the socket's
-                self.d.wait_log(r"event=rate_limited endpoint=server ip=%s$"
-                                % re.escape(bucket), since=mark)
+                self.d.wait_log(r"event=rate_limited refused=1 "
+                                r"endpoint=server ip=%s$" % re.escape(bucket),
+                                since=mark)
                 # another carried address has its own bucket
                 r = exchange(self.pport, make(b) + upgrade("px-%s-y" % name))
                 self.assertEqual(status(r), 101, r)

@@ -750,7 +750,8 @@ class ScaleOut(unittest.TestCase):
         h = (await self.check_whole([back], hosts={0, 1}))[back.sid]
         print("   a server-id that left it and came back: served by %s"
               % NAMES[h])
-        d.wait_log(r"event=drain_refused server_id=%s" % back.sid)
+        d.wait_log(r"event=drain_refused refused=\d+ server_id=%s$"
+                   % back.sid)
         # once every client has left, it holds nothing
         await gather_bounded([s.stop() for s in mine], "leaving")
         for s in mine:
@@ -798,8 +799,8 @@ class ScaleOut(unittest.TestCase):
             # then tries another host, where the server-id is unknown)
             p = Phone(self.farm, target.sid, ATTACKER)
             self.assertIsNone(await p.attempt())
-            m = d.wait_log(r"event=conn_cap_reached live=\d+ ip_live=%d "
-                           r"ip=(\S+)$" % (PER_IP + 1), since=mark)
+            m = d.wait_log(r"event=conn_cap_reached refused=\d+ live=\d+ "
+                           r"ip_live=%d ip=(\S+)$" % (PER_IP + 1), since=mark)
             self.assertEqual(m.group(1), ATTACKER + "/32")
             # the well-behaved clients of that server-id keep working, and
             # one more of them, from its own address, gets in
