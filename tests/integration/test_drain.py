@@ -23,7 +23,7 @@ import websockets.exceptions  # noqa: E402
 
 PYRELAYCTL = os.environ.get("PYRELAYCTL") or os.path.join(
     os.path.dirname(harness.PYRELAYD), "pyrelayctl")
-# protocol.md section 2, with the status a draining host reports
+# docs/protocol.md §2, with the status a draining host reports (§11)
 HEALTHZ = (r'\{"status":"%s","version":"[^"]+","connected_binaries":\d+,'
            r'"connected_phones":\d+,"uptime_seconds":\d+\}')
 ATTACKERS = 64
