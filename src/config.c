@@ -58,6 +58,7 @@ config_new_default(void)
 	conf = xcalloc(1, sizeof(*conf));
 	TAILQ_INIT(&conf->listeners);
 	TAILQ_INIT(&conf->metrics);
+	TAILQ_INIT(&conf->agents);
 	strlcpy(conf->user, PYRELAYD_USER, sizeof(conf->user));
 	strlcpy(conf->chroot, PYRELAYD_CHROOT, sizeof(conf->chroot));
 	strlcpy(conf->control_socket, PYRELAYD_CONTROL,
@@ -111,6 +112,7 @@ config_free(struct config *conf)
 		return;
 	listen_list_free(&conf->listeners);
 	listen_list_free(&conf->metrics);
+	listen_list_free(&conf->agents);
 	free(conf);
 }
 
@@ -251,6 +253,7 @@ config_print(const struct config *conf, FILE *fp)
 		fputs("# workers: one per CPU\n", fp);
 	print_listeners(fp, "listen", &conf->listeners);
 	print_listeners(fp, "metrics", &conf->metrics);
+	print_listeners(fp, "agent", &conf->agents);
 	print_quoted(fp, "control socket", conf->control_socket);
 	if (lim->domain[0] != '\0')
 		print_quoted(fp, "domain", lim->domain);

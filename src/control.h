@@ -25,6 +25,8 @@ enum ctl_verb {
 	CTL_LOG_VERBOSE,	/* log verbose */
 	CTL_LOG_BRIEF,		/* log brief */
 	CTL_KICK_SERVER,	/* kick server ID */
+	CTL_DRAIN,		/* drain */
+	CTL_UNDRAIN,		/* undrain */
 };
 
 struct ctl_cmd {

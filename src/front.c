@@ -467,6 +467,18 @@ front_ask_parent(struct front *f, struct fconn *fc, uint32_t type,
 	front_chan_flush(f);
 }
 
+/*
+ * An agent check (docs/scaling.md) sends nothing we need: its answer,
+ * the drain state, is asked of the parent at once, and nothing is read.
+ */
+static void
+front_agent_ask(struct front *f, struct fconn *fc)
+{
+	struct msg_empty	e = { 0 };
+
+	front_ask_parent(f, fc, MSG_HEALTH_REQ, &e, sizeof(e));
+}
+
 static void
 front_head_done(struct front *f, struct fconn *fc, const struct http_request *req)
 {
@@ -693,6 +705,24 @@ front_find(struct front *f, uint64_t id)
 	return NULL;
 }
 
+/*
+ * An `agent on` listener's answer, one line of HAProxy's agent-check
+ * words: a weight of 0% takes the host out of load balancing while
+ * persistent (stuck) requests still reach it, which is a drain; 100% puts
+ * its configured weight back.  Not the words "drain" and "ready": HAProxy
+ * makes them clear a maintenance state set on its runtime API as well
+ * (docs/scaling.md).
+ */
+static void
+front_agent_answer(struct fconn *fc, int draining)
+{
+	const char	*line = draining ? "0%\n" : "100%\n";
+
+	fc->resp_len = strlcpy(front_resp_buf(fc, RESP_SMALL), line, RESP_SMALL);
+	fc->outcome = FRONT_HEALTHZ;
+	front_conn_respond(fc);
+}
+
 static void
 front_health(void *arg, struct msg *m)
 {
@@ -704,9 +734,15 @@ front_health(void *arg, struct msg *m)
 
 	if ((fc = front_find(f, m->hdr.id)) == NULL || fc->state != FC_PARENT)
 		return;
+	if (fc->meta.listen_flags & LISTEN_AGENT) {
+		front_agent_answer(fc, h->draining != 0);
+		return;
+	}
+	/* docs/scaling.md: a draining host says so, the keys keep their order */
 	blen = snprintf(body, sizeof(body),
-	    "{\"status\":\"ok\",\"version\":\"%s\",\"connected_binaries\":%llu,"
+	    "{\"status\":\"%s\",\"version\":\"%s\",\"connected_binaries\":%llu,"
 	    "\"connected_phones\":%llu,\"uptime_seconds\":%llu}",
+	    h->draining ? "draining" : "ok",
 	    PACKAGE_VERSION, (unsigned long long)h->binaries,
 	    (unsigned long long)h->phones, (unsigned long long)h->uptime_s);
 	fc->outcome = FRONT_HEALTHZ;
@@ -1000,6 +1036,10 @@ front_conn_accepted(void *arg, struct msg *m)
 	}
 	if (fc->meta.listen_flags & LISTEN_PROXY)
 		fc->state = FC_PROXY;
+	if (fc->meta.listen_flags & LISTEN_AGENT) {
+		front_agent_ask(f, fc);
+		return;
+	}
 	event_add(fc->ev_read, NULL);
 	front_set_timer(fc, fc->meta.accepted_ms + f->lim.handshake_timeout_ms);
 }

@@ -380,7 +380,7 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
     int fd)
 {
 	struct worker	*r;
-	int		 pooled;
+	int		 pooled, status;
 
 	if ((r = parent_find_relay(p, up->server_id)) == NULL) {
 		if (up->kind == CONN_PHONE) {
@@ -390,6 +390,11 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
 			p->cnt.upgrades[EP_CLIENT][OUT_REJECT_404]++;
 			p->cnt.register_failures[REG_NO_SERVER]++;
 			parent_verdict(p, c, fd, VERDICT_WS_CLOSE, 4404, up);
+			return;
+		}
+		/* a new server-id here: not while draining (docs/scaling.md) */
+		if ((status = admit_claim(p, up->server_id)) != 0) {
+			parent_verdict(p, c, fd, VERDICT_HTTP, status, up);
 			return;
 		}
 		/* a pooled relay if there is one, else one started now */
@@ -444,9 +449,8 @@ parent_upgrade(void *arg, struct msg *m)
 	struct worker		*w = arg;
 	struct msg_conn_upgrade	*up = (struct msg_conn_upgrade *)m->body;
 	struct conn_rec		*c;
-	const struct limits	*lim = &p->conf->lim;
 	const char		*why;
-	int			 ep;
+	int			 status;
 
 	if ((c = conn_held(p, w, m)) == NULL)
 		return;
@@ -470,25 +474,14 @@ parent_upgrade(void *arg, struct msg *m)
 	if (c->listen_flags & LISTEN_PROXY)
 		c->ip = admit_rekey(p, c->ip, &up->peer);
 	p->tls_handoffs[up->tls_mode]++;
-	ep = up->kind == CONN_BINARY ? EP_SERVER : EP_CLIENT;
-	if (admit_take_token(p, c->ip) == -1) {
-		log_info("event=rate_limited endpoint=%s",
-		    up->kind == CONN_BINARY ? "server" : "client");
-		p->cnt.upgrades[ep][OUT_REJECT_RATE_LIMIT]++;
-		p->cnt.register_failures[REG_RATELIMIT]++;
-		parent_verdict(p, c, m->fd, VERDICT_HTTP, 429, up);
-		return;
-	}
-	if (p->live > lim->max_connections ||
-	    c->ip->live > lim->max_connections_per_ip) {
-		log_info("event=conn_cap_reached live=%u ip_live=%u", p->live,
-		    c->ip->live);
-		parent_verdict(p, c, m->fd, VERDICT_HTTP, 503, up);
+	if ((status = admit_upgrade(p, c->ip, up->kind)) != 0) {
+		parent_verdict(p, c, m->fd, VERDICT_HTTP, status, up);
 		return;
 	}
 	if (up->status != 0) {
 		if (up->header_gate)
-			p->cnt.upgrades[ep][OUT_REJECT_HEADERS]++;
+			p->cnt.upgrades[up->kind == CONN_BINARY ?
+			    EP_SERVER : EP_CLIENT][OUT_REJECT_HEADERS]++;
 		parent_verdict(p, c, m->fd, VERDICT_HTTP, up->status, up);
 		return;
 	}
@@ -1137,10 +1130,11 @@ parent_open_listeners(struct parent *p)
 {
 	struct listen_addr	*la;
 	struct listener		*l;
-	struct listen_list	*lists[2] = { &p->conf->listeners, &p->conf->metrics };
-	int			 i;
+	struct listen_list	*lists[] = { &p->conf->listeners, &p->conf->metrics,
+	    &p->conf->agents };
+	size_t			 i;
 
-	for (i = 0; i < 2; i++) {
+	for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
 		TAILQ_FOREACH(la, lists[i], entry) {
 			if (parent_listen(la) == -1)
 				exit(1);
@@ -1465,7 +1459,8 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 			event_add(l->ev, NULL);
 			listen_addr_print(l->la, name, sizeof(name));
 			log_info("event=listening addr=\"%s\"%s", name,
-			    l->la->flags & LISTEN_METRICS ? " metrics=1" : "");
+			    l->la->flags & LISTEN_METRICS ? " metrics=1" :
+			    l->la->flags & LISTEN_AGENT ? " agent=1" : "");
 		}
 	}
 	event_base_dispatch(p->base);

@@ -109,6 +109,9 @@ RB_HEAD(worker_pids, worker);
 enum refusal_kind {
 	REFUSED_RELAY_CAP = 0,		/* a claim found `max relays` relays */
 	REFUSED_ADDRESS_CAP,		/* closed at accept: per-address cap */
+	REFUSED_RATE_LIMIT,		/* an upgrade's 429 */
+	REFUSED_CONN_CAP,		/* an upgrade's 503 at the connection caps */
+	REFUSED_DRAIN,			/* a new server-id, while draining */
 	REFUSED_MAX
 };
 struct refusals {
@@ -118,7 +121,11 @@ struct refusals {
 	uint64_t		 unlogged;	/* since the last line */
 	int64_t			 logged_ms;	/* when that line was */
 	struct event		*ev;		/* the line for the rest of a second */
-	struct addr_bucket	 last;		/* address caps: the last refused */
+	/* what the line says of the last one refused, by kind */
+	struct addr_bucket	 last;		/* its address (not relay cap) */
+	int			 endpoint;	/* rate limit: EP_SERVER, EP_CLIENT */
+	uint32_t		 live, ip_live;	/* connection caps: the counts */
+	char			 server_id[SERVER_ID_MAX + 1];	/* drain */
 };
 
 struct listener {
@@ -180,6 +187,7 @@ struct parent {
 	uint64_t		 binaries, phones;	/* sums of relay reports */
 	int64_t			 started_ms;
 	int			 stopping;
+	int			 draining;	/* pyrelayctl drain (docs/scaling.md) */
 	struct event		*ev_drain;
 	struct event		*ev_sigchld, *ev_sigterm, *ev_sigint, *ev_sighup;
 	struct event		*ev_respawn;
@@ -266,8 +274,10 @@ struct ip_rec	*admit_accept(struct parent *, const struct sockaddr_storage *,
 struct ip_rec	*admit_rekey(struct parent *, struct ip_rec *,
 	    const struct sockaddr_storage *);
 void	admit_ip_release(struct parent *, struct ip_rec *);
-/* protocol.md §2 step 2: 0, or -1 when the bucket is empty */
-int	admit_take_token(struct parent *, struct ip_rec *);
+/* protocol.md §2 steps 2-3: 0, or the HTTP status that refuses (logged) */
+int	admit_upgrade(struct parent *, struct ip_rec *, int kind);
+/* a new server-id: 0, or 503 while draining (logged) */
+int	admit_claim(struct parent *, const char *sid);
 /* 1 when one more relay process fits under max relays; claim: count a refusal */
 int	admit_relay(struct parent *, int claim);
 

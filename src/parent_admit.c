@@ -4,9 +4,11 @@
  * The parent's admission (protocol.md §2, pyrelayd.conf(5)): per client
  * address bucket (addr_bucket.h, an IPv4 address or an IPv6 /64) a count
  * of live connections and a rate-limit token bucket; the per-address cap,
- * applied at accept; the cap on relay processes (`max relays`); and the
- * refusals these make, counted for /metrics and logged at most once a
- * second, so that a flood cannot flood the log too.
+ * applied at accept; the rate limit and the connection caps of an
+ * upgrade; the cap on relay processes (`max relays`); a draining host's
+ * refusal of new server-ids (docs/scaling.md); and the refusals these
+ * make, counted and logged at most once a second, so that a flood cannot
+ * flood the log too.
  */
 #include "config.h"
 
@@ -120,7 +122,7 @@ admit_rekey(struct parent *p, struct ip_rec *ip,
 }
 
 /* protocol.md §2 step 2: token bucket per client address. */
-int
+static int
 admit_take_token(struct parent *p, struct ip_rec *ip)
 {
 	int64_t	now = now_ms();
@@ -158,6 +160,26 @@ refusal_log(struct parent *p, enum refusal_kind kind)
 		    (unsigned long long)r->unlogged,
 		    p->conf->lim.max_connections_per_ip,
 		    addr_bucket_str(&r->last, addr, sizeof(addr)));
+		break;
+	/*
+	 * The client address whose limit was reached (ip=, its bucket: behind
+	 * a proxy-protocol listener the header's source), so that an operator
+	 * behind a balancer sees who is refused; of the last one refused.
+	 */
+	case REFUSED_RATE_LIMIT:
+		log_info("event=rate_limited refused=%llu endpoint=%s ip=%s",
+		    (unsigned long long)r->unlogged,
+		    r->endpoint == EP_SERVER ? "server" : "client",
+		    addr_bucket_str(&r->last, addr, sizeof(addr)));
+		break;
+	case REFUSED_CONN_CAP:
+		log_info("event=conn_cap_reached refused=%llu live=%u ip_live=%u "
+		    "ip=%s", (unsigned long long)r->unlogged, r->live,
+		    r->ip_live, addr_bucket_str(&r->last, addr, sizeof(addr)));
+		break;
+	case REFUSED_DRAIN:
+		log_info("event=drain_refused refused=%llu server_id=%s",
+		    (unsigned long long)r->unlogged, r->server_id);
 		break;
 	default:
 		break;
@@ -232,6 +254,58 @@ admit_accept(struct parent *p, const struct sockaddr_storage *ss,
 	}
 	ip->live++;
 	return ip;
+}
+
+/*
+ * protocol.md §2 steps 2 and 3 for an upgrade from ip's client: 0 when it
+ * may go on, else the status that refuses it, counted and logged: 429 for
+ * the rate limit, 503 for the connection caps (`max connections`, and
+ * `max connections per ip` where the accept could not apply it: behind a
+ * proxy-protocol listener).
+ */
+int
+admit_upgrade(struct parent *p, struct ip_rec *ip, int kind)
+{
+	const struct limits	*lim = &p->conf->lim;
+	struct refusals		*r;
+	int			 ep = kind == CONN_BINARY ? EP_SERVER : EP_CLIENT;
+
+	if (admit_take_token(p, ip) == -1) {
+		p->cnt.upgrades[ep][OUT_REJECT_RATE_LIMIT]++;
+		p->cnt.register_failures[REG_RATELIMIT]++;
+		r = &p->refused[REFUSED_RATE_LIMIT];
+		r->last = ip->key;
+		r->endpoint = ep;
+		refusal(p, REFUSED_RATE_LIMIT);
+		return 429;
+	}
+	if (p->live > lim->max_connections ||
+	    ip->live > lim->max_connections_per_ip) {
+		r = &p->refused[REFUSED_CONN_CAP];
+		r->last = ip->key;
+		r->live = p->live;
+		r->ip_live = ip->live;
+		refusal(p, REFUSED_CONN_CAP);
+		return 503;
+	}
+	return 0;
+}
+
+/*
+ * A binary for a server-id no relay here holds.  A draining host
+ * (pyrelayctl drain, docs/scaling.md) refuses it with 503 before the
+ * upgrade, which a balancer retries on another host; else 0: claim it.
+ */
+int
+admit_claim(struct parent *p, const char *sid)
+{
+	struct refusals	*r = &p->refused[REFUSED_DRAIN];
+
+	if (!p->draining)
+		return 0;
+	strlcpy(r->server_id, sid, sizeof(r->server_id));
+	refusal(p, REFUSED_DRAIN);
+	return 503;
 }
 
 /*

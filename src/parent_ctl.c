@@ -165,7 +165,8 @@ ctl_show_summary(struct parent *p, struct ctl_client *c)
 	    "binaries %llu\nphones %llu\nrelays %d\nrelays_pooled %d\n"
 	    "relay_processes %u\nmax_relays %u\n"
 	    "fronts %d\naddresses %llu\n"
-	    "ktls %s\ntls_handoffs_ktls %llu\ntls_handoffs_pump %llu\n",
+	    "ktls %s\ntls_handoffs_ktls %llu\ntls_handoffs_pump %llu\n"
+	    "draining %s\n",
 	    PACKAGE_VERSION, (long long)(now_ms() - p->started_ms) / 1000,
 	    p->live, (unsigned long long)p->binaries,
 	    (unsigned long long)p->phones, relays, p->npool_ready,
@@ -174,7 +175,8 @@ ctl_show_summary(struct parent *p, struct ctl_client *c)
 	    !p->tls ? "unused" : p->tls_handoffs[TLS_MODE_KTLS] ? "active" :
 	    p->tls_handoffs[TLS_MODE_PUMP] ? "unavailable" : "unknown",
 	    (unsigned long long)p->tls_handoffs[TLS_MODE_KTLS],
-	    (unsigned long long)p->tls_handoffs[TLS_MODE_PUMP]);
+	    (unsigned long long)p->tls_handoffs[TLS_MODE_PUMP],
+	    p->draining ? "yes" : "no");
 }
 
 static void
@@ -296,6 +298,23 @@ ctl_kick(struct parent *p, struct ctl_client *c, const char *sid)
 	ctl_printf(c, "ok\n");
 }
 
+/*
+ * docs/scaling.md: a draining host tells the balancer to send it no new
+ * server-ids (/healthz "draining", agent weight 0%), refuses a binary for
+ * one it does not hold (parent_route), and serves everything of those it
+ * holds until their clients leave.
+ */
+static void
+ctl_drain(struct parent *p, struct ctl_client *c, int on)
+{
+	if (p->draining != on)
+		log_info("event=%s binaries=%llu phones=%llu",
+		    on ? "drain" : "undrain", (unsigned long long)p->binaries,
+		    (unsigned long long)p->phones);
+	p->draining = on;
+	ctl_printf(c, "ok\n");
+}
+
 static void
 ctl_execute(struct parent *p, struct ctl_client *c)
 {
@@ -331,6 +350,10 @@ ctl_execute(struct parent *p, struct ctl_client *c)
 		break;
 	case CTL_KICK_SERVER:
 		ctl_kick(p, c, cmd.server_id);
+		break;
+	case CTL_DRAIN:
+	case CTL_UNDRAIN:
+		ctl_drain(p, c, cmd.verb == CTL_DRAIN);
 		break;
 	}
 	ctl_client_finish(c);

@@ -189,6 +189,7 @@ parent_health(struct parent *p, struct worker *w, struct msg *m)
 	h.binaries = p->binaries;
 	h.phones = p->phones;
 	h.uptime_s = (now_ms() - p->started_ms) / 1000;
+	h.draining = p->draining != 0;
 	msg_compose(&w->chan, MSG_HEALTH, m->hdr.id, &h, sizeof(h), -1);
 	parent_worker_flush(w);
 }

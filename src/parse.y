@@ -165,7 +165,7 @@ static int	 macro_set(const char *, const char *, int);
 	int		 flags;
 }
 
-%token	ACME BURST CA CERTIFICATE CHROOT CONFLICT CONNECTIONS CONTROL
+%token	ACME AGENT BURST CA CERTIFICATE CHROOT CONFLICT CONNECTIONS CONTROL
 %token	CREDENTIALS DOMAIN ENDPOINT FCM GRACE HANDSHAKE HEADER HEARTBEAT IP KEY
 %token	KTLS LIMIT LISTEN MAX MESSAGE METRICS ON OUTBOX PER PHONES POOL PORT
 %token	PROBE PROJECT PROXYPROTO PUSH QUEUE RATE REFILL RELAY RELAYS SERVER
@@ -215,6 +215,9 @@ main	: USER value			{ set_user(&$2); }
 		}
 	| METRICS ON value PORT value	{
 			add_listener(&$3, &$5, LISTEN_METRICS);
+		}
+	| AGENT ON value PORT value	{
+			add_listener(&$3, &$5, LISTEN_AGENT);
 		}
 	| CONTROL SOCKET value		{ set_control(&$3); }
 	| DOMAIN value			{ set_domain(&$2); }
@@ -414,6 +417,7 @@ static const struct keyword {
 	int		 token;
 } keywords[] = {
 	{ "acme",		ACME },
+	{ "agent",		AGENT },
 	{ "burst",		BURST },
 	{ "ca",			CA },
 	{ "certificate",	CERTIFICATE },
@@ -1144,7 +1148,8 @@ add_listener(const struct value *addr, const struct value *port, int flags)
 	size_t			 i, alen, blen;
 	int			 bad = 0;
 
-	what = (flags & LISTEN_METRICS) ? "metrics on" : "listen on";
+	what = (flags & LISTEN_METRICS) ? "metrics on" :
+	    (flags & LISTEN_AGENT) ? "agent on" : "listen on";
 	la = xcalloc(1, sizeof(*la));
 	la->fd = -1;
 	la->flags = flags;
@@ -1196,6 +1201,8 @@ add_listener(const struct value *addr, const struct value *port, int flags)
 	}
 	if (flags & LISTEN_METRICS)
 		TAILQ_INSERT_TAIL(&conf->metrics, la, entry);
+	else if (flags & LISTEN_AGENT)
+		TAILQ_INSERT_TAIL(&conf->agents, la, entry);
 	else
 		TAILQ_INSERT_TAIL(&conf->listeners, la, entry);
 	llines = xreallocarray(llines, nllines + 1, sizeof(*llines));

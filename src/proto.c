@@ -155,6 +155,17 @@ msg_relay_state_check(const void *body, size_t len)
 	return NULL;
 }
 
+/* the drain state is a flag: the front turns it into words and weights */
+const char *
+msg_health_check(const void *body, size_t len)
+{
+	const struct msg_health	*h = body;
+
+	if (h->draining > 1)
+		return "draining out of range";
+	return NULL;
+}
+
 const char *
 msg_relay_counters_check(const void *body, size_t len)
 {

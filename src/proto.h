@@ -313,6 +313,8 @@ struct msg_health {
 	uint64_t	binaries;
 	uint64_t	phones;
 	uint64_t	uptime_s;
+	uint32_t	draining;	/* 0 or 1: pyrelayctl drain */
+	uint32_t	pad;
 };
 
 struct msg_relay_state {
@@ -379,6 +381,7 @@ const char	*msg_conn_routed_check(const void *, size_t);
 const char	*msg_conn_verdict_check(const void *, size_t);
 const char	*msg_conn_closed_check(const void *, size_t);
 const char	*msg_relay_state_check(const void *, size_t);
+const char	*msg_health_check(const void *, size_t);
 const char	*msg_relay_counters_check(const void *, size_t);
 const char	*msg_ctl_phone_check(const void *, size_t);
 const char	*msg_tls_check(const void *, size_t);
@@ -416,7 +419,8 @@ const char	*msg_push_done_check(const void *, size_t);
 #define MSG_BODY_CONN_CLOSED	0, sizeof(struct msg_conn_closed), \
 				    msg_conn_closed_check
 #define MSG_BODY_HEALTH_REQ	MSG_BODY_EMPTY
-#define MSG_BODY_HEALTH		0, sizeof(struct msg_health), NULL
+#define MSG_BODY_HEALTH		0, sizeof(struct msg_health), \
+				msg_health_check
 #define MSG_BODY_METRICS_REQ	MSG_BODY_EMPTY
 #define MSG_BODY_METRICS	0, sizeof(struct msg_metrics), NULL
 #define MSG_BODY_ACME_REQ	0, sizeof(struct msg_acme_req), \

@@ -52,6 +52,7 @@ enum proc_role {
 #define LISTEN_ACME		0x02
 #define LISTEN_PROXY		0x04
 #define LISTEN_METRICS		0x08
+#define LISTEN_AGENT		0x10	/* HAProxy agent-check answers (drain) */
 
 struct listen_addr {
 	TAILQ_ENTRY(listen_addr)	 entry;
@@ -115,6 +116,7 @@ struct config {
 	uint32_t		 max_relays;		/* relay processes at most */
 	struct listen_list	 listeners;		/* listen on ... */
 	struct listen_list	 metrics;		/* metrics on ... */
+	struct listen_list	 agents;		/* agent on ... */
 	char			 control_socket[PATH_MAX];
 	char			 tls_cert[PATH_MAX];	/* "" when unset */
 	char			 tls_key[PATH_MAX];

@@ -22,6 +22,8 @@ directory) and appends extra_conf.  The parser refuses a keyword given twice,
 so extra_conf must not repeat these (use the workers argument).
   start(timeout=15)   waits for `event=ready`; RuntimeError if it exits first
   stop(timeout=15)    SIGTERM, wait, exit code; kills and raises on a hang
+  kill()              SIGKILL of the parent and every worker (a host that
+                      fails); start() runs it again on the same ports
   with Daemon(...) as d:   start/stop, asserts exit code 0 on a clean exit
   port, metrics_port, pid, tmpdir, conf_path, chroot (None unless root)
   url(path), http_url(path), healthz(), metrics() (/metrics as a dict of
@@ -35,9 +37,10 @@ so extra_conf must not repeat these (use the workers argument).
       (at least n; exact=True for exactly n), wait_no_relays()
   write_conf(text=None), conf_text()  (for SIGHUP tests)
 Module functions: http_get, raw_request, recv_until_close, read_head,
-parse_head, upgrade_request,
+parse_head, upgrade_request, unix_command,
 RawWS (byte-exact WebSocket client), ws_frame, ws_key, ws_accept; async
-binary, phone, expect_close, recv, assert_exchange, close_all; run; /proc
+binary, phone, expect_close, recv, assert_exchange, exchange_once,
+close_all; run; /proc
 helpers (proc_status, proc_state, children_of, open_fds, poll_until, ...);
 assert_sandboxed(tc, d, pid, what) for a worker's uid, gid, no_new_privs,
 seccomp and chroot.
@@ -541,6 +544,13 @@ class Daemon:
                 self._eof = True
             self._cond.notify_all()
 
+    def kill(self):
+        """A host failure: SIGKILL the parent and every worker at once,
+        wait for them, forget this run's log.  The configuration and the
+        ports stay, so start() brings the same daemon back."""
+        self._kill_all()
+        self._reset_process()
+
     def _kill_all(self):
         """SIGKILL the parent and every descendant (by pid)."""
         if self.proc is None:
@@ -721,6 +731,32 @@ class Daemon:
         raise AssertionError("no log line matching %r (%s); last lines:\n%s"
                              % (rx.pattern, why, tail))
 
+    def wait_refused(self, event, total, timeout=5, since=0):
+        """Wait until the refused= counts of `event` lines add up to total:
+        refusals a flood can repeat are logged at most once a second with
+        their number (pyrelayd(8), Logging).  Returns the counts.  Woken by
+        new lines.  Raises AssertionError when they add up to more, at the
+        deadline, or when the log has ended."""
+        rx = re.compile(r"\bevent=%s refused=(\d+)\b" % event)
+        deadline = time.monotonic() + timeout
+        counts, i = [], since
+        with self._cond:
+            while True:
+                for line in self._lines[i:]:
+                    m = rx.search(line)
+                    if m:
+                        counts.append(int(m.group(1)))
+                i = len(self._lines)
+                left = deadline - time.monotonic()
+                if sum(counts) >= total or self._eof or left <= 0:
+                    break
+                self._cond.wait(left)
+        if sum(counts) != total:
+            raise AssertionError("event=%s refused= lines add up to %d, not "
+                                 "%d: %r" % (event, sum(counts), total,
+                                             counts))
+        return counts
+
     # -- processes
 
     def children(self):
@@ -843,6 +879,17 @@ def raw_request(port, data, timeout=10):
         except (BrokenPipeError, ConnectionResetError):
             pass
         return recv_until_close(s, timeout)
+
+
+def unix_command(path, line, timeout=10):
+    """The whole answer, as text, of a server on the AF_UNIX stream socket
+    path to one command line (pyrelayd's control socket, HAProxy's
+    runtime API)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(line.encode() + b"\n")
+        return recv_until_close(s, timeout).decode()
 
 
 def recv_until_close(s, timeout=10):
@@ -1188,6 +1235,15 @@ async def assert_exchange(b, p, sid, n=1, timeout=10):
     got = await recv(p, timeout)
     assert got == '{"back": %d}' % n, "phone received %r" % got
     return cid
+
+
+async def exchange_once(d, sid):
+    """A well-behaved binary and phone for sid: they connect, exchange one
+    message both ways (assert_exchange), and leave."""
+    b = await binary(d, sid)
+    p = await phone(d, sid)
+    await assert_exchange(b, p, sid)
+    await close_all(b, p)
 
 
 async def close_all(*conns):

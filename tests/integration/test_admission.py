@@ -202,9 +202,11 @@ class RateLimit(unittest.TestCase):
                                            "127.0.0.4"), 101)
                 await harness.close_all(p, b1, b2)
             harness.run(main())
-            log = d.log_text()
-            self.assertRegex(log, r"event=rate_limited endpoint=server")
-            self.assertRegex(log, r"event=rate_limited endpoint=client")
+            # the 8 429s above, in lines of their number, one a second at
+            # most; the first at once, with its endpoint and address
+            d.wait_refused("rate_limited", 8)
+            self.assertRegex(d.log_text(), r"(?m)event=rate_limited "
+                             r"refused=1 endpoint=server ip=127\.0\.0\.1/32$")
 
     def test_refill(self):
         with harness.Daemon("rate limit burst 2 refill 500ms") as d:

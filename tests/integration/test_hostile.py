@@ -12,6 +12,9 @@ well-behaved binary and phone from another address working beside it.
   address still gets its 101.  IPv6 addresses share one bucket per /64
   (test_addr_bucket.c has the key; on the wire ::1 is one address, so
   ProxyClients carries distinct IPv6 clients in PROXY headers).
+* RefusalLogs: a flood of 429s (rate limit) or 503s (connection caps)
+  from one address is logged at most once a second, with the number
+  refused and the address.
 * ParentCost: /healthz and /metrics do not make the parent read every
   relay's channel (its recvmsg calls, counted by strace, do not grow with
   the relays).  The CPU figures are in the report, not asserted.
@@ -90,21 +93,6 @@ def relay_processes(d):
     spawner, zombies and relays still starting included."""
     return [pid for pid, cmd in d.children()
             if not re.match(r"pyrelayd(: | -P )(front|spawner)\b", cmd)]
-
-
-def refused_lines(d, event, since=0):
-    """The refused= counts of the daemon's `event` lines since a mark."""
-    return [int(m.group(1)) for m in
-            (re.search(r"\bevent=%s refused=(\d+)\b" % event, line)
-             for line in d.log_lines()[since:]) if m]
-
-
-def wait_refused_logged(tc, d, event, total, since=0, timeout=5):
-    """Every refusal shows in a log line within a second: the counts of
-    the lines add up to total.  Returns the lines' times."""
-    harness.poll_until(lambda: sum(refused_lines(d, event, since)) >= total,
-                       timeout, "%d refusals logged as %s" % (total, event))
-    tc.assertEqual(sum(refused_lines(d, event, since)), total)
 
 
 def reload_with(d, extra_conf):
@@ -193,10 +181,9 @@ class RelayCap(unittest.TestCase):
                 self.assertEqual(m["pyrelayd_relay_processes_all"], self.CAP)
                 self.assertEqual(m["pyrelayd_relay_processes"], self.CAP)
                 self.assertEqual(m["pyrelayd_relays_pooled"], 0)
-                wait_refused_logged(self, d, "relay_cap_reached", refusals,
-                                    mark)
                 # at most one line a second (the flood took a few)
-                lines = refused_lines(d, "relay_cap_reached", mark)
+                lines = d.wait_refused("relay_cap_reached", refusals,
+                                       since=mark)
                 self.assertLessEqual(len(lines), 2 + int(
                     time.monotonic() - t0), lines)
                 self.assertRegex(d.log_text(), r"event=relay_cap_reached "
@@ -278,8 +265,8 @@ class AddressCap(unittest.TestCase):
                 m = d.metrics()
                 self.assertEqual(m["pyrelayd_address_cap_refusals_total"],
                                  self.IDLE - 100)
-                wait_refused_logged(self, d, "address_cap_reached",
-                                    self.IDLE - 100, mark)
+                d.wait_refused("address_cap_reached", self.IDLE - 100,
+                               since=mark)
                 self.assertRegex(d.log_text(),
                                  r"event=address_cap_reached refused=\d+ "
                                  r"max_connections_per_ip=100 "
@@ -336,7 +323,7 @@ class AddressCap(unittest.TestCase):
             try:
                 closed = AddressCap.wait_closed(socks, 3)
                 self.assertEqual(len(closed), 3)
-                wait_refused_logged(self, d, "address_cap_reached", 3, mark)
+                d.wait_refused("address_cap_reached", 3, since=mark)
                 # logged as its /64
                 self.assertRegex(d.log_text(), r"event=address_cap_reached "
                                  r"refused=\d+ max_connections_per_ip=5 "
@@ -385,6 +372,88 @@ class ProxyClients(unittest.TestCase):
                 self.assertEqual(r, [])
                 self.assertEqual(d.metrics()[
                     "pyrelayd_address_cap_refusals_total"], 0)
+            finally:
+                for s in held:
+                    s.close()
+
+
+class RefusalLogs(unittest.TestCase):
+    """A flood of refusals cannot flood the log: the 429s of the rate limit
+    and the 503s of the connection caps are logged at most once a second
+    each, with their number (refused=) and the last client address (ip=),
+    while a binary and a phone from another address keep working."""
+    FLOOD = 150
+
+    def flood(self, d, attempt, expect):
+        """FLOOD attempts (attempt(i) -> status), a good pair exchanging
+        beside them; the statuses past the first ones must all be expect.
+        Returns how long the flood took."""
+        async def main():
+            b, p = await good_pair(d, "beside-%d" % expect)
+            t0 = time.monotonic()
+            statuses = []
+            for i in range(self.FLOOD):
+                statuses.append(await asyncio.to_thread(attempt, i))
+                if i == self.FLOOD // 2:
+                    await harness.assert_exchange(b, p, "beside-%d" % expect,
+                                                  n=2)
+            took = time.monotonic() - t0
+            self.assertEqual(statuses[2:], [expect] * (self.FLOOD - 2))
+            await harness.assert_exchange(b, p, "beside-%d" % expect, n=3)
+            await harness.close_all(b, p)
+            return took
+        return harness.run(main(), timeout=120)
+
+    def assertLogged(self, d, event, mark, took, first):
+        """FLOOD - 2 refusals in lines of their counts, a line a second at
+        most (one at once, then one at the end of each second), the first
+        line as first says."""
+        counts = d.wait_refused(event, self.FLOOD - 2, since=mark)
+        self.assertLessEqual(len(counts), 2 + int(took), counts)
+        line = d.wait_log(r"\bevent=%s\b.*" % event, since=mark).group(0)
+        self.assertRegex(line, first)
+
+    def test_rate_limited(self):
+        with harness.Daemon("rate limit burst 2 refill 1440m") as d:
+            mark = d.log_mark()
+
+            def phone(i):
+                # a phone for no server-id: 101 then 4404, while tokens last
+                st, s = claim(d, "rl-none", "127.0.0.3", "/v1/client")
+                if s is not None:
+                    s.close()
+                return st
+            took = self.flood(d, phone, 429)
+            self.assertLogged(d, "rate_limited", mark, took,
+                              r"^event=rate_limited refused=1 "
+                              r"endpoint=client ip=127\.0\.0\.3/32$")
+
+    def test_conn_cap_reached(self):
+        pport = harness.free_port()
+        conf = ("listen on 127.0.0.1 port %d proxy-protocol\n"
+                "max connections per ip 2\n%s" % (pport, NO_RATE_LIMIT))
+        with harness.Daemon(conf) as d:
+            held = []
+
+            def via_proxy(i):
+                # binaries of a client carried by a balancer: two are held
+                s = connect_from(d, "127.0.0.1", pport)
+                s.sendall(proxy_v2("203.0.113.7") + proxy_upgrade(
+                    "cc-%d" % i))
+                st = harness.read_head(s)[0]
+                if st == 101:
+                    held.append(s)
+                else:
+                    s.close()
+                return st
+            try:
+                mark = d.log_mark()
+                took = self.flood(d, via_proxy, 503)
+                self.assertEqual(len(held), 2)
+                self.assertLogged(d, "conn_cap_reached", mark, took,
+                                  r"^event=conn_cap_reached refused=1 "
+                                  r"live=\d+ ip_live=3 "
+                                  r"ip=203\.0\.113\.7/32$")
             finally:
                 for s in held:
                     s.close()

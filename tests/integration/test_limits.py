@@ -9,7 +9,6 @@ working, and claims work again once clients leave.
 The daemon is started under a small hard limit (prlimit(1)), so that the
 parent runs out after a few dozen relays (about one descriptor each)."""
 
-import asyncio
 import os
 import re
 import resource
@@ -199,12 +198,7 @@ class LostInHandOver(unittest.TestCase):
             # the same front serves the next connection
             self.assertEqual(d.front_pids(), [front])
 
-            async def main():
-                b = await harness.binary(d, "lost-front")
-                p = await harness.phone(d, "lost-front")
-                await harness.assert_exchange(b, p, "lost-front")
-                await harness.close_all(b, p)
-            harness.run(main())
+            harness.run(harness.exchange_once(d, "lost-front"))
             self.assertEqual(d.metrics()["pyrelayd_connections_lost_total"], 1)
 
 

@@ -7,6 +7,7 @@ malformed header closes the connection with nothing written."""
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -96,16 +97,22 @@ class Proxy(unittest.TestCase):
         cls.d.stop()
 
     def test_v1_and_v2_carry_the_client_for_the_rate_limit(self):
-        for name, make, a, b in (
-                ("v1", v1, "203.0.113.7", "203.0.113.8"),
-                ("v2", v2, "2001:db8::7", "198.51.100.9")):
+        # a, its bucket (an IPv4 address, an IPv6 /64), and another address
+        for name, make, a, bucket, b in (
+                ("v1", v1, "203.0.113.7", "203.0.113.7/32", "203.0.113.8"),
+                ("v2", v2, "2001:db8::7", "2001:db8::/64", "198.51.100.9")):
             with self.subTest(version=name):
                 # two upgrades from carried address a pass, the third is 429
                 for i in range(2):
                     r = exchange(self.pport, make(a) + upgrade("px-%s-%d" % (name, i)))
                     self.assertEqual(status(r), 101, r)
+                mark = self.d.log_mark()
                 r = exchange(self.pport, make(a) + upgrade("px-%s-x" % name))
                 self.assertEqual(status(r), 429, r)
+                # and the log names the carried address, not the socket's
+                self.d.wait_log(r"event=rate_limited refused=1 "
+                                r"endpoint=server ip=%s$" % re.escape(bucket),
+                                since=mark)
                 # another carried address has its own bucket
                 r = exchange(self.pport, make(b) + upgrade("px-%s-y" % name))
                 self.assertEqual(status(r), 101, r)

@@ -219,19 +219,7 @@ async def wss_phone(d, sid, **kw):
 
 def control(d, command, timeout=10):
     """The control socket's whole answer to one command."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(d.control_path)
-        s.sendall(command.encode() + b"\n")
-        out = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out.decode()
-            out += chunk
-    finally:
-        s.close()
+    return harness.unix_command(d.control_path, command, timeout)
 
 
 def summary(d):

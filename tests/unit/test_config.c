@@ -269,6 +269,18 @@ addr_of(const struct listen_addr *la, char *buf, size_t len)
 	return buf;
 }
 
+/* la is a listener on addr ("127.0.0.1 port 8080") with flags, not open. */
+static void
+check_listener(const struct listen_addr *la, const char *addr, int flags)
+{
+	char	buf[128];
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(la);
+	CU_ASSERT_STRING_EQUAL(addr_of(la, buf, sizeof(buf)), addr);
+	CU_ASSERT_EQUAL(la->flags, flags);
+	CU_ASSERT_EQUAL(la->fd, -1);
+}
+
 /* --- defaults ------------------------------------------------------------ */
 
 static void
@@ -276,7 +288,6 @@ test_defaults(void)
 {
 	struct config		*conf;
 	struct listen_addr	*la;
-	char			 buf[128];
 
 	conf = config_new_default();
 	CU_ASSERT_STRING_EQUAL(conf->path, "");
@@ -309,19 +320,11 @@ test_defaults(void)
 	CU_ASSERT_STRING_EQUAL(conf->lim.domain, "");
 
 	la = TAILQ_FIRST(&conf->listeners);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(la);
-	CU_ASSERT_STRING_EQUAL(addr_of(la, buf, sizeof(buf)),
-	    "127.0.0.1 port 8080");
-	CU_ASSERT_EQUAL(la->flags, 0);
-	CU_ASSERT_EQUAL(la->fd, -1);
+	check_listener(la, "127.0.0.1 port 8080", 0);
 	CU_ASSERT_EQUAL(la->sslen, sizeof(struct sockaddr_in));
 	CU_ASSERT_PTR_NULL(TAILQ_NEXT(la, entry));
 	la = TAILQ_FIRST(&conf->metrics);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(la);
-	CU_ASSERT_STRING_EQUAL(addr_of(la, buf, sizeof(buf)),
-	    "127.0.0.1 port 9090");
-	CU_ASSERT_EQUAL(la->flags, LISTEN_METRICS);
-	CU_ASSERT_EQUAL(la->fd, -1);
+	check_listener(la, "127.0.0.1 port 9090", LISTEN_METRICS);
 	CU_ASSERT_PTR_NULL(TAILQ_NEXT(la, entry));
 	config_free(conf);
 }
@@ -368,7 +371,7 @@ test_every_keyword(void)
 {
 	struct config		*conf;
 	struct listen_addr	*la;
-	char			 path[PATH_MAX], buf[128];
+	char			 path[PATH_MAX];
 
 	data_path(path, sizeof(path), "full.conf");
 	conf = parse_file(path, NULL, 0);
@@ -406,39 +409,27 @@ test_every_keyword(void)
 	CU_ASSERT_EQUAL(conf->lim.close_timeout_ms, 5000);
 
 	la = TAILQ_FIRST(&conf->listeners);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(la);
-	CU_ASSERT_STRING_EQUAL(addr_of(la, buf, sizeof(buf)),
-	    "127.0.0.1 port 8443");
-	CU_ASSERT_EQUAL(la->flags, LISTEN_PROXY);
-	CU_ASSERT_EQUAL(la->fd, -1);
+	check_listener(la, "127.0.0.1 port 8443", LISTEN_PROXY);
 	CU_ASSERT_EQUAL(la->sslen, sizeof(struct sockaddr_in));
 	la = TAILQ_NEXT(la, entry);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(la);
-	CU_ASSERT_STRING_EQUAL(addr_of(la, buf, sizeof(buf)),
-	    "0.0.0.0 port 80");
-	CU_ASSERT_EQUAL(la->flags, LISTEN_ACME);
+	check_listener(la, "0.0.0.0 port 80", LISTEN_ACME);
 	la = TAILQ_NEXT(la, entry);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(la);
-	CU_ASSERT_STRING_EQUAL(addr_of(la, buf, sizeof(buf)), ":: port 443");
-	CU_ASSERT_EQUAL(la->flags, LISTEN_TLS | LISTEN_PROXY);
+	check_listener(la, ":: port 443", LISTEN_TLS | LISTEN_PROXY);
 	CU_ASSERT_EQUAL(la->ss.ss_family, AF_INET6);
 	CU_ASSERT_EQUAL(la->sslen, sizeof(struct sockaddr_in6));
 	la = TAILQ_NEXT(la, entry);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(la);
-	CU_ASSERT_STRING_EQUAL(addr_of(la, buf, sizeof(buf)),
-	    "2001:db8::1 port 8080");
-	CU_ASSERT_EQUAL(la->flags, 0);
+	check_listener(la, "2001:db8::1 port 8080", 0);
 	CU_ASSERT_PTR_NULL(TAILQ_NEXT(la, entry));
 
 	la = TAILQ_FIRST(&conf->metrics);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(la);
-	CU_ASSERT_STRING_EQUAL(addr_of(la, buf, sizeof(buf)), "::1 port 9191");
-	CU_ASSERT_EQUAL(la->flags, LISTEN_METRICS);
-	CU_ASSERT_EQUAL(la->fd, -1);
+	check_listener(la, "::1 port 9191", LISTEN_METRICS);
 	la = TAILQ_NEXT(la, entry);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(la);
-	CU_ASSERT_STRING_EQUAL(addr_of(la, buf, sizeof(buf)),
-	    "127.0.0.2 port 9090");
+	check_listener(la, "127.0.0.2 port 9090", LISTEN_METRICS);
+	CU_ASSERT_PTR_NULL(TAILQ_NEXT(la, entry));
+
+	/* any address: the balancer asking is on another machine */
+	la = TAILQ_FIRST(&conf->agents);
+	check_listener(la, "10.0.0.11 port 9091", LISTEN_AGENT);
 	CU_ASSERT_PTR_NULL(TAILQ_NEXT(la, entry));
 	config_free(conf);
 }
@@ -757,6 +748,18 @@ static const struct bad_case {
 	  "1: metrics on 0.0.0.0 port 9090: not a loopback address "
 	  "(127.0.0.0/8 or ::1)" },
 	{ "metrics on ::1 port 9090 tls\n", "1: syntax error at \"tls\"" },
+	{ "agent on localhost port 9091\n",
+	  "1: agent on localhost: not a numeric IPv4 or IPv6 address" },
+	{ "agent on 10.0.0.11 port 70000\n",
+	  "1: port 70000: out of range (1 to 65535)" },
+	{ "listen on 10.0.0.11 port 9091\nagent on 10.0.0.11 port 9091\n",
+	  "2: agent on 10.0.0.11 port 9091: already used on line 1" },
+	{ "agent on 0.0.0.0 port 9091\nmetrics on 127.0.0.1 port 9091\n",
+	  "2: metrics on 127.0.0.1 port 9091: overlaps 0.0.0.0 port 9091 on "
+	  "line 1" },
+	{ "agent on 10.0.0.11 port 9091 proxy-protocol\n",
+	  "1: syntax error at \"proxy-protocol\"" },
+	{ "agent 10.0.0.11 port 9091\n", "1: syntax error at \"10.0.0.11\"" },
 	{ "grace 10s\ngrace 20s\n", "2: grace already set on line 1" },
 	{ "workers 2\n\nworkers 2\n", "3: workers already set on line 1" },
 	{ "bogus 5\n", "1: syntax error: unknown keyword \"bogus\"" },
@@ -914,7 +917,7 @@ test_macros(void)
 {
 	struct config		*conf;
 	struct listen_addr	*la;
-	char			 path[PATH_MAX], buf[128];
+	char			 path[PATH_MAX];
 	char			*over[] = {
 		"relayport=9000", "addr=::1", "extra=1"
 	};
@@ -924,15 +927,9 @@ test_macros(void)
 	CU_ASSERT_STRING_EQUAL(errors, "");
 	CU_ASSERT_PTR_NOT_NULL_FATAL(conf);
 	la = TAILQ_FIRST(&conf->listeners);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(la);
-	CU_ASSERT_STRING_EQUAL(addr_of(la, buf, sizeof(buf)),
-	    "127.0.0.1 port 8080");
-	CU_ASSERT_EQUAL(la->flags, 0);
+	check_listener(la, "127.0.0.1 port 8080", 0);
 	la = TAILQ_NEXT(la, entry);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(la);
-	CU_ASSERT_STRING_EQUAL(addr_of(la, buf, sizeof(buf)),
-	    "127.0.0.3 port 8081");
-	CU_ASSERT_EQUAL(la->flags, LISTEN_PROXY);
+	check_listener(la, "127.0.0.3 port 8081", LISTEN_PROXY);
 	CU_ASSERT_EQUAL(conf->lim.max_connections, 100);
 	CU_ASSERT_EQUAL(conf->lim.grace_ms, 45000);
 	CU_ASSERT_STRING_EQUAL(conf->acme_webroot, "/var/lib/pyrelayd/acme");
@@ -945,8 +942,7 @@ test_macros(void)
 	CU_ASSERT_STRING_EQUAL(errors, "");
 	CU_ASSERT_PTR_NOT_NULL_FATAL(conf);
 	la = TAILQ_FIRST(&conf->listeners);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(la);
-	CU_ASSERT_STRING_EQUAL(addr_of(la, buf, sizeof(buf)), "::1 port 9000");
+	check_listener(la, "::1 port 9000", 0);
 	CU_ASSERT_EQUAL(conf->lim.max_connections, 100);
 	config_free(conf);
 }

@@ -424,6 +424,7 @@ test_check_small(void)
 	struct msg_spawned	rep;
 	struct msg_conn_closed	mc;
 	struct msg_ctl_phone	ph;
+	struct msg_health	h;
 	struct msg_tls		*t;
 
 	memset(&ar, 0, sizeof(ar));
@@ -456,6 +457,13 @@ test_check_small(void)
 	CU_ASSERT_PTR_NULL(msg_ctl_phone_check(&ph, sizeof(ph)));
 	memset(ph.device, 'x', sizeof(ph.device));
 	CU_ASSERT_PTR_NOT_NULL(msg_ctl_phone_check(&ph, sizeof(ph)));
+
+	memset(&h, 0, sizeof(h));
+	CU_ASSERT_PTR_NULL(msg_health_check(&h, sizeof(h)));
+	h.draining = 1;
+	CU_ASSERT_PTR_NULL(msg_health_check(&h, sizeof(h)));
+	h.draining = 2;
+	CU_ASSERT_PTR_NOT_NULL(msg_health_check(&h, sizeof(h)));
 
 	t = xcalloc(1, sizeof(*t));
 	t->cert_len = 10;
@@ -531,7 +539,7 @@ static CU_TestInfo check_tests[] = {
 	{ "CONN_UPGRADE, ATTACH, REROUTE", test_check_upgrade },
 	{ "SETUP", test_check_setup },
 	{ "SPAWN", test_check_spawn },
-	{ "ACME_REQ, SPAWNED, CONN_CLOSED, CTL_PHONE, TLS", test_check_small },
+	{ "ACME_REQ, SPAWNED, CONN_CLOSED, CTL_PHONE, HEALTH, TLS", test_check_small },
 	{ "PUSH_WAKE, PUSH_SEND, PUSH_DONE, PUSH_CONFIG", test_check_push },
 	CU_TEST_INFO_NULL
 };

@@ -72,6 +72,8 @@ test_every_command(void)
 	ok("log verbose", CTL_LOG_VERBOSE, NULL);
 	ok("log brief", CTL_LOG_BRIEF, NULL);
 	ok("kick server sid-1", CTL_KICK_SERVER, "sid-1");
+	ok("drain", CTL_DRAIN, NULL);
+	ok("undrain", CTL_UNDRAIN, NULL);
 }
 
 static void
@@ -84,6 +86,8 @@ test_line_endings(void)
 	ok("show server abc\n", CTL_SHOW_SERVER, "abc");
 	ok("kick server abc\r\n", CTL_KICK_SERVER, "abc");
 	ok("log brief\r\n", CTL_LOG_BRIEF, NULL);
+	ok("drain\n", CTL_DRAIN, NULL);
+	ok("undrain\r\n", CTL_UNDRAIN, NULL);
 	/* one line ending only: a second one is a control byte */
 	bad("reload\n\n", "unknown command");
 	bad("reload\r\n\r\n", "unknown command");
@@ -154,6 +158,10 @@ test_unknown(void)
 	bad("help", "unknown command");
 	bad("summary show", "unknown command");
 	bad("show,summary", "unknown command");
+	bad("Drain", "unknown command");
+	bad("drained", "unknown command");
+	bad("un drain", "unknown command");
+	bad("drain-off", "unknown command");
 }
 
 static void
@@ -175,6 +183,8 @@ test_too_many(void)
 	bad("reload now\n", "too many arguments");
 	bad("log verbose 2", "too many arguments");
 	bad("log brief x", "too many arguments");
+	bad("drain on", "too many arguments");
+	bad("undrain now\n", "too many arguments");
 	bad("show server a b", "too many arguments");
 	bad("kick server a b\r\n", "too many arguments");
 	bad("kick server a b c", "too many arguments");
