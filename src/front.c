@@ -70,6 +70,7 @@ struct fconn {
 	char			*resp;
 	size_t			 resp_len, resp_off;
 	enum front_outcome	 outcome;
+	int			 released;	/* CONN_CLOSED sent: no longer counted */
 	int			 head_only;	/* a HEAD request: no body */
 	SSL			*ssl;		/* TLS listeners */
 	int			 want_write;	/* SSL needs the socket writable */
@@ -136,11 +137,33 @@ front_conn_new(struct front *f, int fd, uint64_t id)
 }
 
 /* Forgets a connection; closed says whether the parent must count it gone. */
+/*
+ * Tells the parent the connection no longer counts against the caps
+ * (CONN_CLOSED), once: when it is closed, or as soon as its final answer
+ * is decided, before the first byte of it is written.  A client that has
+ * read its answer and connects again is then never refused at accept by
+ * the count of the connection it just finished (the parent reads the
+ * fronts' channels before it refuses one: parent_accept).
+ */
+static void
+front_conn_release(struct fconn *fc)
+{
+	struct front		*f = front;
+	struct msg_conn_closed	 mc;
+
+	if (fc->released)
+		return;
+	fc->released = 1;
+	memset(&mc, 0, sizeof(mc));
+	mc.outcome = fc->outcome;
+	msg_compose(&f->chan, MSG_CONN_CLOSED, fc->id, &mc, sizeof(mc), -1);
+	front_chan_flush(f);
+}
+
 static void
 front_conn_free(struct fconn *fc, int closed)
 {
 	struct front		*f = front;
-	struct msg_conn_closed	 mc;
 
 	TAILQ_REMOVE(&f->conns, fc, entry);
 	event_free(fc->ev_read);
@@ -148,10 +171,7 @@ front_conn_free(struct fconn *fc, int closed)
 	event_free(fc->ev_timer);
 	if (closed) {
 		close(fc->fd);
-		memset(&mc, 0, sizeof(mc));
-		mc.outcome = fc->outcome;
-		msg_compose(&f->chan, MSG_CONN_CLOSED, fc->id, &mc, sizeof(mc), -1);
-		front_chan_flush(f);
+		front_conn_release(fc);
 	}
 	if (fc->ssl != NULL)
 		SSL_free(fc->ssl);
@@ -257,6 +277,8 @@ front_conn_respond(struct fconn *fc)
 	fc->state = FC_WRITE;
 	fc->resp_off = 0;
 	event_del(fc->ev_read);
+	/* its answer is decided: it is the front's alone until LINGER_MS */
+	front_conn_release(fc);
 	front_set_timer(fc, now_ms() + LINGER_MS);
 	front_conn_write(fc->fd, EV_WRITE, fc);
 }

@@ -552,6 +552,18 @@ parent_drain_relays(struct parent *p)
  * cannot make the parent, as root, serve a file from elsewhere.  The
  * webroot itself is the operator's path.  -1 with errno when it cannot.
  */
+/* Reads what every front and every relay with something unread has sent. */
+static void
+parent_drain_workers(struct parent *p)
+{
+	int	i;
+
+	for (i = 0; i < p->nfronts; i++)
+		if (p->fronts[i] != NULL && !p->fronts[i]->dead)
+			parent_dispatch(p, p->fronts[i]);
+	parent_drain_relays(p);
+}
+
 static int
 acme_open(const char *webroot, const char *token)
 {
@@ -1069,8 +1081,18 @@ parent_accept(evutil_socket_t lfd, short ev, void *arg)
 				log_warn("event=accept_failed");
 			return;
 		}
-		/* over its address's cap: closed here, no front sees it */
-		if ((ip = admit_accept(p, &ss, l->la->flags)) == NULL) {
+		/*
+		 * Over its address's cap: closed here, no front sees it.  First
+		 * the releases already sent are read (the fronts', and the
+		 * relays' that have something unread), so that a client that
+		 * finished a connection and opened the next is not refused for
+		 * the one it finished.
+		 */
+		if ((ip = admit_accept(p, &ss, l->la->flags, 0)) == NULL) {
+			parent_drain_workers(p);
+			ip = admit_accept(p, &ss, l->la->flags, 1);
+		}
+		if (ip == NULL) {
 			close(fd);
 			continue;
 		}

@@ -268,9 +268,12 @@ const char	*parent_check_outq(const struct worker *);
 
 /* parent_admit.c: the caps, the rate limit, and the address buckets */
 void	admit_init(struct parent *);
-/* the bucket of a new connection's address, or NULL: close it (over the cap) */
+/*
+ * the bucket of a new connection's address, or NULL: over the cap (refuse
+ * 0: asked only; 1: refused, counted and logged: close it)
+ */
 struct ip_rec	*admit_accept(struct parent *, const struct sockaddr_storage *,
-	    int listen_flags);
+	    int listen_flags, int refuse);
 struct ip_rec	*admit_rekey(struct parent *, struct ip_rec *,
 	    const struct sockaddr_storage *);
 void	admit_ip_release(struct parent *, struct ip_rec *);

@@ -233,10 +233,12 @@ refusal(struct parent *p, enum refusal_kind kind)
  * a bucket of no address, uncapped, and the upgrade moves it to its
  * client's, where the cap applies (503).  The proxy's own address is left
  * to its own connections, the metrics scraper's on loopback say.
+ * refuse: 0 to ask first, without counting a refusal (the caller may
+ * read the releases on their way and ask again), 1 to refuse for good.
  */
 struct ip_rec *
 admit_accept(struct parent *p, const struct sockaddr_storage *ss,
-    int listen_flags)
+    int listen_flags, int refuse)
 {
 	static const struct sockaddr_storage	unknown;	/* AF_UNSPEC */
 	struct ip_rec				*ip;
@@ -248,6 +250,8 @@ admit_accept(struct parent *p, const struct sockaddr_storage *ss,
 	}
 	ip = ip_get(p, ss);
 	if (ip->live >= p->conf->lim.max_connections_per_ip) {
+		if (!refuse)
+			return NULL;
 		p->refused[REFUSED_ADDRESS_CAP].last = ip->key;
 		refusal(p, REFUSED_ADDRESS_CAP);
 		return NULL;

@@ -400,6 +400,33 @@ class ConnectionCaps(unittest.TestCase):
             self.assertEqual(d.metrics()[
                 "pyrelayd_address_cap_refusals_total"], 4 + n - 1)
 
+    def test_answered_connection_does_not_hold_its_slot(self):
+        # With one connection per address, a client that reads its answer
+        # (a 400, a 404, /healthz) and connects again at once must get in
+        # every time: the front gives the slot back before it writes the
+        # answer, and the parent reads that before it refuses anyone.
+        conf = "max connections per ip 1\n" + NO_RATE_LIMIT
+        with harness.Daemon(conf) as d:
+            src = "127.0.0.6"
+            got = []
+            for i in range(60):
+                s = connect_from(d, src)
+                try:
+                    if i % 3 == 0:
+                        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    elif i % 3 == 1:
+                        s.sendall(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+                    else:
+                        s.sendall(harness.upgrade_request(
+                            d.port, "/v1/client", sid="slot",
+                            headers={"X-Pyrycode-Token": None}))
+                    got.append(harness.read_head(s)[0])
+                finally:
+                    s.close()
+            self.assertEqual(got, [200, 404, 400] * 20)
+            self.assertEqual(d.metrics().get(
+                "pyrelayd_address_cap_refusals_total", 0), 0)
+
     def test_crashed_relay_releases_its_slots(self):
         conf = "max connections 4\n" + NO_RATE_LIMIT
         with harness.Daemon(conf) as d:
