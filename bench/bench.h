@@ -248,6 +248,26 @@ struct config {
 	char			 prefix[33];
 };
 
+/* A process of the relay's tree (bench_proc.c). */
+struct proc {
+	pid_t		 pid;
+	pid_t		 ppid;
+	uint64_t	 ticks;		/* utime, stime, cutime, cstime */
+	uint64_t	 cswitch;	/* context switches, if asked for */
+};
+
+/* The relay's processes at one moment, sorted by pid. */
+struct snap {
+	struct proc	*p;
+	size_t		 n;
+	uint64_t	 t;		/* when it was taken */
+};
+
+struct meminfo {
+	long long	 available;	/* MemAvailable */
+	long long	 sum;		/* AnonPages+PageTables+KernelStack+Slab */
+};
+
 extern struct config		 cfg;
 extern _Atomic int		 g_phase;
 extern _Atomic int		 g_done;	/* setup outcomes */
@@ -262,7 +282,16 @@ extern int			 g_nthr;
 void		*thr_main(void *);
 void		 thr_kick(struct thr *);
 
+/* bench_proc.c */
+long long	 meminfo_kib(const char *, const char *);
+void		 meminfo_read(struct meminfo *);
+void		 proc_snap(pid_t, struct snap *, int);
+double		 proc_cpu(const struct snap *, const struct snap *);
+uint64_t	 proc_cswitch(const struct snap *, const struct snap *);
+long long	 proc_pss_kib(pid_t);
+
 /* bench_util.c */
+void		*xcalloc(size_t, size_t);
 uint64_t	 now_ns(void);
 uint64_t	 rng_next(uint64_t *);
 void		 hist_add(struct hist *, uint64_t);

@@ -1,13 +1,15 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * Small pieces with no I/O: clock, random numbers, the latency
+ * Small pieces with no I/O: allocation, clock, random numbers, the latency
  * histogram, a JSON member scanner (enough to read envelopes and our
  * own frames), and the WebSocket key, accept and mask.
  */
 #define _GNU_SOURCE
 
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -22,6 +24,19 @@ static long	json_skip_value(const uint8_t *, size_t, size_t);
 static size_t	json_ws(const uint8_t *, size_t, size_t);
 static size_t	hist_index(uint64_t);
 static uint64_t	hist_value(size_t);
+
+/* calloc, or the end of the run: a benchmark short of memory measures nothing. */
+void *
+xcalloc(size_t n, size_t sz)
+{
+	void	*p;
+
+	if ((p = calloc(n ? n : 1, sz)) == NULL) {
+		perror("pyrelay-bench: calloc");
+		exit(2);
+	}
+	return p;
+}
 
 uint64_t
 now_ns(void)

@@ -18,8 +18,6 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 
-#include <dirent.h>
-#include <fcntl.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -30,8 +28,6 @@
 #include <unistd.h>
 
 #include "bench.h"
-
-#define MAX_PROCS	65536
 
 struct config		 cfg;
 _Atomic int		 g_phase = PH_INIT;
@@ -45,18 +41,6 @@ int			 g_nthr;
 
 static volatile sig_atomic_t	 g_interrupted;
 
-struct proc {
-	pid_t		 pid;
-	pid_t		 ppid;
-	uint64_t	 ticks;		/* utime, stime, cutime, cstime */
-};
-
-struct snap {
-	struct proc	*p;
-	size_t		 n;
-	uint64_t	 t;		/* when it was taken */
-};
-
 struct result {
 	struct counters	 c;
 	struct hist	 h;
@@ -67,11 +51,14 @@ struct result {
 	double		 served_secs;	/* storm: until all were served */
 	uint64_t	 pings_min;
 	long long	 mem_drop_kib;
+	long long	 memsum_kib;	/* AnonPages+PageTables+KernelStack+Slab */
 	long long	 rss_kib;
 	long long	 pss_kib;
 	double		 relay_cpu;	/* % of one core, -1 if unknown */
 	size_t		 relay_procs;
+	uint64_t	 relay_cs;	/* context switches of its processes */
 	double		 bench_cpu;
+	uint64_t	 bench_cs;
 	int		 setup_short;
 };
 
@@ -84,10 +71,6 @@ static void	 plan(void);
 static void	 set_phase(enum phase);
 static int	 nap(double);
 static void	 wait_count(_Atomic int *, int);
-static long long meminfo_kib(const char *, const char *);
-static long long relay_pss_kib(pid_t);
-static void	 proc_snap(pid_t, struct snap *);
-static double	 proc_cpu(const struct snap *, const struct snap *);
 static double	 bench_cpu(const struct rusage *, const struct rusage *,
 		    double);
 static uint64_t	 errors_total(const struct result *, FILE *, int);
@@ -164,18 +147,6 @@ set_addr(const char *host, int port)
 		    "IPv6 address\n", host);
 		exit(2);
 	}
-}
-
-static void *
-xcalloc(size_t n, size_t sz)
-{
-	void	*p;
-
-	if ((p = calloc(n ? n : 1, sz)) == NULL) {
-		perror("pyrelay-bench: calloc");
-		exit(2);
-	}
-	return p;
 }
 
 static void
@@ -356,153 +327,6 @@ wait_count(_Atomic int *v, int want)
 	}
 }
 
-static long long
-meminfo_kib(const char *path, const char *key)
-{
-	FILE		*f;
-	char		 line[256];
-	size_t		 klen = strlen(key);
-	long long	 v = -1;
-
-	if ((f = fopen(path, "r")) == NULL)
-		return -1;
-	while (fgets(line, sizeof(line), f) != NULL) {
-		if (strncmp(line, key, klen) == 0) {
-			v = strtoll(line + klen, NULL, 10);
-			break;
-		}
-	}
-	fclose(f);
-	return v;
-}
-
-/* Reads /proc: every process of the tree rooted at root. */
-static void
-proc_snap(pid_t root, struct snap *s)
-{
-	DIR		*d;
-	struct dirent	*de;
-	struct proc	*all;
-	char		 path[64], buf[1024], *p, *end;
-	size_t		 n = 0, i, k;
-	ssize_t		 len;
-	int		 fd, changed, f;
-	unsigned char	*in;
-	pid_t		 pid;
-
-	s->t = now_ns();
-	s->n = 0;
-	if (s->p == NULL)
-		s->p = xcalloc(MAX_PROCS, sizeof(*s->p));
-	all = xcalloc(MAX_PROCS, sizeof(*all));
-	if ((d = opendir("/proc")) == NULL) {
-		free(all);
-		return;
-	}
-	while ((de = readdir(d)) != NULL && n < MAX_PROCS) {
-		if (de->d_name[0] < '1' || de->d_name[0] > '9')
-			continue;
-		pid = (pid_t)strtol(de->d_name, &end, 10);
-		if (*end != '\0')
-			continue;
-		(void)snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-			continue;
-		len = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (len <= 0)
-			continue;
-		buf[len] = '\0';
-		/* the command name may hold spaces and parentheses */
-		if ((p = strrchr(buf, ')')) == NULL)
-			continue;
-		all[n].pid = pid;
-		/*
-		 * Fields after the name, from 3 (state): ppid 4, utime 14,
-		 * stime 15, and cutime 16, cstime 17: the time of children
-		 * already reaped, so that a relay process that lived and
-		 * died between two snapshots is still counted.
-		 */
-		for (f = 3, p++; *p != '\0' && f <= 17; f++) {
-			while (*p == ' ')
-				p++;
-			if (f == 4)
-				all[n].ppid = (pid_t)strtol(p, NULL, 10);
-			else if (f >= 14 && f <= 17)
-				all[n].ticks += strtoull(p, NULL, 10);
-			while (*p != ' ' && *p != '\0')
-				p++;
-		}
-		n++;
-	}
-	closedir(d);
-	in = xcalloc(n, 1);
-	do {
-		changed = 0;
-		for (i = 0; i < n; i++) {
-			if (in[i])
-				continue;
-			if (all[i].pid == root)
-				in[i] = changed = 1;
-			else
-				for (k = 0; k < n; k++) {
-					if (!in[k] || all[k].pid != all[i].ppid)
-						continue;
-					in[i] = changed = 1;
-					break;
-				}
-		}
-	} while (changed);
-	for (i = 0; i < n; i++)
-		if (in[i])
-			s->p[s->n++] = all[i];
-	free(in);
-	free(all);
-}
-
-/* CPU of the tree between two snapshots, in % of one core. */
-static double
-proc_cpu(const struct snap *a, const struct snap *b)
-{
-	uint64_t	 ticks = 0, before;
-	size_t		 i, k;
-	long		 hz = sysconf(_SC_CLK_TCK);
-
-	if (b->t <= a->t || hz <= 0)
-		return -1;
-	for (i = 0; i < b->n; i++) {
-		before = 0;
-		for (k = 0; k < a->n; k++)
-			if (a->p[k].pid == b->p[i].pid) {
-				before = a->p[k].ticks;
-				break;
-			}
-		if (b->p[i].ticks > before)
-			ticks += b->p[i].ticks - before;
-	}
-	return 100.0 * (double)ticks / (double)hz /
-	    ((double)(b->t - a->t) / 1e9);
-}
-
-static long long
-relay_pss_kib(pid_t root)
-{
-	struct snap	 s = { 0 };
-	char		 path[64];
-	long long	 v, sum = 0;
-	size_t		 i;
-
-	proc_snap(root, &s);
-	for (i = 0; i < s.n; i++) {
-		(void)snprintf(path, sizeof(path), "/proc/%d/smaps_rollup",
-		    (int)s.p[i].pid);
-		if ((v = meminfo_kib(path, "Pss:")) > 0)
-			sum += v;
-	}
-	free(s.p);
-	return sum;
-}
-
 static double
 bench_cpu(const struct rusage *a, const struct rusage *b, double secs)
 {
@@ -598,6 +422,7 @@ report(struct result *r)
 			printf(" conns=%llu connect_secs=%.3f "
 			    "connect_per_s=%.1f open_at_end=%llu "
 			    "mem_drop_kib=%lld mem_kib_per_sid=%.1f "
+			    "memsum_kib=%lld memsum_kib_per_sid=%.1f "
 			    "bench_rss_kib=%lld relay_pss_kib=%lld "
 			    "relay_pss_kib_per_sid=%.1f",
 			    (unsigned long long)r->c.opened, r->connect_secs,
@@ -605,8 +430,10 @@ report(struct result *r)
 			    r->connect_secs : 0,
 			    (unsigned long long)r->open_at_end,
 			    r->mem_drop_kib,
-			    (double)r->mem_drop_kib / cfg.servers, r->rss_kib,
-			    r->pss_kib, (double)r->pss_kib / cfg.servers);
+			    (double)r->mem_drop_kib / cfg.servers,
+			    r->memsum_kib, (double)r->memsum_kib / cfg.servers,
+			    r->rss_kib, r->pss_kib,
+			    (double)r->pss_kib / cfg.servers);
 			printf(" pings=%llu pings_min=%llu lost=%llu",
 			    (unsigned long long)r->c.pings,
 			    (unsigned long long)(r->open_at_end ?
@@ -633,6 +460,11 @@ report(struct result *r)
 			    (unsigned long long)r->c.late,
 			    r->c.lag_max / us,
 			    (unsigned long long)r->c.notices);
+			printf(" relay_cs_per_op=%.2f bench_cs_per_op=%.2f",
+			    cfg.relay_pid > 0 && r->c.ops > 0 ?
+			    (double)r->relay_cs / (double)r->c.ops : -1,
+			    r->c.ops > 0 ? (double)r->bench_cs /
+			    (double)r->c.ops : -1);
 		}
 		printf(" relay_cpu_pct=%.1f relay_procs=%zu "
 		    "bench_cpu_pct=%.1f errors=%llu", r->relay_cpu,
@@ -658,6 +490,9 @@ report(struct result *r)
 		    "server-id\n", r->mem_drop_kib,
 		    (double)r->mem_drop_kib / cfg.servers);
 		printf("  of which bench RSS  %lld KiB\n", r->rss_kib);
+		printf("  AnonPages + PageTables + KernelStack + Slab grew "
+		    "%lld KiB, %.1f KiB per server-id\n", r->memsum_kib,
+		    (double)r->memsum_kib / cfg.servers);
 		if (cfg.relay_pid > 0)
 			printf("  relay PSS growth    %lld KiB, %.1f KiB per "
 			    "server-id (%zu processes)\n", r->pss_kib,
@@ -715,6 +550,11 @@ report(struct result *r)
 		if (r->relay_cpu >= 0)
 			printf("  relay cpu           %.1f%% of one core (%zu "
 			    "processes)\n", r->relay_cpu, r->relay_procs);
+		if (r->relay_cpu >= 0 && r->c.ops > 0)
+			printf("  relay switches      %.2f per %s\n",
+			    (double)r->relay_cs / (double)r->c.ops,
+			    cfg.mode == MODE_UP ? "round trip" :
+			    cfg.mode == MODE_FANOUT ? "delivery" : "cycle");
 		printf("  bench cpu           %.1f%% of one core\n",
 		    r->bench_cpu);
 		if (r->c.notices > 0)
@@ -756,7 +596,8 @@ main(int argc, char *argv[])
 	struct epoll_event	 ev;
 	struct sigaction	 sa;
 	const char		*host = "127.0.0.1";
-	long long		 mem0 = 0, rss0 = 0, pss0 = 0, need;
+	struct meminfo		 m0 = { 0 }, m1;
+	long long		 rss0 = 0, pss0 = 0, need;
 	uint64_t		 t0, t1, rnd;
 	int			 ch, i, k, port = 8080, dset = 0;
 	struct hist		*h;
@@ -942,10 +783,11 @@ main(int argc, char *argv[])
 	if (cfg.mode != MODE_CLAIM && cfg.mode != MODE_STORM) {
 		if (cfg.mode == MODE_IDLE) {
 			nap(0.2);
-			mem0 = meminfo_kib("/proc/meminfo", "MemAvailable:");
+			/* the machine's figures before /proc/PID is walked */
+			meminfo_read(&m0);
 			rss0 = meminfo_kib("/proc/self/status", "VmRSS:");
 			if (cfg.relay_pid > 0)
-				pss0 = relay_pss_kib(cfg.relay_pid);
+				pss0 = proc_pss_kib(cfg.relay_pid);
 		}
 		t0 = now_ns();
 		set_phase(PH_BINARIES);
@@ -969,12 +811,14 @@ main(int argc, char *argv[])
 	}
 	if (cfg.mode == MODE_IDLE) {
 		nap(cfg.settle);
-		r.mem_drop_kib = mem0 - meminfo_kib("/proc/meminfo",
-		    "MemAvailable:");
+		meminfo_read(&m1);
+		r.mem_drop_kib = m0.available - m1.available;
+		r.memsum_kib = m0.sum >= 0 && m1.sum >= 0 ? m1.sum - m0.sum :
+		    0;
 		r.rss_kib = meminfo_kib("/proc/self/status", "VmRSS:") - rss0;
 		if (cfg.relay_pid > 0) {
-			r.pss_kib = relay_pss_kib(cfg.relay_pid) - pss0;
-			proc_snap(cfg.relay_pid, &s0);
+			r.pss_kib = proc_pss_kib(cfg.relay_pid) - pss0;
+			proc_snap(cfg.relay_pid, &s0, 0);
 			r.relay_procs = s0.n;
 		}
 		set_phase(PH_HOLD);
@@ -982,7 +826,7 @@ main(int argc, char *argv[])
 	} else if (cfg.mode == MODE_STORM) {
 		/* every server-id at once, as after a relay restart */
 		if (cfg.relay_pid > 0)
-			proc_snap(cfg.relay_pid, &s0);
+			proc_snap(cfg.relay_pid, &s0, 1);
 		getrusage(RUSAGE_SELF, &ru0);
 		t0 = g_storm_t0 = now_ns();
 		set_phase(PH_MEASURE);
@@ -993,17 +837,20 @@ main(int argc, char *argv[])
 		r.served_secs = (double)(t1 - t0) / 1e9;
 		getrusage(RUSAGE_SELF, &ru1);
 		if (cfg.relay_pid > 0) {
-			proc_snap(cfg.relay_pid, &s1);
+			proc_snap(cfg.relay_pid, &s1, 1);
 			r.relay_cpu = proc_cpu(&s0, &s1);
+			r.relay_cs = proc_cswitch(&s0, &s1);
 			r.relay_procs = s1.n;
 		}
 		r.secs = r.served_secs;
 		r.bench_cpu = bench_cpu(&ru0, &ru1, r.secs);
+		r.bench_cs = (uint64_t)((ru1.ru_nvcsw - ru0.ru_nvcsw) +
+		    (ru1.ru_nivcsw - ru0.ru_nivcsw));
 	} else {
 		set_phase(PH_WARMUP);
 		nap(cfg.warmup);
 		if (cfg.relay_pid > 0)
-			proc_snap(cfg.relay_pid, &s0);
+			proc_snap(cfg.relay_pid, &s0, 1);
 		getrusage(RUSAGE_SELF, &ru0);
 		t0 = now_ns();
 		set_phase(PH_MEASURE);
@@ -1012,12 +859,15 @@ main(int argc, char *argv[])
 		set_phase(PH_WARMUP);	/* stop counting, keep answering */
 		getrusage(RUSAGE_SELF, &ru1);
 		if (cfg.relay_pid > 0) {
-			proc_snap(cfg.relay_pid, &s1);
+			proc_snap(cfg.relay_pid, &s1, 1);
 			r.relay_cpu = proc_cpu(&s0, &s1);
+			r.relay_cs = proc_cswitch(&s0, &s1);
 			r.relay_procs = s1.n;
 		}
 		r.secs = (double)(t1 - t0) / 1e9;
 		r.bench_cpu = bench_cpu(&ru0, &ru1, r.secs);
+		r.bench_cs = (uint64_t)((ru1.ru_nvcsw - ru0.ru_nvcsw) +
+		    (ru1.ru_nivcsw - ru0.ru_nivcsw));
 	}
 	set_phase(PH_STOP);
 	for (i = 0; i < g_nthr; i++)

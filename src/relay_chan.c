@@ -44,6 +44,7 @@ struct relay {
 	int			 cnt_dirty;	/* cnt holds increments */
 	int64_t			 cnt_sent_ms;	/* the last RELAY_COUNTERS */
 	struct event		*ev_counters;
+	int			 cnt_timer;	/* ev_counters is pending */
 };
 
 /* The relay around a core (the core is in its I/O layer). */
@@ -95,6 +96,7 @@ relay_counters_arm(struct relay *r)
 	}
 	tv = ms_timeval(wait);
 	evtimer_add(r->ev_counters, &tv);
+	r->cnt_timer = 1;
 }
 
 /* Sends the increments gathered since the last time, even none. */
@@ -114,7 +116,10 @@ relay_counters_send(struct relay *r, uint64_t id)
 	 */
 	if (id == 0)
 		r->cnt_sent_ms = now_ms();
-	evtimer_del(r->ev_counters);
+	if (r->cnt_timer) {
+		r->cnt_timer = 0;
+		evtimer_del(r->ev_counters);
+	}
 }
 
 static void
@@ -127,7 +132,10 @@ relay_counters_flush(struct relay *r)
 static void
 relay_counters_tick(evutil_socket_t fd, short ev, void *arg)
 {
-	relay_counters_flush(arg);
+	struct relay	*r = arg;
+
+	r->cnt_timer = 0;
+	relay_counters_flush(r);
 }
 
 /* The core counts (relay_core.h ops->count): one increment, sent soon. */
@@ -288,13 +296,16 @@ relay_conn_closed(struct relay_io *io, uint64_t id, enum relay_role role)
 	relay_check_exit(r);
 }
 
-/* The end of a loop turn: a first increment is counted before the frame it counts is sent. */
+/*
+ * The end of a loop turn: a first increment is counted before the frame it
+ * counts is sent.  It runs every turn, so it asks libevent nothing.
+ */
 static void
 relay_turn_end(struct relay_io *io)
 {
 	struct relay	*r = RELAY_OF(&io->core);
 
-	if (r->cnt_dirty && !evtimer_pending(r->ev_counters, NULL))
+	if (r->cnt_dirty && !r->cnt_timer)
 		relay_counters_send(r, 0);
 }
 

@@ -192,14 +192,6 @@ io_ws_message(void *arg, int binary, unsigned char *buf, size_t len)
 }
 
 static void
-io_ws_message_start(void *arg)
-{
-	struct conn	*c = arg;
-
-	c->msg_started_ms = now_ms();
-}
-
-static void
 io_ws_pong(void *arg)
 {
 	struct conn	*c = arg;
@@ -223,8 +215,21 @@ static const struct ws_handler io_ws_handler = {
 	.message = io_ws_message,
 	.pong = io_ws_pong,
 	.close = io_ws_close,
-	.message_start = io_ws_message_start,
 };
+
+/*
+ * Feeds the codec what was read.  A message left unfinished by it starts
+ * the message timeout (docs/protocol.md §4) now: most messages end in the
+ * read that starts them, and those never read the clock.
+ */
+static void
+io_conn_feed(struct conn *c, unsigned char *buf, size_t len)
+{
+	if (ws_feed(&c->ws, buf, len, &io_ws_handler, c) != 0)
+		io_conn_failed(c);
+	if (c->state != CS_DEAD && c->ws.msgop != 0 && c->msg_started_ms == 0)
+		c->msg_started_ms = now_ms();
+}
 
 static void
 io_conn_read(evutil_socket_t fd, short ev, void *arg)
@@ -243,8 +248,7 @@ io_conn_read(evutil_socket_t fd, short ev, void *arg)
 		io_conn_drop(c, "eof");
 		return;
 	}
-	if (ws_feed(&c->ws, readbuf, n, &io_ws_handler, c) != 0)
-		io_conn_failed(c);
+	io_conn_feed(c, readbuf, n);
 	if (c->state == CS_DEAD)
 		return;
 	/* write only what the read queued (a pong, a close) or a closing conn */
@@ -257,23 +261,23 @@ static void
 io_conn_write(evutil_socket_t fd, short ev, void *arg)
 {
 	struct conn	*c = arg;
-	ssize_t		 n;
+	ssize_t		 n = 0;
 
 	if (c->state == CS_DEAD)
 		return;
-	if (ws_pending(&c->ws) > 0) {
-		if ((n = ws_write(&c->ws, c->fd)) == -1) {
-			io_conn_drop(c, "write error");
-			return;
-		}
-		if (n > 0)
-			c->progress_ms = now_ms();
+	if (ws_pending(&c->ws) > 0 && (n = ws_write(&c->ws, c->fd)) == -1) {
+		io_conn_drop(c, "write error");
+		return;
 	}
 	if (ws_pending(&c->ws) > 0) {
+		/*
+		 * The write timeout runs from the last progress; a write that
+		 * leaves nothing behind needs no time, so most never read it.
+		 */
+		if (n > 0 || c->progress_ms == 0)
+			c->progress_ms = now_ms();
 		if (!c->write_armed) {
 			c->write_armed = 1;
-			if (c->progress_ms == 0)
-				c->progress_ms = now_ms();
 			event_add(c->ev_write, NULL);
 		}
 	} else {
@@ -323,10 +327,14 @@ io_conn_schedule(struct conn *c)
 	if (c->msg_started_ms &&
 	    (t = c->msg_started_ms + lim->message_timeout_ms) < next)
 		next = t;
-	/* most calls find the deadline unchanged: leave the timer as it is */
-	if (next == c->timer_at && evtimer_pending(c->ev_timer, NULL))
+	/*
+	 * Most calls (one per read and per write) find the deadline
+	 * unchanged: leave the timer as it is, without asking libevent.
+	 */
+	if (next == c->timer_at && c->timer_armed)
 		return;
 	c->timer_at = next;
+	c->timer_armed = 1;
 	tv = ms_timeval(next - now_ms());
 	evtimer_add(c->ev_timer, &tv);
 }
@@ -348,6 +356,7 @@ io_conn_timer(evutil_socket_t fd, short ev, void *arg)
 	const struct limits	*lim = c->io->core.lim;
 	int64_t			 now = now_ms();
 
+	c->timer_armed = 0;
 	if (c->progress_ms && now >= c->progress_ms + lim->write_timeout_ms) {
 		io_conn_drop(c, "write timeout");
 		return;
@@ -424,14 +433,12 @@ relay_io_attach(struct relay_io *io, int fd, uint64_t id,
 		relay_core_attach_phone(&io->core, &c->peer, up->device_name);
 	if (!c->read_paused)
 		event_add(c->ev_read, NULL);
-	io_conn_schedule(c);
 	if (up->preread_len > 0) {
 		/* ws_feed unmasks in place: feed a copy, in the read buffer */
 		memcpy(readbuf, up->preread, up->preread_len);
-		if (ws_feed(&c->ws, readbuf, up->preread_len, &io_ws_handler,
-		    c) != 0)
-			io_conn_failed(c);
+		io_conn_feed(c, readbuf, up->preread_len);
 	}
+	io_conn_schedule(c);
 }
 
 static void

@@ -58,6 +58,7 @@ struct conn {
 	int64_t			 progress_ms;		/* last write progress */
 	int64_t			 msg_started_ms;	/* 0 when no message is partial */
 	int64_t			 timer_at;		/* the deadline ev_timer is armed for */
+	int			 timer_armed;		/* ev_timer is pending */
 	uint64_t		 bytes_in, bytes_out;
 };
 TAILQ_HEAD(conn_list, conn);

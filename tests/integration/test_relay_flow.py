@@ -2,7 +2,8 @@
 # Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING.
 """Black-box tests of docs/protocol.md §4 and §8, part 2: the data path in both
 directions, close directives and close notices, frame-level errors,
-backpressure, the write timeout and a 16-phone flood with a memory bound.
+backpressure, the write and message timeouts and a 16-phone flood with a
+memory bound.
 
 Helpers and the daemon-per-class base come from test_relay.py.
 """
@@ -738,6 +739,61 @@ class WriteTimeoutTest(DaemonCase):
         closes, ndata, how = await in_thread(raw_drain, stalled, 20)
         self.assertNotIn((1011, R_BACKLOG), closes)
         self.assertFalse(b.closed)
+
+
+class MessageTimeoutTest(DaemonCase):
+    """docs/protocol.md §4 and §11: a message whose frames started arriving
+    must complete within 30 s (not configurable), else the connection is
+    dropped; bytes of the same message trickling in do not extend it, and
+    a phone beside it is served throughout."""
+    CONF = MAIN_CONF  # phones per server 2, message size 1K
+
+    @atest(timeout=120)
+    async def test_unfinished_message_dropped_after_30s(self, c):
+        sid = new_sid("mt")
+        b = await c.binary(sid)
+        slow = await c.raw_phone(sid)
+        cs = await self.hello(b, slow, sid, '"slow"')
+        good = await c.phone(sid)
+        cg = await self.hello(b, good, sid, '"good 0"')
+
+        # a text message of 100 bytes, of which the header and 10 go now
+        frame = harness.ws_frame(OP_TEXT, '"%s"' % ("x" * 98))
+        sent = len(frame) - 100 + 10
+        slow.send(frame[:sent])
+        t0 = time.monotonic()
+        got_notice = None
+        i = 0
+        # one byte more every 5 s, and a round of the good phone every
+        # 0.5 s, until the binary hears that the slow one is gone
+        while got_notice is None:
+            now = time.monotonic()
+            self.assertLess(now - t0, 45, "not dropped within 45 s")
+            if now - t0 >= 5 * (sent - (len(frame) - 90)) and \
+                    sent < len(frame) - 1:
+                slow.send(frame[sent:sent + 1])
+                sent += 1
+            i += 1
+            await good.send('"good %d"' % i)
+            for _ in range(2):
+                msg = await harness.recv(b, 10)
+                if msg == notice(cs, 1001):
+                    got_notice = time.monotonic() - t0
+                    continue
+                self.assertEqual(msg, env(cg, '"good %d"' % i))
+                break
+            await asyncio.sleep(0.5)
+        self.assertGreaterEqual(got_notice, 29.0)
+        self.assertLess(got_notice, 40.0)
+        self.assertGreater(sent, len(frame) - 90 + 4,
+                           "the trickle did not keep going")
+        # dropped: TCP ends, with no close frame (it would not be read)
+        closes, ndata, how = await in_thread(raw_drain, slow, 10)
+        self.assertEqual((closes, ndata), ([], 0))
+        self.assertIn(how, ("eof", "reset"))
+        # the good phone was served throughout, and still is
+        await good.send('"after"')
+        await self.expect_msg(b, env(cg, '"after"'))
 
 
 # ==========================================================================
