@@ -191,13 +191,20 @@ class WorkerEnvironment(unittest.TestCase):
                     # a read that misses the title is tried again (a short
                     # read of /proc/PID/mem); a worker that is gone since
                     # the list was taken (a pooled relay stopped) holds
-                    # nothing any more
+                    # nothing any more.  A relay the spawner has just
+                    # forked carries the spawner's title until its exec,
+                    # so each read looks for the title the process has
+                    # when the read starts, and counts only if the
+                    # process still has it when the read ends
                     for attempt in range(3):
+                        cmd = harness.proc_cmdline(pid) or cmd
                         found = await asyncio.to_thread(
                             memory_holds, pid, [cmd.encode(), secret,
                                                 b"PATH=" + path.encode(),
                                                 prime] + pem_lines)
-                        if found[0] or harness.proc_state(pid) in (None, "Z"):
+                        if harness.proc_state(pid) in (None, "Z"):
+                            break
+                        if found[0] and harness.proc_cmdline(pid) == cmd:
                             break
                     self.assertFalse(found[1], "%d (%s) has the secret"
                                      % (pid, cmd))
