@@ -23,6 +23,7 @@ static const struct {
 	{ { "log", "verbose" }, 2, 0, CTL_LOG_VERBOSE },
 	{ { "log", "brief" }, 2, 0, CTL_LOG_BRIEF },
 	{ { "kick", "server" }, 2, 1, CTL_KICK_SERVER },
+	{ { "upgrade" }, 1, 0, CTL_UPGRADE },
 };
 
 int

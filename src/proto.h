@@ -48,6 +48,7 @@ enum proto_type {
 	MSG_SPAWN,		/* parent -> spawner, fd: start this worker on it */
 	MSG_SPAWNED,		/* spawner -> parent: its pid, or why not */
 	MSG_COUNTERS_REQ,	/* parent -> relay: send RELAY_COUNTERS now */
+	MSG_FINISH,		/* parent -> front: finish what you hold, then exit */
 	MSG_TYPE_MAX
 };
 
@@ -367,6 +368,7 @@ const char	*msg_spawned_check(const void *, size_t);
 #define MSG_BODY_RELAY_COUNTERS	0, sizeof(struct relay_counters), \
 				    msg_relay_counters_check
 #define MSG_BODY_COUNTERS_REQ	MSG_BODY_EMPTY
+#define MSG_BODY_FINISH		MSG_BODY_EMPTY
 #define MSG_BODY_RETIRE		MSG_BODY_EMPTY
 #define MSG_BODY_RETIRE_OK	MSG_BODY_EMPTY
 #define MSG_BODY_CTL_SHOW	MSG_BODY_EMPTY

@@ -72,6 +72,9 @@ test_every_command(void)
 	ok("log verbose", CTL_LOG_VERBOSE, NULL);
 	ok("log brief", CTL_LOG_BRIEF, NULL);
 	ok("kick server sid-1", CTL_KICK_SERVER, "sid-1");
+	ok("upgrade", CTL_UPGRADE, NULL);
+	ok(" upgrade \r\n", CTL_UPGRADE, NULL);
+	bad("upgrade now", "too many arguments");
 }
 
 static void
