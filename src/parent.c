@@ -1466,7 +1466,11 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	p->pool_starting_max = ncpu >= 4 ? ncpu / 2 : 1;
 	/* after an upgrade: what the image before held (docs/upgrade.md) */
 	parent_upgrade_adopt(p);
-	parent_start_spawner(p);
+	/*
+	 * The fronts from here, then the spawner: a start through a spawner
+	 * that is starting itself waits for it, and after an upgrade the
+	 * listeners would wait too.
+	 */
 	for (i = 0; i < p->nfronts; i++) {
 		if (p->fronts[i] != NULL)
 			continue;	/* kept on the way back of an upgrade */
@@ -1474,6 +1478,7 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 			fatalx("parent: cannot start the fronts");
 		p->fronts[i]->front_slot = i;
 	}
+	parent_start_spawner(p);
 	parent_fronts_ready(p);
 	{
 		struct listener	*l;

@@ -351,7 +351,7 @@ adopt_read_parent(const struct us_parent *up)
 	    memchr(up->self, '\0', sizeof(up->self)) == NULL ||
 	    up->self[0] != '/')
 		return "the parent record's strings are not strings";
-	if (up->next_conn_id == 0 || up->verbose > 2)
+	if (up->next_conn_id == 0 || up->verbose > 16)
 		return "the parent record's values are out of range";
 	A.parent = *up;
 	return NULL;
@@ -561,7 +561,9 @@ static const char *
 adopt_read_conn(const struct us_conn *un)
 {
 	if (un->owner >= A.nws || un->id == 0 ||
-	    un->id > A.parent.next_conn_id)
+	    un->id > A.parent.next_conn_id || (un->listen_flags &
+	    ~(uint32_t)(LISTEN_TLS | LISTEN_ACME | LISTEN_PROXY |
+	    LISTEN_METRICS)) != 0)
 		return "a connection record out of range";
 	*(struct us_conn *)adopt_push(&A.conns, &A.nconns, &A.capconns,
 	    sizeof(*A.conns)) = *un;
@@ -916,8 +918,10 @@ adopt_commit(struct parent *p, int back)
 	for (i = 0; i < A.nlis; i++)
 		if (!A.lis_used[i] && A.lis[i].fd != -1)
 			close(A.lis[i].fd);
-	if (A.have_control == 1)
+	if (A.have_control == 1) {
 		close(A.control.fd);
+		unlink(A.control.path);
+	}
 	for (i = 0; i < A.nws; i++)
 		if (A.built != NULL && A.built[i] != NULL && !A.built[i]->dead)
 			parent_worker_flush(A.built[i]);

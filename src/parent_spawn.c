@@ -258,8 +258,9 @@ parent_start_process(struct parent *p, const char *path, char **argv, int fd)
 }
 
 /*
- * The spawner, started first, while the parent holds few descriptors.
- * Without one (it could not start), workers start from the parent.
+ * The spawner, started after the fronts (the parent starts those itself),
+ * and again after an upgrade.  Without one (it could not start), workers
+ * start from the parent.
  */
 void
 parent_start_spawner(struct parent *p)

@@ -319,6 +319,11 @@ class Upgrade(unittest.TestCase):
                               list(args), capture_output=True, text=True,
                               timeout=timeout)
 
+    def load_relays(self):
+        """The load's server-ids -> relay pid (others come and go)."""
+        return {k: v for k, v in self.servers().items()
+                if k.startswith("up-")}
+
     def servers(self):
         """server-id -> relay pid, from pyrelayctl show servers."""
         r = self.ctl("show", "servers")
@@ -392,7 +397,7 @@ class Upgrade(unittest.TestCase):
     def refused(self, reason):
         """One upgrade that must fail with reason: pyrelayctl says so and
         exits 1, one log line says why, and nothing changed."""
-        relays = self.servers()
+        relays = self.load_relays()
         fronts = self.fronts()[0]
         before = self.counters()
         mark = self.d.log_mark()
@@ -407,7 +412,7 @@ class Upgrade(unittest.TestCase):
         self.assertNotIn("event=upgraded", "\n".join(
             self.d.log_lines()[mark:]))
         self.assert_no_harm()
-        self.assertEqual(self.servers(), relays)
+        self.assertEqual(self.load_relays(), relays)
         self.assertEqual(self.fronts()[0], fronts)
         self.assertEqual(self.d.healthz()["version"], self.new_version)
         self.assert_not_lower(before, self.counters())
@@ -432,13 +437,19 @@ class Upgrade(unittest.TestCase):
 
     def test_1_upgrade(self):
         d = self.d
-        relays = self.servers()
+        relays = self.load_relays()
         self.assertEqual(len(relays), SIDS)
         for pid in relays.values():
             self.assertEqual(exe_inode(pid), self.old_relay_ino)
         self.assertEqual(d.healthz()["version"], self.old_version)
         before = self.counters()
         old_fronts = self.fronts()[0]
+        # a handshake in an old front when the exec comes: half a head,
+        # accepted (a /healthz asked after it was answered), the rest after
+        req = harness.upgrade_request(d.port, "/v1/server", sid="half-head")
+        half = harness._connect(d.port, 10)
+        half.sendall(req[:40])
+        self.assertEqual(harness.http_get(d.port, "/healthz")[0], 200)
 
         install(NEXT, self.exe)
         install(RELAY_NEXT, self.relay)
@@ -449,9 +460,14 @@ class Upgrade(unittest.TestCase):
         self.assert_no_harm()
         self.assertEqual(exe_inode(self.pid), os.stat(self.exe).st_ino)
         self.assertEqual(d.healthz()["version"], self.new_version)
+        # the old front finishes it; the new parent routes its CONN_UPGRADE
+        half.sendall(req[40:])
+        self.assertEqual(harness.read_head(half)[0], 101)
+        self.assertIn("half-head", self.servers())
+        half.close()
         # the relays, of the message version before, are the same
         # processes and go on serving under the new parent
-        self.assertEqual(self.servers(), relays)
+        self.assertEqual(self.load_relays(), relays)
         self.load.wait_progress(2 * SIDS)
         self.assert_no_harm()
         self.assert_not_lower(before, self.counters())
@@ -535,14 +551,14 @@ class Upgrade(unittest.TestCase):
         self.settled()
         fds = len(harness.open_fds(self.pid))
         rss = int(harness.proc_status(self.pid)["VmRSS"].split()[0])
-        relays = self.servers()
+        relays = self.load_relays()
         before = self.counters()
         for k in range(20):
             self.upgrade(via_signal=k % 2 == 1)
             self.assert_no_harm()
         self.load.wait_progress(SIDS)
         self.settled()
-        self.assertEqual(self.servers(), relays)
+        self.assertEqual(self.load_relays(), relays)
         self.assert_not_lower(before, self.counters())
         harness.poll_until(lambda: len(harness.open_fds(self.pid)) == fds,
                            10, "the parent's descriptors back to %d" % fds)
@@ -561,6 +577,60 @@ class Upgrade(unittest.TestCase):
         self.assertGreater(min(n, m), 20 * SIDS)
         self.load.close()
         self.assertEqual(self.load.closes, [])
+
+
+class UpgradeTLSPump(unittest.TestCase):
+    """A front that pumps a TLS session (`tls ktls no`) when an upgrade
+    replaces it: it keeps pumping, its binary and phone keep exchanging,
+    and it exits, normally, once they have closed."""
+
+    @classmethod
+    def setUpClass(cls):
+        import test_tls
+        cls.tls = test_tls
+        test_tls.setUpModule()
+        cls.d = test_tls.TLSDaemon(ktls=False, workers=1)
+        cls.d.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            rc = cls.d.stop()
+        finally:
+            cls.tls.tearDownModule()
+        assert rc == 0, "pyrelayd exited %r" % rc
+
+    def test_pumping_front_finishes_its_sessions(self):
+        d, tls = self.d, self.tls
+        sid = "tls-pumped"
+
+        async def scenario():
+            b = await tls.wss_binary(d, sid)
+            p = await tls.wss_phone(d, sid)
+            await harness.assert_exchange(b, p, sid, n=1)
+            (old,) = d.front_pids()
+            mark = d.log_mark()
+            r = await asyncio.to_thread(
+                subprocess.run, [PYRELAYCTL, "-s", d.control_path,
+                                 "upgrade"], capture_output=True, text=True,
+                timeout=40)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            # still pumping, titled so, beside its successor
+            harness.poll_until(lambda: "front (finishing)" in
+                               harness.proc_cmdline(old), 10,
+                               "the old front to finish")
+            for n in range(2, 12):
+                await harness.assert_exchange(b, p, sid, n=n)
+            self.assertNotEqual(harness.proc_state(old), None)
+            await harness.close_all(b, p)
+            d.wait_log(r"\bevent=front_exited pid=%d server_id=- status=0$"
+                       % old, 15, mark)
+            # the new front serves TLS
+            b = await tls.wss_binary(d, sid + "-2")
+            p = await tls.wss_phone(d, sid + "-2")
+            await harness.assert_exchange(b, p, sid + "-2")
+            await harness.close_all(b, p)
+        harness.run(scenario())
 
 
 if __name__ == "__main__":
