@@ -328,20 +328,19 @@ adopt_fd(int fd)
 }
 
 /*
- * On the way back, what can be had again is: a lost listening or control
- * socket is opened again from the configuration, a lost client is
- * dropped.  Otherwise a record whose descriptor is wrong is a refusal.
+ * A record whose descriptor is wrong (why): the refusal, or NULL on the
+ * way back, which takes what can be had again instead (logged): a lost
+ * listening or control socket is opened again from the configuration, a
+ * lost client or queued message dropped, a worker killed.
  */
-static int
-adopt_lost(const char *what, int fd, const char *why, const char **out)
+static const char *
+adopt_lost(const char *what, int fd, const char *why)
 {
-	if (A.back) {
-		log_warnx("event=upgrade_lost what=\"%s\" fd=%d reason=\"%s\"",
-		    what, fd, why);
-		return 0;
-	}
-	*out = adopt_why("%s (fd %d): %s", what, fd, why);
-	return -1;
+	if (!A.back)
+		return adopt_why("%s (fd %d): %s", what, fd, why);
+	log_warnx("event=upgrade_lost what=\"%s\" fd=%d reason=\"%s\"", what,
+	    fd, why);
+	return NULL;
 }
 
 static const char *
@@ -377,8 +376,8 @@ adopt_read_listener(const struct us_listener *ul)
 	    !adopt_same_addr(&ss, &ul->ss)))
 		why = "bound to another address";
 	if (why != NULL &&
-	    adopt_lost("a listening socket", ul->fd, why, &why) == -1)
-		return why;
+	    adopt_lost("a listening socket", ul->fd, why) != NULL)
+		return adopt_whybuf;
 	/* a lost one stays in the configuration, to be opened again */
 	*(struct us_listener *)adopt_push(&A.lis, &A.nlis, &A.caplis,
 	    sizeof(*A.lis)) = *ul;
@@ -396,11 +395,8 @@ adopt_read_control(const struct us_control *uc)
 
 	if (A.have_control || memchr(uc->path, '\0', sizeof(uc->path)) == NULL)
 		return "a control socket record out of range";
-	if ((why = adopt_fd_is(uc->fd, SOCK_STREAM, AF_UNIX, 1)) != NULL) {
-		if (adopt_lost("the control socket", uc->fd, why, &why) == -1)
-			return why;
-		return NULL;
-	}
+	if ((why = adopt_fd_is(uc->fd, SOCK_STREAM, AF_UNIX, 1)) != NULL)
+		return adopt_lost("the control socket", uc->fd, why);
 	A.control = *uc;
 	A.have_control = 1;
 	adopt_fd(uc->fd);
@@ -418,11 +414,8 @@ adopt_read_ctl(const struct us_ctl_client *r, const unsigned char *tail,
 	    r->inlen >= CTL_LINE_MAX || r->outlen > CTL_OUT_MAX ||
 	    tlen != (size_t)r->inlen + r->outlen)
 		return "a control client record out of range";
-	if ((why = adopt_fd_is(r->fd, SOCK_STREAM, AF_UNIX, 0)) != NULL) {
-		if (adopt_lost("a pyrelayctl connection", r->fd, why, &why) == -1)
-			return why;
-		return NULL;
-	}
+	if ((why = adopt_fd_is(r->fd, SOCK_STREAM, AF_UNIX, 0)) != NULL)
+		return adopt_lost("a pyrelayctl connection", r->fd, why);
 	rc = adopt_push(&A.ctls, &A.nctls, &A.capctls, sizeof(*A.ctls));
 	rc->r = *r;
 	rc->tail = tail;
@@ -477,8 +470,8 @@ adopt_read_worker(struct us_worker *uw)
 		    "program serves %u to %u", role, (int)uw->pid, uw->version,
 		    MSG_VERSION_OLDEST(msg_version), msg_version);
 	if ((why = adopt_fd_is(uw->fd, SOCK_SEQPACKET, AF_UNIX, -1)) != NULL) {
-		if (adopt_lost("a worker's channel", uw->fd, why, &why) == -1)
-			return why;
+		if (adopt_lost("a worker's channel", uw->fd, why) != NULL)
+			return adopt_whybuf;
 		/* the way back kills it, and reaping releases what it held */
 		log_warnx("event=worker_killed role=%s pid=%d server_id=%s "
 		    "reason=\"its channel was lost in an upgrade\"", role,
@@ -499,7 +492,6 @@ adopt_read_outmsg(const struct us_outmsg *uo, const unsigned char *pkt,
 	struct rec_out	*ro;
 	struct msg_hdr	 hdr;
 	struct stat	 st;
-	const char	*why;
 
 	if (uo->worker >= A.nws || len < sizeof(hdr) ||
 	    len > sizeof(hdr) + MSG_MAX_BODY)
@@ -514,13 +506,9 @@ adopt_read_outmsg(const struct us_outmsg *uo, const unsigned char *pkt,
 			close(uo->fd);
 		return NULL;
 	}
-	if (uo->fd != -1 && (uo->fd < 3 || fstat(uo->fd, &st) == -1)) {
-		why = "not open";
-		if (adopt_lost("a queued message's descriptor", uo->fd, why,
-		    &why) == -1)
-			return why;
-		return NULL;
-	}
+	if (uo->fd != -1 && (uo->fd < 3 || fstat(uo->fd, &st) == -1))
+		return adopt_lost("a queued message's descriptor", uo->fd,
+		    "not open");
 	ro = adopt_push(&A.outs, &A.nouts, &A.capouts, sizeof(*A.outs));
 	ro->r = *uo;
 	ro->pkt = pkt;
