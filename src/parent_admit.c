@@ -23,6 +23,7 @@
 #include "addr_bucket.h"
 #include "parent.h"
 #include "pyrelayd.h"
+#include "upgrade_state.h"
 
 #define IP_SWEEP_MS		5000	/* how often idle addresses are forgotten */
 #define IP_IDLE_MAX		65536	/* idle addresses kept at most (see ip_sweep) */
@@ -325,6 +326,50 @@ admit_relay(struct parent *p, int claim)
 	if (claim)
 		refusal(p, REFUSED_RELAY_CAP);
 	return 0;
+}
+
+/* ---- the upgrade (docs/upgrade.md) ---------------------------------------- */
+
+/* Each bucket's rate limit; the live counts follow from the connections. */
+void
+admit_save(struct parent *p, struct ustate *us)
+{
+	struct ip_rec		*ip;
+	struct us_address	 a;
+
+	RB_FOREACH(ip, ip_tree, &p->ips) {
+		memset(&a, 0, sizeof(a));
+		a.key = ip->key;
+		a.tokens = ip->tokens;
+		a.refill_ms = ip->refill_ms;
+		ustate_add(us, US_ADDRESS, &a, sizeof(a), NULL, 0);
+	}
+}
+
+const char *
+admit_adopt(struct parent *p, const struct us_address *a)
+{
+	struct ip_rec	*ip;
+
+	ip = xcalloc(1, sizeof(*ip));
+	ip->key = a->key;
+	ip->tokens = a->tokens;
+	ip->refill_ms = a->refill_ms;
+	if (RB_INSERT(ip_tree, &p->ips, ip) != NULL) {
+		free(ip);
+		return "two records of one address";
+	}
+	p->nips++;
+	return NULL;
+}
+
+struct ip_rec *
+admit_find(struct parent *p, const struct addr_bucket *key)
+{
+	struct ip_rec	k;
+
+	k.key = *key;
+	return RB_FIND(ip_tree, &p->ips, &k);
 }
 
 void
