@@ -232,11 +232,17 @@ RB_PROTOTYPE(relay_map, worker, map, relay_cmp)
 int	pid_cmp(struct worker *, struct worker *);
 RB_PROTOTYPE(worker_pids, worker, bypid, pid_cmp)
 
+/* parent_limits.c */
+/* Which limit a failed socketpair(), accept() or fork() ran into (errno). */
+const char	*limit_name(int);
+/* RLIMIT_NOFILE's soft limit up to the hard one (pyrelayd(8), CAPACITY). */
+void	parent_raise_nofile(struct parent *);
+/* The listen backlog: net.core.somaxconn. */
+int	listen_backlog(void);
+
 /* parent.c */
 /* What the parent takes from a front, from a relay (docs/messages.md). */
 extern const struct msg_rules	parent_from_front, parent_from_relay;
-/* Which limit a failed socketpair(), accept() or fork() ran into (errno). */
-const char	*limit_name(int);
 void	parent_worker_read(evutil_socket_t, short, void *);
 void	parent_worker_write(evutil_socket_t, short, void *);
 void	parent_worker_flush(struct worker *);
