@@ -138,7 +138,6 @@ front_conn_new(struct front *f, int fd, uint64_t id)
 	return fc;
 }
 
-/* Forgets a connection; closed says whether the parent must count it gone. */
 /*
  * Tells the parent the connection no longer counts against the caps
  * (CONN_CLOSED), once: when it is closed, or as soon as its final answer
@@ -162,6 +161,7 @@ front_conn_release(struct fconn *fc)
 	front_chan_flush(f);
 }
 
+/* Forgets a connection; closed says whether the parent must count it gone. */
 static void
 front_conn_free(struct fconn *fc, int closed)
 {
