@@ -419,7 +419,10 @@ parent_drain_relays(struct parent *p)
 	}
 }
 
-/* Reads what every front and every relay with something unread has sent. */
+/*
+ * Reads what every front and every relay with something unread has sent
+ * (the fronts an upgrade replaced are watched with the relays).
+ */
 static void
 parent_drain_workers(struct parent *p)
 {
@@ -1361,6 +1364,7 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	p->nfronts = conf->workers > 0 ? conf->workers : (ncpu > 0 ? ncpu : 1);
 	p->fronts = xcalloc(p->nfronts, sizeof(*p->fronts));
 	p->pool_starting_max = ncpu >= 4 ? ncpu / 2 : 1;
+	parent_push_init(p);
 	/* after an upgrade: what the image before held (docs/upgrade.md) */
 	parent_upgrade_adopt(p);
 	/*
@@ -1376,7 +1380,7 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 		p->fronts[i]->front_slot = i;
 	}
 	/* the push process likewise, before the spawner */
-	parent_push_init(p);
+	parent_push_start(p);
 	parent_start_spawner(p);
 	parent_fronts_ready(p);
 	{

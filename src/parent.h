@@ -224,6 +224,9 @@ struct parent {
 struct ustate;
 struct us_address;
 struct us_ctl_client;
+struct us_refusal;
+struct us_push;
+struct us_push_values;
 
 int	conn_cmp(struct conn_rec *, struct conn_rec *);
 RB_PROTOTYPE(conn_tree, conn_rec, entry, conn_cmp)
@@ -330,6 +333,8 @@ int	admit_claim(struct parent *, const char *sid);
 int	admit_relay(struct parent *, int claim);
 /* The upgrade (parent_adopt.c): the buckets into the state, and back. */
 void	admit_save(struct parent *, struct ustate *);
+void	admit_save_refusals(const struct parent *, struct us_refusal *);
+void	admit_adopt_refusals(struct parent *, const struct us_refusal *);
 const char	*admit_adopt(struct parent *, const struct us_address *);
 struct ip_rec	*admit_find(struct parent *, const struct addr_bucket *);
 
@@ -350,6 +355,8 @@ void	parent_add_counters(struct parent *, const struct relay_counters *);
 
 /* parent_push.c: the push process and the wakes in flight (docs/push.md) */
 void	parent_push_init(struct parent *);
+/* The first push process, or after an upgrade the next (docs/upgrade.md). */
+void	parent_push_start(struct parent *);
 /* After a reload: the running push settings become those of nc. */
 void	parent_push_settings(struct config *running, const struct config *nc);
 /* After a reload: a push process with the key and settings read again. */
@@ -362,6 +369,13 @@ void	parent_push_ready(struct parent *, struct worker *);
 void	parent_push_wake(void *, struct msg *);
 void	parent_push_exited(struct parent *, struct worker *);
 void	parent_push_metrics(struct parent *, struct msg_metrics *);
+/* The upgrade (parent_adopt.c): the counters, each push process and its wakes. */
+void	parent_push_save_values(const struct parent *, struct us_push_values *);
+void	parent_push_adopt_values(struct parent *, const struct us_push_values *);
+void	parent_push_save(const struct parent *, const struct worker *,
+	    uint32_t index, struct ustate *);
+void	parent_push_adopt(struct parent *, struct worker *,
+	    const struct us_push *, int back);
 
 /* parent_ctl.c */
 int	parent_ctl_open(struct parent *, char *err, size_t errlen);

@@ -58,6 +58,24 @@ static const struct ustate_rule adopt_rules[] = {
 	{ US_OUTMSG, sizeof(struct us_outmsg), 1 },
 	{ US_ADDRESS, sizeof(struct us_address), 0 },
 	{ US_CONN, sizeof(struct us_conn), 0 },
+	{ US_PUSH, sizeof(struct us_push), 0 },
+};
+
+/*
+ * The roles this program adopts, each with the flags its record may carry
+ * and whether it may hold a server-id; a new role (a relay zygote, say)
+ * is one more row, and parent_worker_rules has its table.
+ */
+static const struct {
+	enum proc_role	role;
+	uint32_t	flags;		/* US_W_* */
+	int		sid;		/* 1: it may hold a server-id */
+} adopt_roles[] = {
+	{ ROLE_FRONT, US_W_DEAD | US_W_KILLED | US_W_FINISHING |
+	    US_W_REPLACED, 0 },
+	{ ROLE_RELAY, US_W_DEAD | US_W_KILLED | US_W_IN_MAP | US_W_RETIRED |
+	    US_W_POOLED | US_W_POOL_STOPPED | US_W_CNT_LISTED, 1 },
+	{ ROLE_PUSH, US_W_DEAD | US_W_KILLED | US_W_RETIRED, 0 },
 };
 
 struct rec_ctl {
@@ -94,6 +112,11 @@ static struct {
 	size_t			 naddrs, capaddrs;
 	struct us_conn		*conns;
 	size_t			 nconns, capconns;
+	struct us_push		*pushes;
+	size_t			 npushes, cappushes;
+	int			 push_parts[US_PUSH_NEXT + 1];
+	uint64_t		 push_ids[PUSH_IN_FLIGHT_MAX];	/* their wakes */
+	size_t			 npush_ids;
 	int			*fds;		/* every fd the state names */
 	size_t			 nfds, capfds;
 } A;
@@ -153,12 +176,18 @@ adopt_values(struct parent *p, struct us_parent *up, int save)
 	ADOPT_VALUE(relay_exits, p->relay_exits);
 	ADOPT_VALUE(front_outcomes, p->front_outcomes);
 	ADOPT_VALUE(tls_handoffs, p->tls_handoffs);
-	ADOPT_VALUE(refusals[REFUSED_RELAY_CAP],
-	    p->refused[REFUSED_RELAY_CAP].total);
-	ADOPT_VALUE(refusals[REFUSED_ADDRESS_CAP],
-	    p->refused[REFUSED_ADDRESS_CAP].total);
 	ADOPT_VALUE(cnt, p->cnt);
+	/* an operator who drained the host expects it to stay drained */
+	ADOPT_VALUE(draining, p->draining);
 #undef ADOPT_VALUE
+	/* and what the other files keep: refusals, push wakes */
+	if (save) {
+		admit_save_refusals(p, up->refusals);
+		parent_push_save_values(p, &up->push);
+	} else {
+		admit_adopt_refusals(p, up->refusals);
+		parent_push_adopt_values(p, &up->push);
+	}
 }
 
 void
@@ -196,6 +225,7 @@ adopt_save(struct parent *p, struct ustate *us,
 	*conf = *p->conf;
 	TAILQ_INIT(&conf->listeners);
 	TAILQ_INIT(&conf->metrics);
+	TAILQ_INIT(&conf->agents);
 	ustate_add(us, US_CONFIG, NULL, 0, conf, sizeof(*conf));
 	free(conf);
 
@@ -243,6 +273,9 @@ adopt_save(struct parent *p, struct ustate *us,
 		uw.cnt_ms = w->cnt_ms;
 		strlcpy(uw.sid, w->sid, sizeof(uw.sid));
 		ustate_add(us, US_WORKER, &uw, sizeof(uw), NULL, 0);
+		/* what only a role has follows its worker record */
+		if (w->role == ROLE_PUSH)
+			parent_push_save(p, w, i, us);
 		if (!w->dead) {
 			ustate_keep(us, uw.fd);
 			TAILQ_FOREACH(mo, &w->chan.outq, entry) {
@@ -343,15 +376,48 @@ adopt_lost(const char *what, int fd, const char *why)
 	return NULL;
 }
 
+/* An address bucket's key: a known family, nothing past its prefix. */
+static int
+adopt_bucket_valid(const struct addr_bucket *key)
+{
+	static const unsigned char	zero[16];
+	size_t				prefix;
+
+	switch (key->family) {
+	case 0:
+		prefix = 0;
+		break;
+	case AF_INET:
+		prefix = 4;
+		break;
+	case AF_INET6:
+		prefix = ADDR_BUCKET_V6_PREFIX / 8;
+		break;
+	default:
+		return 0;
+	}
+	return memcmp(key->addr + prefix, zero, sizeof(zero) - prefix) == 0;
+}
+
 static const char *
 adopt_read_parent(const struct us_parent *up)
 {
+	const struct us_refusal	*r;
+	size_t			 i;
+
 	if (memchr(up->version, '\0', sizeof(up->version)) == NULL ||
 	    memchr(up->self, '\0', sizeof(up->self)) == NULL ||
 	    up->self[0] != '/')
 		return "the parent record's strings are not strings";
-	if (up->next_conn_id == 0 || up->verbose > 16)
+	if (up->next_conn_id == 0 || up->verbose > 16 || up->draining > 1)
 		return "the parent record's values are out of range";
+	for (i = 0; i < US_REFUSAL_KINDS; i++) {
+		r = &up->refusals[i];
+		if (r->unlogged > r->total || !adopt_bucket_valid(&r->last) ||
+		    (r->endpoint != EP_SERVER && r->endpoint != EP_CLIENT) ||
+		    memchr(r->server_id, '\0', sizeof(r->server_id)) == NULL)
+			return "the parent record's refusals are out of range";
+	}
 	A.parent = *up;
 	return NULL;
 }
@@ -365,8 +431,8 @@ adopt_read_listener(const struct us_listener *ul)
 	size_t			 i;
 
 	if ((ul->ss.ss_family != AF_INET && ul->ss.ss_family != AF_INET6) ||
-	    ul->sslen > sizeof(ul->ss) || (ul->flags & ~(LISTEN_TLS |
-	    LISTEN_ACME | LISTEN_PROXY | LISTEN_METRICS)) != 0)
+	    ul->sslen > sizeof(ul->ss) || (ul->flags & ~LISTEN_FLAGS) != 0 ||
+	    (ul->flags & LISTEN_METRICS && ul->flags & LISTEN_AGENT))
 		return "a listener record out of range";
 	for (i = 0; i < A.nlis; i++)
 		if (adopt_same_addr(&A.lis[i].ss, &ul->ss))
@@ -437,11 +503,12 @@ static const char *
 adopt_read_worker(struct us_worker *uw)
 {
 	const char	*why, *role = proc_role_name(uw->role);
-	size_t		 sidlen;
-	int		 relay = uw->role == ROLE_RELAY;
+	size_t		 sidlen, r;
 
-	/* the roles this program adopts; a new one is added here */
-	if (uw->role != ROLE_FRONT && uw->role != ROLE_RELAY)
+	for (r = 0; r < sizeof(adopt_roles) / sizeof(adopt_roles[0]); r++)
+		if (adopt_roles[r].role == uw->role)
+			break;
+	if (r == sizeof(adopt_roles) / sizeof(adopt_roles[0]))
 		return adopt_why("a worker of role %u, which this program "
 		    "does not know", uw->role);
 	if (uw->pid <= 1 || (uw->flags & ~US_W_FLAGS) != 0 ||
@@ -451,11 +518,11 @@ adopt_read_worker(struct us_worker *uw)
 		return adopt_why("the record of %s pid %d is out of range",
 		    role, (int)uw->pid);
 	sidlen = strlen(uw->sid);
-	if ((sidlen != 0 && (!relay || !server_id_valid(uw->sid, sidlen))) ||
+	if ((uw->flags & ~adopt_roles[r].flags) != 0 ||
+	    (sidlen != 0 && (!adopt_roles[r].sid ||
+	    !server_id_valid(uw->sid, sidlen))) ||
 	    ((uw->flags & US_W_IN_MAP) && sidlen == 0) ||
-	    ((uw->flags & (US_W_POOLED | US_W_POOL_STOPPED)) &&
-	    (!relay || sidlen != 0)) ||
-	    ((uw->flags & (US_W_FINISHING | US_W_REPLACED)) && relay))
+	    ((uw->flags & (US_W_POOLED | US_W_POOL_STOPPED)) && sidlen != 0))
 		return adopt_why("the record of %s pid %d does not hold "
 		    "together", role, (int)uw->pid);
 	if (!adopt_our_child(uw->pid))
@@ -521,24 +588,8 @@ adopt_read_outmsg(const struct us_outmsg *uo, const unsigned char *pkt,
 static const char *
 adopt_read_address(const struct us_address *ua)
 {
-	static const unsigned char	zero[16];
-	size_t				prefix;
-
-	switch (ua->key.family) {
-	case 0:
-		prefix = 0;
-		break;
-	case AF_INET:
-		prefix = 4;
-		break;
-	case AF_INET6:
-		prefix = ADDR_BUCKET_V6_PREFIX / 8;
-		break;
-	default:
-		return "an address record of an unknown family";
-	}
-	if (memcmp(ua->key.addr + prefix, zero, sizeof(zero) - prefix) != 0 ||
-	    !isfinite(ua->tokens) || ua->tokens < 0)
+	if (!adopt_bucket_valid(&ua->key) || !isfinite(ua->tokens) ||
+	    ua->tokens < 0)
 		return "an address record out of range";
 	*(struct us_address *)adopt_push(&A.addrs, &A.naddrs, &A.capaddrs,
 	    sizeof(*A.addrs)) = *ua;
@@ -549,12 +600,60 @@ static const char *
 adopt_read_conn(const struct us_conn *un)
 {
 	if (un->owner >= A.nws || un->id == 0 ||
-	    un->id > A.parent.next_conn_id || (un->listen_flags &
-	    ~(uint32_t)(LISTEN_TLS | LISTEN_ACME | LISTEN_PROXY |
-	    LISTEN_METRICS)) != 0)
+	    un->id > A.parent.next_conn_id ||
+	    (un->listen_flags & ~(uint32_t)LISTEN_FLAGS) != 0)
 		return "a connection record out of range";
 	*(struct us_conn *)adopt_push(&A.conns, &A.nconns, &A.capconns,
 	    sizeof(*A.conns)) = *un;
+	return NULL;
+}
+
+/* A token's hash as the push log lines show it: hex digits, not empty. */
+static int
+adopt_hash_valid(const char *hash, size_t size)
+{
+	size_t	len;
+
+	if ((len = strnlen(hash, size)) == 0 || len == size)
+		return 0;
+	return strspn(hash, "0123456789abcdef") == len;
+}
+
+/*
+ * A push process's part and its wakes in flight: right after its worker
+ * record, once; one current and one next at most; each wake a valid
+ * server-id's, an id the parent gave and no other wake has.
+ */
+static const char *
+adopt_read_push(const struct us_push *up)
+{
+	const struct us_push_wake	*w;
+	size_t				 i, j;
+
+	if (A.nws == 0 || up->worker != A.nws - 1 ||
+	    A.ws[up->worker].role != ROLE_PUSH || (A.npushes > 0 &&
+	    A.pushes[A.npushes - 1].worker == up->worker))
+		return "a push record that does not follow its push process's";
+	if (up->part > US_PUSH_NEXT || up->nwakes > PUSH_IN_FLIGHT_MAX ||
+	    (up->part != US_PUSH_RETIRING && A.push_parts[up->part]++ > 0) ||
+	    (up->part == US_PUSH_NEXT && up->nwakes > 0) ||
+	    A.npush_ids + up->nwakes > PUSH_IN_FLIGHT_MAX)
+		return "a push record that does not hold together";
+	for (i = 0; i < up->nwakes; i++) {
+		w = &up->wakes[i];
+		if (w->id == 0 || w->id > A.parent.push.seq ||
+		    memchr(w->sid, '\0', sizeof(w->sid)) == NULL ||
+		    !server_id_valid(w->sid, strlen(w->sid)) ||
+		    !adopt_hash_valid(w->hash, sizeof(w->hash)))
+			return "a push wake out of range";
+		for (j = 0; j < A.npush_ids; j++)
+			if (A.push_ids[j] == w->id)
+				return adopt_why("push wake %llu is held twice",
+				    (unsigned long long)w->id);
+		A.push_ids[A.npush_ids++] = w->id;
+	}
+	*(struct us_push *)adopt_push(&A.pushes, &A.npushes, &A.cappushes,
+	    sizeof(*A.pushes)) = *up;
 	return NULL;
 }
 
@@ -571,6 +670,7 @@ adopt_free(void)
 	free(A.outs);
 	free(A.addrs);
 	free(A.conns);
+	free(A.pushes);
 	free(A.fds);
 	memset(&A, 0, sizeof(A));
 }
@@ -595,6 +695,7 @@ adopt_read(int fd, int back, const char **why)
 		struct us_outmsg	o;
 		struct us_address	a;
 		struct us_conn		n;
+		struct us_push		u;
 	}			*b;
 	const unsigned char	*tail;
 	size_t			 tlen, i;
@@ -646,6 +747,9 @@ adopt_read(int fd, int back, const char **why)
 			case US_CONN:
 				*why = adopt_read_conn(&b->n);
 				break;
+			case US_PUSH:
+				*why = adopt_read_push(&b->u);
+				break;
 			}
 		if (*why != NULL)
 			break;
@@ -657,8 +761,9 @@ adopt_read(int fd, int back, const char **why)
 		*why = "the state is empty";
 		return -1;
 	}
-	/* each descriptor is one thing */
-	qsort(A.fds, A.nfds, sizeof(*A.fds), adopt_fd_cmp);
+	/* each descriptor is one thing (none: A.fds is NULL, not for qsort) */
+	if (A.nfds > 1)
+		qsort(A.fds, A.nfds, sizeof(*A.fds), adopt_fd_cmp);
 	for (i = 1; i < A.nfds; i++)
 		if (A.fds[i] == A.fds[i - 1]) {
 			*why = adopt_why("fd %d is named twice", A.fds[i]);
@@ -693,6 +798,7 @@ adopt_config(const char **why)
 	memcpy(conf, A.config, sizeof(*conf));
 	TAILQ_INIT(&conf->listeners);
 	TAILQ_INIT(&conf->metrics);
+	TAILQ_INIT(&conf->agents);
 	if (memchr(conf->path, '\0', sizeof(conf->path)) == NULL ||
 	    memchr(conf->user, '\0', sizeof(conf->user)) == NULL ||
 	    memchr(conf->chroot, '\0', sizeof(conf->chroot)) == NULL ||
@@ -701,7 +807,11 @@ adopt_config(const char **why)
 	    NULL || memchr(conf->tls_key, '\0', sizeof(conf->tls_key)) == NULL ||
 	    memchr(conf->acme_webroot, '\0', sizeof(conf->acme_webroot)) ==
 	    NULL || memchr(conf->fcm_credentials, '\0',
-	    sizeof(conf->fcm_credentials)) == NULL) {
+	    sizeof(conf->fcm_credentials)) == NULL ||
+	    memchr(conf->fcm_project, '\0', sizeof(conf->fcm_project)) ==
+	    NULL || memchr(conf->fcm_endpoint, '\0',
+	    sizeof(conf->fcm_endpoint)) == NULL ||
+	    memchr(conf->push_ca, '\0', sizeof(conf->push_ca)) == NULL) {
 		free(conf);
 		*why = "the state's configuration has no strings";
 		return NULL;
@@ -715,6 +825,8 @@ adopt_config(const char **why)
 		la->fd = -1;
 		if (la->flags & LISTEN_METRICS)
 			TAILQ_INSERT_TAIL(&conf->metrics, la, entry);
+		else if (la->flags & LISTEN_AGENT)
+			TAILQ_INSERT_TAIL(&conf->agents, la, entry);
 		else
 			TAILQ_INSERT_TAIL(&conf->listeners, la, entry);
 	}
@@ -819,6 +931,13 @@ adopt_build_worker(struct parent *p, const struct us_worker *uw,
 		} else
 			w->finishing = 1;	/* only to be reaped */
 	}
+	/*
+	 * A front in no slot is read as the relays are, before a connection
+	 * is refused at accept (its CONN_CLOSED may free the address's slot)
+	 * and before /healthz is answered.
+	 */
+	if (w->role == ROLE_FRONT && w->front_slot == -1 && !w->dead)
+		parent_relay_watch(p, w);
 	return NULL;
 }
 
@@ -883,6 +1002,9 @@ adopt_build(struct parent *p, struct ctl_client **upgrader, const char **why)
 		p->live++;
 		conn_set_owner(c, A.built[A.conns[i].owner]);
 	}
+	for (i = 0; i < A.npushes; i++)
+		parent_push_adopt(p, A.built[A.pushes[i].worker], &A.pushes[i],
+		    A.back);
 	for (i = 0; i < A.nctls; i++)
 		if ((cc = parent_ctl_adopt(p, &A.ctls[i].r, A.ctls[i].tail)) !=
 		    NULL && A.ctls[i].r.what == US_CTL_UPGRADER)

@@ -56,6 +56,7 @@ enum proc_role {
 #define LISTEN_PROXY		0x04
 #define LISTEN_METRICS		0x08
 #define LISTEN_AGENT		0x10	/* HAProxy agent-check answers (drain) */
+#define LISTEN_FLAGS		0x1f	/* every one of them */
 
 struct listen_addr {
 	TAILQ_ENTRY(listen_addr)	 entry;

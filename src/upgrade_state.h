@@ -115,10 +115,38 @@ enum ustate_type {
 	US_OUTMSG,		/* a message queued for a worker; tail: the packet */
 	US_ADDRESS,		/* an address bucket: rate limit */
 	US_CONN,		/* a connection record */
+	US_PUSH,		/* after a push process's US_WORKER: its part */
 	US_TYPE_MAX
 };
 
 #define US_VERSION_MAX		32
+#define US_REFUSAL_KINDS	5	/* REFUSED_MAX (parent.h; asserted there) */
+
+/*
+ * The refusals of one kind (enum refusal_kind, parent.h): the count, and
+ * what the next line of the kind will say, so that the refusals of the
+ * second the exec fell in are logged, once, by the image after.
+ */
+struct us_refusal {
+	uint64_t		total;
+	uint64_t		unlogged;	/* since the last line */
+	int64_t			logged_ms;	/* that line's time (0: none) */
+	struct addr_bucket	last;
+	int32_t			endpoint;	/* EP_SERVER, EP_CLIENT */
+	uint32_t		live, ip_live;
+	char			server_id[SERVER_ID_MAX + 1];
+	char			pad[3];
+};
+
+/* The push wakes (parent_push.c): what is not one push process's. */
+struct us_push_values {
+	uint64_t		seq;		/* the last wake id given */
+	uint64_t		outcomes[PUSH_OUTCOME_MAX];
+	int64_t			started_ms;	/* the last push process's start */
+	int64_t			backoff_ms;
+	uint32_t		again;		/* settings changed while starting */
+	uint32_t		drop_logged;
+};
 
 struct us_parent {
 	char			version[US_VERSION_MAX];	/* the writer's */
@@ -135,8 +163,11 @@ struct us_parent {
 	uint64_t		relay_exits[EXIT_CAUSE_MAX];
 	uint64_t		front_outcomes[FRONT_OUTCOME_MAX];
 	uint64_t		tls_handoffs[3];
-	uint64_t		refusals[2];
+	struct us_refusal	refusals[US_REFUSAL_KINDS];
 	struct relay_counters	cnt;
+	struct us_push_values	push;
+	uint32_t		draining;	/* pyrelayctl drain (0 or 1) */
+	uint32_t		pad0;
 	uint32_t		uid, gid;	/* the workers' user */
 	uint32_t		sizeof_config;	/* of the writer's struct config */
 	uint32_t		pad;
@@ -214,6 +245,33 @@ struct us_conn {
 	uint32_t		owner;		/* index among US_WORKER records */
 	uint32_t		listen_flags;
 	uint32_t		pad;
+};
+
+/* A push wake in flight (parent_push.c), held by one push process. */
+#define US_PUSH_HASH_MAX	16	/* the token's hash logged, NUL included */
+struct us_push_wake {
+	uint64_t		id;		/* MSG_PUSH_SEND's hdr.id */
+	int64_t			started_ms;
+	char			sid[SERVER_ID_MAX + 1];
+	char			hash[US_PUSH_HASH_MAX];
+	char			pad[7];
+};
+
+/*
+ * What only a push process has, after its US_WORKER: which one it is, and
+ * the wakes it holds, whose PUSH_DONE the next image counts.
+ */
+enum us_push_part {
+	US_PUSH_RETIRING = 0,	/* told PUSH_RETIRE, or replaced meanwhile */
+	US_PUSH_CURRENT,	/* new wakes go to it */
+	US_PUSH_NEXT,		/* starting, to replace the current one */
+};
+struct us_push {
+	uint32_t		worker;		/* index of its US_WORKER */
+	uint32_t		part;		/* enum us_push_part */
+	uint32_t		nwakes;
+	uint32_t		pad;
+	struct us_push_wake	wakes[PUSH_IN_FLIGHT_MAX];
 };
 
 #endif
