@@ -18,6 +18,15 @@ While each upgrade runs, a thread opens a new connection every few
 milliseconds and asks /healthz: each must be answered, and the longest
 wait is printed (connections arriving during the exec wait in the listen
 queue).
+
+UpgradePushDrain runs a daemon with push configured (test_push.py's fake
+of Google's endpoints) and an agent listener: push wakes in flight when
+the exec comes are answered by the old push process and counted by the
+new parent, which starts a push process of the new program; the way back
+keeps the push process it had; a drained host stays drained, with the
+same agent listener, and the refusals of the second the exec falls in
+are logged once.  UpgradeTLSPump: a front pumping a TLS session when it
+is replaced.
 """
 
 import asyncio
@@ -242,6 +251,31 @@ class Prober:
         self.on = False
         self.thread.join(30)
         return max(self.times) if self.times else 0.0
+
+
+def tcp_listener_inode(port):
+    """The inode of the socket listening on 127.0.0.1:port."""
+    want = "0100007F:%04X" % port
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[1] == want and fields[3] == "0A":
+                return fields[9]
+    raise AssertionError("nothing listens on 127.0.0.1:%d" % port)
+
+
+def install_closing(exe, fd):
+    """Installs at exe a wrapper that starts NEXT with fd closed: a new
+    image that misses a descriptor the state names.  Returns the path of
+    the program it starts, for the caller to remove."""
+    real = exe + ".real"
+    install(NEXT, real)
+    with open(exe + ".wrap", "w") as f:
+        f.write("#!/bin/bash\nexec %d<&-\nexec '%s' \"$@\"\n" % (fd, real))
+    os.chmod(exe + ".wrap", 0o755)
+    os.rename(exe + ".wrap", exe)
+    return real
 
 
 def unix_listener_fd(pid, path):
@@ -530,12 +564,7 @@ class Upgrade(unittest.TestCase):
     def test_6_descriptor_missing(self):
         # the new program starts with the control socket closed
         fd = unix_listener_fd(self.pid, self.d.control_path)
-        real = self.exe + ".real"
-        install(NEXT, real)
-        with open(self.exe + ".wrap", "w") as f:
-            f.write("#!/bin/bash\nexec %d<&-\nexec '%s' \"$@\"\n" % (fd, real))
-        os.chmod(self.exe + ".wrap", 0o755)
-        os.rename(self.exe + ".wrap", self.exe)
+        real = install_closing(self.exe, fd)
         mark = self.d.log_mark()
         try:
             self.refused(r"the control socket \(fd %d\): not open" % fd)
@@ -577,6 +606,236 @@ class Upgrade(unittest.TestCase):
         self.assertGreater(min(n, m), 20 * SIDS)
         self.load.close()
         self.assertEqual(self.load.closes, [])
+
+
+class UpgradePushDrain(unittest.TestCase):
+    """A daemon with push configured and an agent listener, upgraded in
+    place; the tests run in the order of their names."""
+
+    @classmethod
+    def setUpClass(cls):
+        import test_push
+        cls.push = test_push
+        test_push.setUpModule()
+        cls.bindir = tempfile.mkdtemp(prefix="pyrelayd-bin-")
+        os.chmod(cls.bindir, 0o755)
+        cls.exe = os.path.join(cls.bindir, "pyrelayd")
+        cls.relay = os.path.join(cls.bindir, "pyrelayd-relay")
+        install(harness.PYRELAYD, cls.exe)
+        install(RELAY, cls.relay)
+        key = test_push.PKI.write_key_file(
+            os.path.join(test_push.TMP, "upgrade.json"),
+            test_push.FAKE.token_uri)
+        cls.agent_port = harness.free_port()
+        cls.d = harness.Daemon(
+            test_push.push_conf(key) + "agent on 127.0.0.1 port %d\n"
+            "relay pool 1\nrate limit burst 100000 refill 100ms\n"
+            % cls.agent_port, workers=1, exe=cls.exe)
+        cls.d.start()
+        cls.d.wait_log(r"\bevent=push_ready pid=\d+$")
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            rc = cls.d.stop()
+        finally:
+            shutil.rmtree(cls.bindir, ignore_errors=True)
+            cls.push.tearDownModule()
+        assert rc == 0, "pyrelayd exited %r" % rc
+
+    def tearDown(self):
+        text = self.d.log_text()
+        for s in self.push.secrets_of_the_fake():
+            self.assertNotIn(s, text, "a secret reached the log")
+        with self.push.FAKE.cond:
+            self.assertEqual(self.push.FAKE.errors, [])
+
+    def ctl(self, *args):
+        return subprocess.run([PYRELAYCTL, "-s", self.d.control_path] +
+                              list(args), capture_output=True, text=True,
+                              timeout=40)
+
+    def push_pids(self):
+        return [pid for pid, cmd in self.d.children()
+                if re.match(r"pyrelayd: push\b", cmd)]
+
+    def delta(self, before, outcome):
+        k = self.push.METRIC % outcome
+        return self.d.metrics()[k] - before[k]
+
+    def held_wakes(self, b, group, n):
+        """n wakes the fake holds until release(group); their tokens."""
+        push = self.push
+        toks = [push.token("slow-%s" % group) for _ in range(n)]
+
+        async def send():
+            for t in toks:
+                await b.send(push.wake(t))
+            await asyncio.to_thread(push.FAKE.wait_for,
+                                    lambda: len(push.FAKE.held(group)) == n,
+                                    15, "%d held wakes" % n)
+        return toks, send()
+
+    def test_1_wakes_in_flight_cross_the_upgrade(self):
+        d, push = self.d, self.push
+        sid = "up-push"
+
+        async def main():
+            b = await harness.binary(d, sid)
+            p = await harness.phone(d, sid)
+            await harness.assert_exchange(b, p, sid)
+            (old,) = self.push_pids()
+            self.assertEqual(exe_inode(old), os.stat(self.exe).st_ino)
+            toks, send = self.held_wakes(b, "upg", 3)
+            await send
+            before = d.metrics()
+            mark = d.log_mark()
+            install(NEXT, self.exe)
+            install(RELAY_NEXT, self.relay)
+            r = await asyncio.to_thread(self.ctl, "upgrade")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            # a push process of the new program takes the wakes from now
+            m = await asyncio.to_thread(d.wait_log, r"\bevent=push_ready "
+                                        r"pid=(\d+)$", 15, mark)
+            new = int(m.group(1))
+            self.assertNotEqual(new, old)
+            self.assertEqual(exe_inode(new), os.stat(self.exe).st_ino)
+            tok = push.token("ok")
+            await b.send(push.wake(tok))
+            await asyncio.to_thread(d.wait_log, push.sent_re(sid, tok), 15,
+                                    mark)
+            self.assertEqual(push.FAKE.sends_for(tok)[0]["status"], 200)
+            # the old one still holds the three; their outcomes count
+            # in the new image, and it leaves once they are done
+            self.assertIn(harness.proc_state(old), ("S", "R"))
+            push.FAKE.release("upg")
+            for t in toks:
+                await asyncio.to_thread(d.wait_log, push.sent_re(sid, t),
+                                        15, mark)
+            await asyncio.to_thread(d.wait_log, r"\bevent=push_exited "
+                                    r"pid=%d server_id=- status=0$" % old,
+                                    15, mark)
+            self.assertEqual(self.push_pids(), [new])
+            self.assertEqual(self.delta(before, "sent"), 4)
+            for o in ("send_failed", "dropped"):
+                self.assertEqual(self.delta(before, o), 0, o)
+            self.assertNotIn("event=worker_killed",
+                             "\n".join(d.log_lines()[mark:]))
+            await harness.assert_exchange(b, p, sid, n=2)
+            await harness.close_all(b, p)
+        harness.run(main(), 90)
+
+    def test_2_way_back_keeps_its_push_process(self):
+        d, push = self.d, self.push
+        sid = "back-push"
+
+        async def main():
+            b = await harness.binary(d, sid)
+            (cur,) = self.push_pids()
+            toks, send = self.held_wakes(b, "back", 2)
+            await send
+            before = d.metrics()
+            fd = unix_listener_fd(d.pid, d.control_path)
+            real = install_closing(self.exe, fd)
+            mark = d.log_mark()
+            try:
+                r = await asyncio.to_thread(self.ctl, "upgrade")
+            finally:
+                install(NEXT, self.exe)
+                os.unlink(real)
+            self.assertEqual(r.returncode, 1, r.stdout)
+            self.assertIn("upgrade failed: the control socket", r.stderr)
+            # the same push process, with the wakes it held
+            self.assertEqual(self.push_pids(), [cur])
+            push.FAKE.release("back")
+            for t in toks:
+                await asyncio.to_thread(d.wait_log, push.sent_re(sid, t),
+                                        15, mark)
+            tok = push.token("ok")
+            await b.send(push.wake(tok))
+            await asyncio.to_thread(d.wait_log, push.sent_re(sid, tok), 15,
+                                    mark)
+            self.assertEqual(self.delta(before, "sent"), 3)
+            self.assertEqual(self.push_pids(), [cur])
+            self.assertNotIn("event=push_ready",
+                             "\n".join(d.log_lines()[mark:]))
+            await b.close()
+        harness.run(main(), 90)
+
+    def summary(self):
+        r = self.ctl("show", "summary")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return dict(line.split(" ", 1) for line in r.stdout.splitlines())
+
+    def agent(self):
+        with socket.create_connection(("127.0.0.1", self.agent_port),
+                                      timeout=5) as s:
+            return harness.recv_until_close(s, 5)
+
+    def assert_drained(self, draining):
+        self.assertEqual(self.d.healthz()["status"],
+                         "draining" if draining else "ok")
+        self.assertEqual(self.agent(), b"0%\n" if draining else b"100%\n")
+        self.assertEqual(self.summary()["draining"],
+                         "yes" if draining else "no")
+
+    def test_3_drained_stays_drained(self):
+        d = self.d
+        sid = "kept-while-drained"
+        statuses = []
+        on = threading.Event()
+
+        def claims():
+            # new server-ids all along, every 10 ms: refused (503)
+            k = 0
+            while on.is_set() and k < 3000:
+                k += 1
+                req = harness.upgrade_request(d.port, "/v1/server",
+                                              sid="drained-%d" % k)
+                statuses.append(harness.parse_head(
+                    harness.raw_request(d.port, req))[0])
+                time.sleep(0.01)
+
+        async def main():
+            b = await harness.binary(d, sid)
+            p = await harness.phone(d, sid)
+            self.assertEqual(self.ctl("drain").returncode, 0)
+            self.assert_drained(True)
+            agent = tcp_listener_inode(self.agent_port)
+            mark = d.log_mark()
+            on.set()
+            flood = threading.Thread(target=claims, daemon=True)
+            flood.start()
+            try:
+                await asyncio.to_thread(
+                    harness.poll_until, lambda: len(statuses) >= 10, 10,
+                    "refused claims before the upgrade")
+                os.kill(d.pid, signal.SIGUSR2)
+                await asyncio.to_thread(d.wait_log, r"\bevent=upgraded\b",
+                                        30, mark)
+                n = len(statuses)
+                await asyncio.to_thread(
+                    harness.poll_until, lambda: len(statuses) >= n + 10, 10,
+                    "refused claims after the upgrade")
+            finally:
+                on.clear()
+                flood.join(15)
+            self.assertEqual(set(statuses), {503})
+            # the refusals of the second the exec fell in are logged once
+            await asyncio.to_thread(d.wait_refused, "drain_refused",
+                                    len(statuses), 5, mark)
+            # still drained, on the same agent listener; what it holds is
+            # served, a phone arriving now included
+            self.assert_drained(True)
+            self.assertEqual(tcp_listener_inode(self.agent_port), agent)
+            p2 = await harness.phone(d, sid)
+            await harness.assert_exchange(b, p, sid)
+            await harness.assert_exchange(b, p2, sid, n=2)
+            self.assertEqual(self.ctl("undrain").returncode, 0)
+            self.assert_drained(False)
+            await harness.close_all(b, p, p2)
+            await harness.exchange_once(d, "after-undrain")
+        harness.run(main(), 90)
 
 
 class UpgradeTLSPump(unittest.TestCase):

@@ -9,7 +9,9 @@
  * (src/parent_adopt.c adopt_read): a worker that is not its child, one of
  * a message version it does not serve, a channel that is not a SEQPACKET
  * socket, a descriptor named twice, a listening socket bound elsewhere, a
- * role it does not know.
+ * role it does not know, a record whose flags its role cannot have; a push
+ * process's record and the wakes it holds (one current, a wake held once,
+ * right after its worker); the parent's drain flag and refusals.
  */
 #include "config.h"
 
@@ -274,6 +276,7 @@ parent_record(struct ustate *us)
 	strlcpy(up->version, "test", sizeof(up->version));
 	up->msg_version = msg_version;
 	up->next_conn_id = 10;
+	up->push.seq = 5;
 	strlcpy(up->self, "/usr/sbin/pyrelayd", sizeof(up->self));
 	ustate_init(us);
 	ustate_add(us, US_PARENT, up, sizeof(*up), NULL, 0);
@@ -295,6 +298,26 @@ worker_record(struct ustate *us, uint32_t role, pid_t pid, int fd,
 	if (role == ROLE_RELAY)
 		strlcpy(w.sid, "sid-1", sizeof(w.sid));
 	ustate_add(us, US_WORKER, &w, sizeof(w), NULL, 0);
+}
+
+/* A push process's part, holding the wake id (0: none). */
+static void
+push_record(struct ustate *us, uint32_t worker, uint32_t part, uint64_t id,
+    const char *hash)
+{
+	struct us_push	*r = calloc(1, sizeof(*r));
+
+	CU_ASSERT_FATAL(r != NULL);
+	r->worker = worker;
+	r->part = part;
+	if (id != 0) {
+		r->nwakes = 1;
+		r->wakes[0].id = id;
+		strlcpy(r->wakes[0].sid, "sid-1", sizeof(r->wakes[0].sid));
+		strlcpy(r->wakes[0].hash, hash, sizeof(r->wakes[0].hash));
+	}
+	ustate_add(us, US_PUSH, r, sizeof(*r), NULL, 0);
+	free(r);
 }
 
 /* adopt_read of the state: NULL when taken, else why not. */
@@ -394,6 +417,146 @@ test_adopt_refused(void)
 	close(p[1]);
 }
 
+/* A push process and the wakes it holds; the parent's drain and refusals. */
+static void
+test_adopt_push_drain(void)
+{
+	struct ustate		 us;
+	struct us_parent	*up;
+	struct us_worker	 w;
+	int			 sv[2], sv2[2];
+
+	CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0);
+	CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv2) == 0);
+
+	/* the current push process, holding wake 3: taken */
+	parent_record(&us);
+	worker_record(&us, ROLE_PUSH, child, sv[0], msg_version);
+	push_record(&us, 0, US_PUSH_CURRENT, 3, "0a1b2c3d");
+	CU_ASSERT_STRING_EQUAL(adopt(&us), "(taken)");
+	/* a retiring one and the next: taken */
+	parent_record(&us);
+	worker_record(&us, ROLE_PUSH, child, sv[0], msg_version);
+	push_record(&us, 0, US_PUSH_RETIRING, 3, "0a1b2c3d");
+	worker_record(&us, ROLE_PUSH, child, sv2[0], 0);
+	push_record(&us, 1, US_PUSH_NEXT, 0, "");
+	CU_ASSERT_STRING_EQUAL(adopt(&us), "(taken)");
+	/* after a relay's record, or twice after one push process's */
+	parent_record(&us);
+	worker_record(&us, ROLE_RELAY, child, sv[0], msg_version);
+	push_record(&us, 0, US_PUSH_CURRENT, 0, "");
+	CU_ASSERT(strstr(adopt(&us), "does not follow") != NULL);
+	parent_record(&us);
+	worker_record(&us, ROLE_PUSH, child, sv[0], msg_version);
+	push_record(&us, 0, US_PUSH_RETIRING, 0, "");
+	push_record(&us, 0, US_PUSH_RETIRING, 0, "");
+	CU_ASSERT(strstr(adopt(&us), "does not follow") != NULL);
+	/* two current ones; a next that holds a wake */
+	parent_record(&us);
+	worker_record(&us, ROLE_PUSH, child, sv[0], msg_version);
+	push_record(&us, 0, US_PUSH_CURRENT, 0, "");
+	worker_record(&us, ROLE_PUSH, child, sv2[0], msg_version);
+	push_record(&us, 1, US_PUSH_CURRENT, 0, "");
+	CU_ASSERT(strstr(adopt(&us), "does not hold together") != NULL);
+	parent_record(&us);
+	worker_record(&us, ROLE_PUSH, child, sv[0], msg_version);
+	push_record(&us, 0, US_PUSH_NEXT, 2, "0a1b2c3d");
+	CU_ASSERT(strstr(adopt(&us), "does not hold together") != NULL);
+	/* one wake held by two; an id the parent never gave; not a hash */
+	parent_record(&us);
+	worker_record(&us, ROLE_PUSH, child, sv[0], msg_version);
+	push_record(&us, 0, US_PUSH_RETIRING, 4, "0a1b2c3d");
+	worker_record(&us, ROLE_PUSH, child, sv2[0], msg_version);
+	push_record(&us, 1, US_PUSH_CURRENT, 4, "0a1b2c3d");
+	CU_ASSERT(strstr(adopt(&us), "push wake 4 is held twice") != NULL);
+	parent_record(&us);
+	worker_record(&us, ROLE_PUSH, child, sv[0], msg_version);
+	push_record(&us, 0, US_PUSH_CURRENT, 6, "0a1b2c3d");
+	CU_ASSERT_STRING_EQUAL(adopt(&us), "a push wake out of range");
+	parent_record(&us);
+	worker_record(&us, ROLE_PUSH, child, sv[0], msg_version);
+	push_record(&us, 0, US_PUSH_CURRENT, 1, "a token");
+	CU_ASSERT_STRING_EQUAL(adopt(&us), "a push wake out of range");
+	/* a push process with a server-id, or pooled: not one */
+	parent_record(&us);
+	memset(&w, 0, sizeof(w));
+	w.role = ROLE_PUSH;
+	w.pid = child;
+	w.fd = sv[0];
+	w.front_slot = -1;
+	strlcpy(w.sid, "sid-1", sizeof(w.sid));
+	ustate_add(&us, US_WORKER, &w, sizeof(w), NULL, 0);
+	CU_ASSERT(strstr(adopt(&us), "does not hold together") != NULL);
+	parent_record(&us);
+	w.sid[0] = '\0';
+	w.flags = US_W_POOLED;
+	ustate_add(&us, US_WORKER, &w, sizeof(w), NULL, 0);
+	CU_ASSERT(strstr(adopt(&us), "does not hold together") != NULL);
+
+	/* the drain flag is 0 or 1; a refusal's unlogged count is of its total */
+	up = calloc(1, sizeof(*up));
+	CU_ASSERT_FATAL(up != NULL);
+	strlcpy(up->version, "test", sizeof(up->version));
+	up->next_conn_id = 1;
+	strlcpy(up->self, "/usr/sbin/pyrelayd", sizeof(up->self));
+	up->draining = 1;
+	up->refusals[0].total = 3;
+	up->refusals[0].unlogged = 2;
+	ustate_init(&us);
+	ustate_add(&us, US_PARENT, up, sizeof(*up), NULL, 0);
+	CU_ASSERT_STRING_EQUAL(adopt(&us), "(taken)");
+	up->draining = 2;
+	ustate_init(&us);
+	ustate_add(&us, US_PARENT, up, sizeof(*up), NULL, 0);
+	CU_ASSERT(strstr(adopt(&us), "out of range") != NULL);
+	up->draining = 1;
+	up->refusals[0].unlogged = 4;
+	ustate_init(&us);
+	ustate_add(&us, US_PARENT, up, sizeof(*up), NULL, 0);
+	CU_ASSERT_STRING_EQUAL(adopt(&us),
+	    "the parent record's refusals are out of range");
+	free(up);
+
+	close(sv[0]);
+	close(sv[1]);
+	close(sv2[0]);
+	close(sv2[1]);
+}
+
+/* An agent listener is a listener like the others; flags are LISTEN_*. */
+static void
+test_adopt_agent_listener(void)
+{
+	struct ustate		 us;
+	struct us_listener	 ul;
+	struct sockaddr_in	*sin = (struct sockaddr_in *)&ul.ss;
+	socklen_t		 len = sizeof(struct sockaddr_in);
+	int			 ls;
+
+	CU_ASSERT_FATAL((ls = socket(AF_INET, SOCK_STREAM, 0)) != -1);
+	memset(&ul, 0, sizeof(ul));
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CU_ASSERT_FATAL(bind(ls, (struct sockaddr *)sin, len) == 0);
+	CU_ASSERT_FATAL(listen(ls, 4) == 0);
+	CU_ASSERT_FATAL(getsockname(ls, (struct sockaddr *)sin, &len) == 0);
+	ul.fd = ls;
+	ul.sslen = len;
+	ul.flags = LISTEN_AGENT;
+	parent_record(&us);
+	ustate_add(&us, US_LISTENER, &ul, sizeof(ul), NULL, 0);
+	CU_ASSERT_STRING_EQUAL(adopt(&us), "(taken)");
+	ul.flags = LISTEN_AGENT | LISTEN_METRICS;
+	parent_record(&us);
+	ustate_add(&us, US_LISTENER, &ul, sizeof(ul), NULL, 0);
+	CU_ASSERT_STRING_EQUAL(adopt(&us), "a listener record out of range");
+	ul.flags = LISTEN_FLAGS + 1;
+	parent_record(&us);
+	ustate_add(&us, US_LISTENER, &ul, sizeof(ul), NULL, 0);
+	CU_ASSERT_STRING_EQUAL(adopt(&us), "a listener record out of range");
+	close(ls);
+}
+
 int
 main(void)
 {
@@ -412,6 +575,9 @@ main(void)
 	CU_add_test(s, "framing refused", test_framing_refused);
 	CU_add_test(s, "not a state", test_not_a_state);
 	CU_add_test(s, "records refused", test_adopt_refused);
+	CU_add_test(s, "push processes, drain, refusals",
+	    test_adopt_push_drain);
+	CU_add_test(s, "agent listeners", test_adopt_agent_listener);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	failed = CU_get_number_of_failures();
