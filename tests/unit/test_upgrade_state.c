@@ -417,66 +417,66 @@ test_adopt_refused(void)
 	close(p[1]);
 }
 
+/* One or two push processes, each with its US_PUSH record. */
+static const struct push_case {
+	int		 n;
+	uint32_t	 part[2];
+	uint64_t	 id[2];		/* the wake each holds (0: none) */
+	const char	*hash;
+	int		 twice;		/* its US_PUSH twice */
+	const char	*want;		/* in the refusal, or "(taken)" */
+} push_cases[] = {
+	{ 1, { US_PUSH_CURRENT }, { 3 }, "0a1b2c3d", 0, "(taken)" },
+	{ 2, { US_PUSH_RETIRING, US_PUSH_NEXT }, { 3, 0 }, "0a1b2c3d", 0,
+	    "(taken)" },
+	{ 1, { US_PUSH_RETIRING }, { 0 }, "", 1, "does not follow" },
+	{ 2, { US_PUSH_CURRENT, US_PUSH_CURRENT }, { 0, 0 }, "", 0,
+	    "does not hold together" },
+	{ 1, { US_PUSH_NEXT }, { 2 }, "0a1b2c3d", 0, "does not hold together" },
+	{ 2, { US_PUSH_RETIRING, US_PUSH_CURRENT }, { 4, 4 }, "0a1b2c3d", 0,
+	    "push wake 4 is held twice" },
+	/* past the last id the parent gave (5); not a hash */
+	{ 1, { US_PUSH_CURRENT }, { 6 }, "0a1b2c3d", 0,
+	    "a push wake out of range" },
+	{ 1, { US_PUSH_CURRENT }, { 1 }, "a token", 0,
+	    "a push wake out of range" },
+};
+
 /* A push process and the wakes it holds; the parent's drain and refusals. */
 static void
 test_adopt_push_drain(void)
 {
+	const struct push_case	*c;
 	struct ustate		 us;
 	struct us_parent	*up;
 	struct us_worker	 w;
-	int			 sv[2], sv2[2];
+	const char		*why;
+	size_t			 i;
+	int			 sv[2], sv2[2], k;
 
 	CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0);
 	CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv2) == 0);
 
-	/* the current push process, holding wake 3: taken */
-	parent_record(&us);
-	worker_record(&us, ROLE_PUSH, child, sv[0], msg_version);
-	push_record(&us, 0, US_PUSH_CURRENT, 3, "0a1b2c3d");
-	CU_ASSERT_STRING_EQUAL(adopt(&us), "(taken)");
-	/* a retiring one and the next: taken */
-	parent_record(&us);
-	worker_record(&us, ROLE_PUSH, child, sv[0], msg_version);
-	push_record(&us, 0, US_PUSH_RETIRING, 3, "0a1b2c3d");
-	worker_record(&us, ROLE_PUSH, child, sv2[0], 0);
-	push_record(&us, 1, US_PUSH_NEXT, 0, "");
-	CU_ASSERT_STRING_EQUAL(adopt(&us), "(taken)");
-	/* after a relay's record, or twice after one push process's */
+	for (i = 0; i < sizeof(push_cases) / sizeof(push_cases[0]); i++) {
+		c = &push_cases[i];
+		parent_record(&us);
+		for (k = 0; k < c->n; k++) {
+			worker_record(&us, ROLE_PUSH, child, k ? sv2[0] : sv[0],
+			    c->part[k] == US_PUSH_NEXT ? 0 : msg_version);
+			push_record(&us, k, c->part[k], c->id[k], c->hash);
+			if (c->twice)
+				push_record(&us, k, c->part[k], 0, "");
+		}
+		why = adopt(&us);
+		if (strstr(why, c->want) == NULL)
+			fprintf(stderr, "\n  push case %zu: %s", i, why);
+		CU_ASSERT(strstr(why, c->want) != NULL);
+	}
+	/* after a relay's record */
 	parent_record(&us);
 	worker_record(&us, ROLE_RELAY, child, sv[0], msg_version);
 	push_record(&us, 0, US_PUSH_CURRENT, 0, "");
 	CU_ASSERT(strstr(adopt(&us), "does not follow") != NULL);
-	parent_record(&us);
-	worker_record(&us, ROLE_PUSH, child, sv[0], msg_version);
-	push_record(&us, 0, US_PUSH_RETIRING, 0, "");
-	push_record(&us, 0, US_PUSH_RETIRING, 0, "");
-	CU_ASSERT(strstr(adopt(&us), "does not follow") != NULL);
-	/* two current ones; a next that holds a wake */
-	parent_record(&us);
-	worker_record(&us, ROLE_PUSH, child, sv[0], msg_version);
-	push_record(&us, 0, US_PUSH_CURRENT, 0, "");
-	worker_record(&us, ROLE_PUSH, child, sv2[0], msg_version);
-	push_record(&us, 1, US_PUSH_CURRENT, 0, "");
-	CU_ASSERT(strstr(adopt(&us), "does not hold together") != NULL);
-	parent_record(&us);
-	worker_record(&us, ROLE_PUSH, child, sv[0], msg_version);
-	push_record(&us, 0, US_PUSH_NEXT, 2, "0a1b2c3d");
-	CU_ASSERT(strstr(adopt(&us), "does not hold together") != NULL);
-	/* one wake held by two; an id the parent never gave; not a hash */
-	parent_record(&us);
-	worker_record(&us, ROLE_PUSH, child, sv[0], msg_version);
-	push_record(&us, 0, US_PUSH_RETIRING, 4, "0a1b2c3d");
-	worker_record(&us, ROLE_PUSH, child, sv2[0], msg_version);
-	push_record(&us, 1, US_PUSH_CURRENT, 4, "0a1b2c3d");
-	CU_ASSERT(strstr(adopt(&us), "push wake 4 is held twice") != NULL);
-	parent_record(&us);
-	worker_record(&us, ROLE_PUSH, child, sv[0], msg_version);
-	push_record(&us, 0, US_PUSH_CURRENT, 6, "0a1b2c3d");
-	CU_ASSERT_STRING_EQUAL(adopt(&us), "a push wake out of range");
-	parent_record(&us);
-	worker_record(&us, ROLE_PUSH, child, sv[0], msg_version);
-	push_record(&us, 0, US_PUSH_CURRENT, 1, "a token");
-	CU_ASSERT_STRING_EQUAL(adopt(&us), "a push wake out of range");
 	/* a push process with a server-id, or pooled: not one */
 	parent_record(&us);
 	memset(&w, 0, sizeof(w));
