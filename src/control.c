@@ -25,6 +25,7 @@ static const struct {
 	{ { "kick", "server" }, 2, 1, CTL_KICK_SERVER },
 	{ { "drain" }, 1, 0, CTL_DRAIN },
 	{ { "undrain" }, 1, 0, CTL_UNDRAIN },
+	{ { "upgrade" }, 1, 0, CTL_UPGRADE },
 };
 
 int

@@ -16,6 +16,7 @@
 
 #define CTL_LINE_MAX	256	/* a command line, newline included */
 #define CTL_TIMEOUT_MS	5000	/* a client must send its line within this */
+#define CTL_OUT_MAX	(4 * 1024 * 1024)	/* an answer is bounded too */
 
 enum ctl_verb {
 	CTL_SHOW_SUMMARY = 1,	/* show summary */
@@ -27,6 +28,7 @@ enum ctl_verb {
 	CTL_KICK_SERVER,	/* kick server ID */
 	CTL_DRAIN,		/* drain */
 	CTL_UNDRAIN,		/* undrain */
+	CTL_UPGRADE,		/* upgrade (docs/upgrade.md) */
 };
 
 struct ctl_cmd {

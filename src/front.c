@@ -86,6 +86,7 @@ struct front {
 	struct limits		 lim;
 	struct fconn_list	 conns;
 	int			 stopping;
+	int			 finishing;	/* MSG_FINISH: no new work, exit when done */
 	SSL_CTX			*tls_ctx;	/* NULL until the parent sends MSG_TLS */
 	int			 tls_warned;
 	int			 pumps;
@@ -96,6 +97,7 @@ static struct front	*front;
 static void	front_conn_read(evutil_socket_t, short, void *);
 static void	front_conn_write(evutil_socket_t, short, void *);
 static void	front_conn_timer(evutil_socket_t, short, void *);
+static void	front_finish_check(struct front *);
 
 static void
 front_chan_flush(struct front *f)
@@ -136,7 +138,6 @@ front_conn_new(struct front *f, int fd, uint64_t id)
 	return fc;
 }
 
-/* Forgets a connection; closed says whether the parent must count it gone. */
 /*
  * Tells the parent the connection no longer counts against the caps
  * (CONN_CLOSED), once: when it is closed, or as soon as its final answer
@@ -160,6 +161,7 @@ front_conn_release(struct fconn *fc)
 	front_chan_flush(f);
 }
 
+/* Forgets a connection; closed says whether the parent must count it gone. */
 static void
 front_conn_free(struct fconn *fc, int closed)
 {
@@ -178,6 +180,7 @@ front_conn_free(struct fconn *fc, int closed)
 	free(fc->buf);
 	free(fc->resp);
 	free(fc);
+	front_finish_check(f);
 }
 
 /*
@@ -201,6 +204,7 @@ front_pump_count(int delta)
 	front->pumps += delta;
 	if (front->stopping && front->pumps == 0)
 		event_base_loopexit(front->base, NULL);
+	front_finish_check(front);
 }
 
 #define FIO_AGAIN	(-1)
@@ -765,7 +769,7 @@ front_health(void *arg, struct msg *m)
 	    "{\"status\":\"%s\",\"version\":\"%s\",\"connected_binaries\":%llu,"
 	    "\"connected_phones\":%llu,\"uptime_seconds\":%llu}",
 	    h->draining ? "draining" : "ok",
-	    PACKAGE_VERSION, (unsigned long long)h->binaries,
+	    pyrelayd_version, (unsigned long long)h->binaries,
 	    (unsigned long long)h->phones, (unsigned long long)h->uptime_s);
 	fc->outcome = FRONT_HEALTHZ;
 	n = http_ok_response(front_resp_buf(fc, RESP_SMALL), RESP_SMALL,
@@ -1067,6 +1071,32 @@ front_conn_accepted(void *arg, struct msg *m)
 }
 
 /*
+ * A front the parent replaced (docs/upgrade.md) exits once the handshakes
+ * it held are done, its TLS pumps have ended, and what it owes the parent
+ * (a CONN_UPGRADE and its socket, say) has left its queue.
+ */
+static void
+front_finish_check(struct front *f)
+{
+	if (f->finishing && TAILQ_EMPTY(&f->conns) && f->pumps == 0 &&
+	    f->chan.outq_len == 0)
+		event_base_loopexit(f->base, NULL);
+}
+
+/* MSG_FINISH: the parent sends this front nothing new from now on. */
+static void
+front_finish(void *arg, struct msg *m)
+{
+	struct front	*f = arg;
+
+	f->finishing = 1;
+	setproctitle("front (finishing)");
+	log_debug("event=front_finishing connections=%s pumps=%d",
+	    TAILQ_EMPTY(&f->conns) ? "none" : "some", f->pumps);
+	front_finish_check(f);
+}
+
+/*
  * What a front takes from the parent (docs/messages.md), each with its
  * handler above; SETUP only once, at start (proc_worker_run).
  */
@@ -1080,6 +1110,7 @@ static const struct msg_rule front_rows[] = {
 	MSG_RULE(VERBOSE, MSG_FD_NONE, proc_verbose),
 	MSG_RULE(TLS, MSG_FD_NONE, front_tls_material),
 	MSG_RULE(ACME, MSG_FD_NONE, front_acme),
+	MSG_RULE(FINISH, MSG_FD_NONE, front_finish),
 };
 const struct msg_rules front_from_parent =
     MSG_RULES(ROLE_PARENT, ROLE_FRONT, front_rows);
@@ -1092,9 +1123,12 @@ front_chan_writable(evutil_socket_t fd, short ev, void *arg)
 
 	if ((rv = msg_flush(&f->chan)) == -1)
 		fatalx("front: parent channel: %s", f->chan.errstr);
-	if (rv == 1)
+	if (rv == 1) {
 		event_del(f->ev_chan_write);
+		front_finish_check(f);
+	}
 }
+
 
 /*
  * SIGTERM: connections still in their head are dropped; a front that pumps

@@ -24,6 +24,8 @@ static int		 log_verbose;
 static const char	*log_name = "pyrelayd";
 static pid_t		 log_pid;
 
+void			(*log_fatal_hook)(const char *);
+
 void
 log_init(int foreground, int verbose, const char *procname)
 {
@@ -170,15 +172,35 @@ log_debug(const char *fmt, ...)
 	va_end(ap);
 }
 
+/* A fatal error, to the hook (which does not return) or to the log, then exit. */
+static void __attribute__((__noreturn__))
+vfatal(int with_errno, const char *fmt, va_list ap)
+{
+	char	buf[1024];
+	int	saved = errno;
+	size_t	len;
+
+	if (log_fatal_hook == NULL) {
+		errno = saved;
+		vlog(LOG_CRIT, with_errno, fmt, ap);
+		exit(1);
+	}
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	if (with_errno) {
+		len = strlen(buf);
+		snprintf(buf + len, sizeof(buf) - len, ": %s", strerror(saved));
+	}
+	log_fatal_hook(buf);
+	exit(1);
+}
+
 void
 fatal(const char *fmt, ...)
 {
 	va_list	ap;
 
 	va_start(ap, fmt);
-	vlog(LOG_CRIT, 1, fmt, ap);
-	va_end(ap);
-	exit(1);
+	vfatal(1, fmt, ap);
 }
 
 void
@@ -187,7 +209,5 @@ fatalx(const char *fmt, ...)
 	va_list	ap;
 
 	va_start(ap, fmt);
-	vlog(LOG_CRIT, 0, fmt, ap);
-	va_end(ap);
-	exit(1);
+	vfatal(0, fmt, ap);
 }

@@ -57,7 +57,7 @@ main(int argc, char *argv[])
 	struct parent_opts	 opts;
 	const char		*role = NULL;
 	char			**macros;
-	int			 ch, nmacros = 0, noaction = 0;
+	int			 ch, nmacros = 0, noaction = 0, upgrade;
 
 	/* libbsd rewrites argv's memory for the process titles ps(1) shows */
 	setproctitle_init(argc, argv, environ);
@@ -92,7 +92,7 @@ main(int argc, char *argv[])
 			opts.verbose++;
 			break;
 		case 'V':
-			printf("pyrelayd %s\n", PACKAGE_VERSION);
+			printf("pyrelayd %s\n", pyrelayd_version);
 			exit(0);
 		default:
 			usage();
@@ -105,14 +105,27 @@ main(int argc, char *argv[])
 	if (role != NULL)
 		worker_main(role, opts.foreground);
 
+	opts.macros = macros;
+	opts.nmacros = nmacros;
+	/* executed by an upgrade (docs/upgrade.md): the state is read first */
+	upgrade = noaction ? UPGRADE_NONE : parent_upgrade_begin(&opts);
+	if (upgrade == UPGRADE_BACK)
+		conf = parent_upgrade_config();
 	/* docs/protocol.md §10: only a missing default file means built-in defaults */
-	if (!opts.conffile_given && config_default_file_missing(opts.conffile))
+	else if (!opts.conffile_given && config_default_file_missing(opts.conffile))
 		conf = config_new_default();
 	else
 		conf = config_parse(opts.conffile, macros, nmacros);
-	/* the key and CA files of the push statements, checked as read */
-	if (conf == NULL || config_check_push(conf) == -1)
+	/*
+	 * The key and CA files of the push statements, checked as read; the
+	 * way back's configuration was checked when it was read first.
+	 */
+	if (conf == NULL || (upgrade != UPGRADE_BACK &&
+	    config_check_push(conf) == -1)) {
+		if (upgrade == UPGRADE_IN)
+			parent_upgrade_back("the configuration has errors");
 		exit(1);
+	}
 	if (noaction) {
 		if (opts.verbose)
 			config_print(conf, stdout);
@@ -120,9 +133,8 @@ main(int argc, char *argv[])
 			fprintf(stderr, "configuration OK\n");
 		exit(0);
 	}
-	opts.macros = macros;
-	opts.nmacros = nmacros;
 	/* errors until the daemon detaches go to stderr, then to syslog */
-	log_init(1, opts.verbose, "pyrelayd");
+	if (upgrade == UPGRADE_NONE)
+		log_init(1, opts.verbose, "pyrelayd");
 	parent_main(conf, &opts);
 }

@@ -63,6 +63,7 @@ msg_chan_init(struct msg_chan *chan, int fd, const struct msg_rules *rules)
 	memset(chan, 0, sizeof(*chan));
 	chan->fd = fd;
 	chan->rules = rules;
+	chan->hello_min = msg_version;
 	TAILQ_INIT(&chan->outq);
 
 	if ((flags = fcntl(fd, F_GETFL)) == -1)
@@ -134,7 +135,7 @@ msg_hello(struct msg_chan *chan, uint32_t role)
 	struct msg_hello	hello;
 
 	memset(&hello, 0, sizeof(hello));
-	hello.version = MSG_VERSION;
+	hello.version = msg_version;
 	hello.role = role;
 	hello.pid = (uint32_t)getpid();
 	return msg_compose(chan, MSG_HELLO, 0, &hello, sizeof(hello), -1);
@@ -355,9 +356,10 @@ msg_recv(struct msg_chan *chan, struct msg *m)
 			goto fail;
 		}
 		memcpy(&hello, m->body, sizeof(hello));
-		if (hello.version != MSG_VERSION) {
+		if (hello.version < chan->hello_min ||
+		    hello.version > msg_version) {
 			msg_seterr(chan, "hello: version mismatch: peer %u, "
-			    "ours %u", hello.version, MSG_VERSION);
+			    "ours %u", hello.version, msg_version);
 			goto fail;
 		}
 		chan->peer = hello;

@@ -22,7 +22,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MSG_VERSION	1
+/*
+ * The version of the messages this source speaks, sent in HELLO.  2: the
+ * first that a parent can hand to the next one (docs/upgrade.md), with
+ * MSG_FINISH.  msg_version (version.c) is what a build speaks: the same,
+ * but in the test builds that stand for the next release.  A channel takes
+ * the peer's HELLO of a version from its hello_min to msg_version; a
+ * parent that adopts the workers of the program before it serves those of
+ * the version before its own (MSG_VERSION_OLDEST) for as long as they live.
+ */
+#define MSG_VERSION	2
+#define MSG_VERSION_OLDEST(v)	((v) - 1)	/* the oldest a parent of v serves */
+extern const uint32_t	msg_version;
 #define MSG_MAX_BODY	(32 * 1024)
 #define MSG_HELLO	1		/* reserved type, body struct msg_hello */
 
@@ -104,6 +115,7 @@ struct msg_chan {
 	int			 fd;		/* our end, non-blocking */
 	const struct msg_rules	*rules;		/* what we accept */
 	int			 hello_seen;	/* peer's MSG_HELLO received */
+	uint32_t		 hello_min;	/* oldest HELLO version taken */
 	struct msg_hello	 peer;		/* its content */
 	struct msg_outq		 outq;
 	size_t			 outq_len;	/* packets queued */

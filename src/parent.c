@@ -59,12 +59,12 @@
 
 static struct parent	*P;
 
-static int
+int
 conn_cmp(struct conn_rec *a, struct conn_rec *b)
 {
 	return a->id < b->id ? -1 : a->id > b->id;
 }
-RB_GENERATE_STATIC(conn_tree, conn_rec, entry, conn_cmp)
+RB_GENERATE(conn_tree, conn_rec, entry, conn_cmp)
 
 int
 relay_cmp(struct worker *a, struct worker *b)
@@ -84,138 +84,9 @@ static void	parent_route(struct parent *, struct conn_rec *,
 		    struct msg_conn_upgrade *, int);
 static void	parent_relay_unwatch(struct parent *, struct worker *);
 
-/* ---- resource limits ------------------------------------------------------ */
-
-/* A number from a /proc or /sys file, or -1. */
-static long long
-read_figure(const char *path)
-{
-	FILE		*f;
-	long long	 v = -1;
-
-	if ((f = fopen(path, "re")) == NULL)
-		return -1;
-	if (fscanf(f, "%lld", &v) != 1)
-		v = -1;
-	fclose(f);
-	return v;
-}
-
-/* This process's cgroup (v2) has pids.max tasks already: systemd TasksMax=. */
-static int
-cgroup_pids_full(void)
-{
-	FILE		*f;
-	char		 line[512], path[600];
-	long long	 max, cur;
-	size_t		 len;
-
-	if ((f = fopen("/proc/self/cgroup", "re")) == NULL)
-		return 0;
-	path[0] = '\0';
-	while (fgets(line, sizeof(line), f) != NULL)
-		if (strncmp(line, "0::", 3) == 0) {
-			len = strcspn(line + 3, "\n");
-			line[3 + len] = '\0';
-			snprintf(path, sizeof(path), "/sys/fs/cgroup%s/pids.max",
-			    line + 3);
-		}
-	fclose(f);
-	if (path[0] == '\0' || (max = read_figure(path)) <= 0)
-		return 0;	/* no file, or "max" */
-	len = strlen(path);
-	strlcpy(path + len - strlen("max"), "current", sizeof(path) - len + 3);
-	return (cur = read_figure(path)) >= 0 && cur >= max;
-}
-
-/*
- * Which limit a failed socketpair(), accept() or fork() ran into, by its
- * errno (CAPACITY in pyrelayd(8) says what to raise).  fork() says EAGAIN
- * for several: the figures that can be read tell which one is full.
- */
-const char *
-limit_name(int err)
-{
-	struct rlimit	rl;
-	char		buf[128];
-	long long	tasks = -1, v;
-	FILE		*f;
-
-	switch (err) {
-	case EMFILE:
-		return "RLIMIT_NOFILE";
-	case ENFILE:
-		return "fs.file-max";
-	case ENOMEM:
-		return "memory";
-	case EAGAIN:
-		break;
-	default:
-		return "none";
-	}
-	if (cgroup_pids_full())
-		return "pids.max";
-	/* the fourth field of /proc/loadavg: running/total tasks */
-	if ((f = fopen("/proc/loadavg", "re")) != NULL) {
-		if (fgets(buf, sizeof(buf), f) != NULL &&
-		    sscanf(buf, "%*s %*s %*s %*d/%lld", &tasks) != 1)
-			tasks = -1;
-		fclose(f);
-	}
-	if (tasks > 0 && (v = read_figure("/proc/sys/kernel/threads-max")) > 0 &&
-	    tasks + 16 >= v)
-		return "kernel.threads-max";
-	if (tasks > 0 && (v = read_figure("/proc/sys/kernel/pid_max")) > 0 &&
-	    tasks + 300 >= v)
-		return "kernel.pid_max";
-	/* root (CAP_SYS_RESOURCE) is not held to RLIMIT_NPROC */
-	if (geteuid() != 0 && getrlimit(RLIMIT_NPROC, &rl) == 0 &&
-	    rl.rlim_cur != RLIM_INFINITY)
-		return "RLIMIT_NPROC";
-	return "unknown";
-}
-
-/*
- * RLIMIT_NOFILE: the soft limit up to the hard one, for the parent holds
- * about one descriptor per server-id (pyrelayd(8), CAPACITY).  Workers
- * inherit it; each sets its own (sandbox.c).
- */
-static void
-parent_raise_nofile(struct parent *p)
-{
-	struct rlimit	rl;
-	long long	nr_open;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
-		return;
-	p->nofile_was = rl.rlim_cur;
-	if (rl.rlim_max == RLIM_INFINITY) {
-		/* the kernel refuses more than fs.nr_open */
-		nr_open = read_figure("/proc/sys/fs/nr_open");
-		rl.rlim_cur = nr_open > 0 ? (rlim_t)nr_open : 1048576;
-	} else
-		rl.rlim_cur = rl.rlim_max;
-	if (rl.rlim_cur > p->nofile_was && setrlimit(RLIMIT_NOFILE, &rl) == -1)
-		rl.rlim_cur = p->nofile_was;
-	p->nofile = rl.rlim_cur;
-	p->nofile_max = rl.rlim_max;
-}
-
-/* The listen backlog: the kernel's ceiling, net.core.somaxconn. */
-static int
-listen_backlog(void)
-{
-	long long	v;
-
-	/* unreadable (systemd ProcSubset=pid): the kernel caps INT_MAX to it */
-	if ((v = read_figure("/proc/sys/net/core/somaxconn")) <= 0 || v > INT_MAX)
-		return INT_MAX;
-	return (int)v;
-}
-
 /* ---- connection accounting ------------------------------------------- */
 
-static void
+void
 conn_set_owner(struct conn_rec *c, struct worker *w)
 {
 	if (c->owner != NULL)
@@ -329,12 +200,15 @@ static struct worker *
 parent_pick_front(struct parent *p)
 {
 	int	i;
-	struct worker *w;
+	struct worker *w, *r;
 
 	for (i = 0; i < p->nfronts; i++) {
 		w = p->fronts[(p->next_front + i) % p->nfronts];
 		if (w != NULL && !w->dead) {
 			p->next_front = (p->next_front + i + 1) % p->nfronts;
+			/* after an upgrade, until its fronts are up: the old ones */
+			if (!w->hello && (r = parent_stand_in(p)) != NULL)
+				return r;
 			return w;
 		}
 	}
@@ -546,13 +420,9 @@ parent_drain_relays(struct parent *p)
 }
 
 /*
- * <acme webroot>/.well-known/acme-challenge/<token>, opened so that no
- * symbolic link below the webroot is followed, not only the last one
- * (O_NOFOLLOW): whoever may write there (an ACME client's directories)
- * cannot make the parent, as root, serve a file from elsewhere.  The
- * webroot itself is the operator's path.  -1 with errno when it cannot.
+ * Reads what every front and every relay with something unread has sent
+ * (the fronts an upgrade replaced are watched with the relays).
  */
-/* Reads what every front and every relay with something unread has sent. */
 static void
 parent_drain_workers(struct parent *p)
 {
@@ -564,6 +434,13 @@ parent_drain_workers(struct parent *p)
 	parent_drain_relays(p);
 }
 
+/*
+ * <acme webroot>/.well-known/acme-challenge/<token>, opened so that no
+ * symbolic link below the webroot is followed, not only the last one
+ * (O_NOFOLLOW): whoever may write there (an ACME client's directories)
+ * cannot make the parent, as root, serve a file from elsewhere.  The
+ * webroot itself is the operator's path.  -1 with errno when it cannot.
+ */
 static int
 acme_open(const char *webroot, const char *token)
 {
@@ -886,6 +763,7 @@ parent_worker_free(struct parent *p, struct worker *w)
 		pool_schedule(p, 0);
 	parent_relay_unwatch(p, w);
 	parent_ctl_relay_gone(p, w);
+	parent_stand_in_gone(p, w);
 	parent_metrics_front_gone(p, w);
 	parent_metrics_relay_done(p, w);
 	parent_metrics_relay_gone(p, w);
@@ -963,6 +841,8 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 			parent_restart_spawner(-1, 0, p);
 			continue;
 		}
+		if (parent_upgrade_reaped(p, pid, status))
+			continue;
 		key.pid = pid;
 		if ((w = RB_FIND(worker_pids, &p->pids, &key)) == NULL)
 			continue;
@@ -970,7 +850,7 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 			snprintf(how, sizeof(how), "signal=%d", WTERMSIG(status));
 		else
 			snprintf(how, sizeof(how), "status=%d", WEXITSTATUS(status));
-		if (w->role == ROLE_RELAY && !w->pooled) {
+		if (w->role == ROLE_RELAY && !w->pooled && !w->pool_stopped) {
 			if (w->killed)
 				p->relay_exits[EXIT_KILLED]++;
 			else if (WIFSIGNALED(status))
@@ -982,15 +862,17 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 		}
 		/* a relay that exits 0 after RETIRE_OK (or at shutdown) is normal */
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
-		    (w->role == ROLE_RELAY || w->retired || p->stopping))
+		    (w->role == ROLE_RELAY || w->retired || w->finishing ||
+		    w->replaced || p->stopping))
 			log_info("event=%s_exited pid=%d server_id=%s %s%s",
 			    proc_role_name(w->role), (int)pid, w->sid[0] ? w->sid : "-", how,
-			    w->pooled ? " pooled=1" : "");
+			    w->pooled || w->pool_stopped ? " pooled=1" : "");
 		else
 			log_warnx("event=%s_exited pid=%d server_id=%s %s%s abnormal=1",
 			    proc_role_name(w->role), (int)pid, w->sid[0] ? w->sid : "-",
-			    how, w->pooled ? " pooled=1" : "");
-		if (w->role == ROLE_FRONT) {
+			    how, w->pooled || w->pool_stopped ? " pooled=1" : "");
+		/* a front replaced by an upgrade is not started again */
+		if (w->role == ROLE_FRONT && !w->finishing && !w->replaced) {
 			for (i = 0; i < p->nfronts; i++)
 				if (p->fronts[i] == w)
 					p->fronts[i] = NULL;
@@ -1118,33 +1000,42 @@ parent_accept(evutil_socket_t lfd, short ev, void *arg)
 	}
 }
 
+/*
+ * A listening socket for la: the one the image before held, after an
+ * upgrade (connections waiting in its queue are served), or a new one.
+ */
 static int
-parent_listen(struct listen_addr *la)
+parent_listen(struct listen_addr *la, char *err, size_t errlen)
 {
-	int	fd, one = 1;
-	char	name[128];
+	int		 fd, one = 1;
+	char		 name[128];
+	const char	*step;
 
+	if ((la->fd = parent_upgrade_listener(la)) != -1)
+		return 0;
 	listen_addr_print(la, name, sizeof(name));
 	fd = socket(la->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
-		log_warn("event=listen_failed addr=\"%s\" step=socket", name);
-		return -1;
+		step = "socket";
+		goto fail;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (la->ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&la->ss, la->sslen) == -1) {
-		log_warn("event=listen_failed addr=\"%s\" step=bind", name);
-		close(fd);
-		return -1;
-	}
-	if (listen(fd, listen_backlog()) == -1) {
-		log_warn("event=listen_failed addr=\"%s\" step=listen", name);
-		close(fd);
-		return -1;
-	}
+	step = "bind";
+	if (bind(fd, (struct sockaddr *)&la->ss, la->sslen) == -1)
+		goto fail;
+	step = "listen";
+	if (listen(fd, listen_backlog()) == -1)
+		goto fail;
 	la->fd = fd;
 	return 0;
+ fail:
+	snprintf(err, errlen, "listen on %s: %s: %s", name, step,
+	    strerror(errno));
+	if (fd != -1)
+		close(fd);
+	return -1;
 }
 
 static void
@@ -1155,11 +1046,14 @@ parent_open_listeners(struct parent *p)
 	struct listen_list	*lists[] = { &p->conf->listeners, &p->conf->metrics,
 	    &p->conf->agents };
 	size_t			 i;
+	char			 err[256];
 
 	for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
 		TAILQ_FOREACH(la, lists[i], entry) {
-			if (parent_listen(la) == -1)
-				exit(1);
+			if (parent_listen(la, err, sizeof(err)) == -1) {
+				parent_start_failed(err);
+				continue;	/* the way back does without it */
+			}
 			l = xcalloc(1, sizeof(*l));
 			l->la = la;
 			l->ev = event_new(p->base, la->fd, EV_READ | EV_PERSIST,
@@ -1348,10 +1242,13 @@ parent_resolve_self(struct parent *p)
 
 	char	*slash;
 
-	n = readlink("/proc/self/exe", p->self, sizeof(p->self) - 1);
-	if (n <= 0)
-		fatal("readlink /proc/self/exe");
-	p->self[n] = '\0';
+	/* after an upgrade, the path the program before executed */
+	if (!parent_upgrade_self(p)) {
+		n = readlink("/proc/self/exe", p->self, sizeof(p->self) - 1);
+		if (n <= 0)
+			fatal("readlink /proc/self/exe");
+		p->self[n] = '\0';
+	}
 	/*
 	 * The relay executable: beside this one (a build tree, or sbin and
 	 * libexec being one directory), else where make install put it.
@@ -1371,7 +1268,7 @@ void
 parent_main(struct config *conf, const struct parent_opts *opts)
 {
 	struct parent	*p;
-	char		 err[512];
+	char		 err[PATH_MAX + 512];
 	long		 ncpu;
 	int		 i;
 
@@ -1390,11 +1287,11 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	parent_raise_nofile(p);
 
 	p->root = geteuid() == 0;
-	p->uid = getuid();
-	p->gid = getgid();
-	if (sandbox_check(conf, &p->uid, &p->gid, err, sizeof(err)) == -1) {
-		fprintf(stderr, "pyrelayd: %s\n", err);
-		exit(1);
+	if (parent_upgrade_mode() != UPGRADE_BACK) {
+		p->uid = getuid();
+		p->gid = getgid();
+		if (sandbox_check(conf, &p->uid, &p->gid, err, sizeof(err)) == -1)
+			parent_start_failed(err);
 	}
 	/* compiled once here, loaded by each worker (docs/sandbox.md) */
 	for (i = ROLE_FRONT; i < ROLE_MAX; i++) {
@@ -1411,14 +1308,12 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 				p->tls = 1;
 	}
 	/* the certificate files are checked before anything starts */
-	if (p->tls && parent_send_tls(p, NULL, err, sizeof(err)) == -1) {
-		fprintf(stderr, "pyrelayd: %s\n", err);
-		exit(1);
-	}
+	if (p->tls && parent_send_tls(p, NULL, err, sizeof(err)) == -1)
+		parent_start_failed(err);
 	if (TAILQ_EMPTY(&conf->listeners)) {
-		fprintf(stderr, "pyrelayd: %s: no \"listen on\" statement\n",
+		snprintf(err, sizeof(err), "%s: no \"listen on\" statement",
 		    conf->path[0] ? conf->path : "configuration");
-		exit(1);
+		parent_start_failed(err);
 	}
 
 	signal(SIGPIPE, SIG_IGN);
@@ -1432,11 +1327,12 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	TAILQ_INIT(&p->metrics_reqs);
 	TAILQ_INIT(&p->cnt_recent);
 	TAILQ_INIT(&p->cnt_asked);
-	if (parent_ctl_open(p) == -1)
-		exit(1);
+	if (parent_ctl_open(p, err, sizeof(err)) == -1)
+		parent_start_failed(err);
 
 	if (!opts->foreground) {
-		if (daemon(1, 0) == -1)
+		/* an upgrade's image is the same process, detached already */
+		if (parent_upgrade_mode() == UPGRADE_NONE && daemon(1, 0) == -1)
 			fatal("daemon");
 		log_init(0, opts->verbose, "pyrelayd");
 	}
@@ -1457,22 +1353,36 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	p->ev_sigterm = evsignal_new(p->base, SIGTERM, parent_stop, p);
 	p->ev_sigint = evsignal_new(p->base, SIGINT, parent_stop, p);
 	p->ev_sighup = evsignal_new(p->base, SIGHUP, parent_reload, p);
+	p->ev_sigusr2 = evsignal_new(p->base, SIGUSR2, parent_upgrade_signal, p);
 	event_add(p->ev_sigchld, NULL);
 	event_add(p->ev_sigterm, NULL);
 	event_add(p->ev_sigint, NULL);
 	event_add(p->ev_sighup, NULL);
+	event_add(p->ev_sigusr2, NULL);
 
-	parent_start_spawner(p);
-	parent_push_init(p);
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	p->nfronts = conf->workers > 0 ? conf->workers : (ncpu > 0 ? ncpu : 1);
 	p->fronts = xcalloc(p->nfronts, sizeof(*p->fronts));
 	p->pool_starting_max = ncpu >= 4 ? ncpu / 2 : 1;
+	parent_push_init(p);
+	/* after an upgrade: what the image before held (docs/upgrade.md) */
+	parent_upgrade_adopt(p);
+	/*
+	 * The fronts from here, then the spawner: a start through a spawner
+	 * that is starting itself waits for it, and after an upgrade the
+	 * listeners would wait too.
+	 */
 	for (i = 0; i < p->nfronts; i++) {
+		if (p->fronts[i] != NULL)
+			continue;	/* kept on the way back of an upgrade */
 		if ((p->fronts[i] = parent_spawn(p, ROLE_FRONT, NULL)) == NULL)
 			fatalx("parent: cannot start the fronts");
 		p->fronts[i]->front_slot = i;
 	}
+	/* the push process likewise, before the spawner */
+	parent_push_start(p);
+	parent_start_spawner(p);
+	parent_fronts_ready(p);
 	{
 		struct listener	*l;
 		char		 name[128];
@@ -1480,11 +1390,13 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 		TAILQ_FOREACH(l, &p->listeners, entry) {
 			event_add(l->ev, NULL);
 			listen_addr_print(l->la, name, sizeof(name));
-			log_info("event=listening addr=\"%s\"%s", name,
-			    l->la->flags & LISTEN_METRICS ? " metrics=1" :
-			    l->la->flags & LISTEN_AGENT ? " agent=1" : "");
+			if (parent_upgrade_mode() == UPGRADE_NONE)
+				log_info("event=listening addr=\"%s\"%s", name,
+				    l->la->flags & LISTEN_METRICS ? " metrics=1" :
+				    l->la->flags & LISTEN_AGENT ? " agent=1" : "");
 		}
 	}
+	parent_upgrade_done(p);
 	event_base_dispatch(p->base);
 	exit(0);
 }

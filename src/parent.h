@@ -74,6 +74,7 @@ struct worker {
 	int			 killed;	/* by us, for a bad message */
 	int			 retired;	/* relays: RETIRE seen; push: PUSH_RETIRE sent */
 	int			 pooled;	/* relays: in the pool, no server-id yet */
+	int			 pool_stopped;	/* relays: stopped while pooled */
 	TAILQ_ENTRY(worker)	 pool_entry;	/* the pool, while pooled */
 	int			 hello;
 	struct msg_chan		 chan;
@@ -92,6 +93,10 @@ struct worker {
 	int			 cnt_asked;	/* relays: a scrape waits for it */
 	TAILQ_ENTRY(worker)	 ask_entry;	/* in parent.cnt_asked, while so */
 	int			 watched;	/* relays: channel in relay_ep */
+	int			 finishing;	/* fronts: replaced, told MSG_FINISH */
+	int			 replaced;	/* fronts: of the image before an
+						 * upgrade, serving until the new
+						 * ones are up (docs/upgrade.md) */
 };
 TAILQ_HEAD(worker_list, worker);
 
@@ -174,6 +179,9 @@ struct parent {
 	struct refusals		 refused[REFUSED_MAX];
 	struct worker		**fronts;
 	int			 nfronts;
+	/* after an upgrade, until its own fronts are up: the replaced ones */
+	struct worker		**stand_ins;
+	int			 nstand_ins, next_stand_in;
 	int			 next_front;
 	int			 ready;
 	struct conn_tree	 conns;
@@ -190,6 +198,7 @@ struct parent {
 	int			 draining;	/* pyrelayctl drain (docs/scaling.md) */
 	struct event		*ev_drain;
 	struct event		*ev_sigchld, *ev_sigterm, *ev_sigint, *ev_sighup;
+	struct event		*ev_sigusr2;	/* upgrade (docs/upgrade.md) */
 	struct event		*ev_respawn;
 	int64_t			 respawn_ms;	/* current backoff */
 	/* /metrics: relays' counters summed, plus what the parent sees */
@@ -212,19 +221,36 @@ struct parent {
 	uint64_t		 ctl_next_req;
 };
 
+struct ustate;
+struct us_address;
+struct us_ctl_client;
+struct us_refusal;
+struct us_push;
+struct us_push_values;
+
+int	conn_cmp(struct conn_rec *, struct conn_rec *);
+RB_PROTOTYPE(conn_tree, conn_rec, entry, conn_cmp)
 int	relay_cmp(struct worker *, struct worker *);
 RB_PROTOTYPE(relay_map, worker, map, relay_cmp)
 int	pid_cmp(struct worker *, struct worker *);
 RB_PROTOTYPE(worker_pids, worker, bypid, pid_cmp)
 
+/* parent_limits.c */
+/* Which limit a failed socketpair(), accept() or fork() ran into (errno). */
+const char	*limit_name(int);
+/* RLIMIT_NOFILE's soft limit up to the hard one (pyrelayd(8), CAPACITY). */
+void	parent_raise_nofile(struct parent *);
+/* The listen backlog: net.core.somaxconn. */
+int	listen_backlog(void);
+
 /* parent.c */
 /* What the parent takes from a front, from a relay (docs/messages.md). */
 extern const struct msg_rules	parent_from_front, parent_from_relay;
-/* Which limit a failed socketpair(), accept() or fork() ran into (errno). */
-const char	*limit_name(int);
 void	parent_worker_read(evutil_socket_t, short, void *);
 void	parent_worker_write(evutil_socket_t, short, void *);
 void	parent_worker_flush(struct worker *);
+/* c's holder is w now (NULL: the parent itself). */
+void	conn_set_owner(struct conn_rec *c, struct worker *w);
 /* A worker broke the rules: SIGKILL, logged with why; reaping does the rest. */
 void	parent_worker_kill(struct parent *, struct worker *, const char *why);
 /* Checks the certificate and key (w == NULL), or sends them to front w. */
@@ -253,6 +279,28 @@ void	parent_restart_spawner(evutil_socket_t, short, void *);
 struct worker	*parent_spawn(struct parent *, enum proc_role, const char *sid);
 /* A worker's HELLO: its start is over. */
 void	parent_worker_ready(struct parent *, struct worker *);
+/*
+ * A worker record for a child on its channel fd (-1: one only waiting to
+ * be reaped), in the lists, its channel read: one just started, or one
+ * adopted from the image before (parent_adopt.c).
+ */
+struct worker	*parent_worker_new(struct parent *, enum proc_role, pid_t,
+	    int fd, const char *sid);
+/* What the parent takes from a worker of this role and message version. */
+const struct msg_rules	*parent_worker_rules(enum proc_role, uint32_t version);
+/*
+ * Every front slot holds a front that said HELLO: the daemon is ready, and
+ * the fronts an upgrade replaced are told to finish.
+ */
+void	parent_fronts_ready(struct parent *);
+/*
+ * Where a connection goes while a front slot's front is still starting
+ * after an upgrade: a front of the image before, or NULL.
+ */
+struct worker	*parent_stand_in(struct parent *);
+void	parent_stand_in_gone(struct parent *, struct worker *);
+/* A pooled relay is stopped (SIGTERM), out of the pool. */
+void	pool_stop(struct parent *, struct worker *);
 void	pool_schedule(struct parent *, int64_t ms);
 void	pool_fill(evutil_socket_t, short, void *);
 void	pool_remove(struct parent *, struct worker *);
@@ -283,6 +331,12 @@ int	admit_upgrade(struct parent *, struct ip_rec *, int kind);
 int	admit_claim(struct parent *, const char *sid);
 /* 1 when one more relay process fits under max relays; claim: count a refusal */
 int	admit_relay(struct parent *, int claim);
+/* The upgrade (parent_adopt.c): the buckets into the state, and back. */
+void	admit_save(struct parent *, struct ustate *);
+void	admit_save_refusals(const struct parent *, struct us_refusal *);
+void	admit_adopt_refusals(struct parent *, const struct us_refusal *);
+const char	*admit_adopt(struct parent *, const struct us_address *);
+struct ip_rec	*admit_find(struct parent *, const struct addr_bucket *);
 
 /* parent_metrics.c */
 void	parent_health(struct parent *, struct worker *, struct msg *);
@@ -294,11 +348,15 @@ void	parent_metrics_relay_done(struct parent *, struct worker *);
 void	parent_metrics_counted(struct parent *, struct worker *);
 void	parent_metrics_relay_gone(struct parent *, struct worker *);
 void	parent_metrics_front_gone(struct parent *, struct worker *);
+/* Answers the /metrics requests waiting for relays with what is known now. */
+void	parent_metrics_flush(struct parent *);
 /* Adds a relay's RELAY_COUNTERS (checked: msg_relay_counters_check). */
 void	parent_add_counters(struct parent *, const struct relay_counters *);
 
 /* parent_push.c: the push process and the wakes in flight (docs/push.md) */
 void	parent_push_init(struct parent *);
+/* The first push process, or after an upgrade the next (docs/upgrade.md). */
+void	parent_push_start(struct parent *);
 /* After a reload: the running push settings become those of nc. */
 void	parent_push_settings(struct config *running, const struct config *nc);
 /* After a reload: a push process with the key and settings read again. */
@@ -311,14 +369,64 @@ void	parent_push_ready(struct parent *, struct worker *);
 void	parent_push_wake(void *, struct msg *);
 void	parent_push_exited(struct parent *, struct worker *);
 void	parent_push_metrics(struct parent *, struct msg_metrics *);
+/* The upgrade (parent_adopt.c): the counters, each push process and its wakes. */
+void	parent_push_save_values(const struct parent *, struct us_push_values *);
+void	parent_push_adopt_values(struct parent *, const struct us_push_values *);
+void	parent_push_save(const struct parent *, const struct worker *,
+	    uint32_t index, struct ustate *);
+void	parent_push_adopt(struct parent *, struct worker *,
+	    const struct us_push *, int back);
 
 /* parent_ctl.c */
-int	parent_ctl_open(struct parent *);
+int	parent_ctl_open(struct parent *, char *err, size_t errlen);
 void	parent_ctl_close(struct parent *);
 void	parent_ctl_error_line(struct ctl_client *, const char *);
 /* a relay's answer to MSG_CTL_SHOW, or its death (m == NULL) */
 void	parent_ctl_relay_phone(struct parent *, struct worker *, struct msg *);
 void	parent_ctl_relay_gone(struct parent *, struct worker *);
+/* The answer to c: its first line ("ok", "error: ..."), then rest (or NULL). */
+void	parent_ctl_answer(struct ctl_client *c, const char *first,
+	    const char *rest);
+/* The upgrade: the clients into the state (upgrader: the one that asked). */
+void	parent_ctl_save(struct parent *, struct ustate *,
+	    const struct ctl_client *upgrader);
+/* A client from the state; NULL when it is dropped, else it, served. */
+struct ctl_client	*parent_ctl_adopt(struct parent *,
+	    const struct us_ctl_client *, const unsigned char *tail);
+
+/* parent_upgrade.c: pyrelayctl upgrade and SIGUSR2 (docs/upgrade.md) */
+/* ctl: who asked, answered when it fails or is done (NULL: SIGUSR2) */
+void	parent_upgrade_start(struct parent *, struct ctl_client *ctl);
+void	parent_upgrade_signal(evutil_socket_t, short, void *);
+/* 1 when pid was the check of a new program this parent ran */
+int	parent_upgrade_reaped(struct parent *, pid_t, int status);
+/* What this image is: started, executed by an upgrade, or the way back. */
+enum upgrade_mode { UPGRADE_NONE = 0, UPGRADE_IN, UPGRADE_BACK };
+/* In main(): reads the state when this image is an upgrade's; its mode. */
+int	parent_upgrade_begin(const struct parent_opts *);
+int	parent_upgrade_mode(void);
+/* The way back: the configuration that ran (the file may not parse now). */
+struct config	*parent_upgrade_config(void);
+/*
+ * A start that cannot go on: exit 1 with the reason on stderr; in an
+ * upgrade's new image, back to the program before; on the way back, on
+ * without it (logged).
+ */
+void	parent_start_failed(const char *err);
+/* Goes back to the program before, which logs reason; never returns. */
+void	parent_upgrade_back(const char *reason) __attribute__((__noreturn__));
+/* p->self (and on the way back the user) from the state: 1, or 0 */
+int	parent_upgrade_self(struct parent *);
+/* A listening socket of the image before for la's address, or -1. */
+int	parent_upgrade_listener(const struct listen_addr *la);
+/* The control socket of the image before, when it is at path, or -1. */
+int	parent_upgrade_control(const char *path);
+/* Takes over the workers, connections, admission state, counters, clients. */
+void	parent_upgrade_adopt(struct parent *);
+/* The fronts are started, the listeners on: the way back answers who asked. */
+void	parent_upgrade_done(struct parent *);
+/* The new fronts are up: answers who asked, logs. */
+void	parent_upgrade_ready(struct parent *);
 
 /* Runs the supervisor with a parsed configuration; never returns. */
 void	parent_main(struct config *, const struct parent_opts *)

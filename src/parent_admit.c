@@ -23,6 +23,7 @@
 #include "addr_bucket.h"
 #include "parent.h"
 #include "pyrelayd.h"
+#include "upgrade_state.h"
 
 #define IP_SWEEP_MS		5000	/* how often idle addresses are forgotten */
 #define IP_IDLE_MAX		65536	/* idle addresses kept at most (see ip_sweep) */
@@ -216,8 +217,7 @@ refusal(struct parent *p, enum refusal_kind kind)
 	}
 	if (evtimer_pending(r->ev, NULL))
 		return;
-	tv.tv_sec = wait / 1000;
-	tv.tv_usec = (wait % 1000) * 1000;
+	tv = ms_timeval(wait);
 	evtimer_add(r->ev, &tv);
 }
 
@@ -325,6 +325,108 @@ admit_relay(struct parent *p, int claim)
 	if (claim)
 		refusal(p, REFUSED_RELAY_CAP);
 	return 0;
+}
+
+/* ---- the upgrade (docs/upgrade.md) ---------------------------------------- */
+
+/* Each bucket's rate limit; the live counts follow from the connections. */
+void
+admit_save(struct parent *p, struct ustate *us)
+{
+	struct ip_rec		*ip;
+	struct us_address	 a;
+
+	RB_FOREACH(ip, ip_tree, &p->ips) {
+		memset(&a, 0, sizeof(a));
+		a.key = ip->key;
+		a.tokens = ip->tokens;
+		a.refill_ms = ip->refill_ms;
+		ustate_add(us, US_ADDRESS, &a, sizeof(a), NULL, 0);
+	}
+}
+
+/*
+ * The refusals of each kind: their counts (which /metrics shows, and
+ * which never go back) and what the next line of the kind says.
+ */
+void
+admit_save_refusals(const struct parent *p, struct us_refusal *out)
+{
+	const struct refusals	*r;
+	int			 i;
+
+	_Static_assert(US_REFUSAL_KINDS == REFUSED_MAX, "one record a kind");
+	for (i = 0; i < REFUSED_MAX; i++) {
+		r = &p->refused[i];
+		memset(&out[i], 0, sizeof(out[i]));
+		out[i].total = r->total;
+		out[i].unlogged = r->unlogged;
+		out[i].logged_ms = r->logged_ms;
+		out[i].last = r->last;
+		out[i].endpoint = r->endpoint;
+		out[i].live = r->live;
+		out[i].ip_live = r->ip_live;
+		strlcpy(out[i].server_id, r->server_id,
+		    sizeof(out[i].server_id));
+	}
+}
+
+/*
+ * Back from the state (checked: adopt_read_parent).  The refusals not yet
+ * logged get their line when their second ends, from this image: the
+ * timer is armed now, and nothing is logged before the commit.
+ */
+void
+admit_adopt_refusals(struct parent *p, const struct us_refusal *in)
+{
+	struct refusals	*r;
+	struct timeval	 tv;
+	int64_t		 wait;
+	int		 i;
+
+	for (i = 0; i < REFUSED_MAX; i++) {
+		r = &p->refused[i];
+		r->total = in[i].total;
+		r->unlogged = in[i].unlogged;
+		r->logged_ms = in[i].logged_ms;
+		r->last = in[i].last;
+		r->endpoint = in[i].endpoint;
+		r->live = in[i].live;
+		r->ip_live = in[i].ip_live;
+		strlcpy(r->server_id, in[i].server_id, sizeof(r->server_id));
+		if (r->unlogged == 0)
+			continue;
+		wait = r->logged_ms + REFUSAL_LOG_MS - now_ms();
+		/* (below 0: at once) */
+		tv = ms_timeval(wait > REFUSAL_LOG_MS ? REFUSAL_LOG_MS : wait);
+		evtimer_add(r->ev, &tv);
+	}
+}
+
+const char *
+admit_adopt(struct parent *p, const struct us_address *a)
+{
+	struct ip_rec	*ip;
+
+	ip = xcalloc(1, sizeof(*ip));
+	ip->key = a->key;
+	ip->tokens = a->tokens;
+	ip->refill_ms = a->refill_ms;
+	if (RB_INSERT(ip_tree, &p->ips, ip) != NULL) {
+		free(ip);
+		return "two records of one address";
+	}
+	p->nips++;
+	return NULL;
+}
+
+struct ip_rec *
+admit_find(struct parent *p, const struct addr_bucket *key)
+{
+	struct ip_rec	k;
+
+	k.key = *key;
+	return RB_FIND(ip_tree, &p->ips, &k);
 }
 
 void

@@ -23,8 +23,7 @@
 
 #include "control.h"
 #include "parent.h"
-
-#define CTL_OUT_MAX	(4 * 1024 * 1024)	/* an answer is bounded too */
+#include "upgrade_state.h"
 
 struct ctl_client {
 	TAILQ_ENTRY(ctl_client)	 entry;
@@ -158,7 +157,8 @@ ctl_show_summary(struct parent *p, struct ctl_client *c)
 	TAILQ_FOREACH(w, &p->workers, entry) {
 		if (w->role == ROLE_RELAY && !w->pooled)
 			relays++;
-		else if (w->role == ROLE_FRONT && !w->dead)
+		else if (w->role == ROLE_FRONT && !w->dead && !w->finishing &&
+		    !w->replaced)
 			fronts++;
 	}
 	ctl_printf(c, "ok\nversion %s\nuptime_seconds %lld\nconnections %u\n"
@@ -167,7 +167,7 @@ ctl_show_summary(struct parent *p, struct ctl_client *c)
 	    "fronts %d\naddresses %llu\n"
 	    "ktls %s\ntls_handoffs_ktls %llu\ntls_handoffs_pump %llu\n"
 	    "draining %s\n",
-	    PACKAGE_VERSION, (long long)(now_ms() - p->started_ms) / 1000,
+	    pyrelayd_version, (long long)(now_ms() - p->started_ms) / 1000,
 	    p->live, (unsigned long long)p->binaries,
 	    (unsigned long long)p->phones, relays, p->npool_ready,
 	    p->nrelays, p->conf->max_relays, fronts,
@@ -355,7 +355,20 @@ ctl_execute(struct parent *p, struct ctl_client *c)
 	case CTL_UNDRAIN:
 		ctl_drain(p, c, cmd.verb == CTL_DRAIN);
 		break;
+	case CTL_UPGRADE:
+		/* answered when the upgrade is done or refused, maybe by the next image */
+		evtimer_del(c->ev_timer);
+		parent_upgrade_start(p, c);
+		return;
 	}
+	ctl_client_finish(c);
+}
+
+void
+parent_ctl_answer(struct ctl_client *c, const char *first, const char *rest)
+{
+	c->outlen = 0;
+	ctl_printf(c, "%s\n%s", first, rest != NULL ? rest : "");
 	ctl_client_finish(c);
 }
 
@@ -398,6 +411,23 @@ ctl_client_timeout(evutil_socket_t fd, short ev, void *arg)
 	ctl_client_finish(c);
 }
 
+static struct ctl_client *
+ctl_client_new(struct parent *p, int fd)
+{
+	struct ctl_client	*c;
+
+	c = xcalloc(1, sizeof(*c));
+	c->p = p;
+	c->fd = fd;
+	c->ev_read = event_new(p->base, fd, EV_READ | EV_PERSIST, ctl_client_read, c);
+	c->ev_write = event_new(p->base, fd, EV_WRITE, ctl_client_write, c);
+	c->ev_timer = evtimer_new(p->base, ctl_client_timeout, c);
+	if (c->ev_read == NULL || c->ev_write == NULL || c->ev_timer == NULL)
+		fatalx("control: event_new");
+	TAILQ_INSERT_TAIL(&p->ctl_clients, c, entry);
+	return c;
+}
+
 static void
 ctl_accept(evutil_socket_t lfd, short ev, void *arg)
 {
@@ -411,21 +441,87 @@ ctl_accept(evutil_socket_t lfd, short ev, void *arg)
 			log_warn("event=control_accept_failed");
 		return;
 	}
-	c = xcalloc(1, sizeof(*c));
-	c->p = p;
-	c->fd = fd;
-	c->ev_read = event_new(p->base, fd, EV_READ | EV_PERSIST, ctl_client_read, c);
-	c->ev_write = event_new(p->base, fd, EV_WRITE, ctl_client_write, c);
-	c->ev_timer = evtimer_new(p->base, ctl_client_timeout, c);
-	if (c->ev_read == NULL || c->ev_write == NULL || c->ev_timer == NULL)
-		fatalx("control: event_new");
-	TAILQ_INSERT_TAIL(&p->ctl_clients, c, entry);
+	c = ctl_client_new(p, fd);
 	event_add(c->ev_read, NULL);
 	evtimer_add(c->ev_timer, &tv);
 }
 
+/*
+ * The upgrade (docs/upgrade.md): each client as it stands.  One that
+ * waited for a relay's answer gets an error from the next image; the
+ * client that asked for the upgrade, its answer.
+ */
+void
+parent_ctl_save(struct parent *p, struct ustate *us,
+    const struct ctl_client *upgrader)
+{
+	struct ctl_client	*c;
+	struct us_ctl_client	 r;
+	const char		*tail;
+
+	TAILQ_FOREACH(c, &p->ctl_clients, entry) {
+		memset(&r, 0, sizeof(r));
+		tail = NULL;
+		r.fd = c->fd;
+		if (c == upgrader)
+			r.what = US_CTL_UPGRADER;
+		else if (c->waiting != NULL)
+			r.what = US_CTL_WAITING;
+		else if (event_pending(c->ev_read, EV_READ, NULL)) {
+			r.what = US_CTL_READING;
+			r.inlen = c->inlen;
+			tail = c->in;
+		} else {
+			r.what = US_CTL_WRITING;
+			r.outlen = c->outlen - c->outoff;
+			tail = c->out + c->outoff;
+		}
+		ustate_add(us, US_CTL_CLIENT, &r, sizeof(r), tail,
+		    (size_t)r.inlen + r.outlen);
+		ustate_keep(us, c->fd);
+	}
+}
+
+struct ctl_client *
+parent_ctl_adopt(struct parent *p, const struct us_ctl_client *r,
+    const unsigned char *tail)
+{
+	struct ctl_client	*c;
+	struct timeval		 tv = ms_timeval(CTL_TIMEOUT_MS);
+
+	c = ctl_client_new(p, r->fd);
+	switch (r->what) {
+	case US_CTL_READING:
+		memcpy(c->in, tail, r->inlen);
+		c->inlen = r->inlen;
+		event_add(c->ev_read, NULL);
+		evtimer_add(c->ev_timer, &tv);
+		break;
+	case US_CTL_WRITING:
+		if (r->outlen > 0) {
+			c->out = xmalloc(r->outlen);
+			memcpy(c->out, tail, r->outlen);
+			c->outlen = c->outcap = r->outlen;
+		}
+		event_add(c->ev_write, NULL);
+		break;
+	case US_CTL_WAITING:
+		ctl_error(c, "the daemon was upgraded meanwhile: ask again");
+		event_add(c->ev_write, NULL);
+		break;
+	default:
+		/* the upgrader: answered once the new image serves */
+		break;
+	}
+	return c;
+}
+
+/*
+ * The control socket: the image before's, after an upgrade, or a new one.
+ * -1 with the reason in err.
+ */
 int
-parent_ctl_open(struct parent *p)
+parent_ctl_open(struct parent *p, char *err, size_t errlen)
 {
 	struct sockaddr_un	 sun;
 	struct stat		 st;
@@ -434,53 +530,56 @@ parent_ctl_open(struct parent *p)
 	int			 fd;
 
 	p->ctl_fd = -1;
+	if ((fd = parent_upgrade_control(path)) != -1)
+		goto listening;
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	if (strlcpy(sun.sun_path, path, sizeof(sun.sun_path)) >= sizeof(sun.sun_path)) {
-		fprintf(stderr, "pyrelayd: control socket \"%s\": path too long\n", path);
+		snprintf(err, errlen, "control socket \"%s\": path too long", path);
 		return -1;
 	}
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) == -1) {
-		fprintf(stderr, "pyrelayd: control socket: %s\n", strerror(errno));
+		snprintf(err, errlen, "control socket: %s", strerror(errno));
 		return -1;
 	}
 	/* a live daemon answers on it; a stale socket file is replaced */
 	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
-		fprintf(stderr, "pyrelayd: control socket \"%s\": in use by a running "
-		    "pyrelayd\n", path);
+		snprintf(err, errlen, "control socket \"%s\": in use by a running "
+		    "pyrelayd", path);
 		close(fd);
 		return -1;
 	}
 	close(fd);
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
-			fprintf(stderr, "pyrelayd: control socket \"%s\": exists and is "
-			    "not a socket\n", path);
+			snprintf(err, errlen, "control socket \"%s\": exists and is "
+			    "not a socket", path);
 			return -1;
 		}
 		unlink(path);
 	}
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) == -1) {
-		fprintf(stderr, "pyrelayd: control socket: %s\n", strerror(errno));
+		snprintf(err, errlen, "control socket: %s", strerror(errno));
 		return -1;
 	}
 	/* created 0600 from the start: no window where others may connect */
 	old = umask(0177);
 	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
 		umask(old);
-		fprintf(stderr, "pyrelayd: control socket \"%s\": %s\n", path,
+		snprintf(err, errlen, "control socket \"%s\": %s", path,
 		    strerror(errno));
 		close(fd);
 		return -1;
 	}
 	umask(old);
 	if (listen(fd, 16) == -1) {
-		fprintf(stderr, "pyrelayd: control socket \"%s\": %s\n", path,
+		snprintf(err, errlen, "control socket \"%s\": %s", path,
 		    strerror(errno));
 		close(fd);
 		unlink(path);
 		return -1;
 	}
+ listening:
 	p->ctl_fd = fd;
 	p->ev_ctl = event_new(p->base, fd, EV_READ | EV_PERSIST, ctl_accept, p);
 	if (p->ev_ctl == NULL)

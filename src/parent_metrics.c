@@ -71,6 +71,13 @@ parent_metrics_answer(struct parent *p)
 }
 
 void
+parent_metrics_flush(struct parent *p)
+{
+	if (!TAILQ_EMPTY(&p->metrics_reqs))
+		parent_metrics_answer(p);
+}
+
+void
 parent_metrics_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	parent_metrics_answer(arg);

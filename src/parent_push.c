@@ -9,7 +9,9 @@
  * wakes once it is sandboxed, the old one finishes what it holds) after a
  * reload, every PUSH_RENEW_MS (its addresses are resolved again) and when
  * it cannot reach an endpoint; one that dies is restarted, and the wakes
- * that arrive meanwhile are dropped and counted.
+ * that arrive meanwhile are dropped and counted.  An upgrade carries the
+ * push processes and their wakes over to the next image, which replaces
+ * them in the same way (parent_push_save, parent_push_adopt).
  */
 #include "config.h"
 
@@ -28,6 +30,7 @@
 #include "proto.h"
 #include "push.h"
 #include "pyrelayd.h"
+#include "upgrade_state.h"
 
 #define PUSH_RESTART_MS		100		/* first restart after a death */
 #define PUSH_RESTART_MAX_MS	30000		/* for one that keeps dying */
@@ -207,7 +210,6 @@ parent_push_init(struct parent *p)
 	if ((pp->ev_start = evtimer_new(p->base, push_start_cb, p)) == NULL ||
 	    (pp->ev_renew = evtimer_new(p->base, push_renew, p)) == NULL)
 		fatalx("parent: evtimer_new");
-	push_start(p);
 }
 
 void
@@ -257,6 +259,34 @@ parent_push_reload(struct parent *p)
 	if (pp->next != NULL)
 		push_retire(pp->next);
 	pp->next = NULL;
+}
+
+/*
+ * At a start, the first push process.  After an upgrade (docs/upgrade.md)
+ * the push processes of the image before were adopted with the wakes they
+ * hold: as after a reload, one started from the program now installed
+ * takes the wakes once it is sandboxed, and the adopted one finishes what
+ * it holds, then exits.  The way back keeps the adopted ones as they were.
+ */
+void
+parent_push_start(struct parent *p)
+{
+	struct parent_push	*pp = p->push;
+
+	switch (parent_upgrade_mode()) {
+	case UPGRADE_IN:
+		parent_push_reload(p);
+		break;
+	case UPGRADE_BACK:
+		if (pp->cur != NULL && !pp->cur->dead)
+			push_timer(pp->ev_renew, PUSH_RENEW_MS);
+		else if (pp->cur == NULL && pp->next == NULL)
+			push_start(p);
+		/* else a dead one's reaping starts the next */
+		break;
+	default:
+		push_start(p);
+	}
 }
 
 /* The new push process is sandboxed: it takes the wakes from now on. */
@@ -428,6 +458,98 @@ static const struct msg_rule push_rows[] = {
 };
 const struct msg_rules parent_from_push =
     MSG_RULES(ROLE_PUSH, ROLE_PARENT, push_rows);
+
+/* ---- the upgrade (docs/upgrade.md) ---------------------------------------- */
+
+void
+parent_push_save_values(const struct parent *p, struct us_push_values *v)
+{
+	const struct parent_push	*pp = p->push;
+
+	_Static_assert(sizeof(v->outcomes) == sizeof(pp->outcomes),
+	    "every outcome");
+	memset(v, 0, sizeof(*v));
+	v->seq = pp->seq;
+	memcpy(v->outcomes, pp->outcomes, sizeof(v->outcomes));
+	v->started_ms = pp->started_ms;
+	v->backoff_ms = pp->backoff_ms;
+	v->again = pp->again;
+	v->drop_logged = pp->drop_logged;
+}
+
+void
+parent_push_adopt_values(struct parent *p, const struct us_push_values *v)
+{
+	struct parent_push	*pp = p->push;
+
+	pp->seq = v->seq;
+	memcpy(pp->outcomes, v->outcomes, sizeof(pp->outcomes));
+	pp->started_ms = v->started_ms;
+	pp->backoff_ms = v->backoff_ms;
+	pp->again = v->again != 0;
+	pp->drop_logged = v->drop_logged != 0;
+}
+
+/* Push process w's record, index its US_WORKER's: its part, its wakes. */
+void
+parent_push_save(const struct parent *p, const struct worker *w,
+    uint32_t index, struct ustate *us)
+{
+	const struct parent_push	*pp = p->push;
+	struct us_push			*r;
+	struct us_push_wake		*uw;
+	int				 i;
+
+	_Static_assert(sizeof(uw->hash) > PUSH_HASH_LEN, "the hash fits");
+	r = xcalloc(1, sizeof(*r));
+	r->worker = index;
+	r->part = w == pp->cur ? US_PUSH_CURRENT : w == pp->next ?
+	    US_PUSH_NEXT : US_PUSH_RETIRING;
+	for (i = 0; i < PUSH_IN_FLIGHT_MAX; i++) {
+		if (pp->wakes[i].id == 0 || pp->wakes[i].w != w)
+			continue;
+		uw = &r->wakes[r->nwakes++];
+		uw->id = pp->wakes[i].id;
+		uw->started_ms = pp->wakes[i].started_ms;
+		strlcpy(uw->sid, pp->wakes[i].sid, sizeof(uw->sid));
+		strlcpy(uw->hash, pp->wakes[i].hash, sizeof(uw->hash));
+	}
+	ustate_add(us, US_PUSH, r, sizeof(*r), NULL, 0);
+	free(r);
+}
+
+/*
+ * Push process w from the state (checked: adopt_read_push), with the
+ * wakes it holds, whose PUSH_DONE this image counts.  One that was
+ * starting is the next only on the way back: after an upgrade it is of
+ * the program before, and is retired once it says HELLO
+ * (parent_push_ready), as a new one is started.
+ */
+void
+parent_push_adopt(struct parent *p, struct worker *w, const struct us_push *r,
+    int back)
+{
+	struct parent_push	*pp = p->push;
+	struct push_inflight	*f;
+	uint32_t		 i;
+	int			 j;
+
+	if (r->part == US_PUSH_CURRENT)
+		pp->cur = w;
+	else if (r->part == US_PUSH_NEXT && back)
+		pp->next = w;
+	for (i = 0; i < r->nwakes && pp->nwakes < PUSH_IN_FLIGHT_MAX; i++) {
+		for (j = 0; pp->wakes[j].id != 0; j++)
+			;
+		f = &pp->wakes[j];
+		f->id = r->wakes[i].id;
+		f->w = w;
+		f->started_ms = r->wakes[i].started_ms;
+		strlcpy(f->sid, r->wakes[i].sid, sizeof(f->sid));
+		strlcpy(f->hash, r->wakes[i].hash, sizeof(f->hash));
+		pp->nwakes++;
+	}
+}
 
 void
 parent_push_metrics(struct parent *p, struct msg_metrics *mm)

@@ -258,8 +258,9 @@ parent_start_process(struct parent *p, const char *path, char **argv, int fd)
 }
 
 /*
- * The spawner, started first, while the parent holds few descriptors.
- * Without one (it could not start), workers start from the parent.
+ * The spawner, started after the fronts (the parent starts those itself),
+ * and again after an upgrade.  Without one (it could not start), workers
+ * start from the parent.
  */
 void
 parent_start_spawner(struct parent *p)
@@ -321,6 +322,61 @@ parent_restart_spawner(evutil_socket_t fd, short ev, void *arg)
 	evtimer_add(p->ev_spawner, &tv);
 }
 
+/*
+ * What the parent takes from a worker, by its role and the message
+ * version of its HELLO (docs/upgrade.md, "Versions"): a version the
+ * parent serves whose messages differ from its own keeps its table here,
+ * for as long as workers of that version may live.  None differs yet.
+ */
+const struct msg_rules *
+parent_worker_rules(enum proc_role role, uint32_t version)
+{
+	return role == ROLE_FRONT ? &parent_from_front :
+	    role == ROLE_PUSH ? &parent_from_push : &parent_from_relay;
+}
+
+struct worker *
+parent_worker_new(struct parent *p, enum proc_role role, pid_t pid, int fd,
+    const char *sid)
+{
+	struct worker	*w;
+
+	w = xcalloc(1, sizeof(*w));
+	w->role = role;
+	w->pid = pid;
+	w->front_slot = -1;
+	if (role == ROLE_RELAY)
+		p->nrelays++;
+	/* reaping finds it by pid */
+	RB_INSERT(worker_pids, &p->pids, w);
+	w->started_ms = now_ms();
+	TAILQ_INIT(&w->conns);
+	if (sid != NULL)
+		strlcpy(w->sid, sid, sizeof(w->sid));
+	if (fd == -1) {
+		/* one the image before had lost: only its end is left to see */
+		w->dead = 1;
+		w->chan.fd = -1;
+		TAILQ_INIT(&w->chan.outq);
+	} else
+		msg_chan_init(&w->chan, fd, parent_worker_rules(role,
+		    msg_version));
+	w->ev_read = event_new(p->base, fd, EV_READ | EV_PERSIST,
+	    parent_worker_read, w);
+	w->ev_write = event_new(p->base, fd, EV_WRITE | EV_PERSIST,
+	    parent_worker_write, w);
+	if (w->ev_read == NULL || w->ev_write == NULL)
+		fatalx("parent: event_new");
+	if (fd != -1) {
+		event_add(w->ev_read, NULL);
+		/* what they say is read before /healthz and /metrics answer */
+		if (role == ROLE_RELAY || role == ROLE_PUSH)
+			parent_relay_watch(p, w);
+	}
+	TAILQ_INSERT_TAIL(&p->workers, w, entry);
+	return w;
+}
+
 struct worker *
 parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 {
@@ -349,30 +405,7 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 		close(sv[0]);
 		return NULL;
 	}
-	w = xcalloc(1, sizeof(*w));
-	w->role = role;
-	w->pid = pid;
-	if (role == ROLE_RELAY)
-		p->nrelays++;
-	/* reaping finds it by pid */
-	RB_INSERT(worker_pids, &p->pids, w);
-	w->started_ms = now_ms();
-	TAILQ_INIT(&w->conns);
-	if (sid != NULL)
-		strlcpy(w->sid, sid, sizeof(w->sid));
-	msg_chan_init(&w->chan, sv[0], role == ROLE_FRONT ? &parent_from_front :
-	    role == ROLE_PUSH ? &parent_from_push : &parent_from_relay);
-	w->ev_read = event_new(p->base, sv[0], EV_READ | EV_PERSIST,
-	    parent_worker_read, w);
-	w->ev_write = event_new(p->base, sv[0], EV_WRITE | EV_PERSIST,
-	    parent_worker_write, w);
-	if (w->ev_read == NULL || w->ev_write == NULL)
-		fatalx("parent: event_new");
-	event_add(w->ev_read, NULL);
-	/* what they say is read before /healthz and /metrics answer */
-	if (role == ROLE_RELAY || role == ROLE_PUSH)
-		parent_relay_watch(p, w);
-	TAILQ_INSERT_TAIL(&p->workers, w, entry);
+	w = parent_worker_new(p, role, pid, sv[0], sid);
 	parent_send_setup(p, w);
 	return w;
 }
@@ -385,8 +418,8 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 void
 parent_worker_ready(struct parent *p, struct worker *w)
 {
-	int	i, all = 1;
-
+	/* one adopted before its HELLO may speak the version before ours */
+	w->chan.rules = parent_worker_rules(w->role, w->chan.peer.version);
 	if (w->pooled && !w->hello) {
 		p->npool_ready++;
 		log_debug("event=relay_pooled pid=%d", (int)w->pid);
@@ -399,18 +432,66 @@ parent_worker_ready(struct parent *p, struct worker *w)
 	if (w->role != ROLE_FRONT)
 		return;
 	log_info("event=front_ready pid=%d", (int)w->pid);
+	parent_fronts_ready(p);
+}
+
+void
+parent_fronts_ready(struct parent *p)
+{
+	struct msg_empty	 e = { 0 };
+	struct worker		*w;
+	int			 i;
+
 	if (p->ready)
 		return;
 	for (i = 0; i < p->nfronts; i++)
 		if (p->fronts[i] == NULL || !p->fronts[i]->hello)
-			all = 0;
-	if (all) {
-		p->ready = 1;
-		log_info("event=ready workers=%d pid=%d", p->nfronts,
-		    (int)getpid());
-		/* the pool fills once the fronts are up */
-		pool_schedule(p, 0);
+			return;
+	p->ready = 1;
+	log_info("event=ready workers=%d pid=%d", p->nfronts, (int)getpid());
+	/* the fronts an upgrade replaced finish what they hold, then exit */
+	for (i = 0; i < p->nstand_ins; i++) {
+		w = p->stand_ins[i];
+		w->replaced = 0;
+		w->finishing = 1;
+		msg_compose(&w->chan, MSG_FINISH, 0, &e, sizeof(e), -1);
+		parent_worker_flush(w);
 	}
+	free(p->stand_ins);
+	p->stand_ins = NULL;
+	p->nstand_ins = 0;
+	parent_upgrade_ready(p);
+	/* the pool fills once the fronts are up */
+	pool_schedule(p, 0);
+}
+
+struct worker *
+parent_stand_in(struct parent *p)
+{
+	struct worker	*w;
+	int		 i;
+
+	for (i = 0; i < p->nstand_ins; i++) {
+		p->next_stand_in = (p->next_stand_in + 1) % p->nstand_ins;
+		w = p->stand_ins[p->next_stand_in];
+		if (!w->dead)
+			return w;
+	}
+	return NULL;
+}
+
+/* A replaced front died (or was killed) before the new ones were up. */
+void
+parent_stand_in_gone(struct parent *p, struct worker *w)
+{
+	int	i;
+
+	for (i = 0; i < p->nstand_ins; i++)
+		if (p->stand_ins[i] == w) {
+			p->stand_ins[i] = p->stand_ins[--p->nstand_ins];
+			p->next_stand_in = 0;
+			return;
+		}
 }
 
 /* ---- the relay pool (docs/pool.md) ------------------------------------- */
@@ -518,9 +599,17 @@ pool_resize(struct parent *p)
 	    (w = TAILQ_LAST(&p->pool, worker_list)) != NULL) {
 		if (over > 0)
 			over--;
-		pool_remove(p, w);
-		log_info("event=relay_pool_stop pid=%d", (int)w->pid);
-		kill(w->pid, SIGTERM);
+		pool_stop(p, w);
 	}
 	pool_schedule(p, 0);
+}
+
+void
+pool_stop(struct parent *p, struct worker *w)
+{
+	pool_remove(p, w);
+	/* it served no server-id: its exit is not a relay's (pooled=1) */
+	w->pool_stopped = 1;
+	log_info("event=relay_pool_stop pid=%d", (int)w->pid);
+	kill(w->pid, SIGTERM);
 }

@@ -63,6 +63,8 @@ proc_start(struct msg_chan *chan, const struct msg_rules *rules)
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
+	/* the parent's upgrade: a signal to the whole group must not kill workers */
+	signal(SIGUSR2, SIG_IGN);
 }
 
 void

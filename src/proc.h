@@ -31,8 +31,9 @@ int		 proc_has_channel(void);
 
 /*
  * The channel on WORKER_FD with the table of what the parent may send;
- * SIGPIPE ignored, and SIGINT and SIGHUP, which the parent handles for
- * all (the terminal's ^C reaches every process of its group).
+ * SIGPIPE ignored, and SIGINT, SIGHUP and SIGUSR2, which the parent
+ * handles for all (the terminal's ^C reaches every process of its group,
+ * `systemctl kill` every process of the unit).
  */
 void	proc_start(struct msg_chan *, const struct msg_rules *);
 

@@ -54,6 +54,7 @@ enum proto_type {
 	MSG_PUSH_DONE,		/* push -> parent: its outcome, hdr.id = wake */
 	MSG_PUSH_RETIRE,	/* parent -> push: finish what you hold, then exit */
 	MSG_PUSH_REFRESH,	/* push -> parent: my addresses fail, replace me */
+	MSG_FINISH,		/* parent -> front: finish what you hold, then exit */
 	MSG_TYPE_MAX
 };
 
@@ -431,6 +432,7 @@ const char	*msg_push_done_check(const void *, size_t);
 #define MSG_BODY_RELAY_COUNTERS	0, sizeof(struct relay_counters), \
 				    msg_relay_counters_check
 #define MSG_BODY_COUNTERS_REQ	MSG_BODY_EMPTY
+#define MSG_BODY_FINISH		MSG_BODY_EMPTY
 #define MSG_BODY_RETIRE		MSG_BODY_EMPTY
 #define MSG_BODY_RETIRE_OK	MSG_BODY_EMPTY
 #define MSG_BODY_CTL_SHOW	MSG_BODY_EMPTY

@@ -38,6 +38,9 @@
 #define HEAD_MAX_LIMIT		16384	/* upper bound of "max header size" */
 #define PREREAD_MAX		HEAD_MAX_LIMIT	/* bytes past the head handed on */
 
+/* version.c: what /healthz, pyrelayctl and -V report */
+extern const char	pyrelayd_version[];
+
 enum proc_role {
 	ROLE_PARENT = 0,
 	ROLE_FRONT,
@@ -53,6 +56,7 @@ enum proc_role {
 #define LISTEN_PROXY		0x04
 #define LISTEN_METRICS		0x08
 #define LISTEN_AGENT		0x10	/* HAProxy agent-check answers (drain) */
+#define LISTEN_FLAGS		0x1f	/* every one of them */
 
 struct listen_addr {
 	TAILQ_ENTRY(listen_addr)	 entry;
@@ -178,6 +182,11 @@ void	log_warnx(const char *, ...) __attribute__((__format__(printf, 1, 2)));
 void	log_info(const char *, ...) __attribute__((__format__(printf, 1, 2)));
 void	log_debug(const char *, ...) __attribute__((__format__(printf, 1, 2)));
 void	fatal(const char *, ...) __attribute__((__format__(printf, 1, 2), __noreturn__));
+/*
+ * Set: fatal() and fatalx() hand it their message instead of logging it
+ * and exiting (an upgrade's new image goes back to the program before).
+ */
+extern void	(*log_fatal_hook)(const char *);
 void	fatalx(const char *, ...) __attribute__((__format__(printf, 1, 2), __noreturn__));
 
 /* xmalloc.c */

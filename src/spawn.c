@@ -29,6 +29,7 @@ struct spawn_req {
 	const char	*path;
 	char		**argv;
 	int		 fd;		/* the child's channel, to become fd 3 */
+	int		 output;	/* fd is its stdout and stderr instead */
 	const sigset_t	*reset;		/* signals whose disposition is not SIG_DFL */
 	char		**envp;
 };
@@ -48,8 +49,11 @@ spawn_child(void *arg)
 	sigset_t		 none;
 	int			 sig;
 
-	/* the child's channel is fd 3 */
-	if (rq->fd == 3) {
+	/* the child's channel is fd 3 (or what it says goes to fd) */
+	if (rq->output) {
+		if (dup2(rq->fd, 1) == -1 || dup2(rq->fd, 2) == -1)
+			_exit(127);
+	} else if (rq->fd == 3) {
 		if (fcntl(3, F_SETFD, 0) == -1)
 			_exit(127);
 	} else if (dup2(rq->fd, 3) == -1)
@@ -65,21 +69,49 @@ spawn_child(void *arg)
 		if (sigismember(rq->reset, sig) == 1)
 			(void)sigaction(sig, &sa, NULL);
 	/* nothing else crosses the exec (the caller's fds are close-on-exec too) */
-	(void)close_range(4, ~0U, 0);
+	(void)close_range(rq->output ? 3 : 4, ~0U, 0);
 	sigemptyset(&none);
 	(void)sigprocmask(SIG_SETMASK, &none, NULL);
 	execve(rq->path, rq->argv, rq->envp);
 	_exit(127);
 }
 
+static pid_t	spawn_start(struct spawn_req *, int);
+
 pid_t
 spawn_process(const char *path, char **argv, char **envp, int fd,
     int flags)
 {
+	struct spawn_req	rq;
+
+	memset(&rq, 0, sizeof(rq));
+	rq.path = path;
+	rq.argv = argv;
+	rq.fd = fd;
+	rq.envp = envp;
+	return spawn_start(&rq, flags);
+}
+
+pid_t
+spawn_command(const char *path, char **argv, char **envp, int outfd)
+{
+	struct spawn_req	rq;
+
+	memset(&rq, 0, sizeof(rq));
+	rq.path = path;
+	rq.argv = argv;
+	rq.fd = outfd;
+	rq.output = 1;
+	rq.envp = envp;
+	return spawn_start(&rq, 0);
+}
+
+static pid_t
+spawn_start(struct spawn_req *rq, int flags)
+{
 	static void		*stack;
 	static sigset_t		 reset;
 	static int		 reset_known;
-	struct spawn_req	 rq;
 	struct sigaction	 sa;
 	sigset_t		 all, old;
 	pid_t			 pid;
@@ -106,16 +138,12 @@ spawn_process(const char *path, char **argv, char **envp, int fd,
 				sigaddset(&reset, sig);
 		reset_known = 1;
 	}
-	rq.path = path;
-	rq.argv = argv;
-	rq.fd = fd;
-	rq.reset = &reset;
-	rq.envp = envp;
+	rq->reset = &reset;
 	sigfillset(&all);
 	sigprocmask(SIG_SETMASK, &all, &old);
 	/* CLONE_VFORK: back here once the child has exec'd or exited */
 	pid = clone(spawn_child, (char *)stack + SPAWN_STACK_SIZE,
-	    CLONE_VM | CLONE_VFORK | flags | SIGCHLD, &rq);
+	    CLONE_VM | CLONE_VFORK | flags | SIGCHLD, rq);
 	saved = errno;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	errno = saved;

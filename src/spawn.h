@@ -15,6 +15,12 @@
  */
 pid_t	spawn_process(const char *path, char **argv, char **envp, int fd,
 	    int flags);
+/*
+ * The same for a command whose output the caller reads: outfd is its
+ * stdout and stderr, and it gets no fd 3 (the upgrade's check of a new
+ * program).  A failed execve shows as exit status 127.
+ */
+pid_t	spawn_command(const char *path, char **argv, char **envp, int outfd);
 
 /* The spawner process (`pyrelayd -P spawner`) on its channel, fd 3. */
 void	spawner_main(void) __attribute__((__noreturn__));

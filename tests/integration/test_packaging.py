@@ -14,7 +14,8 @@ temporary configuration on free loopback ports, with its settings taken
 from the file named by $PYRELAYD_DEFAULTS (never /etc): start, /healthz,
 status, reload (a changed limit takes effect; a bad file is refused and the
 daemon keeps running), restart, stop (every process of that instance
-exits), and a start with a bad file fails and leaves nothing behind.
+exits), upgrade (the same pid, its clients kept; refused with a bad file),
+and a start with a bad file fails and leaves nothing behind.
 As root the daemon drops to `nobody` in a temporary chroot, as harness.py
 sets up; as an ordinary user it runs unprivileged."""
 
@@ -35,6 +36,9 @@ import harness  # noqa: E402
 BUILDDIR = os.path.dirname(os.path.abspath(harness.PYRELAYD))
 UNIT = os.path.join(BUILDDIR, "etc", "pyrelayd.service")
 RC = os.path.join(BUILDDIR, "etc", "rc.d", "pyrelayd")
+
+PYRELAYCTL = os.environ.get("PYRELAYCTL") or os.path.join(BUILDDIR,
+                                                           "pyrelayctl")
 
 # sanitizer builds start and stop processes several times slower
 SLOW = 3 if harness.sanitizer_build() else 1
@@ -167,8 +171,9 @@ class RcScript(unittest.TestCase):
         self.pidfile = os.path.join(self.d.tmpdir, "pyrelayd.pid")
         self.defaults = os.path.join(self.d.tmpdir, "default")
         with open(self.defaults, "w") as f:
-            f.write('DAEMON="%s"\nDAEMON_OPTS="-f %s"\nPIDFILE="%s"\n'
-                    % (harness.PYRELAYD, self.d.conf_path, self.pidfile))
+            f.write('DAEMON="%s"\nPYRELAYCTL="%s"\nDAEMON_OPTS="-f %s"\n'
+                    'PIDFILE="%s"\n' % (harness.PYRELAYD, PYRELAYCTL,
+                                         self.d.conf_path, self.pidfile))
         self.seen = set()  # every pid of the instance seen while it ran
 
     def tearDown(self):
@@ -337,6 +342,34 @@ class RcScript(unittest.TestCase):
         # stop again: nothing to do
         code, out = self.rc("stop")
         self.assertEqual(code, 0, out)
+
+    def test_upgrade_keeps_the_daemon_and_its_clients(self):
+        """upgrade: the parent executes the program again (as after make
+        install), daemonized and logging to syslog; the pid and the
+        clients stay.  With a bad file it is refused, saying where, and
+        the daemon runs on."""
+        pid = self.start()
+        conf = self.d.conf_path
+
+        async def live():
+            b = await harness.binary(self.d, "pkg-upgrade")
+            p = await harness.phone(self.d, "pkg-upgrade")
+            await harness.assert_exchange(b, p, "pkg-upgrade", n=1)
+            code, out = await asyncio.to_thread(self.rc, "upgrade")
+            self.assertEqual(code, 0, out)
+            self.assertEqual(self.read_pid(), pid)
+            await harness.assert_exchange(b, p, "pkg-upgrade", n=2)
+            with open(conf, "a") as f:
+                f.write("no such keyword\n")
+            code, out = await asyncio.to_thread(self.rc, "upgrade")
+            self.assertNotEqual(code, 0, out)
+            self.assertIn(conf + ":", out)
+            await harness.assert_exchange(b, p, "pkg-upgrade", n=3)
+            await harness.close_all(b, p)
+        harness.run(live())
+        self.d.write_conf()
+        self.assertEqual(self.read_pid(), pid)
+        self.wait_healthy()
 
     def test_start_with_bad_file_fails_and_leaves_nothing(self):
         with open(self.d.conf_path, "a") as f:

@@ -74,6 +74,9 @@ test_every_command(void)
 	ok("kick server sid-1", CTL_KICK_SERVER, "sid-1");
 	ok("drain", CTL_DRAIN, NULL);
 	ok("undrain", CTL_UNDRAIN, NULL);
+	ok("upgrade", CTL_UPGRADE, NULL);
+	ok(" upgrade \r\n", CTL_UPGRADE, NULL);
+	bad("upgrade now", "too many arguments");
 }
 
 static void

@@ -623,6 +623,33 @@ test_reject_hello_version(void)
 	msg_chan_clear(&rx);
 }
 
+/*
+ * A parent that adopted workers in an upgrade takes the HELLO of a worker
+ * still starting from the version before its own (docs/upgrade.md): the
+ * channel's hello_min, and nothing older or newer.
+ */
+static void
+test_hello_version_range(void)
+{
+	struct msg_chan	rx;
+	int		sv[2];
+
+	CU_ASSERT_EQUAL(msg_version, MSG_VERSION);
+	raw_setup(sv, &rx, 0);
+	CU_ASSERT_EQUAL(rx.hello_min, MSG_VERSION);
+	rx.hello_min = MSG_VERSION_OLDEST(MSG_VERSION);
+	CU_ASSERT(raw_hello(sv[0], MSG_VERSION - 2) > 0);
+	expect_violation(&rx, count_fds(), "version mismatch");
+	CU_ASSERT(raw_hello(sv[0], MSG_VERSION + 1) > 0);
+	expect_violation(&rx, count_fds(), "version mismatch");
+	CU_ASSERT(raw_hello(sv[0], MSG_VERSION - 1) > 0);
+	CU_ASSERT_EQUAL(msg_recv(&rx, &rm), 1);
+	CU_ASSERT_EQUAL(rx.hello_seen, 1);
+	CU_ASSERT_EQUAL(rx.peer.version, MSG_VERSION - 1);
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
 static void
 test_reject_hello_length(void)
 {
@@ -1092,6 +1119,8 @@ main(void)
 	    test_reject_first_not_hello) == NULL ||
 	    CU_add_test(s, "hello version",
 	    test_reject_hello_version) == NULL ||
+	    CU_add_test(s, "hello of the version before",
+	    test_hello_version_range) == NULL ||
 	    CU_add_test(s, "hello length", test_reject_hello_length) == NULL ||
 	    CU_add_test(s, "hello with fd", test_reject_hello_fd) == NULL ||
 	    CU_add_test(s, "second hello", test_reject_second_hello) == NULL ||
