@@ -724,10 +724,16 @@ class Pump(unittest.TestCase):
             self.assertEqual(summary(d)["ktls"], "unused")
 
     def test_kernel_tls(self):
+        # With the kernel's TLS (the tls module loaded), the front hands
+        # the session to the relay's socket: "active", kTLS hand-offs.
+        # Without it (no module, as on many guests), the same daemon with
+        # the default `tls ktls yes` finds out at the first hand-off and
+        # pumps instead: "unavailable", pump hand-offs, and the clients
+        # see no difference.  Either way the exchange below is checked;
+        # which of the two this machine showed is printed
         ok, why = kernel_has_ktls()
-        if not ok:
-            print("\nSKIP test_kernel_tls: %s" % why, file=sys.stderr)
-            self.skipTest(why)
+        print("\nkernel TLS: %s" % ("available" if ok else why),
+              file=sys.stderr)
         with TLSDaemon("ec") as d:
             async def main():
                 s = sid("ktls")
@@ -749,8 +755,13 @@ class Pump(unittest.TestCase):
                                          "frame": big}))
                 self.assertEqual(json.loads(await harness.recv(p)), big)
                 v = summary(d)
-                self.assertEqual(v["ktls"], "active", v)
-                self.assertGreaterEqual(v["tls_handoffs_ktls"], 2, v)
+                if ok:
+                    self.assertEqual(v["ktls"], "active", v)
+                    self.assertGreaterEqual(v["tls_handoffs_ktls"], 2, v)
+                else:
+                    self.assertEqual(v["ktls"], "unavailable", v)
+                    self.assertEqual(v["tls_handoffs_ktls"], 0, v)
+                    self.assertGreaterEqual(v["tls_handoffs_pump"], 2, v)
                 await harness.close_all(b, p)
             harness.run(main())
 
