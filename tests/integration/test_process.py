@@ -65,8 +65,12 @@ class Spawner(unittest.TestCase):
     def test_spawner_starts_workers_and_can_be_lost(self):
         # no pool: nothing is being started while its fds are listed
         with harness.Daemon(extra_conf=RATE + "\nrelay pool 0") as d:
-            spawners = [pid for pid, cmd in d.children()
-                        if re.match(r"pyrelayd: spawner\b", cmd)]
+            # the parent is ready before the spawner it started has
+            # titled itself: its title is a /proc field, polled
+            spawners = harness.poll_until(
+                lambda: [pid for pid, cmd in d.children()
+                         if re.match(r"pyrelayd: spawner\b", cmd)],
+                10, "the spawner's title")
             self.assertEqual(len(spawners), 1, d.children())
             # it holds nothing but stdio and its channel
             self.assertEqual(harness.open_fds(spawners[0]), {0, 1, 2, 3})
