@@ -36,6 +36,9 @@ so extra_conf must not repeat these (use the workers argument).
   children(), relay_pids(), front_pids(), wait_fronts(n), wait_relays(n)
       (at least n; exact=True for exactly n), wait_no_relays()
   write_conf(text=None), conf_text()  (for SIGHUP tests)
+FakeableDaemon(extra_conf="", relay=RELAY, ...): a Daemon run from copies
+of pyrelayd and of relay (CRASH_RELAY: tests/pyrelayd-relay-crash) as
+pyrelayd-relay; fake_next(which, case) runs tests/fake_worker once instead.
 Module functions: http_get, raw_request, recv_until_close, read_head,
 parse_head, upgrade_request, unix_command,
 RawWS (byte-exact WebSocket client), ws_frame, ws_key, ws_accept; async
@@ -843,6 +846,48 @@ class Daemon:
 
 # --------------------------------------------------------------------------
 # raw HTTP
+
+# The workers' executables a FakeableDaemon may put in place of the real
+# ones (docs/messages.md, "Fake workers in the tests"): make check builds
+# them under tests/ and names them in the environment.
+FAKE_WORKER = os.environ.get("FAKE_WORKER") or os.path.join(
+    os.path.dirname(PYRELAYD), "tests", "fake_worker")
+RELAY = os.path.join(os.path.dirname(PYRELAYD), "pyrelayd-relay")
+CRASH_RELAY = os.environ.get("CRASH_RELAY") or os.path.join(
+    os.path.dirname(PYRELAYD), "tests", "pyrelayd-relay-crash")
+
+
+class FakeableDaemon(Daemon):
+    """A Daemon run from copies of the executables in a directory of its
+    own: the parent starts `pyrelayd-relay` beside itself.  relay: what is
+    copied there (CRASH_RELAY, say; the real one by default).  fake_next()
+    replaces one of them for its next start."""
+
+    def __init__(self, extra_conf="", relay=RELAY, **kw):
+        self.bindir = tempfile.mkdtemp(prefix="pyrelayd-bin-")
+        os.chmod(self.bindir, 0o755)
+        exe = os.path.join(self.bindir, "pyrelayd")
+        shutil.copy2(PYRELAYD, exe)
+        shutil.copy2(relay, os.path.join(self.bindir, "pyrelayd-relay"))
+        super().__init__(extra_conf, exe=exe, **kw)
+
+    def fake_next(self, which, case):
+        """The next start of `which` (pyrelayd: a front; pyrelayd-relay)
+        runs fake_worker case, which first puts the real one back."""
+        target = os.path.join(self.bindir, which)
+        real = target + ".real"
+        script = target + ".fake"
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\nexec '%s' '%s' '%s' '%s' \"$@\"\n"
+                    % (FAKE_WORKER, case, real, target))
+        os.chmod(script, 0o755)
+        os.rename(target, real)
+        os.rename(script, target)
+
+    def _cleanup_dirs(self):
+        super()._cleanup_dirs()
+        shutil.rmtree(self.bindir, ignore_errors=True)
+
 
 def parse_head(data):
     """(status, headers_lowercase, rest) from bytes holding a response head;

@@ -15,52 +15,17 @@ tests"): nothing in the daemon serves tests.
 import asyncio
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import unittest
 
 import harness
 
-FAKE = os.environ.get("FAKE_WORKER") or os.path.join(
-    os.path.dirname(harness.PYRELAYD), "tests", "fake_worker")
-RELAY = os.path.join(os.path.dirname(harness.PYRELAYD), "pyrelayd-relay")
 PYRELAYCTL = os.environ.get("PYRELAYCTL") or os.path.join(
     os.path.dirname(harness.PYRELAYD), "pyrelayctl")
 CONF = ("relay pool 0\nrate limit burst 100000 refill 100ms\n"
         "handshake timeout 30s\n")
-
-
-class FakeableDaemon(harness.Daemon):
-    """harness.Daemon run from copies of the executables, one of which
-    fake_next() replaces for its next start."""
-
-    def __init__(self, extra_conf="", **kw):
-        self.bindir = tempfile.mkdtemp(prefix="pyrelayd-bin-")
-        os.chmod(self.bindir, 0o755)
-        exe = os.path.join(self.bindir, "pyrelayd")
-        shutil.copy2(harness.PYRELAYD, exe)
-        shutil.copy2(RELAY, os.path.join(self.bindir, "pyrelayd-relay"))
-        super().__init__(extra_conf, exe=exe, **kw)
-
-    def fake_next(self, which, case):
-        """The next start of `which` (pyrelayd: a front; pyrelayd-relay)
-        runs fake_worker case, which first puts the real one back."""
-        target = os.path.join(self.bindir, which)
-        real = target + ".real"
-        script = target + ".fake"
-        with open(script, "w") as f:
-            f.write("#!/bin/sh\nexec '%s' '%s' '%s' '%s' \"$@\"\n"
-                    % (FAKE, case, real, target))
-        os.chmod(script, 0o755)
-        os.rename(target, real)
-        os.rename(script, target)
-
-    def _cleanup_dirs(self):
-        super()._cleanup_dirs()
-        shutil.rmtree(self.bindir, ignore_errors=True)
 
 
 def fds(d):
@@ -127,7 +92,7 @@ class FakeRelays(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.d = FakeableDaemon(CONF + "max header size 16K\n")
+        cls.d = harness.FakeableDaemon(CONF + "max header size 16K\n")
         cls.d.start()
 
     @classmethod
@@ -252,7 +217,7 @@ class FakeFronts(unittest.TestCase):
     """A daemon per case: a front is killed and its replacement is fake."""
 
     def run_case(self, case, reason=None, exited=None, connect=False):
-        with FakeableDaemon(CONF) as d:
+        with harness.FakeableDaemon(CONF) as d:
             fronts = d.wait_fronts(2)
             before = fds(d)
             d.fake_next("pyrelayd", case)
