@@ -48,6 +48,7 @@ enum proto_type {
 	MSG_SPAWN,		/* parent -> spawner, fd: start this worker on it */
 	MSG_SPAWNED,		/* spawner -> parent: its pid, or why not */
 	MSG_COUNTERS_REQ,	/* parent -> relay: send RELAY_COUNTERS now */
+	MSG_FORK,		/* parent -> zygote, fd: fork a relay on it */
 	MSG_TYPE_MAX
 };
 
@@ -63,7 +64,10 @@ struct msg_spawn {
 	char		args[SPAWN_ARGS_MAX];
 };
 
-/* MSG_SPAWNED: hdr.id is the request's */
+/*
+ * MSG_SPAWNED, the spawner's answer to MSG_SPAWN and the zygote's to
+ * MSG_FORK: hdr.id is the request's
+ */
 struct msg_spawned {
 	int32_t		pid;		/* -1: not started */
 	int32_t		error;		/* errno when pid is -1 */
@@ -377,6 +381,7 @@ const char	*msg_spawned_check(const void *, size_t);
 				    sizeof(struct msg_spawn), msg_spawn_check
 #define MSG_BODY_SPAWNED	0, sizeof(struct msg_spawned), \
 				    msg_spawned_check
+#define MSG_BODY_FORK		MSG_BODY_EMPTY
 
 /* One row: its name and type, which cannot differ, fd rule, body, handler */
 #define MSG_RULE(t, fd, handle) \
