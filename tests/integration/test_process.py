@@ -125,6 +125,210 @@ def push_key_limbs(key_path):
     return big_endian[::-1][:24]
 
 
+def proc_limit(pid, name):
+    """(soft, hard) of /proc/PID/limits' row name, as text."""
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith(name):
+                fields = line[len(name):].split()
+                return fields[0], fields[1]
+    raise AssertionError("no %s in /proc/%d/limits" % (name, pid))
+
+
+def fd_targets(pid):
+    """What each of pid's descriptors is ("socket:[inode]", a path)."""
+    out = set()
+    for n in harness.open_fds(pid):
+        try:
+            out.add(os.readlink("/proc/%d/fd/%d" % (pid, n)))
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def proc_pgrp(pid):
+    """The process group of pid (/proc/PID/stat, field 5)."""
+    data = harness._read("/proc/%d/stat" % pid)
+    return int(data.rpartition(b")")[2].split()[2])
+
+
+def wait_zygote(d, timeout=15):
+    """The zygote the parent last said ready (harness zygote_pid), once
+    it has its title."""
+    d.wait_log(r"\bevent=zygote_ready pid=\d+", timeout * SLOW)
+    pid = harness.poll_until(d.zygote_pid, timeout * SLOW, "a zygote")
+    harness.poll_until(lambda: re.match(r"pyrelayd: zygote\b",
+                                        harness.proc_cmdline(pid)),
+                       timeout * SLOW, "the zygote's title")
+    return pid
+
+
+def gdb_read(pid, expr):
+    """Attach gdb to pid, print expr (a read: nothing runs in the
+    process), detach; the value printed."""
+    r = subprocess.run(["gdb", "-p", str(pid), "-batch", "-nx", "-ex",
+                        "p/x " + expr], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=60)
+    m = re.search(r"^\$1 = (0x[0-9a-f]+)$", r.stdout, re.M)
+    if not m:
+        raise AssertionError("gdb printed no value:\n" + r.stdout + r.stderr)
+    return int(m.group(1), 16)
+
+
+class Zygote(unittest.TestCase):
+    """Relays are forked by a zygote that entered the relay sandbox once
+    (docs/pool.md, "The zygote"): it is sandboxed like them and holds
+    nothing but its channel; a relay is the parent's child, in a process
+    group of its own, and cannot fork (RLIMIT_NPROC 0, and a program that
+    allows the zygote's clone only: tests/unit/test_sandbox_filter.c); a
+    killed zygote is replaced; `relay zygote renew` replaces it on
+    schedule."""
+
+    def test_zygote_sandboxed_relays_cannot_fork(self):
+        with harness.Daemon(extra_conf=RATE + "\nrelay pool 1") as d:
+            zyg = wait_zygote(d)
+            zygote_channel = os.readlink("/proc/%d/fd/3" % zyg)
+            assert_sandboxed(self, d, zyg, "zygote %d" % zyg)
+            self.assertEqual(harness.proc_stat(zyg)[1], d.pid)
+            # no connection, no secret: stdio and its channel
+            self.assertEqual(harness.open_fds(zyg), {0, 1, 2, 3})
+            self.assertNotEqual(proc_limit(zyg, "Max processes"),
+                                ("0", "0"))
+
+            async def main():
+                b = await harness.binary(d, "zygote-a")
+                p = await harness.phone(d, "zygote-a")
+                await harness.assert_exchange(b, p, "zygote-a")
+                relays = await asyncio.to_thread(d.wait_relays, 1)
+                return b, p, relays["zygote-a"]
+            b, p, relay = harness.run(main())
+            pooled = pooled_relay_pids(d)
+            for pid, what in [(relay, "relay")] + [
+                    (x, "pooled relay") for x in pooled]:
+                what = "%s %d" % (what, pid)
+                assert_sandboxed(self, d, pid, what)
+                # the parent's child (CLONE_PARENT), as when it was exec'd
+                self.assertEqual(harness.proc_stat(pid)[1], d.pid, what)
+                # it cannot fork: no process at all for its user (but
+                # in sanitizer builds, whose leak check at exit needs a
+                # task: docs/sandbox.md)
+                if not harness.sanitizer_build():
+                    self.assertEqual(proc_limit(pid, "Max processes"),
+                                     ("0", "0"), what)
+                # its kill(0, SIGABRT) reaches itself only
+                self.assertEqual(proc_pgrp(pid), pid, what)
+                # the zygote's channel is not among its descriptors
+                self.assertNotIn(zygote_channel, fd_targets(pid), what)
+            self.assertNotEqual(proc_pgrp(zyg), proc_pgrp(d.pid))
+            harness.run(harness.close_all(b, p))
+
+    def test_each_relay_has_its_own_stack_canary(self):
+        if not shutil.which("gdb"):
+            self.skipTest("gdb is not installed")
+        if os.uname().machine != "x86_64":
+            self.skipTest("reads the canary where x86_64 keeps it")
+        with harness.Daemon(extra_conf=RATE + "\nrelay pool 2") as d:
+            zyg = wait_zygote(d)
+            pids = pooled_relay_pids(d, 2)
+            # the TCB's stack guard, %fs:0x28: gdb reads it, runs nothing
+            canaries = {pid: gdb_read(pid, "*(unsigned long *)($fs_base "
+                                      "+ 0x28)") for pid in [zyg] + pids}
+            self.assertEqual(len(set(canaries.values())), 3, canaries)
+            for pid, c in canaries.items():
+                # glibc's shape: a zero low byte, random above it
+                self.assertEqual(c & 0xff, 0, pid)
+                self.assertNotEqual(c, 0, pid)
+
+    def test_killed_zygote_is_replaced(self):
+        with harness.Daemon(extra_conf=RATE + "\nrelay pool 0") as d:
+            zyg = wait_zygote(d)
+
+            async def main():
+                b = await harness.binary(d, "zygote-before")
+                p = await harness.phone(d, "zygote-before")
+                await harness.assert_exchange(b, p, "zygote-before")
+                mark = d.log_mark()
+                os.kill(zyg, signal.SIGKILL)
+                await asyncio.to_thread(
+                    d.wait_log, r"\bevent=zygote_exited pid=%d .*signal=9"
+                    % zyg, 10, mark)
+                m = await asyncio.to_thread(
+                    d.wait_log, r"\bevent=zygote_ready pid=(\d+)", 15 * SLOW,
+                    mark)
+                new = int(m.group(1))
+                self.assertNotEqual(new, zyg)
+                # a new server-id gets a relay from the new zygote
+                b2 = await harness.binary(d, "zygote-after")
+                p2 = await harness.phone(d, "zygote-after")
+                await harness.assert_exchange(b2, p2, "zygote-after")
+                # the relay the old one forked serves on
+                await harness.assert_exchange(b, p, "zygote-before", 2)
+                self.assertEqual(wait_zygote(d), new)
+                assert_sandboxed(self, d, new, "new zygote %d" % new)
+                await harness.close_all(b, p, b2, p2)
+            harness.run(main(), timeout=60)
+
+    def test_renewed_after_so_many_relays(self):
+        conf = RATE + "\nrelay pool 0\nrelay zygote renew 2 relays"
+        with harness.Daemon(extra_conf=conf) as d:
+            zyg = wait_zygote(d)
+            mark = d.log_mark()
+
+            async def main():
+                conns = []
+                for sid in ("renew-1", "renew-2"):
+                    b = await harness.binary(d, sid)
+                    p = await harness.phone(d, sid)
+                    await harness.assert_exchange(b, p, sid)
+                    conns += [b, p]
+                m = await asyncio.to_thread(
+                    d.wait_log, r"\bevent=zygote_renewed pid=(\d+) "
+                    r"old_pid=%d relays=2$" % zyg, 15 * SLOW, mark)
+                new = int(m.group(1))
+                # the old one exits once it has answered, as expected
+                line = await asyncio.to_thread(
+                    d.wait_log, r"\bevent=zygote_exited pid=%d .*" % zyg,
+                    15, mark)
+                self.assertRegex(line.group(0), r"\bstatus=0$")
+                self.assertEqual(wait_zygote(d), new)
+                b = await harness.binary(d, "renew-3")
+                p = await harness.phone(d, "renew-3")
+                await harness.assert_exchange(b, p, "renew-3")
+                # relays of the old zygote serve on
+                await harness.assert_exchange(conns[0], conns[1], "renew-1",
+                                              2)
+                await harness.close_all(b, p, *conns)
+            harness.run(main(), timeout=60)
+
+    def test_renewed_after_so_long(self):
+        conf = RATE + "\nrelay pool 0\nrelay zygote renew 1s"
+        with harness.Daemon(extra_conf=conf) as d:
+            zyg = wait_zygote(d)
+            mark = d.log_mark()
+
+            async def main():
+                b = await harness.binary(d, "aged-1")
+                p = await harness.phone(d, "aged-1")
+                await harness.assert_exchange(b, p, "aged-1")
+                await asyncio.to_thread(
+                    d.wait_log, r"\bevent=zygote_renewed pid=\d+ "
+                    r"old_pid=%d relays=1$" % zyg, 15 * SLOW, mark)
+                await harness.close_all(b, p)
+            harness.run(main(), timeout=60)
+
+
+def pooled_relay_pids(d, n=None, timeout=15):
+    """Pooled relays (titled); n of them, when given, polled for."""
+    def pooled():
+        return [pid for pid, cmd in d.children()
+                if re.match(r"pyrelayd: pooled relay\b", cmd) and
+                harness.proc_state(pid) != "Z"]
+    if n is not None:
+        harness.poll_until(lambda: len(pooled()) == n, timeout * SLOW,
+                           "%d pooled relays" % n)
+    return pooled()
+
+
 class WorkerEnvironment(unittest.TestCase):
     """Workers get only the variables a library in them reads (TZ,
     OPENSSL_*, the sanitizers' options): a secret in the daemon's
@@ -181,9 +385,9 @@ class WorkerEnvironment(unittest.TestCase):
                     "secret: the search finds nothing")
                 workers = [(pid, cmd) for pid, cmd in d.children()
                            if cmd.startswith("pyrelayd: ")]
-                # the spawner, the fronts, the relay, the pooled relays
-                # and the push process
-                self.assertGreaterEqual(len(workers), 5, d.children())
+                # the spawner, the fronts, the zygote, the relay, the
+                # pooled relays and the push process
+                self.assertGreaterEqual(len(workers), 6, d.children())
                 pushes = [pid for pid, cmd in workers
                           if cmd == "pyrelayd: push"]
                 self.assertEqual(len(pushes), 1, workers)
@@ -191,10 +395,10 @@ class WorkerEnvironment(unittest.TestCase):
                     # a read that misses the title is tried again (a short
                     # read of /proc/PID/mem); a worker that is gone since
                     # the list was taken (a pooled relay stopped) holds
-                    # nothing any more.  A relay the spawner has just
-                    # forked carries the spawner's title until its exec,
-                    # so each read looks for the title the process has
-                    # when the read starts, and counts only if the
+                    # nothing any more.  A relay the zygote has just
+                    # forked carries the zygote's title until it sets its
+                    # own, so each read looks for the title the process
+                    # has when the read starts, and counts only if the
                     # process still has it when the read ends
                     for attempt in range(3):
                         cmd = harness.proc_cmdline(pid) or cmd
@@ -264,12 +468,17 @@ def memory_holds(pid, needles):
     return found
 
 
-async def gdb_eval(pid, expr):
+async def gdb_eval(pid, expr, sigsys_to_process=False):
     """Attach gdb to pid, evaluate expr there (a call runs inside the
-    process), detach; returns gdb's stdout and stderr together."""
+    process), detach; returns gdb's stdout and stderr together.
+    sigsys_to_process: a SIGSYS goes to the process's handler without
+    stopping gdb (a relay's trap on tgkill, docs/sandbox.md)."""
+    pre = []
+    if sigsys_to_process:
+        pre = ["-ex", "handle SIGSYS nostop noprint pass"]
     r = await asyncio.to_thread(
         subprocess.run,
-        ["gdb", "-p", str(pid), "-batch", "-nx", "-ex", expr],
+        ["gdb", "-p", str(pid), "-batch", "-nx"] + pre + ["-ex", expr],
         stdin=subprocess.DEVNULL, capture_output=True, text=True,
         timeout=60)
     return r.stdout + r.stderr
@@ -321,10 +530,11 @@ class Crashes(unittest.TestCase):
             self.assertEqual(d.healthz()["status"], "ok")
 
     def test_relay_abort_reads_as_sigabrt(self):
-        # The seccomp program comes from the parent; each relay puts its
-        # own pid into the tgkill rule, so that abort() (assert, stack
-        # protector) raises SIGABRT on itself: a crash that reads as one.
-        # tgkill towards any other process is still SIGSYS.
+        # Relays share the zygote's seccomp program, which traps tgkill
+        # (SIGSYS to the relay's handler) and allows kill(0, SIGABRT) in
+        # the relay's own process group: so abort() (assert, stack
+        # protector) still raises SIGABRT on the relay itself, a crash
+        # that reads as one.  tgkill towards any other process is SIGSYS.
         if not shutil.which("gdb"):
             self.skipTest("gdb is not installed")
         with harness.Daemon(extra_conf=RATE) as d:
@@ -333,7 +543,8 @@ class Crashes(unittest.TestCase):
                 relays = await asyncio.to_thread(d.wait_relays, 1)
                 pid = relays["aborts"]
                 mark = d.log_mark()
-                self.assertRegex(await gdb_eval(pid, "call (void)abort()"),
+                self.assertRegex(await gdb_eval(pid, "call (void)abort()",
+                                                sigsys_to_process=True),
                                  r"SIGABRT")
                 m = await asyncio.to_thread(
                     d.wait_log, r"\bevent=relay_exited pid=%d .*" % pid,
@@ -352,8 +563,8 @@ class Crashes(unittest.TestCase):
                 pid = relays["aborts-too"]
                 mark = d.log_mark()
                 self.assertRegex(await gdb_eval(
-                    pid, "call (int)syscall(234, %d, %d, 6)" % (d.pid, d.pid)),
-                    r"SIGSYS")
+                    pid, "call (int)syscall(234, %d, %d, 6)" % (d.pid, d.pid),
+                    sigsys_to_process=True), r"SIGSYS")
                 m = await asyncio.to_thread(
                     d.wait_log, r"\bevent=relay_exited pid=%d .*" % pid,
                     10, mark)
