@@ -175,6 +175,14 @@ def gdb_read(pid, expr):
     return int(m.group(1), 16)
 
 
+async def served_pair(d, sid):
+    """A binary and a phone of sid that have exchanged a message."""
+    b = await harness.binary(d, sid)
+    p = await harness.phone(d, sid)
+    await harness.assert_exchange(b, p, sid)
+    return b, p
+
+
 class Zygote(unittest.TestCase):
     """Relays are forked by a zygote that entered the relay sandbox once
     (docs/pool.md, "The zygote"): it is sandboxed like them and holds
@@ -196,9 +204,7 @@ class Zygote(unittest.TestCase):
                                 ("0", "0"))
 
             async def main():
-                b = await harness.binary(d, "zygote-a")
-                p = await harness.phone(d, "zygote-a")
-                await harness.assert_exchange(b, p, "zygote-a")
+                b, p = await served_pair(d, "zygote-a")
                 relays = await asyncio.to_thread(d.wait_relays, 1)
                 return b, p, relays["zygote-a"]
             b, p, relay = harness.run(main())
@@ -244,9 +250,7 @@ class Zygote(unittest.TestCase):
             zyg = wait_zygote(d)
 
             async def main():
-                b = await harness.binary(d, "zygote-before")
-                p = await harness.phone(d, "zygote-before")
-                await harness.assert_exchange(b, p, "zygote-before")
+                b, p = await served_pair(d, "zygote-before")
                 mark = d.log_mark()
                 os.kill(zyg, signal.SIGKILL)
                 await asyncio.to_thread(
@@ -258,9 +262,7 @@ class Zygote(unittest.TestCase):
                 new = int(m.group(1))
                 self.assertNotEqual(new, zyg)
                 # a new server-id gets a relay from the new zygote
-                b2 = await harness.binary(d, "zygote-after")
-                p2 = await harness.phone(d, "zygote-after")
-                await harness.assert_exchange(b2, p2, "zygote-after")
+                b2, p2 = await served_pair(d, "zygote-after")
                 # the relay the old one forked serves on
                 await harness.assert_exchange(b, p, "zygote-before", 2)
                 self.assertEqual(wait_zygote(d), new)
@@ -268,53 +270,43 @@ class Zygote(unittest.TestCase):
                 await harness.close_all(b, p, b2, p2)
             harness.run(main(), timeout=60)
 
-    def test_renewed_after_so_many_relays(self):
-        conf = RATE + "\nrelay pool 0\nrelay zygote renew 2 relays"
+    def renewal(self, renew, sids, then=None):
+        """A daemon with `relay zygote renew RENEW` and no pool: a pair
+        served for each of sids, then the zygote renewed after those
+        relays; then(d, old, new, conns) checks the rest."""
+        conf = RATE + "\nrelay pool 0\nrelay zygote renew " + renew
         with harness.Daemon(extra_conf=conf) as d:
             zyg = wait_zygote(d)
             mark = d.log_mark()
 
             async def main():
                 conns = []
-                for sid in ("renew-1", "renew-2"):
-                    b = await harness.binary(d, sid)
-                    p = await harness.phone(d, sid)
-                    await harness.assert_exchange(b, p, sid)
-                    conns += [b, p]
+                for sid in sids:
+                    conns += await served_pair(d, sid)
                 m = await asyncio.to_thread(
                     d.wait_log, r"\bevent=zygote_renewed pid=(\d+) "
-                    r"old_pid=%d relays=2$" % zyg, 15 * SLOW, mark)
-                new = int(m.group(1))
-                # the old one exits once it has answered, as expected
-                line = await asyncio.to_thread(
-                    d.wait_log, r"\bevent=zygote_exited pid=%d .*" % zyg,
-                    15, mark)
-                self.assertRegex(line.group(0), r"\bstatus=0$")
-                self.assertEqual(wait_zygote(d), new)
-                b = await harness.binary(d, "renew-3")
-                p = await harness.phone(d, "renew-3")
-                await harness.assert_exchange(b, p, "renew-3")
-                # relays of the old zygote serve on
-                await harness.assert_exchange(conns[0], conns[1], "renew-1",
-                                              2)
-                await harness.close_all(b, p, *conns)
+                    r"old_pid=%d relays=%d$" % (zyg, len(sids)), 15 * SLOW,
+                    mark)
+                if then is not None:
+                    await then(d, zyg, int(m.group(1)), mark, conns)
+                await harness.close_all(*conns)
             harness.run(main(), timeout=60)
+
+    def test_renewed_after_so_many_relays(self):
+        async def then(d, zyg, new, mark, conns):
+            # the old one exits once it has answered, as expected
+            line = await asyncio.to_thread(
+                d.wait_log, r"\bevent=zygote_exited pid=%d .*" % zyg, 15,
+                mark)
+            self.assertRegex(line.group(0), r"\bstatus=0$")
+            self.assertEqual(wait_zygote(d), new)
+            conns += await served_pair(d, "renew-3")
+            # relays of the old zygote serve on
+            await harness.assert_exchange(conns[0], conns[1], "renew-1", 2)
+        self.renewal("2 relays", ["renew-1", "renew-2"], then)
 
     def test_renewed_after_so_long(self):
-        conf = RATE + "\nrelay pool 0\nrelay zygote renew 1s"
-        with harness.Daemon(extra_conf=conf) as d:
-            zyg = wait_zygote(d)
-            mark = d.log_mark()
-
-            async def main():
-                b = await harness.binary(d, "aged-1")
-                p = await harness.phone(d, "aged-1")
-                await harness.assert_exchange(b, p, "aged-1")
-                await asyncio.to_thread(
-                    d.wait_log, r"\bevent=zygote_renewed pid=\d+ "
-                    r"old_pid=%d relays=1$" % zyg, 15 * SLOW, mark)
-                await harness.close_all(b, p)
-            harness.run(main(), timeout=60)
+        self.renewal("1s", ["aged-1"])
 
 
 def pooled_relay_pids(d, n=None, timeout=15):
