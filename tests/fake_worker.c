@@ -10,7 +10,8 @@
  * names, says so on stderr (the daemon's log under -d), and waits for its
  * end.  A relay-* case is a zygote that forks one fake relay, as the
  * real one forks relays, and exits: the parent starts a real zygote
- * again.  A zygote-* case answers the parent's first MSG_FORK wrong.
+ * again.  A zygote-* case answers the parent's first MSG_FORK wrong, or
+ * (zygote-silent) never.
  *
  *	fake_worker case [restore-from restore-to [worker arguments]]
  *
@@ -308,6 +309,11 @@ main(int argc, char *argv[])
 		rep.pid = 1;
 		send_msg(MSG_SPAWNED, m.hdr.id, &rep, sizeof(rep), -1);
 		say("sent SPAWNED pid=1");
+		idle();
+	} else if (strcmp(name, "zygote-silent") == 0) {
+		/* asked for a relay, it never answers: the start stays due */
+		wait_for(MSG_FORK);
+		say("got FORK, answers nothing");
 		idle();
 	} else if (strcmp(name, "zygote-out-of-order") == 0) {
 		wait_for(MSG_FORK);

@@ -302,6 +302,42 @@ class FakeZygotes(unittest.TestCase):
     def test_answer_to_a_request_never_made(self):
         self.run_case("zygote-out-of-order", r"^answer out of order$")
 
+    def test_upgrade_with_a_fork_unanswered(self):
+        # the upgrade waits 1 s for the answer, then carries neither the
+        # zygote nor the relay it never started; the new image serves
+        d = self.d
+        mark, zygote = fake_zygote(d, "zygote-silent")
+        binary = raw_claim(d, "unanswered")
+        try:
+            d.wait_log(r"fake_worker\[%d\]: case=zygote-silent got FORK"
+                       % zygote, 10, mark)
+            exec_mark = d.log_mark()
+            r = subprocess.run([PYRELAYCTL, "-s", d.control_path,
+                                "upgrade"], capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            d.wait_log(r"\bevent=upgrade_starts_unanswered count=1$", 10,
+                       mark)
+            d.wait_log(r"\bevent=upgraded\b", 10, mark)
+            # the relay it was asked for never ran: its binary is closed
+            harness.recv_until_close(binary, 10)
+        finally:
+            binary.close()
+        self.assertTrue(d.alive(), "the parent died")
+        # the fake exits with its channel, reaped by the new image
+        harness.poll_until(lambda: harness.proc_state(zygote) is None, 10,
+                           "the fake zygote gone")
+        # the new image's own zygote forks the next claim's relay
+        d.wait_log(r"\bevent=zygote_ready pid=(?!%d\b)\d+" % zygote, 30,
+                   exec_mark)
+
+        async def good_pair():
+            b = await harness.binary(d, "after-unanswered")
+            p = await harness.phone(d, "after-unanswered")
+            await harness.assert_exchange(b, p, "after-unanswered")
+            await harness.close_all(b, p)
+        harness.run(good_pair())
+
 
 def killed(d, c):
     return re.search(r"\bevent=worker_killed role=relay pid=%d\b" % c.pid,
