@@ -397,18 +397,23 @@ class Upgrade(unittest.TestCase):
                 harness.proc_state(p) not in (None, "Z")]
 
     def settled(self):
-        """The replaced fronts are gone, the pool is full again, and the
-        only relays are the load's."""
+        """The replaced fronts are gone, the pool is full again, the only
+        relays are the load's, one zygote runs, and every child that
+        exited is reaped (its channel closed in the parent), so that the
+        parent's descriptors are at rest."""
         def check():
             serving, finishing = self.fronts()
             kids = self.d.children()
             pooled = [p for p, c in kids
                       if c.startswith("pyrelayd: pooled relay")]
             relays = [p for p, c in kids if c.startswith("pyrelayd: relay ")]
+            exited = [p for p, c in kids
+                      if harness.proc_state(p) in (None, "Z")]
             return (len(serving) == self.d.workers and not finishing and
-                    len(pooled) == POOL and len(relays) == SIDS)
-        harness.poll_until(check, 30, "the fronts replaced, the pool full "
-                           "and the load's relays alone")
+                    len(pooled) == POOL and len(relays) == SIDS and
+                    len(self.zygotes()) == 1 and not exited)
+        harness.poll_until(check, 30, "the fronts replaced, the pool full, "
+                           "the load's relays alone and every exit reaped")
 
     def upgrade(self, via_signal=False):
         """One upgrade that must succeed; returns pyrelayctl's output."""
