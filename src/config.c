@@ -66,6 +66,8 @@ config_new_default(void)
 	conf->workers = 0;
 	conf->relay_pool = RELAY_POOL_DEFAULT;
 	conf->max_relays = MAX_RELAYS_DEFAULT;
+	conf->zygote_renew_relays = ZYGOTE_RENEW_RELAYS_DEFAULT;
+	conf->zygote_renew_ms = ZYGOTE_RENEW_MS_DEFAULT;
 
 	lim = &conf->lim;
 	lim->grace_ms = 30 * 1000;
@@ -270,6 +272,8 @@ config_print(const struct config *conf, FILE *fp)
 		print_quoted(fp, "acme webroot", conf->acme_webroot);
 	fprintf(fp, "relay pool %d\n", conf->relay_pool);
 	fprintf(fp, "max relays %u\n", conf->max_relays);
+	fprintf(fp, "relay zygote renew %u relays\n", conf->zygote_renew_relays);
+	print_duration(fp, "relay zygote renew", conf->zygote_renew_ms);
 	print_duration(fp, "grace", lim->grace_ms);
 	fprintf(fp, "phones per server %u\n", lim->phones_per_server);
 	fprintf(fp, "max connections %u\n", lim->max_connections);

@@ -39,6 +39,13 @@ log_init(int foreground, int verbose, const char *procname)
 }
 
 void
+log_forked(const char *procname)
+{
+	log_pid = getpid();
+	log_name = procname;
+}
+
+void
 log_procname(const char *procname)
 {
 	log_name = procname;

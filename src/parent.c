@@ -52,12 +52,15 @@
 #define ACCEPT_BATCH		64	/* accepts per listener wakeup */
 #define ACCEPT_PAUSE_MS		1000	/* after EMFILE/ENFILE */
 #define DRAIN_DEADLINE_MS	10000	/* docs/protocol.md §7 */
-#define RESPAWN_MIN_MS		100	/* first restart of a dead front */
-#define RESPAWN_MAX_MS		10000	/* backoff ceiling for a front that keeps dying */
-#define RESPAWN_STABLE_MS	5000	/* a front that lived this long resets the backoff */
 #define ACME_CHALLENGE_DIR	".well-known/acme-challenge/"	/* below the webroot */
 
 static struct parent	*P;
+
+struct parent *
+parent_instance(void)
+{
+	return P;
+}
 
 int
 conn_cmp(struct conn_rec *a, struct conn_rec *b)
@@ -82,7 +85,6 @@ RB_GENERATE(worker_pids, worker, bypid, pid_cmp)
 
 static void	parent_route(struct parent *, struct conn_rec *,
 		    struct msg_conn_upgrade *, int);
-static void	parent_relay_unwatch(struct parent *, struct worker *);
 
 /* ---- connection accounting ------------------------------------------- */
 
@@ -96,7 +98,7 @@ conn_set_owner(struct conn_rec *c, struct worker *w)
 		TAILQ_INSERT_TAIL(&w->conns, c, owned);
 }
 
-static void
+void
 conn_release(struct parent *p, struct conn_rec *c)
 {
 	conn_set_owner(c, NULL);
@@ -156,7 +158,7 @@ parent_worker_kill(struct parent *p, struct worker *w, const char *why)
 	    proc_role_name(w->role), (int)w->pid, w->sid[0] ? w->sid : "-", why);
 	w->dead = 1;
 	w->killed = 1;
-	kill(w->pid, SIGKILL);
+	parent_worker_signal(w, SIGKILL);
 	parent_relay_unwatch(p, w);
 	parent_ctl_relay_gone(p, w);
 	event_del(w->ev_read);
@@ -271,22 +273,26 @@ parent_route(struct parent *p, struct conn_rec *c, struct msg_conn_upgrade *up,
 			parent_verdict(p, c, fd, VERDICT_HTTP, status, up);
 			return;
 		}
-		/* a pooled relay if there is one, else one started now */
+		/* a pooled relay if there is one, else one forked now */
 		pooled = 1;
 		if ((r = pool_take(p, up->server_id)) == NULL) {
 			pooled = 0;
 			/* max relays: 503 before the upgrade, no relay started */
 			if (!admit_relay(p, 1) ||
-			    (r = parent_spawn(p, ROLE_RELAY, up->server_id)) == NULL) {
+			    (r = parent_spawn(p, ROLE_RELAY,
+			    up->server_id)) == NULL) {
 				parent_verdict(p, c, fd, VERDICT_HTTP, 503, up);
 				return;
 			}
+			parent_relay_assign(p, r, up->server_id);
 		}
 		r->in_map = 1;
 		p->relays_started++;
 		RB_INSERT(relay_map, &p->relays, r);
-		log_debug("event=relay_started server_id=%s pid=%d pooled=%d",
-		    up->server_id, (int)r->pid, pooled);
+		/* a relay being forked logs it with its pid (parent_reap.c) */
+		if (r->pid > 0)
+			log_debug("event=relay_started server_id=%s pid=%d "
+			    "pooled=%d", up->server_id, (int)r->pid, pooled);
 	}
 	conn_set_owner(c, r);
 	msg_compose(&r->chan, MSG_CONN_ATTACH, c->id, up, CONN_UPGRADE_LEN(up),
@@ -384,7 +390,7 @@ parent_relay_watch(struct parent *p, struct worker *w)
 	w->watched = 1;
 }
 
-static void
+void
 parent_relay_unwatch(struct parent *p, struct worker *w)
 {
 	if (!w->watched)
@@ -502,7 +508,7 @@ parent_acme(void *arg, struct msg *m)
 	free(a);
 }
 
-static void
+void
 parent_relay_counts(struct parent *p, struct worker *r, uint32_t b, uint32_t ph)
 {
 	p->binaries -= r->binaries;
@@ -726,6 +732,16 @@ parent_worker_read(evutil_socket_t fd, short ev, void *arg)
 }
 
 void
+parent_worker_drain(struct parent *p, struct worker *w)
+{
+	int	i;
+
+	/* bounded like every read of a worker: 256 messages a round */
+	for (i = 0; i < 64 && !w->dead && w->chan.fd != -1; i++)
+		parent_dispatch(p, w);
+}
+
+void
 parent_worker_write(evutil_socket_t fd, short ev, void *arg)
 {
 	struct worker	*w = arg;
@@ -736,167 +752,6 @@ parent_worker_write(evutil_socket_t fd, short ev, void *arg)
 	if (rv == -1)
 		log_warnx("event=worker_channel_error role=%s pid=%d error=\"%s\"",
 		    proc_role_name(w->role), (int)w->pid, w->chan.errstr);
-}
-
-static void
-parent_worker_free(struct parent *p, struct worker *w)
-{
-	struct conn_rec	*c;
-
-	/* a crashed worker's connections are gone with it: release their slots */
-	while ((c = TAILQ_FIRST(&w->conns)) != NULL)
-		conn_release(p, c);
-	if (w->role == ROLE_RELAY) {
-		parent_relay_counts(p, w, 0, 0);
-		p->nrelays--;
-	}
-	if (w->in_map)
-		RB_REMOVE(relay_map, &p->relays, w);
-	if (w->pooled) {
-		/* one that never said HELLO failed to start: do not spin */
-		int	ready = w->hello;
-
-		pool_remove(p, w);
-		pool_schedule(p, ready ? 0 : POOL_RETRY_MS);
-	} else if (w->role == ROLE_RELAY)
-		/* room under max relays again: a pool held below its size refills */
-		pool_schedule(p, 0);
-	parent_relay_unwatch(p, w);
-	parent_ctl_relay_gone(p, w);
-	parent_stand_in_gone(p, w);
-	parent_metrics_front_gone(p, w);
-	parent_metrics_relay_done(p, w);
-	parent_metrics_relay_gone(p, w);
-	RB_REMOVE(worker_pids, &p->pids, w);
-	TAILQ_REMOVE(&p->workers, w, entry);
-	event_free(w->ev_read);
-	event_free(w->ev_write);
-	msg_chan_clear(&w->chan);
-	free(w);
-}
-
-static void
-parent_respawn_fronts(evutil_socket_t fd, short ev, void *arg)
-{
-	struct parent	*p = arg;
-	int		 i;
-
-	if (p->stopping)
-		return;
-	for (i = 0; i < p->nfronts; i++) {
-		if (p->fronts[i] != NULL)
-			continue;
-		if ((p->fronts[i] = parent_spawn(p, ROLE_FRONT, NULL)) == NULL) {
-			struct timeval	tv = ms_timeval(1000);
-
-			evtimer_add(p->ev_respawn, &tv);
-			return;
-		}
-		p->fronts[i]->front_slot = i;
-		log_info("event=front_started pid=%d slot=%d",
-		    (int)p->fronts[i]->pid, i);
-	}
-}
-
-static void
-parent_check_stopped(struct parent *p)
-{
-	if (p->stopping && TAILQ_EMPTY(&p->workers)) {
-		/* the spawner exits when its channel closes (1 s at most) */
-		if (p->spawner_pid != 0) {
-			int	i;
-
-			msg_chan_clear(&p->spawner);
-			for (i = 0; i < 100 &&
-			    waitpid(p->spawner_pid, NULL, WNOHANG) == 0; i++)
-				usleep(10000);
-			if (i == 100) {
-				kill(p->spawner_pid, SIGKILL);
-				waitpid(p->spawner_pid, NULL, 0);
-			}
-		}
-		parent_ctl_close(p);
-		log_info("event=stopped");
-		exit(0);
-	}
-}
-
-static void
-parent_sigchld(evutil_socket_t sig, short ev, void *arg)
-{
-	struct parent	*p = arg;
-	struct worker	*w, key;
-	pid_t		 pid;
-	int		 status, i, respawn = 0;
-	char		 how[64];
-
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		/* by pid in a tree: 20,000 relays exiting is not quadratic */
-		if (pid == p->spawner_pid) {
-			if (!p->stopping)
-				log_warnx("event=spawner_exited pid=%d "
-				    "action=restart", (int)pid);
-			msg_chan_clear(&p->spawner);
-			p->spawner_pid = 0;
-			parent_restart_spawner(-1, 0, p);
-			continue;
-		}
-		if (parent_upgrade_reaped(p, pid, status))
-			continue;
-		key.pid = pid;
-		if ((w = RB_FIND(worker_pids, &p->pids, &key)) == NULL)
-			continue;
-		if (WIFSIGNALED(status))
-			snprintf(how, sizeof(how), "signal=%d", WTERMSIG(status));
-		else
-			snprintf(how, sizeof(how), "status=%d", WEXITSTATUS(status));
-		if (w->role == ROLE_RELAY && !w->pooled && !w->pool_stopped) {
-			if (w->killed)
-				p->relay_exits[EXIT_KILLED]++;
-			else if (WIFSIGNALED(status))
-				p->relay_exits[EXIT_SIGNALED]++;
-			else if (WEXITSTATUS(status) != 0)
-				p->relay_exits[EXIT_FAILED]++;
-			else
-				p->relay_exits[EXIT_RETIRED]++;
-		}
-		/* a relay that exits 0 after RETIRE_OK (or at shutdown) is normal */
-		if (WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
-		    (w->role == ROLE_RELAY || w->retired || w->finishing ||
-		    w->replaced || p->stopping))
-			log_info("event=%s_exited pid=%d server_id=%s %s%s",
-			    proc_role_name(w->role), (int)pid, w->sid[0] ? w->sid : "-", how,
-			    w->pooled || w->pool_stopped ? " pooled=1" : "");
-		else
-			log_warnx("event=%s_exited pid=%d server_id=%s %s%s abnormal=1",
-			    proc_role_name(w->role), (int)pid, w->sid[0] ? w->sid : "-",
-			    how, w->pooled || w->pool_stopped ? " pooled=1" : "");
-		/* a front replaced by an upgrade is not started again */
-		if (w->role == ROLE_FRONT && !w->finishing && !w->replaced) {
-			for (i = 0; i < p->nfronts; i++)
-				if (p->fronts[i] == w)
-					p->fronts[i] = NULL;
-			respawn = 1;
-			/* back off while fronts die young, so a broken setup cannot spin */
-			if (now_ms() - w->started_ms >= RESPAWN_STABLE_MS)
-				p->respawn_ms = RESPAWN_MIN_MS;
-			else if (p->respawn_ms < RESPAWN_MAX_MS)
-				p->respawn_ms = p->respawn_ms ? p->respawn_ms * 2 :
-				    RESPAWN_MIN_MS;
-		}
-		if (w->role == ROLE_PUSH)
-			parent_push_exited(p, w);
-		parent_worker_free(p, w);
-	}
-	if (respawn && !p->stopping && !evtimer_pending(p->ev_respawn, NULL)) {
-		struct timeval	tv;
-
-		if (p->respawn_ms > RESPAWN_MAX_MS)
-			p->respawn_ms = RESPAWN_MAX_MS;
-		tv = ms_timeval(p->respawn_ms);
-		evtimer_add(p->ev_respawn, &tv);
-	}
-	parent_check_stopped(p);
 }
 
 /* ---- accepting ------------------------------------------------------------ */
@@ -1074,7 +929,7 @@ parent_drain_deadline(evutil_socket_t fd, short ev, void *arg)
 	TAILQ_FOREACH(w, &p->workers, entry) {
 		log_warnx("event=drain_deadline role=%s pid=%d", proc_role_name(w->role),
 		    (int)w->pid);
-		kill(w->pid, SIGKILL);
+		parent_worker_signal(w, SIGKILL);
 	}
 }
 
@@ -1097,7 +952,7 @@ parent_stop(evutil_socket_t sig, short ev, void *arg)
 		l->la->fd = -1;
 	}
 	TAILQ_FOREACH(w, &p->workers, entry)
-		kill(w->pid, SIGTERM);
+		parent_worker_signal(w, SIGTERM);
 	evtimer_add(p->ev_drain, &tv);
 	parent_check_stopped(p);
 }
@@ -1185,6 +1040,9 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 	 */
 	p->conf->max_relays = nc->max_relays;
 	parent_push_settings(p->conf, nc);
+	/* the current zygote is renewed by the new figures from now on */
+	p->conf->zygote_renew_relays = nc->zygote_renew_relays;
+	p->conf->zygote_renew_ms = nc->zygote_renew_ms;
 	config_free(nc);
 	if (p->tls) {
 		TAILQ_FOREACH(w, &p->workers, entry) {
@@ -1197,8 +1055,9 @@ parent_reload_config(struct parent *p, struct ctl_client *ctl)
 	}
 	ml.lim = p->conf->lim;
 	TAILQ_FOREACH(w, &p->workers, entry) {
-		/* the push process uses none: a new one takes the settings */
-		if (w->dead || w->role == ROLE_PUSH)
+		/* the push process uses none: a new one takes the settings; a
+		 * zygote's relays get the limits with their server-id */
+		if (w->dead || w->role == ROLE_PUSH || w->role == ROLE_ZYGOTE)
 			continue;
 		msg_compose(&w->chan, MSG_LIMITS, 0, &ml, sizeof(ml), -1);
 		parent_worker_flush(w);
@@ -1276,11 +1135,12 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	p->conf = conf;
 	p->opts = *opts;
 	p->started_ms = now_ms();
-	p->respawn_ms = RESPAWN_MIN_MS;
+	p->respawn_ms = 0;	/* parent_reap.c starts from its minimum */
 	TAILQ_INIT(&p->listeners);
 	TAILQ_INIT(&p->workers);
 	RB_INIT(&p->relays);
 	TAILQ_INIT(&p->pool);
+	TAILQ_INIT(&p->spawns);
 	RB_INIT(&p->conns);
 	RB_INIT(&p->pids);
 	parent_resolve_self(p);
@@ -1295,8 +1155,9 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	}
 	/* compiled once here, loaded by each worker (docs/sandbox.md) */
 	for (i = ROLE_FRONT; i < ROLE_MAX; i++) {
-		if (i == ROLE_SPAWNER)
-			continue;	/* not sandboxed (docs/pool.md) */
+		/* the spawner is not sandboxed, the zygote loads the relay's */
+		if (i == ROLE_SPAWNER || i == ROLE_ZYGOTE)
+			continue;
 		p->filters[i] = xcalloc(1, sizeof(*p->filters[i]));
 		sandbox_filter_build(i, p->filters[i]);
 	}
@@ -1363,14 +1224,13 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	p->nfronts = conf->workers > 0 ? conf->workers : (ncpu > 0 ? ncpu : 1);
 	p->fronts = xcalloc(p->nfronts, sizeof(*p->fronts));
-	p->pool_starting_max = ncpu >= 4 ? ncpu / 2 : 1;
 	parent_push_init(p);
 	/* after an upgrade: what the image before held (docs/upgrade.md) */
 	parent_upgrade_adopt(p);
 	/*
 	 * The fronts from here, then the spawner: a start through a spawner
-	 * that is starting itself waits for it, and after an upgrade the
-	 * listeners would wait too.
+	 * that is starting itself waits for its exec, and after an upgrade
+	 * the listeners would wait too.
 	 */
 	for (i = 0; i < p->nfronts; i++) {
 		if (p->fronts[i] != NULL)
@@ -1382,6 +1242,8 @@ parent_main(struct config *conf, const struct parent_opts *opts)
 	/* the push process likewise, before the spawner */
 	parent_push_start(p);
 	parent_start_spawner(p);
+	/* the relay zygote, through the spawner: no claim waits for it */
+	parent_zygote_init(p);
 	parent_fronts_ready(p);
 	{
 		struct listener	*l;

@@ -63,20 +63,27 @@ struct conn_rec {
 RB_HEAD(conn_tree, conn_rec);
 TAILQ_HEAD(conn_rec_list, conn_rec);
 
+TAILQ_HEAD(worker_list, worker);
 struct worker {
 	TAILQ_ENTRY(worker)	 entry;		/* all workers */
 	RB_ENTRY(worker)	 map;		/* relays in the map */
 	RB_ENTRY(worker)	 bypid;		/* all workers, for reaping */
 	enum proc_role		 role;
-	pid_t			 pid;
+	pid_t			 pid;		/* 0 until its starter says it */
 	int			 dead;		/* killed or channel gone; awaiting reap */
+	int			 starting;	/* its start is not answered yet */
+	struct worker		*starter;	/* then: the zygote, or NULL: the spawner */
+	uint64_t		 start_seq;	/* the request's id */
+	TAILQ_ENTRY(worker)	 start_entry;	/* in the starter's queue */
+	int			 kill_sig;	/* to send once the pid is known */
 	int			 in_map;	/* relays: reachable by server-id */
 	int			 killed;	/* by us, for a bad message */
 	int			 retired;	/* relays: RETIRE seen; push: PUSH_RETIRE sent */
 	int			 pooled;	/* relays: in the pool, no server-id yet */
 	int			 pool_stopped;	/* relays: stopped while pooled */
 	TAILQ_ENTRY(worker)	 pool_entry;	/* the pool, while pooled */
-	int			 hello;
+	int			 hello;		/* its HELLO came */
+	int			 ready;		/* and its pid: announced */
 	struct msg_chan		 chan;
 	struct event		*ev_read;
 	struct event		*ev_write;
@@ -97,8 +104,12 @@ struct worker {
 	int			 replaced;	/* fronts: of the image before an
 						 * upgrade, serving until the new
 						 * ones are up (docs/upgrade.md) */
+	/* zygotes (parent_zygote.c) */
+	struct worker_list	 forks;		/* relays asked for, unanswered */
+	uint64_t		 fork_seq;
+	uint32_t		 nforked;	/* relays asked of it */
+	int			 retiring;	/* renewed: asked nothing more */
 };
-TAILQ_HEAD(worker_list, worker);
 
 /* A /metrics request waiting for the relays' latest counters. */
 struct metrics_req {
@@ -109,6 +120,7 @@ struct metrics_req {
 TAILQ_HEAD(metrics_req_list, metrics_req);
 RB_HEAD(relay_map, worker);
 RB_HEAD(worker_pids, worker);
+#define REAPED_EARLY_MAX	256
 
 /* Refusals of one kind: counted for /metrics, logged once a second at most. */
 enum refusal_kind {
@@ -150,7 +162,22 @@ struct parent {
 	int64_t			 spawner_retry;	/* no new spawner before (ms) */
 	struct event		*ev_spawner;	/* its restart */
 	struct msg_chan		 spawner;
+	struct event		*ev_spawner_read, *ev_spawner_write;
 	uint64_t		 spawn_seq;
+	struct worker_list	 spawns;	/* its unanswered starts, oldest first */
+	/* the relay zygote (parent_zygote.c) */
+	struct worker		*zygote;	/* relays are asked of it */
+	struct worker		*zygote_next;	/* its renewal, starting */
+	int64_t			 zygote_retry;	/* no new zygote before (ms) */
+	struct event		*ev_zygote;	/* restart, renewal by age */
+	uint64_t		 zygote_renewals;
+	/* children reaped before an answer named them (parent_reap.c) */
+	int			 nstarting;	/* workers whose start is unanswered */
+	struct {
+		pid_t	pid;
+		int	status;
+	}			 reaped_early[REAPED_EARLY_MAX];
+	int			 nreaped_early;
 	struct event_base	*base;
 	struct config		*conf;
 	struct parent_opts	 opts;
@@ -169,7 +196,6 @@ struct parent {
 	struct worker_list	 pool;
 	int			 npool;		/* in the pool, started or starting */
 	int			 npool_ready;	/* of those, sandboxed and waiting */
-	int			 pool_starting_max;	/* pooled relays starting at once */
 	struct event		*ev_pool_fill;
 	uint64_t		 assignments;	/* pooled relays given a server-id */
 	uint64_t		 conns_lost;	/* fds lost in a hand-over */
@@ -246,6 +272,14 @@ int	listen_backlog(void);
 /* parent.c */
 /* What the parent takes from a front, from a relay (docs/messages.md). */
 extern const struct msg_rules	parent_from_front, parent_from_relay;
+/* The parent's state, for message handlers (their arg is the worker). */
+struct parent	*parent_instance(void);
+void	conn_release(struct parent *, struct conn_rec *);
+void	parent_relay_counts(struct parent *, struct worker *, uint32_t,
+	    uint32_t);
+void	parent_relay_unwatch(struct parent *, struct worker *);
+/* Reads what w has sent (its last words, when it is reaped). */
+void	parent_worker_drain(struct parent *, struct worker *);
 void	parent_worker_read(evutil_socket_t, short, void *);
 void	parent_worker_write(evutil_socket_t, short, void *);
 void	parent_worker_flush(struct worker *);
@@ -272,12 +306,17 @@ void	parent_set_verbose(struct parent *, int);
 /* parent_spawn.c */
 /* What the parent takes from the spawner (docs/messages.md). */
 extern const struct msg_rules	parent_from_spawner;
-#define POOL_RETRY_MS		1000	/* after a pooled relay failed to start */
 void	parent_start_spawner(struct parent *);
 void	parent_restart_spawner(evutil_socket_t, short, void *);
-/* Starts a front, or a relay (sid NULL: for the pool); NULL if it cannot. */
+void	parent_spawner_close(struct parent *);
+void	parent_spawner_exited(struct parent *);
+/*
+ * Starts a front, the relay zygote, or a relay forked by it (with no
+ * server-id: parent_relay_assign or the pool gives it one).  The worker
+ * is returned at once, its pid comes later; NULL if it cannot start.
+ */
 struct worker	*parent_spawn(struct parent *, enum proc_role, const char *sid);
-/* A worker's HELLO: its start is over. */
+/* A worker's HELLO: its start is over once its pid is known too. */
 void	parent_worker_ready(struct parent *, struct worker *);
 /*
  * A worker record for a child on its channel fd (-1: one only waiting to
@@ -301,12 +340,45 @@ struct worker	*parent_stand_in(struct parent *);
 void	parent_stand_in_gone(struct parent *, struct worker *);
 /* A pooled relay is stopped (SIGTERM), out of the pool. */
 void	pool_stop(struct parent *, struct worker *);
+void	parent_worker_announce(struct parent *, struct worker *);
+/* w's start asked of zygote z (NULL: the spawner); answered, or w gone. */
+void	parent_start_wait(struct parent *, struct worker *, struct worker *z);
+void	parent_start_forget(struct parent *, struct worker *);
+/* Reads the starters' answers still owed, for an upgrade (1 s at most). */
+void	parent_starts_settle(struct parent *);
+
+/* parent_zygote.c */
+extern const struct msg_rules	parent_from_zygote;
+void	parent_zygote_init(struct parent *);
+/* The zygote to ask for a relay (started if need be), or NULL. */
+struct worker	*parent_zygote_for_fork(struct parent *);
+void	parent_zygote_fork(struct parent *, struct worker *z, struct worker *r,
+	    int fd);
+void	parent_zygote_ready(struct parent *, struct worker *);
+void	parent_zygote_gone(struct parent *, struct worker *);
+
+/* parent_reap.c */
+void	parent_sigchld(evutil_socket_t, short, void *);
+void	parent_respawn_fronts(evutil_socket_t, short, void *);
+void	parent_check_stopped(struct parent *);
+/* kill(2), or when w's pid is known */
+void	parent_worker_signal(struct worker *, int sig);
+void	parent_worker_free(struct parent *, struct worker *);
+/* The starter said w's pid: 0, or -1 when it is not the parent's new child. */
+int	parent_worker_started(struct parent *, struct worker *, pid_t);
+/* w will never run (error: why) */
+void	parent_worker_start_failed(struct parent *, struct worker *, int error);
+
+/* parent_pool.c */
+#define POOL_RETRY_MS		1000	/* after a pooled relay failed to start */
 void	pool_schedule(struct parent *, int64_t ms);
 void	pool_fill(evutil_socket_t, short, void *);
 void	pool_remove(struct parent *, struct worker *);
 /* A pooled relay given sid, or NULL when the pool is empty. */
 struct worker	*pool_take(struct parent *, const char *sid);
 void	pool_resize(struct parent *);
+/* Sends relay w its one server-id (MSG_ASSIGN). */
+void	parent_relay_assign(struct parent *, struct worker *, const char *sid);
 
 /* parent_check.c: what a worker hands the parent, beyond the allow-lists */
 const char	*parent_check_conn(const struct conn_rec *,

@@ -63,8 +63,9 @@ static const struct ustate_rule adopt_rules[] = {
 
 /*
  * The roles this program adopts, each with the flags its record may carry
- * and whether it may hold a server-id; a new role (a relay zygote, say)
- * is one more row, and parent_worker_rules has its table.
+ * and whether it may hold a server-id; a new role is one more row, and
+ * parent_worker_rules has its table.  The relay zygote has none: it is
+ * replaced at an upgrade, as the spawner is, and its relays are relays.
  */
 static const struct {
 	enum proc_role	role;
@@ -248,8 +249,16 @@ adopt_save(struct parent *p, struct ustate *us,
 	parent_ctl_save(p, us, upgrader);
 	admit_save(p, us);
 
-	/* a worker's messages and connections follow it, naming its index */
+	/*
+	 * A worker's messages and connections follow it, naming its index.
+	 * The relay zygote is not carried: it holds no connection, and the
+	 * next image starts its own (docs/upgrade.md); nor is a worker whose
+	 * start was never answered (parent_starts_settle): it exits when its
+	 * channel closes with the exec.
+	 */
 	TAILQ_FOREACH(w, &p->workers, entry) {
+		if (w->role == ROLE_ZYGOTE || w->pid <= 0)
+			continue;
 		memset(&uw, 0, sizeof(uw));
 		uw.role = w->role;
 		uw.pid = w->pid;
@@ -891,6 +900,8 @@ adopt_build_worker(struct parent *p, const struct us_worker *uw,
 	if (!w->dead) {
 		/* it said HELLO to the parent before; one still starting may yet */
 		w->hello = w->chan.hello_seen = uw->version != 0;
+		/* its pid is known: said HELLO, it is announced already */
+		w->ready = w->hello;
 		w->chan.peer.version = uw->version;
 		w->chan.peer.role = uw->role;
 		w->chan.peer.pid = (uint32_t)uw->pid;

@@ -1,10 +1,13 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * The parent starting its workers: through the spawner (docs/pool.md), or
- * from the parent itself while there is none, with a minimal environment
- * and the setup message each worker waits for; and the pool of relays
- * started ahead of claims, filled a few at a time and resized on reload.
+ * The parent starting its workers: fronts and the relay zygote through the
+ * spawner (docs/pool.md), or from the parent itself while there is none,
+ * with a minimal environment and the SETUP each of them waits for; relays
+ * through the zygote (parent_zygote.c).  The parent never waits for a
+ * start: a worker exists, with its channel and the messages queued for
+ * it, from the request on, and its pid comes with the answer
+ * (parent_reap.c).
  */
 #include "config.h"
 
@@ -28,7 +31,6 @@
 #include "pyrelayd.h"
 #include "spawn.h"
 
-#define SPAWNER_WAIT_MS		5000	/* for the spawner's answer */
 #define SPAWNER_RETRY_MS	1000	/* between two spawner starts */
 
 /* Logs the limit that stopped a worker from starting (errno is the cause). */
@@ -43,21 +45,22 @@ parent_spawn_failed(enum proc_role role, const char *sid)
 	errno = err;
 }
 
+/* A front's or the zygote's: HELLO, SETUP (and a front's certificate). */
 static void
 parent_send_setup(struct parent *p, struct worker *w)
 {
 	struct msg_setup	*s;
 
 	s = xcalloc(1, sizeof(*s));
-	s->role = w->role;
+	/* the zygote gets the relay's SETUP: every relay starts from it */
+	s->role = w->role == ROLE_ZYGOTE ? ROLE_RELAY : w->role;
 	s->verbose = p->opts.verbose;
 	s->root = p->root;
 	s->uid = p->uid;
 	s->gid = p->gid;
 	strlcpy(s->chroot, p->conf->chroot, sizeof(s->chroot));
-	strlcpy(s->server_id, w->sid, sizeof(s->server_id));
 	s->lim = p->conf->lim;
-	s->filter = *p->filters[w->role];
+	s->filter = *p->filters[s->role];
 	msg_hello(&w->chan, ROLE_PARENT);
 	msg_compose(&w->chan, MSG_SETUP, 0, s, MSG_SETUP_LEN(s), -1);
 	free(s);
@@ -125,66 +128,115 @@ worker_env(void)
 	return env;
 }
 
-/* The spawner's answer to the request the parent waits for. */
-struct spawn_wait {
-	uint64_t	seq;		/* the request's */
-	int		answered;
-	int		in_order;	/* it answers that request */
-	pid_t		pid;
-	int		error;
-};
+/* Forgets the spawner's channel: nothing more is asked of it. */
+void
+parent_spawner_close(struct parent *p)
+{
+	if (p->ev_spawner_read != NULL) {
+		event_free(p->ev_spawner_read);
+		event_free(p->ev_spawner_write);
+		p->ev_spawner_read = p->ev_spawner_write = NULL;
+	}
+	msg_chan_clear(&p->spawner);
+}
 
-/* SPAWNED (checked: msg_spawned_check, a pid or an errno) */
+/*
+ * The spawner failed the parent (a broken channel, an answer out of order
+ * or naming a process that is not the parent's child): it is killed, and
+ * the starts it had not answered fail.  Until it is reaped and a new one
+ * started, workers start from the parent itself.
+ */
+static void
+parent_spawner_lost(struct parent *p, const char *why)
+{
+	struct worker	*w;
+
+	log_warnx("event=spawner_failed pid=%d reason=\"%s\" action=restart",
+	    (int)p->spawner_pid, why);
+	kill(p->spawner_pid, SIGKILL);
+	/* its fd becomes -1: reaping still knows its pid, nothing is sent */
+	parent_spawner_close(p);
+	while ((w = TAILQ_FIRST(&p->spawns)) != NULL)
+		parent_worker_start_failed(p, w, EAGAIN);
+}
+
+/* SPAWNED (checked: msg_spawned_check, a pid or an errno), oldest first */
 static void
 parent_spawned(void *arg, struct msg *m)
 {
-	struct spawn_wait	*sw = arg;
+	struct parent		*p = arg;
 	struct msg_spawned	*rep = (struct msg_spawned *)m->body;
+	struct worker		*w;
 
-	sw->answered = 1;
-	sw->in_order = m->hdr.id == sw->seq;
-	sw->pid = rep->pid;
-	sw->error = rep->error;
+	if ((w = TAILQ_FIRST(&p->spawns)) == NULL || w->start_seq != m->hdr.id) {
+		parent_spawner_lost(p, "answer out of order");
+		return;
+	}
+	if (rep->pid == -1)
+		parent_worker_start_failed(p, w, rep->error);
+	else if (parent_worker_started(p, w, rep->pid) == -1)
+		parent_spawner_lost(p, "a pid that is not the parent's new child");
 }
 
-/* What the parent takes from the spawner, read in parent_spawn_via_spawner. */
+/* What the parent takes from the spawner (docs/messages.md). */
 static const struct msg_rule spawner_rows[] = {
 	MSG_RULE(SPAWNED, MSG_FD_NONE, parent_spawned),
 };
 const struct msg_rules parent_from_spawner =
     MSG_RULES(ROLE_SPAWNER, ROLE_PARENT, spawner_rows);
 
-/*
- * The spawner failed the parent: until it is reaped and a new one started
- * (parent_start_process), workers start here.  The start that found out
- * fails with EAGAIN (its fd went to the spawner).
- */
 static void
-parent_spawner_lost(struct parent *p, const char *why)
+parent_spawner_read(evutil_socket_t fd, short ev, void *arg)
 {
-	log_warnx("event=spawner_failed pid=%d reason=\"%s\" action=restart",
-	    (int)p->spawner_pid, why);
-	kill(p->spawner_pid, SIGKILL);
-	/* its fd becomes -1: reaping still knows its pid, nothing is sent */
-	msg_chan_clear(&p->spawner);
-	errno = EAGAIN;
+	static struct msg	*m;
+	struct parent		*p = arg;
+	int			 rv, n;
+
+	if (m == NULL)
+		m = xmalloc(sizeof(*m));
+	for (n = 0; n < 256 && p->spawner.fd != -1; n++) {
+		if ((rv = msg_recv(&p->spawner, m)) == 0)
+			return;
+		if (rv < 0) {
+			parent_spawner_lost(p, p->spawner.errstr);
+			return;
+		}
+		/* its HELLO is passed over */
+		msg_handle(m, p);
+	}
+}
+
+static void
+parent_spawner_flush(struct parent *p)
+{
+	int	rv;
+
+	if ((rv = msg_flush(&p->spawner)) == -1)
+		parent_spawner_lost(p, p->spawner.errstr);
+	else if (rv == 0)
+		event_add(p->ev_spawner_write, NULL);
+	else
+		event_del(p->ev_spawner_write);
+}
+
+static void
+parent_spawner_write(evutil_socket_t fd, short ev, void *arg)
+{
+	parent_spawner_flush(arg);
 }
 
 /*
- * Starts a worker through the spawner: one request, one answer, in order
- * (the parent waits, as it did for its own clone()).  fd is handed over.
+ * Asks the spawner to start path with argv on fd (its fd 3); fd is handed
+ * over.  w waits in p->spawns for the answer, in order.  -1 with errno
+ * when the request cannot even be made.
  */
-static pid_t
-parent_spawn_via_spawner(struct parent *p, const char *path, char **argv,
-    int fd)
+static int
+parent_spawn_via_spawner(struct parent *p, struct worker *w, const char *path,
+    char **argv, int fd)
 {
-	static struct msg	 m;
 	struct msg_spawn	 sp;
-	struct spawn_wait	 sw;
-	const char		*why;
-	int64_t			 deadline = now_ms() + SPAWNER_WAIT_MS;
 	size_t			 n, len = 0;
-	int			 i, rv;
+	int			 i;
 
 	memset(&sp, 0, offsetof(struct msg_spawn, args));
 	for (i = -1; i < 0 || argv[i] != NULL; i++) {
@@ -199,62 +251,37 @@ parent_spawn_via_spawner(struct parent *p, const char *path, char **argv,
 	}
 	sp.argc = i;
 	sp.len = len;
-	memset(&sw, 0, sizeof(sw));
-	sw.seq = ++p->spawn_seq;
-	msg_compose(&p->spawner, MSG_SPAWN, sw.seq, &sp,
+	w->start_seq = ++p->spawn_seq;
+	msg_compose(&p->spawner, MSG_SPAWN, w->start_seq, &sp,
 	    offsetof(struct msg_spawn, args) + len, fd);
-	while ((rv = msg_flush(&p->spawner)) == 0)
-		if (fd_wait(p->spawner.fd, POLLOUT, deadline) <= 0)
-			break;
-	if (rv != 1) {
-		why = rv == -1 ? p->spawner.errstr : "no room for a request";
-		goto lost;
-	}
-	for (;;) {
-		if ((rv = msg_recv(&p->spawner, &m)) == 0) {
-			if (fd_wait(p->spawner.fd, POLLIN, deadline) > 0)
-				continue;
-			why = "no answer";
-			goto lost;
-		}
-		if (rv < 0) {
-			why = p->spawner.errstr;
-			goto lost;
-		}
-		/* its HELLO is passed over */
-		msg_handle(&m, &sw);
-		if (!sw.answered)
-			continue;
-		if (!sw.in_order) {
-			why = "answer out of order";
-			goto lost;
-		}
-		if (sw.pid == -1)
-			errno = sw.error;
-		return sw.pid;
-	}
- lost:
-	parent_spawner_lost(p, why);
-	return -1;
+	parent_start_wait(p, w, NULL);
+	parent_spawner_flush(p);
+	return 0;
 }
 
 /*
- * Starts path with argv on fd (its fd 3), through the spawner when there
- * is one.  fd is consumed.  Returns the pid, or -1 with errno.
+ * Starts path with argv on fd (its fd 3): through the spawner when there
+ * is one, without waiting; else here, waiting for the child's exec (only
+ * while there is no spawner).  fd is consumed.  0, or -1 with errno.
  */
-static pid_t
-parent_start_process(struct parent *p, const char *path, char **argv, int fd)
+static int
+parent_start_process(struct parent *p, struct worker *w, const char *path,
+    char **argv, int fd)
 {
 	pid_t	pid;
 	int	saved;
 
 	if (p->spawner_pid != 0 && p->spawner.fd != -1)
-		return parent_spawn_via_spawner(p, path, argv, fd);
+		return parent_spawn_via_spawner(p, w, path, argv, fd);
 	pid = spawn_process(path, argv, worker_env(), fd, 0);
 	saved = errno;
 	close(fd);
 	errno = saved;
-	return pid;
+	if (pid == -1)
+		return -1;
+	w->pid = pid;
+	RB_INSERT(worker_pids, &p->pids, w);
+	return 0;
 }
 
 /*
@@ -290,6 +317,13 @@ parent_start_spawner(struct parent *p)
 	}
 	p->spawner_pid = pid;
 	msg_chan_init(&p->spawner, sv[0], &parent_from_spawner);
+	p->ev_spawner_read = event_new(p->base, sv[0], EV_READ | EV_PERSIST,
+	    parent_spawner_read, p);
+	p->ev_spawner_write = event_new(p->base, sv[0], EV_WRITE | EV_PERSIST,
+	    parent_spawner_write, p);
+	if (p->ev_spawner_read == NULL || p->ev_spawner_write == NULL)
+		fatalx("parent: event_new");
+	event_add(p->ev_spawner_read, NULL);
 	msg_hello(&p->spawner, ROLE_PARENT);
 	log_debug("event=spawner_started pid=%d", (int)pid);
 }
@@ -322,17 +356,112 @@ parent_restart_spawner(evutil_socket_t fd, short ev, void *arg)
 	evtimer_add(p->ev_spawner, &tv);
 }
 
+/* The spawner was reaped. */
+void
+parent_spawner_exited(struct parent *p)
+{
+	if (!p->stopping)
+		log_warnx("event=spawner_exited pid=%d action=restart",
+		    (int)p->spawner_pid);
+	/* what it answered before it went */
+	if (p->spawner.fd != -1)
+		parent_spawner_read(p->spawner.fd, EV_READ, p);
+	if (p->spawner.fd != -1)
+		parent_spawner_lost(p, "exited");
+	p->spawner_pid = 0;
+	parent_restart_spawner(-1, 0, p);
+}
+
+/* w's start was asked of its starter (the spawner, or zygote z). */
+void
+parent_start_wait(struct parent *p, struct worker *w, struct worker *z)
+{
+	w->starting = 1;
+	w->starter = z;
+	TAILQ_INSERT_TAIL(z != NULL ? &z->forks : &p->spawns, w, start_entry);
+	p->nstarting++;
+}
+
+/* w's start is answered, or w is gone: its starter waits no more for it. */
+void
+parent_start_forget(struct parent *p, struct worker *w)
+{
+	if (!w->starting)
+		return;
+	TAILQ_REMOVE(w->starter != NULL ? &w->starter->forks : &p->spawns, w,
+	    start_entry);
+	w->starting = 0;
+	w->starter = NULL;
+	p->nstarting--;
+}
+
+/*
+ * Before an upgrade's exec: the answers the spawner and the zygotes owe
+ * are read, waiting SETTLE_WAIT_MS at most, so that every worker the
+ * state carries has its pid.  Nothing new is asked meanwhile, so the
+ * wait ends; a start still unanswered then is not carried, and its
+ * worker exits when its channel closes with the exec.
+ */
+#define SETTLE_WAIT_MS		1000
+#define SETTLE_FDS		16
+
+void
+parent_starts_settle(struct parent *p)
+{
+	struct pollfd	 pfd[SETTLE_FDS];
+	struct worker	*who[SETTLE_FDS], *w;
+	int64_t		 left, end = now_ms() + SETTLE_WAIT_MS;
+	int		 n, i;
+
+	while (p->nstarting > 0 && (left = end - now_ms()) > 0) {
+		n = 0;
+		if (!TAILQ_EMPTY(&p->spawns) && p->spawner.fd != -1) {
+			parent_spawner_flush(p);
+			who[n] = NULL;
+			pfd[n].fd = p->spawner.fd;
+			pfd[n++].events = POLLIN |
+			    (TAILQ_EMPTY(&p->spawner.outq) ? 0 : POLLOUT);
+		}
+		TAILQ_FOREACH(w, &p->workers, entry) {
+			if (w->role != ROLE_ZYGOTE || w->dead ||
+			    TAILQ_EMPTY(&w->forks) || n == SETTLE_FDS)
+				continue;
+			parent_worker_flush(w);
+			who[n] = w;
+			pfd[n].fd = w->chan.fd;
+			pfd[n++].events = POLLIN |
+			    (TAILQ_EMPTY(&w->chan.outq) ? 0 : POLLOUT);
+		}
+		if (n == 0 || poll(pfd, n, (int)left) <= 0)
+			break;
+		/* one at a time: a read may end a zygote, and the list */
+		for (i = 0; i < n && pfd[i].revents == 0; i++)
+			;
+		if (i == n)
+			continue;
+		if (who[i] == NULL)
+			parent_spawner_read(pfd[i].fd, EV_READ, p);
+		else
+			parent_worker_read(pfd[i].fd, EV_READ, who[i]);
+	}
+	if (p->nstarting > 0)
+		log_warnx("event=upgrade_starts_unanswered count=%u",
+		    (unsigned)p->nstarting);
+}
+
 /*
  * What the parent takes from a worker, by its role and the message
  * version of its HELLO (docs/upgrade.md, "Versions"): a version the
  * parent serves whose messages differ from its own keeps its table here,
- * for as long as workers of that version may live.  None differs yet.
+ * for as long as workers of that version may live.  None differs yet
+ * (the zygote's table is new, but no zygote crosses an upgrade).
  */
 const struct msg_rules *
 parent_worker_rules(enum proc_role role, uint32_t version)
 {
 	return role == ROLE_FRONT ? &parent_from_front :
-	    role == ROLE_PUSH ? &parent_from_push : &parent_from_relay;
+	    role == ROLE_PUSH ? &parent_from_push :
+	    role == ROLE_ZYGOTE ? &parent_from_zygote : &parent_from_relay;
 }
 
 struct worker *
@@ -347,10 +476,12 @@ parent_worker_new(struct parent *p, enum proc_role role, pid_t pid, int fd,
 	w->front_slot = -1;
 	if (role == ROLE_RELAY)
 		p->nrelays++;
-	/* reaping finds it by pid */
-	RB_INSERT(worker_pids, &p->pids, w);
+	/* reaping finds it by pid; a worker still starting, once it has one */
+	if (pid > 0)
+		RB_INSERT(worker_pids, &p->pids, w);
 	w->started_ms = now_ms();
 	TAILQ_INIT(&w->conns);
+	TAILQ_INIT(&w->forks);
 	if (sid != NULL)
 		strlcpy(w->sid, sid, sizeof(w->sid));
 	if (fd == -1) {
@@ -377,62 +508,95 @@ parent_worker_new(struct parent *p, enum proc_role role, pid_t pid, int fd,
 	return w;
 }
 
+/*
+ * Starts a front, the push process, the relay zygote or a relay (forked
+ * by the zygote with no server-id; sid, for the log, is the one the
+ * caller will assign it, NULL for the pool).  The worker is there at
+ * once, its pid may come later; NULL when it cannot be started.
+ */
 struct worker *
 parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 {
-	struct worker	*w;
+	struct worker	*w, *z = NULL;
 	int		 sv[2];
-	pid_t		 pid;
 	char		*argv[6];
 	int		 argc = 0;
 
+	/* a relay needs a zygote, started if there is none (and may be) */
+	if (role == ROLE_RELAY && (z = parent_zygote_for_fork(p)) == NULL) {
+		errno = EAGAIN;
+		parent_spawn_failed(role, sid);
+		return NULL;
+	}
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
 		parent_spawn_failed(role, sid);
 		return NULL;
 	}
-	/* argv[0] names the titles ps(1) shows: "pyrelayd: relay ..." */
-	argv[argc++] = "pyrelayd";
-	if (role != ROLE_RELAY) {
-		argv[argc++] = "-P";
-		argv[argc++] = (char *)proc_role_name(role);
+	w = parent_worker_new(p, role, 0, sv[0], NULL);
+	if (role == ROLE_RELAY) {
+		msg_hello(&w->chan, ROLE_PARENT);
+		parent_zygote_fork(p, z, w, sv[1]);
+		parent_worker_flush(w);
+		return w;
 	}
+	/* argv[0] names the titles ps(1) shows: "pyrelayd: front" */
+	argv[argc++] = "pyrelayd";
+	argv[argc++] = "-P";
+	argv[argc++] = (char *)proc_role_name(role);
 	if (p->opts.foreground)
 		argv[argc++] = "-d";
 	argv[argc] = NULL;
-	if ((pid = parent_start_process(p, role == ROLE_RELAY ? p->relay_exe :
-	    p->self, argv, sv[1])) == -1) {
+	if (parent_start_process(p, w, role == ROLE_ZYGOTE ? p->relay_exe :
+	    p->self, argv, sv[1]) == -1) {
 		parent_spawn_failed(role, sid);
-		close(sv[0]);
+		parent_relay_unwatch(p, w);
+		TAILQ_REMOVE(&p->workers, w, entry);
+		event_free(w->ev_read);
+		event_free(w->ev_write);
+		msg_chan_clear(&w->chan);
+		free(w);
 		return NULL;
 	}
-	w = parent_worker_new(p, role, pid, sv[0], sid);
 	parent_send_setup(p, w);
 	return w;
 }
 
 /*
- * A worker's HELLO: it is set up and sandboxed, its start is over.  A
- * pooled relay is ready to be given a server-id and the next may start;
- * the daemon is ready once every front is.
+ * A worker's HELLO, and its pid: both are needed, in either order (a
+ * worker may say HELLO before its starter's answer is read).  It is set
+ * up and sandboxed, its start is over.  A pooled relay is ready to be
+ * given a server-id and the next may start; the daemon is ready once
+ * every front is.
  */
 void
-parent_worker_ready(struct parent *p, struct worker *w)
+parent_worker_announce(struct parent *p, struct worker *w)
 {
-	/* one adopted before its HELLO may speak the version before ours */
-	w->chan.rules = parent_worker_rules(w->role, w->chan.peer.version);
-	if (w->pooled && !w->hello) {
+	if (!w->hello || w->pid <= 0 || w->ready)
+		return;
+	w->ready = 1;
+	if (w->pooled) {
 		p->npool_ready++;
 		log_debug("event=relay_pooled pid=%d", (int)w->pid);
 		/* the next one may start */
 		pool_schedule(p, 0);
 	}
-	w->hello = 1;
 	if (w->role == ROLE_PUSH)
 		parent_push_ready(p, w);
+	if (w->role == ROLE_ZYGOTE)
+		parent_zygote_ready(p, w);
 	if (w->role != ROLE_FRONT)
 		return;
 	log_info("event=front_ready pid=%d", (int)w->pid);
 	parent_fronts_ready(p);
+}
+
+void
+parent_worker_ready(struct parent *p, struct worker *w)
+{
+	/* one adopted before its HELLO may speak the version before ours */
+	w->chan.rules = parent_worker_rules(w->role, w->chan.peer.version);
+	w->hello = 1;
+	parent_worker_announce(p, w);
 }
 
 void
@@ -445,7 +609,7 @@ parent_fronts_ready(struct parent *p)
 	if (p->ready)
 		return;
 	for (i = 0; i < p->nfronts; i++)
-		if (p->fronts[i] == NULL || !p->fronts[i]->hello)
+		if (p->fronts[i] == NULL || !p->fronts[i]->ready)
 			return;
 	p->ready = 1;
 	log_info("event=ready workers=%d pid=%d", p->nfronts, (int)getpid());
@@ -492,124 +656,4 @@ parent_stand_in_gone(struct parent *p, struct worker *w)
 			p->next_stand_in = 0;
 			return;
 		}
-}
-
-/* ---- the relay pool (docs/pool.md) ------------------------------------- */
-
-void
-pool_schedule(struct parent *p, int64_t ms)
-{
-	struct timeval	tv;
-
-	if (p->stopping || p->npool >= p->conf->relay_pool ||
-	    !admit_relay(p, 0) || evtimer_pending(p->ev_pool_fill, NULL))
-		return;
-	tv = ms_timeval(ms);
-	evtimer_add(p->ev_pool_fill, &tv);
-}
-
-/*
- * Starts pooled relays up to `relay pool`, at most pool_starting_max (half
- * the CPUs, at least 1) at a time, the next when one says HELLO: refilling
- * never takes more than half the machine from the relays serving clients,
- * and a flood of claims cannot make it fork faster than relays start.
- */
-void
-pool_fill(evutil_socket_t fd, short ev, void *arg)
-{
-	struct parent	*p = arg;
-	struct worker	*w;
-
-	/* pooled relays count against max relays: the pool never passes it */
-	while (!p->stopping && p->npool < p->conf->relay_pool &&
-	    p->npool - p->npool_ready < p->pool_starting_max &&
-	    admit_relay(p, 0)) {
-		if ((w = parent_spawn(p, ROLE_RELAY, NULL)) == NULL) {
-			pool_schedule(p, POOL_RETRY_MS);
-			return;
-		}
-		w->pooled = 1;
-		TAILQ_INSERT_TAIL(&p->pool, w, pool_entry);
-		p->npool++;
-	}
-}
-
-/* Takes a relay out of the pool (it is no longer counted there). */
-void
-pool_remove(struct parent *p, struct worker *w)
-{
-	if (!w->pooled)
-		return;
-	TAILQ_REMOVE(&p->pool, w, pool_entry);
-	w->pooled = 0;
-	p->npool--;
-	if (w->hello)
-		p->npool_ready--;
-}
-
-/*
- * A pooled relay for a server-id: one that is ready (sandboxed, waiting)
- * first, else one still starting; NULL when the pool is empty.  The pool
- * is refilled later, never on the claim's path.
- */
-struct worker *
-pool_take(struct parent *p, const char *sid)
-{
-	struct worker		*w, *pick = NULL;
-	struct msg_assign	 a;
-
-	TAILQ_FOREACH(w, &p->pool, pool_entry) {
-		if (w->dead)
-			continue;
-		if (w->hello) {
-			pick = w;
-			break;
-		}
-		if (pick == NULL)
-			pick = w;
-	}
-	if (pick == NULL)
-		return NULL;
-	pool_remove(p, pick);
-	strlcpy(pick->sid, sid, sizeof(pick->sid));
-	pick->started_ms = now_ms();
-	memset(&a, 0, sizeof(a));
-	strlcpy(a.server_id, sid, sizeof(a.server_id));
-	a.lim = p->conf->lim;
-	msg_compose(&pick->chan, MSG_ASSIGN, 0, &a, sizeof(a), -1);
-	p->assignments++;
-	pool_schedule(p, 0);
-	return pick;
-}
-
-/*
- * After a reload: start what is missing, stop what is beyond the size, and
- * idle relays past a lowered `max relays` (a relay serving a server-id is
- * left alone: claims wait until enough of those have retired).
- */
-void
-pool_resize(struct parent *p)
-{
-	struct worker	*w;
-	uint32_t	 over = 0;
-
-	if (p->nrelays > p->conf->max_relays)
-		over = p->nrelays - p->conf->max_relays;
-	while ((p->npool > p->conf->relay_pool || over > 0) &&
-	    (w = TAILQ_LAST(&p->pool, worker_list)) != NULL) {
-		if (over > 0)
-			over--;
-		pool_stop(p, w);
-	}
-	pool_schedule(p, 0);
-}
-
-void
-pool_stop(struct parent *p, struct worker *w)
-{
-	pool_remove(p, w);
-	/* it served no server-id: its exit is not a relay's (pooled=1) */
-	w->pool_stopped = 1;
-	log_info("event=relay_pool_stop pid=%d", (int)w->pid);
-	kill(w->pid, SIGTERM);
 }

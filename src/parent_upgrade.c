@@ -370,6 +370,8 @@ upgrade_exec(struct parent *p)
 	}
 	/* /metrics scrapes waiting for relays are answered with what is known */
 	parent_metrics_flush(p);
+	/* the state carries workers with a pid, and no zygote (replaced) */
+	parent_starts_settle(p);
 	ustate_init(&us);
 	adopt_save(p, &us, ctl);
 	if ((sfd = ustate_memfd(&us)) == -1) {

@@ -93,6 +93,8 @@ enum setting {
 	SET_PUSH_CA,
 	SET_POOL,
 	SET_MAXRELAYS,
+	SET_ZRENEW_RELAYS,
+	SET_ZRENEW_TIME,
 	SET_COUNT
 };
 
@@ -168,10 +170,10 @@ static int	 macro_set(const char *, const char *, int);
 %token	ACME AGENT BURST CA CERTIFICATE CHROOT CONFLICT CONNECTIONS CONTROL
 %token	CREDENTIALS DOMAIN ENDPOINT FCM GRACE HANDSHAKE HEADER HEARTBEAT IP KEY
 %token	KTLS LIMIT LISTEN MAX MESSAGE METRICS ON OUTBOX PER PHONES POOL PORT
-%token	PROBE PROJECT PROXYPROTO PUSH QUEUE RATE REFILL RELAY RELAYS SERVER
-%token	SIZE SOCKET
+%token	PROBE PROJECT PROXYPROTO PUSH QUEUE RATE REFILL RELAY RELAYS RENEW
+%token	SERVER SIZE SOCKET
 %token	TIMEOUT TLS
-%token	USER WEBROOT WORKERS WRITE
+%token	USER WEBROOT WORKERS WRITE ZYGOTE
 %token	ERROR
 %token	<v>	STRING NUMBER
 %type	<v>	value
@@ -254,6 +256,21 @@ main	: USER value			{ set_user(&$2); }
 			    get_number("relay pool", &$3, 0, RELAY_POOL_MAX,
 			    &n) == 0)
 				conf->relay_pool = n;
+		}
+	| RELAY ZYGOTE RENEW value RELAYS {
+			long long	n;
+
+			/* a freshly exec'd zygote after so many forks (docs/pool.md) */
+			if (once(SET_ZRENEW_RELAYS, "relay zygote renew relays") &&
+			    get_number("relay zygote renew", &$4, 1,
+			    ZYGOTE_RENEW_RELAYS_MAX, &n) == 0)
+				conf->zygote_renew_relays = n;
+		}
+	| RELAY ZYGOTE RENEW value	{
+			/* ... or after so long */
+			if (once(SET_ZRENEW_TIME, "relay zygote renew"))
+				get_duration("relay zygote renew", &$4, SECOND_MS,
+				    DAY_MS, &conf->zygote_renew_ms);
 		}
 	| GRACE value			{
 			/* 0 turns the grace off: phones go with their binary */
@@ -456,6 +473,7 @@ static const struct keyword {
 	{ "refill",		REFILL },
 	{ "relay",		RELAY },
 	{ "relays",		RELAYS },
+	{ "renew",		RENEW },
 	{ "server",		SERVER },
 	{ "size",		SIZE },
 	{ "socket",		SOCKET },
@@ -465,6 +483,7 @@ static const struct keyword {
 	{ "webroot",		WEBROOT },
 	{ "workers",		WORKERS },
 	{ "write",		WRITE },
+	{ "zygote",		ZYGOTE },
 };
 
 static int

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include <event2/event.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ static const char role_names[][8] = {
 	[ROLE_RELAY] = "relay",
 	[ROLE_SPAWNER] = "spawner",
 	[ROLE_PUSH] = "push",
+	[ROLE_ZYGOTE] = "zygote",
 };
 
 const char *
@@ -68,6 +70,41 @@ proc_start(struct msg_chan *chan, const struct msg_rules *rules)
 }
 
 void
+proc_flush_wait(struct msg_chan *chan)
+{
+	int	rv;
+
+	while ((rv = msg_flush(chan)) == 0)
+		if (fd_wait(chan->fd, POLLOUT, -1) == -1)
+			fatal("%s: poll", proc_role_name(chan->rules->to));
+	/* the parent is gone: so are we */
+	if (rv == -1)
+		exit(0);
+}
+
+void
+proc_serve(struct msg_chan *chan, struct msg *m, void *arg)
+{
+	const char	*name = proc_role_name(chan->rules->to);
+	int		 rv;
+
+	for (;;) {
+		if ((rv = msg_recv(chan, m)) == 0) {
+			if (fd_wait(chan->fd, POLLIN, -1) == -1)
+				fatal("%s: poll", name);
+			continue;
+		}
+		/* the parent is gone, or done with us: so are we */
+		if (rv == -1)
+			exit(0);
+		if (rv == -2)
+			fatalx("%s: bad message from parent: %s", name,
+			    chan->errstr);
+		msg_handle(m, arg);
+	}
+}
+
+void
 proc_verbose(void *arg, struct msg *m)
 {
 	log_setverbose(((struct msg_verbose *)m->body)->verbose);
@@ -93,17 +130,12 @@ proc_chan_read(evutil_socket_t fd, short ev, void *arg)
 	}
 }
 
-void
-proc_worker_run(struct proc_worker *pw)
+/* The event base, the channel's read event and SIGTERM's. */
+static void
+proc_worker_base(struct proc_worker *pw)
 {
 	struct event_config	*cfg;
-	struct msg_setup	*setup;
 	const char		*name = proc_role_name(pw->role);
-
-	proc_start(pw->chan, pw->rules);
-	/* the first messages: HELLO then SETUP (checked: msg_setup_check) */
-	setup = msg_wait(pw->chan, pw->m, MSG_SETUP, name);
-	log_setverbose(setup->verbose);
 
 	if ((cfg = event_config_new()) == NULL ||
 	    event_config_set_flag(cfg, EVENT_BASE_FLAG_IGNORE_ENV |
@@ -118,16 +150,45 @@ proc_worker_run(struct proc_worker *pw)
 		fatalx("%s: event_new", name);
 	event_add(pw->ev_chan, NULL);
 	event_add(pw->ev_sigterm, NULL);
+}
 
-	pw->setup(pw, setup);
-	sandbox_enter(pw->role, setup, pw->maxfds);
+/* Set up and sandboxed: ready, HELLO, then the loop until it ends. */
+static void
+proc_worker_loop(struct proc_worker *pw)
+{
 	if (pw->ready != NULL)
 		pw->ready(pw);
 	/* our HELLO says we are ready: set up and sandboxed */
 	msg_hello(pw->chan, pw->role);
 	if (msg_flush(pw->chan) == -1)
-		fatalx("%s: parent channel: %s", name, pw->chan->errstr);
-	/* messages that arrived with SETUP are read by the loop */
+		fatalx("%s: parent channel: %s", proc_role_name(pw->role),
+		    pw->chan->errstr);
+	/* messages that arrived before the loop began are read by it */
 	event_active(pw->ev_chan, EV_READ, 0);
 	event_base_dispatch(pw->base);
+}
+
+void
+proc_worker_run(struct proc_worker *pw)
+{
+	struct msg_setup	*setup;
+
+	proc_start(pw->chan, pw->rules);
+	/* the first messages: HELLO then SETUP (checked: msg_setup_check) */
+	setup = msg_wait(pw->chan, pw->m, MSG_SETUP, proc_role_name(pw->role));
+	log_setverbose(setup->verbose);
+	proc_worker_base(pw);
+	pw->setup(pw, setup);
+	sandbox_enter(pw->role, setup, pw->maxfds);
+	proc_worker_loop(pw);
+}
+
+void
+proc_worker_forked(struct proc_worker *pw, int fd,
+    const struct msg_setup *setup)
+{
+	msg_chan_init(pw->chan, fd, pw->rules);
+	proc_worker_base(pw);
+	pw->setup(pw, setup);
+	proc_worker_loop(pw);
 }

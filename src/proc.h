@@ -22,7 +22,7 @@
 
 #define WORKER_FD	3	/* a child's channel to the parent (spawn.c) */
 
-/* "parent", "front", "relay", "spawner", "push" */
+/* "parent", "front", "relay", "spawner", "push", "zygote" */
 const char	*proc_role_name(enum proc_role);
 /* The role of a name proc_role_name gives, or -1. */
 int		 proc_role_from_name(const char *);
@@ -36,6 +36,16 @@ int		 proc_has_channel(void);
  * `systemctl kill` every process of the unit).
  */
 void	proc_start(struct msg_chan *, const struct msg_rules *);
+
+/*
+ * For the processes that wait for the parent without an event loop (the
+ * spawner, the zygote): sends what chan has queued, waiting for room;
+ * and handles the parent's messages one by one, for ever.  The parent
+ * gone ends the process with 0, a message the table refuses is fatal.
+ */
+void	proc_flush_wait(struct msg_chan *);
+void	proc_serve(struct msg_chan *, struct msg *, void *arg)
+	    __attribute__((__noreturn__));
 
 /* MSG_VERBOSE's handler in every worker's table: the log's verbosity. */
 void	proc_verbose(void *arg, struct msg *);
@@ -72,5 +82,13 @@ struct proc_worker {
  * gone (EOF) exits 0, a message its table refuses is fatal.
  */
 void	proc_worker_run(struct proc_worker *);
+/*
+ * Runs a worker forked from a sandboxed zygote (a relay): its channel is
+ * fd, the sandbox and the signal dispositions are the zygote's, and setup
+ * is the zygote's SETUP (its fields up to the program).  Then as
+ * proc_worker_run from the event base on.
+ */
+void	proc_worker_forked(struct proc_worker *, int fd,
+	    const struct msg_setup *);
 
 #endif

@@ -56,6 +56,7 @@ msg_setup_check(const void *body, size_t len)
 	if (!ENDS(s->server_id) || (s->server_id[0] != '\0' &&
 	    !server_id_valid(s->server_id, strlen(s->server_id))))
 		return "bad server-id";
+	/* a relay's SETUP goes to the zygote, which forks every relay */
 	if (s->role != ROLE_FRONT && s->role != ROLE_RELAY &&
 	    s->role != ROLE_PUSH)
 		return "not a worker's role";

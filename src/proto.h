@@ -55,6 +55,7 @@ enum proto_type {
 	MSG_PUSH_RETIRE,	/* parent -> push: finish what you hold, then exit */
 	MSG_PUSH_REFRESH,	/* push -> parent: my addresses fail, replace me */
 	MSG_FINISH,		/* parent -> front: finish what you hold, then exit */
+	MSG_FORK,		/* parent -> zygote, fd: fork a relay on it */
 	MSG_TYPE_MAX
 };
 
@@ -70,7 +71,10 @@ struct msg_spawn {
 	char		args[SPAWN_ARGS_MAX];
 };
 
-/* MSG_SPAWNED: hdr.id is the request's */
+/*
+ * MSG_SPAWNED, the spawner's answer to MSG_SPAWN and the zygote's to
+ * MSG_FORK: hdr.id is the request's
+ */
 struct msg_spawned {
 	int32_t		pid;		/* -1: not started */
 	int32_t		error;		/* errno when pid is -1 */
@@ -453,6 +457,7 @@ const char	*msg_push_done_check(const void *, size_t);
 				    msg_push_done_check
 #define MSG_BODY_PUSH_RETIRE	MSG_BODY_EMPTY
 #define MSG_BODY_PUSH_REFRESH	MSG_BODY_EMPTY
+#define MSG_BODY_FORK		MSG_BODY_EMPTY
 
 /* One row: its name and type, which cannot differ, fd rule, body, handler */
 #define MSG_RULE(t, fd, handle) \

@@ -47,6 +47,7 @@ enum proc_role {
 	ROLE_RELAY,
 	ROLE_SPAWNER,		/* starts workers for the parent (docs/pool.md) */
 	ROLE_PUSH,		/* sends FCM messages (docs/push.md) */
+	ROLE_ZYGOTE,		/* forks relays, sandboxed (docs/pool.md) */
 	ROLE_MAX
 };
 
@@ -108,6 +109,10 @@ struct limits {
 #define RELAY_POOL_DEFAULT	16
 #define RELAY_POOL_MAX		1024
 #define MAX_RELAYS_DEFAULT	10000	/* relay processes of every kind */
+/* a fresh relay zygote after this many relays or this long (docs/pool.md) */
+#define ZYGOTE_RENEW_RELAYS_DEFAULT	10000
+#define ZYGOTE_RENEW_MS_DEFAULT		(60 * 60 * 1000)
+#define ZYGOTE_RENEW_RELAYS_MAX		100000000
 #define MAX_RELAYS_LIMIT	1000000
 #define PHONES_PER_SERVER_MAX	1024	/* the most "phones per server" allows */
 
@@ -118,6 +123,8 @@ struct config {
 	int			 workers;		/* 0 = number of CPUs */
 	int			 relay_pool;		/* idle relays kept started */
 	uint32_t		 max_relays;		/* relay processes at most */
+	uint32_t		 zygote_renew_relays;	/* relays one zygote forks */
+	int64_t			 zygote_renew_ms;	/* a zygote's time at most */
 	struct listen_list	 listeners;		/* listen on ... */
 	struct listen_list	 metrics;		/* metrics on ... */
 	struct listen_list	 agents;		/* agent on ... */
@@ -172,6 +179,8 @@ int		 config_fmt_size(uint64_t, char *, size_t);
 
 /* log.c */
 void	log_init(int foreground, int verbose, const char *procname);
+/* A forked process: its own pid and name in the lines it logs. */
+void	log_forked(const char *procname);
 void	log_setverbose(int);
 int	log_getverbose(void);
 void	log_procname(const char *);

@@ -4,9 +4,25 @@
 #define RELAY_H
 
 #include "msg.h"
+#include "proto.h"
 
-/* Runs a relay process on its channel to the parent (fd 3); never returns. */
-void	relay_main(void) __attribute__((__noreturn__));
+#define RELAY_MAXFDS	1024	/* 16 phones + binary + newcomers + slack */
+
+/*
+ * The relay zygote (relay_zygote.c): pyrelayd-relay on its channel to the
+ * parent (fd 3), forking a relay for each MSG_FORK; never returns.
+ */
+void	zygote_main(void) __attribute__((__noreturn__));
+/* What the zygote takes from the parent: its table (docs/messages.md). */
+extern const struct msg_rules	zygote_from_parent;
+
+/*
+ * A relay, just forked by the zygote (relay_chan.c): its channel to the
+ * parent is fd, setup the zygote's SETUP without the program.  Never
+ * returns.
+ */
+void	relay_forked(int fd, const struct msg_setup *setup)
+	    __attribute__((__noreturn__));
 /* What a relay takes from the parent: its table (docs/messages.md). */
 extern const struct msg_rules	relay_from_parent;
 

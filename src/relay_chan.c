@@ -12,10 +12,8 @@
 #include "config.h"
 
 #include <sys/types.h>
-#include <sys/mman.h>
 #include <sys/queue.h>
 
-#include <malloc.h>
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +26,6 @@
 #include "relay.h"
 #include "relay_core.h"
 #include "relay_io.h"
-
-#define RELAY_MAXFDS	1024	/* 16 phones + binary + newcomers + slack */
 
 struct relay {
 	struct relay_io		 io;		/* the connections, the core in it */
@@ -57,18 +53,6 @@ struct relay {
  * keeps only long-lived objects.
  */
 static struct msg	 chanbuf RELAY_LARGE_BSS;
-
-/* Gives the kernel back the whole pages of [p, p + len) (their contents are dead). */
-static void
-relay_release_pages(void *p, size_t len)
-{
-	uintptr_t	 pg = (uintptr_t)getpagesize();
-	uintptr_t	 a = ((uintptr_t)p + pg - 1) & ~(pg - 1);
-	uintptr_t	 b = ((uintptr_t)p + len) & ~(pg - 1);
-
-	if (b > a)
-		madvise((void *)a, b - a, MADV_DONTNEED);
-}
 
 /*
  * Counter increments reach the parent soon, without a message per frame
@@ -463,10 +447,9 @@ relay_counters_req(void *arg, struct msg *m)
 
 /*
  * What a relay takes from the parent (docs/messages.md), each with its
- * handler above; SETUP only once, at start (proc_worker_run).
+ * handler above.  Its SETUP went to the zygote it was forked from.
  */
 static const struct msg_rule relay_rows[] = {
-	MSG_RULE(SETUP, MSG_FD_NONE, NULL),
 	MSG_RULE(LIMITS, MSG_FD_NONE, relay_limits),
 	MSG_RULE(CONN_ATTACH, MSG_FD_REQUIRED, relay_attach),
 	MSG_RULE(RETIRE_OK, MSG_FD_NONE, relay_retire_ok),
@@ -497,18 +480,12 @@ relay_setup(struct proc_worker *pw, const struct msg_setup *setup)
 		fatalx("relay: event_new");
 }
 
-/* Sandboxed: give back what set-up used, and say who we are. */
+/* Forked, sandboxed: say who we are. */
 static void
 relay_ready(struct proc_worker *pw)
 {
 	struct relay	*r = pw->arg;
 
-	/*
-	 * Hand back what set-up allocated and freed (not the data path), and
-	 * the pages SETUP (it carries the seccomp program) dirtied in chanbuf.
-	 */
-	malloc_trim(0);
-	relay_release_pages(&chanbuf, sizeof(chanbuf));
 	if (r->io.core.sid[0] != '\0') {
 		relay_title(r);
 		log_debug("event=relay_ready server_id=%s", r->io.core.sid);
@@ -519,7 +496,7 @@ relay_ready(struct proc_worker *pw)
 }
 
 void
-relay_main(void)
+relay_forked(int fd, const struct msg_setup *setup)
 {
 	struct proc_worker	 pw;
 	struct relay		*r;
@@ -536,7 +513,7 @@ relay_main(void)
 	pw.setup = relay_setup;
 	pw.ready = relay_ready;
 	pw.sigterm = relay_shutdown;
-	proc_worker_run(&pw);
+	proc_worker_forked(&pw, fd, setup);
 	/* what this relay counted outlives it (docs/protocol.md §2 counters) */
 	relay_counters_flush(r);
 	exit(0);

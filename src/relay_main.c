@@ -1,11 +1,11 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * pyrelayd-relay: the relay process on its own (docs/architecture.md), started
- * by the parent with its channel on fd 3.  A separate executable so that a
- * process per server-id maps only what a relay uses: no OpenSSL, whose
- * relocations alone cost 460 KiB of private memory per process
- * (docs/relay-executable.md).
+ * pyrelayd-relay: the relay zygote (docs/pool.md), started by the spawner
+ * with its channel to the parent on fd 3; every relay is a fork of it.  A
+ * separate executable so that a process per server-id maps only what a
+ * relay uses: no OpenSSL, whose relocations alone cost 460 KiB of private
+ * memory per process (docs/relay-executable.md).
  */
 #include "config.h"
 
@@ -26,13 +26,19 @@ main(int argc, char *argv[])
 	int	ch, foreground = 0;
 
 	setproctitle_init(argc, argv, environ);
-	while ((ch = getopt(argc, argv, "d")) != -1) {
+	while ((ch = getopt(argc, argv, "dP:")) != -1) {
 		switch (ch) {
 		case 'd':
 			foreground = 1;
 			break;
+		case 'P':
+			/* its one role, named as the parent names every worker's */
+			if (proc_role_from_name(optarg) == ROLE_ZYGOTE)
+				break;
+			/* FALLTHROUGH */
 		default:
-			fprintf(stderr, "usage: pyrelayd-relay [-d] (started by pyrelayd)\n");
+			fprintf(stderr, "usage: pyrelayd-relay -P zygote [-d] "
+			    "(started by pyrelayd)\n");
 			exit(1);
 		}
 	}
@@ -41,6 +47,6 @@ main(int argc, char *argv[])
 		fprintf(stderr, "pyrelayd-relay: is started by pyrelayd(8)\n");
 		exit(1);
 	}
-	log_init(foreground, 0, proc_role_name(ROLE_RELAY));
-	relay_main();
+	log_init(foreground, 0, proc_role_name(ROLE_ZYGOTE));
+	zygote_main();
 }

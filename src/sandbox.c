@@ -12,10 +12,13 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
 #include <linux/seccomp.h>
 
 #include <errno.h>
+#include <signal.h>
+#include <ucontext.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -27,6 +30,11 @@
 
 #include "proc.h"
 #include "sandbox.h"
+
+/* siginfo's si_code for a SIGSYS from SECCOMP_RET_TRAP (linux/signal.h) */
+#ifndef SYS_SECCOMP
+#define SYS_SECCOMP	1
+#endif
 
 /*
  * Loads the program from SETUP, with this process's pid put where the
@@ -97,7 +105,8 @@ sandbox_enter(enum proc_role role, struct msg_setup *setup, rlim_t maxfds)
 	gid_t		 gid;
 	int		 chrooted = 0, limit_fsize = 1;
 
-	if (role != ROLE_FRONT && role != ROLE_RELAY && role != ROLE_PUSH)
+	if (role != ROLE_FRONT && role != ROLE_RELAY && role != ROLE_PUSH &&
+	    role != ROLE_ZYGOTE)
 		fatalx("sandbox: role %d is not a worker", (int)role);
 	/* a worker that cannot or will not drop root must not run at all */
 	if (root && geteuid() != 0)
@@ -155,6 +164,20 @@ sandbox_enter(enum proc_role role, struct msg_setup *setup, rlim_t maxfds)
 	}
 	sandbox_setrlimit(name, RLIMIT_NOFILE, "nofile", maxfds);
 
+	/*
+	 * The zygote forks every relay: fork() checks the number of the
+	 * user's processes against its RLIMIT_NPROC, so it has the most it
+	 * may have (max relays bounds them).  Each relay sets 0 for itself
+	 * after the fork (sandbox_forked).
+	 */
+	if (role == ROLE_ZYGOTE) {
+		if (getrlimit(RLIMIT_NPROC, &rl) == -1)
+			fatal("sandbox: role=%s getrlimit nproc", name);
+		if (rl.rlim_cur != rl.rlim_max)
+			sandbox_setrlimit(name, RLIMIT_NPROC, "nproc",
+			    rl.rlim_max);
+	}
+
 	if (root)
 		sandbox_drop(name, setup->uid, setup->gid);
 
@@ -167,8 +190,11 @@ sandbox_enter(enum proc_role role, struct msg_setup *setup, rlim_t maxfds)
 	 * count that fork() would check.  The limit binds only this process:
 	 * as an ordinary user it stops our forks, not the user's others.
 	 */
-	sandbox_setrlimit(name, RLIMIT_NPROC, "nproc", 0);
-	nproc = "0";
+	if (role != ROLE_ZYGOTE) {
+		sandbox_setrlimit(name, RLIMIT_NPROC, "nproc", 0);
+		nproc = "0";
+	} else
+		nproc = "the hard limit (forks relays)";
 #endif
 	sandbox_setrlimit(name, RLIMIT_CORE, "core", 0);
 	/*
@@ -186,6 +212,8 @@ sandbox_enter(enum proc_role role, struct msg_setup *setup, rlim_t maxfds)
 	/* the filter forbids getuid() and getgid() */
 	uid = getuid();
 	gid = getgid();
+	if (role == ROLE_ZYGOTE)
+		sandbox_abort_trap();
 	sandbox_load(name, &setup->filter);
 
 	if (skipped != NULL)
@@ -196,4 +224,80 @@ sandbox_enter(enum proc_role role, struct msg_setup *setup, rlim_t maxfds)
 	    name, (unsigned)uid, (unsigned)gid,
 	    chrooted ? setup->chroot : "no", (unsigned long long)maxfds,
 	    nproc, limit_fsize ? "0" : "unchanged (stderr is a file)");
+}
+
+/*
+ * abort() in a forked relay.  glibc raises SIGABRT with tgkill(getpid(),
+ * gettid(), SIGABRT); a front's program allows exactly that call with its
+ * own pid in it, but relays share the zygote's program, which cannot name
+ * each relay's pid.  So the relay program traps every tgkill
+ * (SECCOMP_RET_TRAP: SIGSYS, caught here) and allows only kill(0,
+ * SIGABRT), which reaches the caller's process group, and each relay is
+ * the only process of its own (sandbox_forked).  A tgkill at ourselves
+ * with SIGABRT becomes that kill, and the relay dies of SIGABRT as
+ * before; any other tgkill dies of SIGSYS, as every call the program
+ * refuses does.
+ */
+static void
+sandbox_sigsys(int sig, siginfo_t *si, void *ctx)
+{
+	ucontext_t		*uc = ctx;
+	long long		 pid = -1, signo = -1;
+	struct sigaction	 sa;
+	sigset_t		 abrt;
+
+#if defined(__x86_64__)
+	pid = uc->uc_mcontext.gregs[REG_RDI];
+	signo = uc->uc_mcontext.gregs[REG_RDX];
+#elif defined(__aarch64__)
+	pid = (long long)uc->uc_mcontext.regs[0];
+	signo = (long long)uc->uc_mcontext.regs[2];
+#endif
+	if (si->si_code == SYS_SECCOMP && si->si_syscall == SYS_tgkill &&
+	    pid == (long long)getpid() && signo == SIGABRT) {
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = SIG_DFL;
+		(void)sigaction(SIGABRT, &sa, NULL);
+		sigemptyset(&abrt);
+		sigaddset(&abrt, SIGABRT);
+		(void)sigprocmask(SIG_UNBLOCK, &abrt, NULL);
+		(void)kill(0, SIGABRT);
+	}
+	/* a call the program refuses: killed with SIGSYS */
+	(void)syscall(SYS_kill, getpid(), SIGSYS);
+	_exit(127);
+}
+
+void
+sandbox_abort_trap(void)
+{
+#ifndef PYRELAYD_SANITIZERS
+	struct sigaction	sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = sandbox_sigsys;
+	sa.sa_flags = SA_SIGINFO;
+	if (sigaction(SIGSYS, &sa, NULL) == -1)
+		fatal("sandbox: SIGSYS handler");
+#endif
+}
+
+void
+sandbox_forked(void)
+{
+	/* its own process group: kill(0, SIGABRT) reaches no one else */
+	if (setpgid(0, 0) == -1)
+		_exit(127);
+#ifndef PYRELAYD_SANITIZERS
+	struct rlimit	rl;
+
+	/*
+	 * A relay never forks: its filter allows the zygote's clone, and
+	 * this makes that fail (EAGAIN) for a user with any process at all;
+	 * hard and soft, so it cannot be raised again.
+	 */
+	rl.rlim_cur = rl.rlim_max = 0;
+	if (setrlimit(RLIMIT_NPROC, &rl) == -1)
+		_exit(127);
+#endif
 }

@@ -6,8 +6,17 @@
 #include <sys/types.h>
 #include <sys/resource.h>
 
+#include <sched.h>
+#include <signal.h>
+
 #include "proto.h"
 #include "pyrelayd.h"
+
+/*
+ * The only clone(2) the relay program allows: the zygote's fork of a
+ * relay, which the parent then reaps (docs/sandbox.md).
+ */
+#define ZYGOTE_CLONE_FLAGS	(CLONE_PARENT | SIGCHLD)
 
 /*
  * Parent, at start-up and on reload: checks that `user` exists, with a uid
@@ -41,6 +50,21 @@ void	sandbox_enter(enum proc_role role, struct msg_setup *setup,
  * failure.  sandbox_enter's last step; the tests' fake workers call it.
  */
 void	sandbox_load(const char *role, struct sandbox_prog *prog);
+
+/*
+ * The zygote, before it loads the relay program: SIGSYS from the
+ * program's trap on tgkill turns a relay's own abort() into SIGABRT
+ * (sandbox.c).  Relays inherit the handler.  Nothing in sanitizer builds,
+ * whose program allows tgkill.
+ */
+void	sandbox_abort_trap(void);
+
+/*
+ * A relay right after the zygote forked it, before it reads anything:
+ * its own process group, and RLIMIT_NPROC 0 for good (not in sanitizer
+ * builds, as in sandbox_enter).  _exit(127) on failure.
+ */
+void	sandbox_forked(void);
 
 /*
  * Parent, once at start: compiles the role's allow-list with libseccomp

@@ -10,8 +10,10 @@
 #include "config.h"
 
 #include <sys/types.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <netinet/in.h>
@@ -95,6 +97,16 @@ static const struct sandbox_syscall worker_syscalls[] = {
 	SANDBOX_SYSCALL(gettid),
 	SANDBOX_SYSCALL(exit),
 	SANDBOX_SYSCALL(exit_group),
+};
+
+/* The relay program's additions without arguments (sandbox_filter_relay). */
+static const struct sandbox_syscall relay_syscalls[] = {
+	SANDBOX_SYSCALL(poll),
+	SANDBOX_SYSCALL(ppoll),
+	SANDBOX_SYSCALL(getuid),
+	SANDBOX_SYSCALL(geteuid),
+	SANDBOX_SYSCALL(getgid),
+	SANDBOX_SYSCALL(getegid),
 };
 
 #ifdef PYRELAYD_SANITIZERS
@@ -204,10 +216,6 @@ sandbox_allow_sockopt(scmp_filter_ctx ctx, const char *role, int level,
 static void
 sandbox_allow_common_args(scmp_filter_ctx ctx, const char *role)
 {
-#ifndef PYRELAYD_SANITIZERS
-	struct scmp_arg_cmp	cmp[2];
-#endif
-
 	sandbox_allow_arg(ctx, role, SCMP_SYS(mmap), "mmap", 2, PROT_EXEC, 0);
 	sandbox_allow_arg(ctx, role, SCMP_SYS(mprotect), "mprotect", 2,
 	    PROT_EXEC, 0);
@@ -223,8 +231,8 @@ sandbox_allow_common_args(scmp_filter_ctx ctx, const char *role)
 	    SANDBOX_ALL, F_SETFD);
 
 	/*
-	 * Sanitizer builds allow ioctl, newfstatat and tgkill without
-	 * conditions (sanitizer_syscalls): no narrower rules then.
+	 * Sanitizer builds allow ioctl and newfstatat without conditions
+	 * (sanitizer_syscalls): no narrower rules then.
 	 */
 #ifndef PYRELAYD_SANITIZERS
 	/* libevent's evbuffer_read() asks how many bytes are waiting */
@@ -243,16 +251,24 @@ sandbox_allow_common_args(scmp_filter_ctx ctx, const char *role)
 	sandbox_allow_sockopt(ctx, role, IPPROTO_TCP, TCP_NODELAY,
 	    "setsockopt TCP_NODELAY");
 
+}
+
+/*
+ * abort() (assert, stack protector, fortify) raises SIGABRT with
+ * tgkill(getpid(), gettid(), SIGABRT); a front lets it, so that a crash
+ * reads as SIGABRT, not SIGSYS.  Each front puts its own pid in the rule
+ * before it loads the program (sandbox_load).  Sanitizer builds allow
+ * tgkill without conditions (sanitizer_syscalls).
+ */
+static void
+sandbox_allow_own_abort(scmp_filter_ctx ctx, const char *role)
+{
 #ifndef PYRELAYD_SANITIZERS
-	/*
-	 * abort() (assert, stack protector, fortify) raises SIGABRT with
-	 * tgkill(getpid(), gettid(), SIGABRT); let it, so that a crash reads
-	 * as SIGABRT, not SIGSYS.
-	 */
+	struct scmp_arg_cmp	cmp[2];
+
 	memset(cmp, 0, sizeof(cmp));
 	cmp[0].arg = 0;
 	cmp[0].op = SCMP_CMP_EQ;
-	/* each worker puts its own pid here before it loads the program */
 	cmp[0].datum_a = SANDBOX_PID_PLACEHOLDER;
 	cmp[1].arg = 2;
 	cmp[1].op = SCMP_CMP_EQ;
@@ -289,7 +305,7 @@ sandbox_deny_syslog_reconnect(scmp_filter_ctx ctx, const char *role)
 	    "socket for syslog");
 }
 
-/* What every worker may do: the relay's whole program, the front's base. */
+/* What every worker may do: the base of the relay's and the front's programs. */
 static void
 sandbox_filter_worker(scmp_filter_ctx ctx, const char *role)
 {
@@ -299,10 +315,68 @@ sandbox_filter_worker(scmp_filter_ctx ctx, const char *role)
 	sandbox_deny_syslog_reconnect(ctx, role);
 }
 
+/*
+ * The relay program is loaded once, by the zygote, and every relay it
+ * forks shares it (docs/sandbox.md, "The zygote").  To the worker's list
+ * it adds what the zygote needs to wait and fork, and what a relay needs
+ * once after its fork; nothing a relay could use to fork, open or reach
+ * another process:
+ *   poll		the zygote waits for requests (fd_wait)
+ *   clone		with exactly the zygote's flags: CLONE_PARENT | SIGCHLD
+ *			(a relay's RLIMIT_NPROC 0 makes even that fail)
+ *   prlimit64		pid 0, RLIMIT_NPROC only: the relay's own 0
+ *   setpgid		(0, 0): a relay's own process group
+ *   epoll_create1,	EPOLL_CLOEXEC, O_NONBLOCK | O_CLOEXEC: the relay's
+ *   pipe2		event base (libevent's epoll and its signal pipe)
+ *   getuid, geteuid,	event_base_new asks whether it runs set-uid before
+ *   getgid, getegid	it reads EVENT_SHOW_METHOD (evutil_issetugid)
+ *   tgkill		trapped, and kill only as (0, SIGABRT): abort() in a
+ *			relay (sandbox.c, sandbox_abort_trap)
+ */
+static void
+sandbox_filter_relay(scmp_filter_ctx ctx)
+{
+	const char		*role = "relay";
+	struct scmp_arg_cmp	 cmp[2];
+
+	sandbox_filter_worker(ctx, role);
+	sandbox_allow_list(ctx, role, relay_syscalls,
+	    sizeof(relay_syscalls) / sizeof(relay_syscalls[0]));
+	sandbox_allow_arg(ctx, role, SCMP_SYS(clone), "clone", 0, SANDBOX_ALL,
+	    ZYGOTE_CLONE_FLAGS);
+	sandbox_allow_arg(ctx, role, SCMP_SYS(epoll_create1), "epoll_create1",
+	    0, SANDBOX_INT, EPOLL_CLOEXEC);
+	sandbox_allow_arg(ctx, role, SCMP_SYS(pipe2), "pipe2", 1, SANDBOX_INT,
+	    O_NONBLOCK | O_CLOEXEC);
+
+	memset(cmp, 0, sizeof(cmp));
+	cmp[0].arg = 0;
+	cmp[0].op = SCMP_CMP_EQ;
+	cmp[0].datum_a = 0;
+	cmp[1].arg = 1;
+	cmp[1].op = SCMP_CMP_MASKED_EQ;
+	cmp[1].datum_a = SANDBOX_INT;
+	cmp[1].datum_b = RLIMIT_NPROC;
+	sandbox_seccomp_check(seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW,
+	    SCMP_SYS(prlimit64), 2, cmp), role, "prlimit64 RLIMIT_NPROC");
+	cmp[1].op = SCMP_CMP_EQ;
+	cmp[1].datum_a = 0;
+	sandbox_seccomp_check(seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW,
+	    SCMP_SYS(setpgid), 2, cmp), role, "setpgid");
+#ifndef PYRELAYD_SANITIZERS
+	cmp[1].datum_a = SIGABRT;
+	sandbox_seccomp_check(seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW,
+	    SCMP_SYS(kill), 2, cmp), role, "kill 0 SIGABRT");
+	sandbox_seccomp_check(seccomp_rule_add(ctx, SCMP_ACT_TRAP,
+	    SCMP_SYS(tgkill), 0), role, "tgkill trap");
+#endif
+}
+
 static void
 sandbox_filter_front(scmp_filter_ctx ctx)
 {
 	sandbox_filter_worker(ctx, "front");
+	sandbox_allow_own_abort(ctx, "front");
 	/*
 	 * kernel TLS: OpenSSL (3.0, ktls.h) sets TCP_ULP "tls", then TLS_TX
 	 * and TLS_RX with the session's keys.  Its later options (zero-copy
@@ -425,7 +499,7 @@ sandbox_filter_build(enum proc_role role, struct sandbox_prog *prog)
 
 	switch (role) {
 	case ROLE_RELAY:
-		sandbox_filter_worker(ctx, "relay");
+		sandbox_filter_relay(ctx);
 		break;
 	case ROLE_FRONT:
 		sandbox_filter_front(ctx);

@@ -18,7 +18,6 @@
 #include <sys/types.h>
 
 #include <errno.h>
-#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -31,19 +30,6 @@
 #include "spawn.h"
 
 extern char **environ;
-
-/* Sends what is queued, waiting for room; exits when the parent is gone. */
-static void
-spawner_flush(struct msg_chan *chan)
-{
-	int	rv;
-
-	while ((rv = msg_flush(chan)) == 0)
-		if (fd_wait(chan->fd, POLLOUT, -1) == -1)
-			fatal("spawner: poll");
-	if (rv == -1)
-		exit(0);
-}
 
 /*
  * Starts the worker a SPAWN asks for (its body passed msg_spawn_check: a
@@ -76,7 +62,7 @@ spawner_spawn(void *arg, struct msg *m)
 	if (m->fd != -1)
 		close(m->fd);
 	msg_compose(chan, MSG_SPAWNED, m->hdr.id, &rep, sizeof(rep), -1);
-	spawner_flush(chan);
+	proc_flush_wait(chan);
 }
 
 /* What the spawner takes from the parent (docs/messages.md). */
@@ -91,24 +77,10 @@ spawner_main(void)
 {
 	static struct msg	 m;
 	struct msg_chan		 chan;
-	int			 rv;
 
 	proc_start(&chan, &spawner_from_parent);
 	setproctitle("spawner");
 	msg_hello(&chan, ROLE_SPAWNER);
-	spawner_flush(&chan);
-	for (;;) {
-		if ((rv = msg_recv(&chan, &m)) == 0) {
-			if (fd_wait(chan.fd, POLLIN, -1) == -1)
-				fatal("spawner: poll");
-			continue;
-		}
-		/* the parent is gone: so are we */
-		if (rv == -1)
-			exit(0);
-		if (rv == -2)
-			fatalx("spawner: bad message from parent: %s",
-			    chan.errstr);
-		msg_handle(&m, &chan);
-	}
+	proc_flush_wait(&chan);
+	proc_serve(&chan, &m, &chan);
 }

@@ -2,12 +2,16 @@
 
 /*
  * A worker that lies, for tests/integration/test_hostile_workers.py.  It
- * takes the place of a front or a relay: the test puts a script that runs
- * it where the parent starts that worker from (docs/messages.md, "Fake
- * workers in the tests"), so nothing in pyrelayd itself serves tests.  It
- * speaks msg.c's protocol on fd 3 as the real worker does up to its
- * HELLO, then does the one wrong thing its case names, says so on stderr
- * (the daemon's log under -d), and waits for its end.
+ * takes the place of a front or of the relay zygote: the test puts a
+ * script that runs it where the parent starts that worker from
+ * (docs/messages.md, "Fake workers in the tests"), so nothing in pyrelayd
+ * itself serves tests.  It speaks msg.c's protocol on fd 3 as the real
+ * worker does up to its HELLO, then does the one wrong thing its case
+ * names, says so on stderr (the daemon's log under -d), and waits for its
+ * end.  A relay-* case is a zygote that forks one fake relay, as the
+ * real one forks relays, and exits: the parent starts a real zygote
+ * again.  A zygote-* case answers the parent's first MSG_FORK wrong, or
+ * (zygote-silent) never.
  *
  *	fake_worker case [restore-from restore-to [worker arguments]]
  *
@@ -18,6 +22,7 @@
 
 #include <sys/types.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -25,6 +30,8 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,9 +85,11 @@ rules_init(void)
 		rules[t].minlen = 1;
 		rules[t].name = "any";
 		rules[t].fd = t == MSG_CONN_NEW || t == MSG_CONN_VERDICT ||
-		    t == MSG_CONN_ATTACH ? MSG_FD_REQUIRED : MSG_FD_NONE;
+		    t == MSG_CONN_ATTACH || t == MSG_FORK ? MSG_FD_REQUIRED :
+		    MSG_FD_NONE;
 	}
 }
+
 
 /* Sends what is queued, waiting for room. */
 static void
@@ -111,6 +120,37 @@ static void *
 wait_for(uint32_t type)
 {
 	return msg_wait(&chan, &m, type, "fake_worker");
+}
+
+/*
+ * As the zygote: the parent's first MSG_FORK, and a child of the parent
+ * (CLONE_PARENT) on the channel end that came with it.  In the child,
+ * returns that end with the channel now on it, after the parent's HELLO;
+ * in the zygote, answers the pid and exits.
+ */
+static void
+fork_one(void)
+{
+	struct msg_spawned	rep;
+	pid_t			pid;
+	int			fd;
+
+	wait_for(MSG_FORK);
+	fd = m.fd;
+	if ((pid = (pid_t)syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, NULL,
+	    NULL, 0)) == -1)
+		fatal("fake_worker: clone");
+	if (pid == 0) {
+		close(CHAN_FD);
+		log_init(1, 0, "fake_worker");
+		table.to = ROLE_RELAY;
+		msg_chan_init(&chan, fd, &table);
+		return;
+	}
+	memset(&rep, 0, sizeof(rep));
+	rep.pid = pid;
+	send_msg(MSG_SPAWNED, m.hdr.id, &rep, sizeof(rep), -1);
+	exit(0);
 }
 
 /* Reads and drops whatever comes, until the parent closes the channel. */
@@ -221,8 +261,9 @@ main(int argc, char *argv[])
 	struct msg_relay_state	 st;
 	struct msg_conn_closed	 cc;
 	struct msg_ctl_phone	 ph;
+	struct msg_spawned	 rep;
 	char			 sid[SERVER_ID_MAX + 1];
-	int			 relay;
+	int			 relay, zygote;
 
 	if (argc < 2) {
 		fprintf(stderr, "usage: fake_worker case [from to [args]]\n");
@@ -230,12 +271,13 @@ main(int argc, char *argv[])
 	}
 	name = argv[1];
 	relay = strncmp(name, "relay-", 6) == 0;
+	zygote = relay || strncmp(name, "zygote-", 7) == 0;
 	log_init(1, 0, "fake_worker");
 	if (argc >= 4 && rename(argv[2], argv[3]) == -1)
 		fatal("fake_worker: rename %s %s", argv[2], argv[3]);
 	rules_init();
 	table.from = ROLE_PARENT;
-	table.to = relay ? ROLE_RELAY : ROLE_FRONT;
+	table.to = zygote ? ROLE_ZYGOTE : ROLE_FRONT;
 	table.rule = rules + MSG_SETUP;
 	table.nrules = MSG_TYPE_MAX - MSG_SETUP;
 	msg_chan_init(&chan, CHAN_FD, &table);
@@ -243,12 +285,45 @@ main(int argc, char *argv[])
 	if (m.hdr.len > sizeof(setup))
 		fatalx("fake_worker: SETUP of %u bytes", m.hdr.len);
 	memcpy(&setup, m.body, m.hdr.len);
-	if (setup.server_id[SERVER_ID_MAX] != '\0')
-		fatalx("fake_worker: SETUP without a server-id");
-	strlcpy(sid, setup.server_id, sizeof(sid));
-	msg_hello(&chan, relay ? ROLE_RELAY : ROLE_FRONT);
+	msg_hello(&chan, zygote ? ROLE_ZYGOTE : ROLE_FRONT);
 	flush_all();
+	sid[0] = '\0';
+	if (relay) {
+		/* a relay forked by this zygote, given its server-id */
+		fork_one();
+		msg_hello(&chan, ROLE_RELAY);
+		flush_all();
+		wait_for(MSG_ASSIGN);
+		strlcpy(sid, ((struct msg_assign *)m.body)->server_id,
+		    sizeof(sid));
+		if (memchr(sid, '\0', sizeof(sid)) == NULL)
+			fatalx("fake_worker: ASSIGN without a server-id");
+	}
 	say("ready server_id=%s", sid[0] ? sid : "-");
+
+	memset(&rep, 0, sizeof(rep));
+	if (strcmp(name, "zygote-pid-foreign") == 0) {
+		/* init: not the parent's child, and never to be signalled */
+		wait_for(MSG_FORK);
+		close(m.fd);
+		rep.pid = 1;
+		send_msg(MSG_SPAWNED, m.hdr.id, &rep, sizeof(rep), -1);
+		say("sent SPAWNED pid=1");
+		idle();
+	} else if (strcmp(name, "zygote-silent") == 0) {
+		/* asked for a relay, it never answers: the start stays due */
+		wait_for(MSG_FORK);
+		say("got FORK, answers nothing");
+		idle();
+	} else if (strcmp(name, "zygote-out-of-order") == 0) {
+		wait_for(MSG_FORK);
+		close(m.fd);
+		rep.pid = -1;
+		rep.error = EAGAIN;
+		send_msg(MSG_SPAWNED, m.hdr.id + 1, &rep, sizeof(rep), -1);
+		say("sent SPAWNED for a request it was not asked");
+		idle();
+	}
 
 	memset(&cc, 0, sizeof(cc));
 	if (strcmp(name, "front-upgrade-foreign") == 0) {

@@ -775,6 +775,19 @@ class Daemon:
                 out[m.group(1)] = pid
         return out
 
+    def zygote_pid(self):
+        """The relay zygote the parent last said ready, while it runs; else
+        None.  From the log, not from titles: a relay just forked carries
+        the zygote's title until it sets its own."""
+        for line in reversed(self.log_lines()):
+            m = re.search(r"\bevent=zygote_ready pid=(\d+)", line)
+            if m:
+                pid = int(m.group(1))
+                st = proc_stat(pid)
+                return pid if st and st[0] != "Z" and st[1] == self.pid \
+                    else None
+        return None
+
     def front_pids(self):
         return [pid for pid, cmd in self.children()
                 if re.match(r"pyrelayd: front\b", cmd)]

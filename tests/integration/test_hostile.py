@@ -89,10 +89,17 @@ async def good_pair(d, sid, src="127.0.0.2"):
 
 
 def relay_processes(d):
-    """The daemon's children that are relays: all but fronts and the
-    spawner, zombies and relays still starting included."""
+    """The daemon's children that are relays: all but fronts, the spawner
+    and the zygote, zombies and relays still starting included.  The
+    zygote is known by its pid (a relay carries its title for a moment
+    after the fork), or by its command line while it starts."""
+    zygotes = {int(m.group(1)) for m in (
+        re.search(r"\bevent=zygote_ready pid=(\d+)", line)
+        for line in d.log_lines()) if m}
     return [pid for pid, cmd in d.children()
-            if not re.match(r"pyrelayd(: | -P )(front|spawner)\b", cmd)]
+            if pid not in zygotes and
+            not re.match(r"pyrelayd(: | -P )(front|spawner)\b", cmd) and
+            not re.match(r"pyrelayd -P zygote\b", cmd)]
 
 
 def reload_with(d, extra_conf):

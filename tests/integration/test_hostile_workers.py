@@ -87,8 +87,31 @@ class Case:
         self.tc.assertRegex(m.group(0), how)
 
 
+def fake_zygote(d, case):
+    """The zygote is killed and its replacement is fake_worker case; once
+    that fake has said HELLO, returns the log mark from before, and the
+    fake's pid."""
+    # the daemon's first zygote may still be starting
+    d.wait_log(r"\bevent=zygote_ready pid=\d+", 15)
+    old = harness.poll_until(d.zygote_pid, 15, "a zygote to replace")
+    d.fake_next("pyrelayd-relay", case)
+    mark = d.log_mark()
+    os.kill(old, signal.SIGKILL)
+    m = d.wait_log(r"\bevent=zygote_ready pid=(?!%d\b)(\d+)" % old, 15,
+                   mark)
+    return mark, int(m.group(1))
+
+
+def fake_zygote_gone(d, pid, mark):
+    """The fake zygote has exited and a real one is ready after it."""
+    d.wait_log(r"\bevent=zygote_exited pid=%d " % pid, 30, mark)
+    d.wait_log(r"\bevent=zygote_ready pid=(?!%d\b)\d+" % pid, 30, mark)
+
+
 class FakeRelays(unittest.TestCase):
-    """One daemon; each case fakes the relay of the next claim."""
+    """One daemon; each case fakes the relay of the next claim: its zygote
+    is replaced by a fake one that forks a fake relay for it, then
+    exits."""
 
     @classmethod
     def setUpClass(cls):
@@ -103,8 +126,7 @@ class FakeRelays(unittest.TestCase):
     def run_case(self, case, reason=None, exited=None, during=None):
         d = self.d
         before = fds(d)
-        d.fake_next("pyrelayd-relay", case)
-        mark = d.log_mark()
+        mark, zygote = fake_zygote(d, case)
         sid = "evil-" + case
         binary = raw_claim(d, sid)
         try:
@@ -119,6 +141,8 @@ class FakeRelays(unittest.TestCase):
             harness.recv_until_close(binary, 10)
         finally:
             binary.close()
+        # its zygote forked it, and exits: a real one serves what follows
+        fake_zygote_gone(d, zygote, mark)
         still_serving(self, d, before, case)
         return c
 
@@ -201,6 +225,82 @@ class FakeRelays(unittest.TestCase):
         finally:
             for s in phones:
                 s.close()
+
+
+class FakeZygotes(unittest.TestCase):
+    """One daemon; each case replaces the zygote by one that answers the
+    next claim's MSG_FORK wrong: the parent kills it, signals no process
+    it did not start, and a real zygote serves the next claims."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = harness.FakeableDaemon(CONF)
+        cls.d.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.d.stop()
+        assert rc == 0, "pyrelayd exited %r" % rc
+
+    def run_case(self, case, reason):
+        d = self.d
+        before = fds(d)
+        mark, zygote = fake_zygote(d, case)
+        c = Case(self, d, "zygote", case, mark)
+        binary = raw_claim(d, "evil-" + case)
+        try:
+            c.killed_because(reason)
+            # the relay it was asked for never ran: its binary is closed
+            harness.recv_until_close(binary, 10)
+        finally:
+            binary.close()
+        self.assertTrue(d.alive(), "the parent died")
+        fake_zygote_gone(d, zygote, mark)
+        still_serving(self, d, before, case)
+
+    def test_pid_that_is_not_the_parents_child(self):
+        # pid 1 (init): were it believed, the parent would signal it
+        self.run_case("zygote-pid-foreign",
+                      r"^a pid that is not the parent's new child$")
+
+    def test_answer_to_a_request_never_made(self):
+        self.run_case("zygote-out-of-order", r"^answer out of order$")
+
+    def test_upgrade_with_a_fork_unanswered(self):
+        # the upgrade waits 1 s for the answer, then carries neither the
+        # zygote nor the relay it never started; the new image serves
+        d = self.d
+        mark, zygote = fake_zygote(d, "zygote-silent")
+        binary = raw_claim(d, "unanswered")
+        try:
+            d.wait_log(r"fake_worker\[%d\]: case=zygote-silent got FORK"
+                       % zygote, 10, mark)
+            exec_mark = d.log_mark()
+            r = subprocess.run([PYRELAYCTL, "-s", d.control_path,
+                                "upgrade"], capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            d.wait_log(r"\bevent=upgrade_starts_unanswered count=1$", 10,
+                       mark)
+            d.wait_log(r"\bevent=upgraded\b", 10, mark)
+            # the relay it was asked for never ran: its binary is closed
+            harness.recv_until_close(binary, 10)
+        finally:
+            binary.close()
+        self.assertTrue(d.alive(), "the parent died")
+        # the fake exits with its channel, reaped by the new image
+        harness.poll_until(lambda: harness.proc_state(zygote) is None, 10,
+                           "the fake zygote gone")
+        # the new image's own zygote forks the next claim's relay
+        d.wait_log(r"\bevent=zygote_ready pid=(?!%d\b)\d+" % zygote, 30,
+                   exec_mark)
+
+        async def good_pair():
+            b = await harness.binary(d, "after-unanswered")
+            p = await harness.phone(d, "after-unanswered")
+            await harness.assert_exchange(b, p, "after-unanswered")
+            await harness.close_all(b, p)
+        harness.run(good_pair())
 
 
 def killed(d, c):

@@ -8,10 +8,12 @@ Needs root (the daemon must start as root to drop to `user "nobody"` and
 chroot its workers); exits 77 otherwise."""
 
 import asyncio
+import ctypes
 import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -129,6 +131,227 @@ def push_key_limbs(key_path):
     return big_endian[::-1][:24]
 
 
+def proc_limit(pid, name):
+    """(soft, hard) of /proc/PID/limits' row name, as text."""
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith(name):
+                fields = line[len(name):].split()
+                return fields[0], fields[1]
+    raise AssertionError("no %s in /proc/%d/limits" % (name, pid))
+
+
+def fd_targets(pid):
+    """What each of pid's descriptors is ("socket:[inode]", a path)."""
+    out = set()
+    for n in harness.open_fds(pid):
+        try:
+            out.add(os.readlink("/proc/%d/fd/%d" % (pid, n)))
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def proc_pgrp(pid):
+    """The process group of pid (/proc/PID/stat, field 5)."""
+    data = harness._read("/proc/%d/stat" % pid)
+    return int(data.rpartition(b")")[2].split()[2])
+
+
+def wait_zygote(d, timeout=15):
+    """The zygote the parent last said ready (harness zygote_pid), once
+    it has its title."""
+    d.wait_log(r"\bevent=zygote_ready pid=\d+", timeout * SLOW)
+    pid = harness.poll_until(d.zygote_pid, timeout * SLOW, "a zygote")
+    harness.poll_until(lambda: re.match(r"pyrelayd: zygote\b",
+                                        harness.proc_cmdline(pid)),
+                       timeout * SLOW, "the zygote's title")
+    return pid
+
+
+_PTRACE_GETREGS, _PTRACE_DETACH = 12, 17
+_PTRACE_SEIZE, _PTRACE_INTERRUPT = 0x4206, 0x4207
+_WALL = 0x40000000
+# struct user_regs_struct (x86_64): 27 unsigned longs, fs_base the 22nd
+_X86_64_REGS, _X86_64_FS_BASE = 27, 21
+
+
+def stack_canary(pid):
+    """The stack protector's canary of process pid: glibc keeps it in the
+    thread's TCB, at %fs:0x28 on x86_64.  The process is stopped with
+    ptrace (PTRACE_SEIZE, then PTRACE_INTERRUPT), its fs base read with
+    PTRACE_GETREGS, the eight bytes read through /proc/PID/mem, and it
+    is let go: nothing runs inside it.  Root may trace any process."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.restype = ctypes.c_long
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
+                            ctypes.c_void_p]
+
+    def ptrace(req, data=None):
+        if libc.ptrace(req, pid, None, data) == -1:
+            e = ctypes.get_errno()
+            raise OSError(e, "ptrace(%d) of %d: %s"
+                          % (req, pid, os.strerror(e)))
+    ptrace(_PTRACE_SEIZE)
+    try:
+        ptrace(_PTRACE_INTERRUPT)
+        os.waitpid(pid, _WALL)
+        regs = (ctypes.c_ulong * _X86_64_REGS)()
+        ptrace(_PTRACE_GETREGS, ctypes.addressof(regs))
+        with open("/proc/%d/mem" % pid, "rb", buffering=0) as f:
+            f.seek(regs[_X86_64_FS_BASE] + 0x28)
+            return struct.unpack("<Q", f.read(8))[0]
+    finally:
+        ptrace(_PTRACE_DETACH)
+
+
+async def served_pair(d, sid):
+    """A binary and a phone of sid that have exchanged a message."""
+    b = await harness.binary(d, sid)
+    p = await harness.phone(d, sid)
+    await harness.assert_exchange(b, p, sid)
+    return b, p
+
+
+class Zygote(unittest.TestCase):
+    """Relays are forked by a zygote that entered the relay sandbox once
+    (docs/pool.md, "The zygote"): it is sandboxed like them and holds
+    nothing but its channel; a relay is the parent's child, in a process
+    group of its own, and cannot fork (RLIMIT_NPROC 0, and a program that
+    allows the zygote's clone only: tests/unit/test_sandbox_filter.c); a
+    killed zygote is replaced; `relay zygote renew` replaces it on
+    schedule."""
+
+    def test_zygote_sandboxed_relays_cannot_fork(self):
+        with harness.Daemon(extra_conf=RATE + "\nrelay pool 1") as d:
+            zyg = wait_zygote(d)
+            zygote_channel = os.readlink("/proc/%d/fd/3" % zyg)
+            assert_sandboxed(self, d, zyg, "zygote %d" % zyg)
+            self.assertEqual(harness.proc_stat(zyg)[1], d.pid)
+            # no connection, no secret: stdio and its channel, once the
+            # pool is full (while it forks, it holds the relay's channel
+            # end too, until the clone is done)
+            pooled_relay_pids(d, 1)
+            harness.poll_until(lambda: harness.open_fds(zyg) == {0, 1, 2, 3},
+                               10 * SLOW, "the zygote holding fds 0-3 only")
+            self.assertNotEqual(proc_limit(zyg, "Max processes"),
+                                ("0", "0"))
+
+            async def main():
+                b, p = await served_pair(d, "zygote-a")
+                relays = await asyncio.to_thread(d.wait_relays, 1)
+                return b, p, relays["zygote-a"]
+            b, p, relay = harness.run(main())
+            pooled = pooled_relay_pids(d)
+            for pid, what in [(relay, "relay")] + [
+                    (x, "pooled relay") for x in pooled]:
+                what = "%s %d" % (what, pid)
+                assert_sandboxed(self, d, pid, what)
+                # the parent's child (CLONE_PARENT), as when it was exec'd
+                self.assertEqual(harness.proc_stat(pid)[1], d.pid, what)
+                # it cannot fork: no process at all for its user (but
+                # in sanitizer builds, whose leak check at exit needs a
+                # task: docs/sandbox.md)
+                if not harness.sanitizer_build():
+                    self.assertEqual(proc_limit(pid, "Max processes"),
+                                     ("0", "0"), what)
+                # its kill(0, SIGABRT) reaches itself only
+                self.assertEqual(proc_pgrp(pid), pid, what)
+                # the zygote's channel is not among its descriptors
+                self.assertNotIn(zygote_channel, fd_targets(pid), what)
+            self.assertNotEqual(proc_pgrp(zyg), proc_pgrp(d.pid))
+            harness.run(harness.close_all(b, p))
+
+    def test_each_relay_has_its_own_stack_canary(self):
+        if os.uname().machine != "x86_64":
+            self.skipTest("reads the canary where x86_64 keeps it")
+        with harness.Daemon(extra_conf=RATE + "\nrelay pool 2") as d:
+            zyg = wait_zygote(d)
+            pids = pooled_relay_pids(d, 2)
+            # the TCB's stack guard, %fs:0x28, read from outside
+            canaries = {pid: stack_canary(pid) for pid in [zyg] + pids}
+            self.assertEqual(len(set(canaries.values())), 3, canaries)
+            for pid, c in canaries.items():
+                # glibc's shape: a zero low byte, random above it
+                self.assertEqual(c & 0xff, 0, pid)
+                self.assertNotEqual(c, 0, pid)
+
+    def test_killed_zygote_is_replaced(self):
+        with harness.Daemon(extra_conf=RATE + "\nrelay pool 0") as d:
+            zyg = wait_zygote(d)
+
+            async def main():
+                b, p = await served_pair(d, "zygote-before")
+                mark = d.log_mark()
+                os.kill(zyg, signal.SIGKILL)
+                await asyncio.to_thread(
+                    d.wait_log, r"\bevent=zygote_exited pid=%d .*signal=9"
+                    % zyg, 10, mark)
+                m = await asyncio.to_thread(
+                    d.wait_log, r"\bevent=zygote_ready pid=(\d+)", 15 * SLOW,
+                    mark)
+                new = int(m.group(1))
+                self.assertNotEqual(new, zyg)
+                # a new server-id gets a relay from the new zygote
+                b2, p2 = await served_pair(d, "zygote-after")
+                # the relay the old one forked serves on
+                await harness.assert_exchange(b, p, "zygote-before", 2)
+                self.assertEqual(wait_zygote(d), new)
+                assert_sandboxed(self, d, new, "new zygote %d" % new)
+                await harness.close_all(b, p, b2, p2)
+            harness.run(main(), timeout=60)
+
+    def renewal(self, renew, sids, then=None):
+        """A daemon with `relay zygote renew RENEW` and no pool: a pair
+        served for each of sids, then the zygote renewed after those
+        relays; then(d, old, new, conns) checks the rest."""
+        conf = RATE + "\nrelay pool 0\nrelay zygote renew " + renew
+        with harness.Daemon(extra_conf=conf) as d:
+            zyg = wait_zygote(d)
+            mark = d.log_mark()
+
+            async def main():
+                conns = []
+                for sid in sids:
+                    conns += await served_pair(d, sid)
+                m = await asyncio.to_thread(
+                    d.wait_log, r"\bevent=zygote_renewed pid=(\d+) "
+                    r"old_pid=%d relays=%d$" % (zyg, len(sids)), 15 * SLOW,
+                    mark)
+                if then is not None:
+                    await then(d, zyg, int(m.group(1)), mark, conns)
+                await harness.close_all(*conns)
+            harness.run(main(), timeout=60)
+
+    def test_renewed_after_so_many_relays(self):
+        async def then(d, zyg, new, mark, conns):
+            # the old one exits once it has answered, as expected
+            line = await asyncio.to_thread(
+                d.wait_log, r"\bevent=zygote_exited pid=%d .*" % zyg, 15,
+                mark)
+            self.assertRegex(line.group(0), r"\bstatus=0$")
+            self.assertEqual(wait_zygote(d), new)
+            conns += await served_pair(d, "renew-3")
+            # relays of the old zygote serve on
+            await harness.assert_exchange(conns[0], conns[1], "renew-1", 2)
+        self.renewal("2 relays", ["renew-1", "renew-2"], then)
+
+    def test_renewed_after_so_long(self):
+        self.renewal("1s", ["aged-1"])
+
+
+def pooled_relay_pids(d, n=None, timeout=15):
+    """Pooled relays (titled); n of them, when given, polled for."""
+    def pooled():
+        return [pid for pid, cmd in d.children()
+                if re.match(r"pyrelayd: pooled relay\b", cmd) and
+                harness.proc_state(pid) != "Z"]
+    if n is not None:
+        harness.poll_until(lambda: len(pooled()) == n, timeout * SLOW,
+                           "%d pooled relays" % n)
+    return pooled()
+
+
 class WorkerEnvironment(unittest.TestCase):
     """Workers get only the variables a library in them reads (TZ,
     OPENSSL_*, the sanitizers' options): a secret in the daemon's
@@ -185,9 +408,9 @@ class WorkerEnvironment(unittest.TestCase):
                     "secret: the search finds nothing")
                 workers = [(pid, cmd) for pid, cmd in d.children()
                            if cmd.startswith("pyrelayd: ")]
-                # the spawner, the fronts, the relay, the pooled relays
-                # and the push process
-                self.assertGreaterEqual(len(workers), 5, d.children())
+                # the spawner, the fronts, the zygote, the relay, the
+                # pooled relays and the push process
+                self.assertGreaterEqual(len(workers), 6, d.children())
                 pushes = [pid for pid, cmd in workers
                           if cmd == "pyrelayd: push"]
                 self.assertEqual(len(pushes), 1, workers)
@@ -195,10 +418,10 @@ class WorkerEnvironment(unittest.TestCase):
                     # a read that misses the title is tried again (a short
                     # read of /proc/PID/mem); a worker that is gone since
                     # the list was taken (a pooled relay stopped) holds
-                    # nothing any more.  A relay the spawner has just
-                    # forked carries the spawner's title until its exec,
-                    # so each read looks for the title the process has
-                    # when the read starts, and counts only if the
+                    # nothing any more.  A relay the zygote has just
+                    # forked carries the zygote's title until it sets its
+                    # own, so each read looks for the title the process
+                    # has when the read starts, and counts only if the
                     # process still has it when the read ends
                     for attempt in range(3):
                         cmd = harness.proc_cmdline(pid) or cmd
@@ -322,10 +545,11 @@ class Crashes(unittest.TestCase):
             self.assertEqual(d.healthz()["status"], "ok")
 
     def test_relay_abort_reads_as_sigabrt(self):
-        # The seccomp program comes from the parent; each relay puts its
-        # own pid into the tgkill rule, so that abort() (assert, stack
-        # protector) raises SIGABRT on itself: a crash that reads as one.
-        # tgkill towards any other process is still SIGSYS.
+        # Relays share the zygote's seccomp program, which traps tgkill
+        # (SIGSYS to the relay's handler) and allows kill(0, SIGABRT) in
+        # the relay's own process group: so abort() (assert, stack
+        # protector) still raises SIGABRT on the relay itself, a crash
+        # that reads as one.  tgkill towards any other process is SIGSYS.
         with harness.FakeableDaemon(RATE, relay=harness.CRASH_RELAY) as d:
             async def main():
                 b = await harness.binary(d, "aborts")

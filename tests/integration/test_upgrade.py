@@ -390,19 +390,30 @@ class Upgrade(unittest.TestCase):
         return ([p for p, c in kids if re.match(r"pyrelayd: front$", c)],
                 [p for p, c in kids if "front (finishing)" in c])
 
+    def zygotes(self):
+        """The relay zygotes running, by title."""
+        return [p for p, c in self.d.children()
+                if re.match(r"pyrelayd: zygote\b", c) and
+                harness.proc_state(p) not in (None, "Z")]
+
     def settled(self):
-        """The replaced fronts are gone, the pool is full again, and the
-        only relays are the load's."""
+        """The replaced fronts are gone, the pool is full again, the only
+        relays are the load's, one zygote runs, and every child that
+        exited is reaped (its channel closed in the parent), so that the
+        parent's descriptors are at rest."""
         def check():
             serving, finishing = self.fronts()
             kids = self.d.children()
             pooled = [p for p, c in kids
                       if c.startswith("pyrelayd: pooled relay")]
             relays = [p for p, c in kids if c.startswith("pyrelayd: relay ")]
+            exited = [p for p, c in kids
+                      if harness.proc_state(p) in (None, "Z")]
             return (len(serving) == self.d.workers and not finishing and
-                    len(pooled) == POOL and len(relays) == SIDS)
-        harness.poll_until(check, 30, "the fronts replaced, the pool full "
-                           "and the load's relays alone")
+                    len(pooled) == POOL and len(relays) == SIDS and
+                    len(self.zygotes()) == 1 and not exited)
+        harness.poll_until(check, 30, "the fronts replaced, the pool full, "
+                           "the load's relays alone and every exit reaped")
 
     def upgrade(self, via_signal=False):
         """One upgrade that must succeed; returns pyrelayctl's output."""
@@ -478,6 +489,8 @@ class Upgrade(unittest.TestCase):
         self.assertEqual(d.healthz()["version"], self.old_version)
         before = self.counters()
         old_fronts = self.fronts()[0]
+        old_zygote = self.zygotes()
+        self.assertEqual(len(old_zygote), 1, d.children())
         # a handshake in an old front when the exec comes: half a head,
         # accepted (a /healthz asked after it was answered), the rest after
         req = harness.upgrade_request(d.port, "/v1/server", sid="half-head")
@@ -518,6 +531,12 @@ class Upgrade(unittest.TestCase):
         for pid, cmd in d.children():
             if cmd.startswith("pyrelayd: pooled relay"):
                 self.assertEqual(exe_inode(pid), new_ino)
+        # the relay zygote is replaced, as the spawner is: the old one
+        # exits with its channel, the new image's is of the new build
+        harness.poll_until(lambda: len(self.zygotes()) == 1 and
+                           self.zygotes() != old_zygote, 30,
+                           "the old zygote gone, a new one")
+        self.assertEqual(exe_inode(self.zygotes()[0]), new_ino)
         self.assert_no_harm()
 
     def test_2_missing_program(self):

@@ -444,6 +444,8 @@ test_limits_at_bounds(void)
 	    "workers 64\n"
 	    "relay pool 1024\n"
 	    "max relays 1000000\n"
+	    "relay zygote renew 100000000 relays\n"
+	    "relay zygote renew 1440m\n"
 	    "phones per server 1024\n"
 	    "max connections 1000000\n"
 	    "max connections per ip 1000000\n"
@@ -463,6 +465,8 @@ test_limits_at_bounds(void)
 	CU_ASSERT_EQUAL(conf->workers, 64);
 	CU_ASSERT_EQUAL(conf->relay_pool, 1024);
 	CU_ASSERT_EQUAL(conf->max_relays, 1000000);
+	CU_ASSERT_EQUAL(conf->zygote_renew_relays, 100000000);
+	CU_ASSERT_EQUAL(conf->zygote_renew_ms, 86400000);
 	CU_ASSERT_EQUAL(conf->lim.phones_per_server, 1024);
 	CU_ASSERT_EQUAL(conf->lim.max_connections, 1000000);
 	CU_ASSERT_EQUAL(conf->lim.max_connections_per_ip, 1000000);
@@ -484,6 +488,8 @@ test_limits_at_bounds(void)
 	    "workers 1\n"
 	    "relay pool 0\n"
 	    "max relays 1\n"
+	    "relay zygote renew 1 relays\n"
+	    "relay zygote renew 1s\n"
 	    "phones per server 1\n"
 	    "max connections 1\n"
 	    "max connections per ip 1\n"
@@ -499,6 +505,8 @@ test_limits_at_bounds(void)
 	CU_ASSERT_PTR_NOT_NULL_FATAL(conf);
 	CU_ASSERT_EQUAL(conf->relay_pool, 0);
 	CU_ASSERT_EQUAL(conf->max_relays, 1);
+	CU_ASSERT_EQUAL(conf->zygote_renew_relays, 1);
+	CU_ASSERT_EQUAL(conf->zygote_renew_ms, 1000);
 	CU_ASSERT_EQUAL(conf->lim.message_size, 1024);
 	CU_ASSERT_EQUAL(conf->lim.outbox, 65536);
 	CU_ASSERT_EQUAL(conf->lim.grace_queue, 64 * 1024 * 1024);
@@ -603,6 +611,23 @@ static const struct bad_case {
 	  "1: max relays 1000001: out of range (1 to 1000000)" },
 	{ "max relays many\n", "1: max relays many: not a number" },
 	{ "max relays 5\nmax relays 6\n", "2: max relays already set on line 1" },
+	{ "relay zygote renew 0 relays\n",
+	  "1: relay zygote renew 0: out of range (1 to 100000000)" },
+	{ "relay zygote renew 100000001 relays\n",
+	  "1: relay zygote renew 100000001: out of range (1 to 100000000)" },
+	{ "relay zygote renew many relays\n",
+	  "1: relay zygote renew many: not a number" },
+	{ "relay zygote renew 500ms\n",
+	  "1: relay zygote renew 500ms: out of range (1s to 1440m)" },
+	{ "relay zygote renew 1441m\n",
+	  "1: relay zygote renew 1441m: out of range (1s to 1440m)" },
+	{ "relay zygote renew 10\n",
+	  "1: relay zygote renew 10: a duration needs a unit (ms, s or m)" },
+	{ "relay zygote renew 5 relays\nrelay zygote renew 6 relays\n",
+	  "2: relay zygote renew relays already set on line 1" },
+	{ "relay zygote renew 5m\nrelay zygote renew 6m\n",
+	  "2: relay zygote renew already set on line 1" },
+	{ "relay zygote 5m\n", "1: syntax error at \"5m\"" },
 	{ "phones per server 0\n",
 	  "1: phones per server 0: out of range (1 to 1024)" },
 	{ "phones per server 1025\n",

@@ -29,8 +29,9 @@
 
 static const struct msg_rules *const tables[] = {
 	&parent_from_front, &parent_from_relay, &parent_from_spawner,
-	&parent_from_push, &front_from_parent, &relay_from_parent,
-	&spawner_from_parent, &push_from_parent,
+	&parent_from_push, &parent_from_zygote, &front_from_parent,
+	&relay_from_parent, &spawner_from_parent, &push_from_parent,
+	&zygote_from_parent,
 };
 #define NTABLES	(sizeof(tables) / sizeof(tables[0]))
 

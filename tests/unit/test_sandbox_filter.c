@@ -1,17 +1,20 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * Unit tests of src/sandbox_filter.c's setsockopt rules, and of the
- * push process's socket rule, run by the kernel: each case forks a child
- * that loads the role's program exactly as a worker does (sandbox_load,
- * after PR_SET_NO_NEW_PRIVS) and makes one call.  An allowed call
- * returns, whatever the kernel then says of it; any other kills the child
- * with SIGSYS.
+ * Unit tests of src/sandbox_filter.c's argument rules, run by the
+ * kernel: each case forks a child that loads the role's program exactly
+ * as a worker does (sandbox_load, after PR_SET_NO_NEW_PRIVS) and makes
+ * one call: setsockopt, the push process's socket, or one of the calls
+ * the relay program allows only with the zygote's arguments (clone and
+ * the rest).  An allowed call returns, whatever the kernel then says of
+ * it; any other kills the child with SIGSYS.
  */
 #include "config.h"
 
 #include <sys/types.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -21,6 +24,8 @@
 
 #include <linux/tls.h>
 
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,13 +43,14 @@
 static struct sandbox_prog	prog_front, prog_relay, prog_push;
 
 /*
- * 0 when the call returned under prog, SIGSYS when the program killed
- * the caller, -1 for anything else.  The call is made as libc makes it,
- * its result does not matter.
+ * 0 when syscall(nr, a0..a4) returned under the program, SIGSYS when the
+ * program killed the caller, -1 for anything else.  A clone that the
+ * program lets through makes a child of the test (CLONE_PARENT) that
+ * exits at once.
  */
 static int
-try_call(const struct sandbox_prog *prog, long nr, long a, long b, long c,
-    long d, long e)
+try_call(const struct sandbox_prog *prog, long nr, long a0, long a1, long a2,
+    long a3, long a4)
 {
 	struct sandbox_prog	copy = *prog;
 	pid_t			pid;
@@ -56,7 +62,8 @@ try_call(const struct sandbox_prog *prog, long nr, long a, long b, long c,
 		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
 			_exit(2);
 		sandbox_load("test", &copy);
-		syscall(nr, a, b, c, d, e);
+		/* the call, as libc makes it: its result does not matter */
+		syscall(nr, a0, a1, a2, a3, a4);
 		_exit(0);
 	}
 	if (waitpid(pid, &status, 0) != pid)
@@ -69,9 +76,9 @@ try_call(const struct sandbox_prog *prog, long nr, long a, long b, long c,
 }
 
 /*
- * setsockopt(level, optname) on a TCP socket under the role's program:
- * try_call's answer.  level is passed as a long: the upper 32 bits are
- * not the kernel's.
+ * setsockopt(level, optname) on a TCP socket under the role's program,
+ * as try_call.  level is passed as a long: the upper 32 bits are not the
+ * kernel's.
  */
 static int
 try_sockopt(const struct sandbox_prog *prog, long level, int optname)
@@ -143,6 +150,85 @@ test_relay(void)
 	assert_never(p);
 	CU_ASSERT_EQUAL(try_sockopt(p, IPPROTO_TCP, TCP_ULP), SIGSYS);
 	CU_ASSERT_EQUAL(try_sockopt(p, SOL_TLS, TLS_TX), SIGSYS);
+}
+
+/*
+ * The relay program is the zygote's, and every relay keeps it: clone only
+ * with the zygote's flags (a relay's RLIMIT_NPROC 0 then stops it), and
+ * the calls a relay makes once after its fork, each with the arguments
+ * it makes them with.
+ */
+static void
+test_relay_zygote_calls(void)
+{
+	const struct sandbox_prog	*p = &prog_relay;
+
+	/* the zygote's fork of a relay */
+	CU_ASSERT_EQUAL(try_call(p, SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0,
+	    0, 0), 0);
+	/* its child is the test's (CLONE_PARENT): reaped here */
+	while (waitpid(-1, NULL, 0) > 0)
+		;
+#ifndef PYRELAYD_SANITIZERS
+	/*
+	 * glibc's fork(), threads, vfork, and clone with any other flags
+	 * (sanitizer builds allow clone, ptrace and tgkill: their runtime's)
+	 */
+	CU_ASSERT_EQUAL(try_call(p, SYS_clone, SIGCHLD, 0, 0, 0, 0), SIGSYS);
+	CU_ASSERT_EQUAL(try_call(p, SYS_clone, CLONE_CHILD_SETTID |
+	    CLONE_CHILD_CLEARTID | SIGCHLD, 0, 0, 0, 0), SIGSYS);
+	CU_ASSERT_EQUAL(try_call(p, SYS_clone, CLONE_PARENT | CLONE_VM |
+	    SIGCHLD, 0, 0, 0, 0), SIGSYS);
+	CU_ASSERT_EQUAL(try_call(p, SYS_clone, CLONE_VM | CLONE_FS |
+	    CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD, 0, 0, 0, 0), SIGSYS);
+	CU_ASSERT_EQUAL(try_call(p, SYS_clone, CLONE_PARENT | SIGCHLD |
+	    (1L << 32), 0, 0, 0, 0), SIGSYS);
+#ifdef SYS_fork
+	CU_ASSERT_EQUAL(try_call(p, SYS_fork, 0, 0, 0, 0, 0), SIGSYS);
+	CU_ASSERT_EQUAL(try_call(p, SYS_vfork, 0, 0, 0, 0, 0), SIGSYS);
+#endif
+	CU_ASSERT_EQUAL(try_call(p, SYS_tgkill, 1, 1, SIGABRT, 0, 0), SIGSYS);
+	CU_ASSERT_EQUAL(try_call(p, SYS_ptrace, 0, 0, 0, 0, 0), SIGSYS);
+#endif
+#ifdef SYS_clone3
+	CU_ASSERT_EQUAL(try_call(p, SYS_clone3, 0, 0, 0, 0, 0), SIGSYS);
+#endif
+	CU_ASSERT_EQUAL(try_call(p, SYS_execve, 0, 0, 0, 0, 0), SIGSYS);
+	/* its own RLIMIT_NPROC, and no other limit (a read included) */
+	CU_ASSERT_EQUAL(try_call(p, SYS_prlimit64, 0, RLIMIT_NPROC, 0, 0, 0),
+	    0);
+	CU_ASSERT_EQUAL(try_call(p, SYS_prlimit64, 0, RLIMIT_NOFILE, 0, 0, 0),
+	    SIGSYS);
+	CU_ASSERT_EQUAL(try_call(p, SYS_prlimit64, 1, RLIMIT_NPROC, 0, 0, 0),
+	    SIGSYS);
+	/* its own process group, no one else's */
+	CU_ASSERT_EQUAL(try_call(p, SYS_setpgid, 0, 0, 0, 0, 0), 0);
+	CU_ASSERT_EQUAL(try_call(p, SYS_setpgid, 1, 0, 0, 0, 0), SIGSYS);
+	CU_ASSERT_EQUAL(try_call(p, SYS_setpgid, 0, 1, 0, 0, 0), SIGSYS);
+	/* its event base */
+	CU_ASSERT_EQUAL(try_call(p, SYS_epoll_create1, EPOLL_CLOEXEC, 0, 0, 0,
+	    0), 0);
+	CU_ASSERT_EQUAL(try_call(p, SYS_epoll_create1, 0, 0, 0, 0, 0), SIGSYS);
+	CU_ASSERT_EQUAL(try_call(p, SYS_pipe2, 0, O_NONBLOCK | O_CLOEXEC, 0, 0,
+	    0), 0);
+	CU_ASSERT_EQUAL(try_call(p, SYS_pipe2, 0, 0, 0, 0, 0), SIGSYS);
+	/* signals: kill only (0, SIGABRT); tgkill is trapped (SIGSYS) */
+	CU_ASSERT_EQUAL(try_call(p, SYS_kill, 1, SIGABRT, 0, 0, 0), SIGSYS);
+	CU_ASSERT_EQUAL(try_call(p, SYS_kill, 0, SIGKILL, 0, 0, 0), SIGSYS);
+	CU_ASSERT_EQUAL(try_call(p, SYS_tkill, 1, SIGABRT, 0, 0, 0), SIGSYS);
+	/* still no files (sanitizer builds open some), sockets or processes */
+#ifndef PYRELAYD_SANITIZERS
+	CU_ASSERT_EQUAL(try_call(p, SYS_openat, AT_FDCWD, 0, 0, 0, 0), SIGSYS);
+#endif
+	CU_ASSERT_EQUAL(try_call(p, SYS_socketpair, AF_UNIX, SOCK_STREAM, 0,
+	    0, 0), SIGSYS);
+	/* a front's program has none of this */
+#ifndef PYRELAYD_SANITIZERS
+	CU_ASSERT_EQUAL(try_call(&prog_front, SYS_clone, CLONE_PARENT |
+	    SIGCHLD, 0, 0, 0, 0), SIGSYS);
+#endif
+	CU_ASSERT_EQUAL(try_call(&prog_front, SYS_epoll_create1,
+	    EPOLL_CLOEXEC, 0, 0, 0, 0), SIGSYS);
 }
 
 static void
@@ -228,6 +314,8 @@ main(void)
 		return CU_get_error();
 	s = CU_add_suite("sandbox_setsockopt", setup, NULL);
 	CU_add_test(s, "relay: TCP_NODELAY only", test_relay);
+	CU_add_test(s, "relay: the zygote's clone and a relay's first calls",
+	    test_relay_zygote_calls);
 	CU_add_test(s, "front: TCP_NODELAY and kernel TLS only", test_front);
 	CU_add_test(s, "push: TCP_NODELAY and TCP sockets only", test_push);
 	CU_add_test(s, "level and optname compared as int",

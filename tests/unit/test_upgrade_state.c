@@ -379,6 +379,11 @@ test_adopt_refused(void)
 	worker_record(&us, ROLE_SPAWNER, child, sv[0], msg_version);
 	CU_ASSERT(strstr(adopt(&us), "which this program does not know") !=
 	    NULL);
+	/* nor the relay zygote: replaced at an upgrade, as the spawner is */
+	parent_record(&us);
+	worker_record(&us, ROLE_ZYGOTE, child, sv[0], msg_version);
+	CU_ASSERT(strstr(adopt(&us), "which this program does not know") !=
+	    NULL);
 	/* one fd, two workers */
 	parent_record(&us);
 	worker_record(&us, ROLE_RELAY, child, sv[0], msg_version);
