@@ -130,6 +130,13 @@ void	relay_core_attach_phone(struct relay_core *, struct relay_peer *,
 /* A whole message from the peer (the bytes may be changed in place). */
 void	relay_core_message(struct relay_core *, struct relay_peer *,
 	    unsigned char *, size_t);
+/*
+ * A whole text message whose UTF-8 is not checked yet: -1, having done
+ * nothing, when it is not UTF-8 (the caller closes 1007).  A binary's
+ * envelope is checked by its parse, which reads every byte anyway.
+ */
+int	relay_core_text(struct relay_core *, struct relay_peer *,
+	    unsigned char *, size_t);
 void	relay_core_pong(struct relay_core *, struct relay_peer *);
 /*
  * The peer's close began without the core asking: its close frame came

@@ -464,7 +464,10 @@ ws_message_done(struct ws *ws, unsigned char *buf, size_t len,
 
 	if (ws->close_sent)
 		;	/* after our close, data is discarded */
-	else if (ws->msgop == WS_OP_TEXT && !utf8_valid(buf, len))
+	else if (ws->msgop == WS_OP_TEXT && h->text != NULL) {
+		if (h->text(arg, len ? buf : empty, len) == -1)
+			r = ws_fail(ws, 1007, REASON_UTF8);
+	} else if (ws->msgop == WS_OP_TEXT && !utf8_valid(buf, len))
 		r = ws_fail(ws, 1007, REASON_UTF8);
 	else
 		h->message(arg, ws->msgop == WS_OP_BINARY, len ? buf : empty, len);

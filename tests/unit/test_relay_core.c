@@ -818,6 +818,53 @@ test_close_notice(void)
 	teardown();
 }
 
+/* A text message from p whose UTF-8 is not checked yet: its verdict. */
+static int
+says_text(struct tpeer *p, const char *text)
+{
+	unsigned char	buf[8192];
+	size_t		len = strlen(text);
+
+	CU_ASSERT_FATAL(len <= sizeof(buf));
+	memcpy(buf, text, len);
+	return relay_core_text(&F.core, &p->peer, buf, len);
+}
+
+/*
+ * relay_core_text: the binary's envelope parse stands for the UTF-8
+ * check; what is not UTF-8 is refused (-1) before anything is done,
+ * from the binary and from a phone alike.
+ */
+static void
+test_text_utf8(void)
+{
+	struct tpeer	*b, *ph[1];
+	char		 env[256];
+
+	setup();
+	b = claimed(1, ph);
+	snprintf(env, sizeof(env), "{\"conn_id\":\"%s\",\"frame\":\"\xc3\xa9\"}",
+	    ph[0]->peer.conn_id);
+	CU_ASSERT_EQUAL(says_text(b, env), 0);
+	EXPECT("send P1 \"\xc3\xa9\"", "count b2p");
+	/* not UTF-8 inside a string, and outside one */
+	snprintf(env, sizeof(env), "{\"conn_id\":\"%s\",\"frame\":\"\xc0\xaf\"}",
+	    ph[0]->peer.conn_id);
+	CU_ASSERT_EQUAL(says_text(b, env), -1);
+	CU_ASSERT_EQUAL(says_text(b, "\xff"), -1);
+	NOTHING();
+	/* not JSON but UTF-8: dropped, as before */
+	CU_ASSERT_EQUAL(says_text(b, "{\"conn_id\":"), 0);
+	NOTHING();
+	/* a phone: not UTF-8 is -1 with no close of the core's own */
+	CU_ASSERT_EQUAL(says_text(ph[0], "\"\xed\xa0\x80\""), -1);
+	NOTHING();
+	CU_ASSERT_EQUAL(says_text(ph[0], "\"\xc3\xa9\""), 0);
+	EXPECT("send B {\"conn_id\":\"<P1>\",\"frame\":\"\xc3\xa9\"}",
+	    "count p2b");
+	teardown();
+}
+
 static void
 test_close_directives(void)
 {
@@ -1209,6 +1256,8 @@ main(void)
 	    test_probe_queues_past_bound);
 	CU_add_test(s, "newcomers per server-id bounded", test_newcomers_bounded);
 	CU_add_test(s, "leave: kick and shutdown", test_leave);
+	CU_add_test(s, "text: UTF-8 checked by the envelope parse",
+	    test_text_utf8);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
