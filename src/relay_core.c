@@ -88,15 +88,46 @@ core_newcomers(struct relay_core *core)
 	return n;
 }
 
+/*
+ * The cache slot of a conn_id: its last two bytes, which are in the
+ * random part of every conn_id the relay makes ("client-<sid>-<hex>").
+ */
+static unsigned int
+core_hint_slot(const char *conn_id, size_t len)
+{
+	const unsigned char	*b = (const unsigned char *)conn_id;
+
+	if (len < 2)
+		return 0;
+	return (b[len - 1] ^ (b[len - 2] << 3)) & (RELAY_PHONE_HINTS - 1);
+}
+
+static int
+core_is_phone(const struct relay_peer *p, const char *conn_id, size_t len)
+{
+	return p->role == RELAY_PHONE && p->open && p->conn_id_len == len &&
+	    memcmp(p->conn_id, conn_id, len) == 0;
+}
+
+/*
+ * Each envelope names a phone: the cache answers most without the walk
+ * over every connection (a pointer chase through as many allocations),
+ * and what it holds is checked like what the walk finds.
+ */
 static struct relay_peer *
 core_find_phone(struct relay_core *core, const char *conn_id, size_t len)
 {
 	struct relay_peer	*p;
+	unsigned int		 slot = core_hint_slot(conn_id, len);
 
+	if ((p = core->phone_hint[slot]) != NULL &&
+	    core_is_phone(p, conn_id, len))
+		return p;
 	TAILQ_FOREACH(p, &core->peers, entry) {
-		if (p->role == RELAY_PHONE && p->open &&
-		    p->conn_id_len == len && memcmp(p->conn_id, conn_id, len) == 0)
+		if (core_is_phone(p, conn_id, len)) {
+			core->phone_hint[slot] = p;
 			return p;
+		}
 	}
 	return NULL;
 }
@@ -686,6 +717,11 @@ relay_core_attach_phone(struct relay_core *core, struct relay_peer *p,
 void
 relay_core_gone(struct relay_core *core, struct relay_peer *p)
 {
+	unsigned int	slot = core_hint_slot(p->conn_id, p->conn_id_len);
+
+	/* its memory goes with it: the cache may not name it any more */
+	if (core->phone_hint[slot] == p)
+		core->phone_hint[slot] = NULL;
 	relay_core_closing(core, p, 1001);
 	msgq_clear(&p->held);
 	TAILQ_REMOVE(&core->peers, p, entry);

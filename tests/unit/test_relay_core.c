@@ -865,6 +865,52 @@ test_text_utf8(void)
 	teardown();
 }
 
+/*
+ * Each envelope finds its phone among a full server-id's, the cache of
+ * the lookup (phone_hint) notwithstanding: one holding another phone, a
+ * phone whose close began, and no slot naming a peer once it is gone.
+ */
+static void
+test_find_phone(void)
+{
+	struct tpeer	*b, *ph[16];
+	char		 frame[32], want[32];
+	int		 round, i;
+
+	setup();
+	b = claimed(16, ph);
+	for (round = 0; round < 2; round++)
+		for (i = 0; i < 16; i++) {
+			snprintf(frame, sizeof(frame), "\"frame\":%d}", i);
+			snprintf(want, sizeof(want), "send P%d %d", i + 1, i);
+			envelope(b, ph[i], frame);
+			EXPECT(want, "count b2p");
+		}
+	/* every slot names P2: P1's envelope still reaches P1 */
+	for (i = 0; i < RELAY_PHONE_HINTS; i++)
+		F.core.phone_hint[i] = &ph[1]->peer;
+	envelope(b, ph[0], "\"frame\":\"one\"}");
+	EXPECT("send P1 \"one\"", "count b2p");
+	/* only the slot of its own conn_id may name a phone: undo the above */
+	for (i = 0; i < RELAY_PHONE_HINTS; i++)
+		if (F.core.phone_hint[i] == &ph[1]->peer)
+			F.core.phone_hint[i] = NULL;
+	/* P4 is closing: its envelopes are dropped, cached or not */
+	envelope(b, ph[3], "\"frame\":4}");
+	EXPECT("send P4 4", "count b2p");
+	closing(ph[3], 4000);
+	EXPECT("send B {\"conn_id\":\"<P4>\",\"close_code\":4000}",
+	    "state binary=1 phones=15 probing=0");
+	envelope(b, ph[3], "\"frame\":4}");
+	NOTHING();
+	gone(ph[3]);
+	for (i = 0; i < RELAY_PHONE_HINTS; i++)
+		CU_ASSERT(F.core.phone_hint[i] != &ph[3]->peer);
+	teardown();
+	for (i = 0; i < RELAY_PHONE_HINTS; i++)
+		CU_ASSERT(F.core.phone_hint[i] == NULL);
+}
+
 static void
 test_close_directives(void)
 {
@@ -1258,6 +1304,8 @@ main(void)
 	CU_add_test(s, "leave: kick and shutdown", test_leave);
 	CU_add_test(s, "text: UTF-8 checked by the envelope parse",
 	    test_text_utf8);
+	CU_add_test(s, "envelopes find their phone (lookup cache)",
+	    test_find_phone);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
