@@ -321,16 +321,35 @@ phone(const char *name)
 	return p;
 }
 
-/* A whole message from p (copied: the core may change it in place). */
-static void
-says(struct tpeer *p, const char *text)
+/*
+ * A whole message from p (copied: the core may change it in place),
+ * through relay_core_text when its UTF-8 is unchecked: that verdict.
+ */
+static int
+says_how(struct tpeer *p, const char *text, int utf8_unchecked)
 {
 	unsigned char	buf[8192];
 	size_t		len = strlen(text);
 
 	CU_ASSERT_FATAL(len <= sizeof(buf));
 	memcpy(buf, text, len);
+	if (utf8_unchecked)
+		return relay_core_text(&F.core, &p->peer, buf, len);
 	relay_core_message(&F.core, &p->peer, buf, len);
+	return 0;
+}
+
+static void
+says(struct tpeer *p, const char *text)
+{
+	says_how(p, text, 0);
+}
+
+/* A text message from p whose UTF-8 is not checked yet: its verdict. */
+static int
+says_text(struct tpeer *p, const char *text)
+{
+	return says_how(p, text, 1);
 }
 
 /* The binary's envelope for phone p: {"conn_id":"<p>",rest */
@@ -816,18 +835,6 @@ test_close_notice(void)
 	EXPECT("send B {\"conn_id\":\"<P4>\",\"close_code\":1001}",
 	    "state binary=1 phones=0 probing=0");
 	teardown();
-}
-
-/* A text message from p whose UTF-8 is not checked yet: its verdict. */
-static int
-says_text(struct tpeer *p, const char *text)
-{
-	unsigned char	buf[8192];
-	size_t		len = strlen(text);
-
-	CU_ASSERT_FATAL(len <= sizeof(buf));
-	memcpy(buf, text, len);
-	return relay_core_text(&F.core, &p->peer, buf, len);
 }
 
 /*
