@@ -21,6 +21,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/types.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "json.h"
 
@@ -117,6 +120,12 @@ utf8_valid(const unsigned char *buf, size_t len)
 	p = buf;
 	end = buf + len;
 	while (p < end) {
+#ifdef __SSE2__
+		/* sixteen ASCII bytes at a time: no byte has its top bit set */
+		while (end - p >= 16 && _mm_movemask_epi8(_mm_loadu_si128(
+		    (const __m128i *)(const void *)p)) == 0)
+			p += 16;
+#endif
 		while (end - p >= 8) {
 			memcpy(&v, p, sizeof(v));
 			if (v & HIGHS)
@@ -144,9 +153,41 @@ scan_string(const unsigned char *p, const unsigned char *end)
 	uint64_t	 v, t;
 	size_t		 n;
 	unsigned char	 c;
+#ifdef __SSE2__
+	const __m128i	 quote = _mm_set1_epi8('"');
+	const __m128i	 bslash = _mm_set1_epi8('\\');
+	const __m128i	 space = _mm_set1_epi8(0x20);
+	__m128i		 x;
+	int		 bits;
+#endif
 
 	p++;
 	for (;;) {
+#ifdef __SSE2__
+		/*
+		 * Sixteen bytes at a time (a frame's long strings dominate a
+		 * binary's envelopes): the signed compare with 0x20 flags the
+		 * control characters and every byte >= 0x80 at once, and the
+		 * first flagged byte is exactly where the loops below go on.
+		 */
+#define STOPS(x)	_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8((x), quote), \
+			    _mm_cmpeq_epi8((x), bslash)), _mm_cmplt_epi8((x), space))
+		/* 32 bytes a test while none stops, then 16 to find it */
+		while (end - p >= 32 && _mm_movemask_epi8(_mm_or_si128(
+		    STOPS(_mm_loadu_si128((const __m128i *)(const void *)p)),
+		    STOPS(_mm_loadu_si128((const __m128i *)(const void *)
+		    (p + 16))))) == 0)
+			p += 32;
+		while (end - p >= 16) {
+			x = _mm_loadu_si128((const __m128i *)(const void *)p);
+			if ((bits = _mm_movemask_epi8(STOPS(x))) != 0) {
+				p += __builtin_ctz(bits);
+				break;
+			}
+			p += 16;
+		}
+#undef STOPS
+#endif
 		/*
 		 * Eight bytes at a time while none is a control character,
 		 * '"', '\\' or non-ASCII.  The subtractions may flag a byte
@@ -442,16 +483,28 @@ static size_t
 decode_string(const unsigned char *p, const unsigned char *end, char *dst,
     size_t size)
 {
-	unsigned char	 u[4];
-	unsigned int	 cp, lo;
-	size_t		 len = 0, n;
+	const unsigned char	*e;
+	unsigned char		 u[4];
+	unsigned int		 cp, lo;
+	size_t			 len = 0, n;
 
 	p++;
 	end--;
 	while (p < end) {
 		if (*p != '\\') {
-			u[0] = *p++;
-			n = 1;
+			/*
+			 * A run without escapes is copied whole (conn_ids and
+			 * keys have none); scan_string let no raw NUL in.
+			 */
+			if ((e = memchr(p, '\\', end - p)) == NULL)
+				e = end;
+			n = e - p;
+			if (n >= size - len)
+				return (size_t)-1;
+			memcpy(dst + len, p, n);
+			len += n;
+			p = e;
+			continue;
 		} else if (p[1] != 'u') {
 			switch (p[1]) {
 			case 'b':

@@ -88,15 +88,46 @@ core_newcomers(struct relay_core *core)
 	return n;
 }
 
+/*
+ * The cache slot of a conn_id: its last two bytes, which are in the
+ * random part of every conn_id the relay makes ("client-<sid>-<hex>").
+ */
+static unsigned int
+core_hint_slot(const char *conn_id, size_t len)
+{
+	const unsigned char	*b = (const unsigned char *)conn_id;
+
+	if (len < 2)
+		return 0;
+	return (b[len - 1] ^ (b[len - 2] << 3)) & (RELAY_PHONE_HINTS - 1);
+}
+
+static int
+core_is_phone(const struct relay_peer *p, const char *conn_id, size_t len)
+{
+	return p->role == RELAY_PHONE && p->open && p->conn_id_len == len &&
+	    memcmp(p->conn_id, conn_id, len) == 0;
+}
+
+/*
+ * Each envelope names a phone: the cache answers most without the walk
+ * over every connection (a pointer chase through as many allocations),
+ * and what it holds is checked like what the walk finds.
+ */
 static struct relay_peer *
 core_find_phone(struct relay_core *core, const char *conn_id, size_t len)
 {
 	struct relay_peer	*p;
+	unsigned int		 slot = core_hint_slot(conn_id, len);
 
+	if ((p = core->phone_hint[slot]) != NULL &&
+	    core_is_phone(p, conn_id, len))
+		return p;
 	TAILQ_FOREACH(p, &core->peers, entry) {
-		if (p->role == RELAY_PHONE && p->open &&
-		    p->conn_id_len == len && memcmp(p->conn_id, conn_id, len) == 0)
+		if (core_is_phone(p, conn_id, len)) {
+			core->phone_hint[slot] = p;
 			return p;
+		}
 	}
 	return NULL;
 }
@@ -398,22 +429,33 @@ core_push_wake(struct relay_core *core, const struct envelope *env)
 	core->ops->push_wake(core, token);
 }
 
-static void
+/*
+ * The binary's envelope.  With utf8_unchecked, its UTF-8 is known from
+ * the parse: any result but ENVELOPE_NOT_JSON read the whole message as
+ * valid JSON, which is valid UTF-8; only a message that is not JSON is
+ * read again, to tell a 1007 from a dropped envelope.  Returns -1, having
+ * done nothing, when it is not UTF-8.
+ */
+static int
 core_binary_message(struct relay_core *core, const unsigned char *buf,
-    size_t len)
+    size_t len, int utf8_unchecked)
 {
 	struct envelope		 env;
 	enum envelope_result	 res;
 
-	if ((res = envelope_parse(buf, len, &env)) != ENVELOPE_OK) {
+	res = envelope_parse(buf, len, &env);
+	if (res == ENVELOPE_NOT_JSON && utf8_unchecked && !utf8_valid(buf, len))
+		return -1;
+	if (res != ENVELOPE_OK) {
 		log_info("event=envelope_dropped server_id=%s reason=\"%s\"",
 		    core->sid, envelope_strerror(res));
-		return;
+		return 0;
 	}
 	if (!env.has_conn_id)
 		core_push_wake(core, &env);
 	else
 		core_deliver(core, &env);
+	return 0;
 }
 
 static void
@@ -466,7 +508,7 @@ relay_core_message(struct relay_core *core, struct relay_peer *p,
 		return;
 	switch (p->role) {
 	case RELAY_BINARY:
-		core_binary_message(core, buf, len);
+		core_binary_message(core, buf, len, 0);
 		break;
 	case RELAY_PHONE:
 		core_phone_message(core, p, buf, len);
@@ -478,6 +520,18 @@ relay_core_message(struct relay_core *core, struct relay_peer *p,
 		/* rejected peers and an old binary say nothing */
 		break;
 	}
+}
+
+int
+relay_core_text(struct relay_core *core, struct relay_peer *p,
+    unsigned char *buf, size_t len)
+{
+	if (p->open && p->role == RELAY_BINARY)
+		return core_binary_message(core, buf, len, 1);
+	if (!utf8_valid(buf, len))
+		return -1;
+	relay_core_message(core, p, buf, len);
+	return 0;
 }
 
 /* Conflict (docs/protocol.md §3): ping the incumbent, wait for its pong. */
@@ -508,7 +562,7 @@ core_newcomer_owns(struct relay_core *core, struct relay_peer *n)
 	core_gq_to_binary(core);
 	memset(&n->held, 0, sizeof(n->held));
 	while (core->binary == n && msgq_next(&held, &off, &msg, &len))
-		core_binary_message(core, msg, len);
+		core_binary_message(core, msg, len, 0);
 	msgq_clear(&held);
 	core->ops->resume(core, n);
 	if (core_first_newcomer(core) != NULL)
@@ -663,6 +717,11 @@ relay_core_attach_phone(struct relay_core *core, struct relay_peer *p,
 void
 relay_core_gone(struct relay_core *core, struct relay_peer *p)
 {
+	unsigned int	slot = core_hint_slot(p->conn_id, p->conn_id_len);
+
+	/* its memory goes with it: the cache may not name it any more */
+	if (core->phone_hint[slot] == p)
+		core->phone_hint[slot] = NULL;
 	relay_core_closing(core, p, 1001);
 	msgq_clear(&p->held);
 	TAILQ_REMOVE(&core->peers, p, entry);

@@ -102,6 +102,9 @@ struct relay_core_ops {
 	int64_t	(*now)(struct relay_core *);	/* milliseconds, monotonic */
 };
 
+/* Slots of the phone lookup's cache (a power of two). */
+#define RELAY_PHONE_HINTS	32
+
 struct relay_core {
 	const struct relay_core_ops *ops;
 	const struct limits	*lim;
@@ -118,6 +121,12 @@ struct relay_core {
 	int64_t			 push_ms;	/* push_tokens counted up to here */
 	uint32_t		 push_limited;	/* dropped over the limit, unlogged */
 	int			 push_off_logged;	/* a wake found push off */
+	/*
+	 * The phone last found for a conn_id ending in these bytes: an
+	 * envelope's phone without walking the list of connections.  A
+	 * peer leaves it before it is freed (relay_core_gone).
+	 */
+	struct relay_peer	*phone_hint[RELAY_PHONE_HINTS];
 };
 
 void	relay_core_init(struct relay_core *, const struct relay_core_ops *,
@@ -129,6 +138,13 @@ void	relay_core_attach_phone(struct relay_core *, struct relay_peer *,
 	    const char *device);
 /* A whole message from the peer (the bytes may be changed in place). */
 void	relay_core_message(struct relay_core *, struct relay_peer *,
+	    unsigned char *, size_t);
+/*
+ * A whole text message whose UTF-8 is not checked yet: -1, having done
+ * nothing, when it is not UTF-8 (the caller closes 1007).  A binary's
+ * envelope is checked by its parse, which reads every byte anyway.
+ */
+int	relay_core_text(struct relay_core *, struct relay_peer *,
 	    unsigned char *, size_t);
 void	relay_core_pong(struct relay_core *, struct relay_peer *);
 /*

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "http_response.h"
+#include "json.h"
 #include "pyrelayd.h"
 #include "relay_core.h"
 #include "relay_io.h"
@@ -191,6 +192,19 @@ io_ws_message(void *arg, int binary, unsigned char *buf, size_t len)
 		relay_core_message(&c->io->core, &c->peer, buf, len);
 }
 
+/* Text: the core checks its UTF-8 as it parses it (relay_core_text). */
+static int
+io_ws_text(void *arg, unsigned char *buf, size_t len)
+{
+	struct conn	*c = arg;
+
+	c->msg_started_ms = 0;
+	c->bytes_in += len;
+	if (c->state != CS_OPEN)
+		return utf8_valid(buf, len) ? 0 : -1;
+	return relay_core_text(&c->io->core, &c->peer, buf, len);
+}
+
 static void
 io_ws_pong(void *arg)
 {
@@ -215,6 +229,7 @@ static const struct ws_handler io_ws_handler = {
 	.message = io_ws_message,
 	.pong = io_ws_pong,
 	.close = io_ws_close,
+	.text = io_ws_text,
 };
 
 /*

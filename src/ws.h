@@ -67,6 +67,15 @@ struct ws_handler {
 	void	(*close)(void *, uint16_t code);
 	/* a data message began (its first frame header arrived) */
 	void	(*message_start)(void *);
+	/*
+	 * Optional: a complete text message whose UTF-8 is not checked, for
+	 * a handler that validates the bytes anyway (a JSON parser) and so
+	 * need not have them read twice.  It returns -1, having acted on
+	 * nothing, when they are not UTF-8: the codec then fails the
+	 * connection 1007 as it would have itself.  Without it, text goes
+	 * to message once checked.
+	 */
+	int	(*text)(void *, unsigned char *, size_t);
 };
 
 int	 ws_init(struct ws *, uint64_t max_msg);

@@ -934,6 +934,57 @@ test_envelope_deep(void)
 	free(buf);
 }
 
+/*
+ * One byte that matters at every offset of a long string, where the
+ * string scan and the UTF-8 check read sixteen or eight bytes at a time:
+ * each is found wherever it falls, and a string with none passes.
+ */
+static void
+test_long_strings(void)
+{
+	static const struct {
+		const char	*bytes;
+		size_t		 len;
+		int		 ok;
+	} at[] = {
+		{ "\\\"", 2, 1 },	/* an escaped quote does not end it */
+		{ "\\n", 2, 1 },
+		{ "\\u00e9", 6, 1 },
+		{ "\xc3\xa9", 2, 1 },	/* é */
+		{ "\xf0\x9f\x98\x80", 4, 1 },
+		{ "\x7f", 1, 1 },		/* DEL is no control character here */
+		{ "\x1f", 1, 0 },		/* a raw control character */
+		{ "\x80", 1, 0 },		/* a stray continuation byte */
+		{ "\xc0\xaf", 2, 0 },	/* overlong */
+		{ "\\x", 2, 0 },		/* a bad escape */
+		{ "\"", 1, 0 },		/* ends the string early */
+	};
+	unsigned char	buf[128], out[128];
+	size_t		i, off, len;
+
+	for (i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+		for (off = 0; off < 48; off++) {
+			len = 0;
+			buf[len++] = '"';
+			memset(buf + len, 'x', off);
+			len += off;
+			memcpy(buf + len, at[i].bytes, at[i].len);
+			len += at[i].len;
+			memset(buf + len, 'y', 40);
+			len += 40;
+			buf[len++] = '"';
+			CU_ASSERT_EQUAL(json_compact(buf, len, out) ==
+			    (ssize_t)len, at[i].ok);
+			if (json_compact(buf, len, out) == (ssize_t)len)
+				CU_ASSERT(memcmp(buf, out, len) == 0);
+			/* the raw bytes alone: UTF-8 or not */
+			if (at[i].bytes[0] != '\\' && at[i].bytes[0] != '"' &&
+			    at[i].bytes[0] != '\x1f')
+				CU_ASSERT_EQUAL(utf8_valid(buf, len), at[i].ok);
+		}
+	}
+}
+
 int
 main(void)
 {
@@ -951,7 +1002,9 @@ main(void)
 	    CU_add_test(s, "invalid utf-8 in json",
 	    test_invalid_utf8_in_json) == NULL ||
 	    CU_add_test(s, "nesting limit", test_nesting_limit) == NULL ||
-	    CU_add_test(s, "utf8_valid", test_utf8_valid) == NULL)
+	    CU_add_test(s, "utf8_valid", test_utf8_valid) == NULL ||
+	    CU_add_test(s, "long strings, a byte at every offset",
+	    test_long_strings) == NULL)
 		goto fail;
 	if ((s = CU_add_suite("envelope", NULL, NULL)) == NULL ||
 	    CU_add_test(s, "well-formed", test_envelope_ok) == NULL ||

@@ -321,16 +321,35 @@ phone(const char *name)
 	return p;
 }
 
-/* A whole message from p (copied: the core may change it in place). */
-static void
-says(struct tpeer *p, const char *text)
+/*
+ * A whole message from p (copied: the core may change it in place),
+ * through relay_core_text when its UTF-8 is unchecked: that verdict.
+ */
+static int
+says_how(struct tpeer *p, const char *text, int utf8_unchecked)
 {
 	unsigned char	buf[8192];
 	size_t		len = strlen(text);
 
 	CU_ASSERT_FATAL(len <= sizeof(buf));
 	memcpy(buf, text, len);
+	if (utf8_unchecked)
+		return relay_core_text(&F.core, &p->peer, buf, len);
 	relay_core_message(&F.core, &p->peer, buf, len);
+	return 0;
+}
+
+static void
+says(struct tpeer *p, const char *text)
+{
+	says_how(p, text, 0);
+}
+
+/* A text message from p whose UTF-8 is not checked yet: its verdict. */
+static int
+says_text(struct tpeer *p, const char *text)
+{
+	return says_how(p, text, 1);
 }
 
 /* The binary's envelope for phone p: {"conn_id":"<p>",rest */
@@ -818,6 +837,87 @@ test_close_notice(void)
 	teardown();
 }
 
+/*
+ * relay_core_text: the binary's envelope parse stands for the UTF-8
+ * check; what is not UTF-8 is refused (-1) before anything is done,
+ * from the binary and from a phone alike.
+ */
+static void
+test_text_utf8(void)
+{
+	struct tpeer	*b, *ph[1];
+	char		 env[256];
+
+	setup();
+	b = claimed(1, ph);
+	snprintf(env, sizeof(env), "{\"conn_id\":\"%s\",\"frame\":\"\xc3\xa9\"}",
+	    ph[0]->peer.conn_id);
+	CU_ASSERT_EQUAL(says_text(b, env), 0);
+	EXPECT("send P1 \"\xc3\xa9\"", "count b2p");
+	/* not UTF-8 inside a string, and outside one */
+	snprintf(env, sizeof(env), "{\"conn_id\":\"%s\",\"frame\":\"\xc0\xaf\"}",
+	    ph[0]->peer.conn_id);
+	CU_ASSERT_EQUAL(says_text(b, env), -1);
+	CU_ASSERT_EQUAL(says_text(b, "\xff"), -1);
+	NOTHING();
+	/* not JSON but UTF-8: dropped, as before */
+	CU_ASSERT_EQUAL(says_text(b, "{\"conn_id\":"), 0);
+	NOTHING();
+	/* a phone: not UTF-8 is -1 with no close of the core's own */
+	CU_ASSERT_EQUAL(says_text(ph[0], "\"\xed\xa0\x80\""), -1);
+	NOTHING();
+	CU_ASSERT_EQUAL(says_text(ph[0], "\"\xc3\xa9\""), 0);
+	EXPECT("send B {\"conn_id\":\"<P1>\",\"frame\":\"\xc3\xa9\"}",
+	    "count p2b");
+	teardown();
+}
+
+/*
+ * Each envelope finds its phone among a full server-id's, the cache of
+ * the lookup (phone_hint) notwithstanding: one holding another phone, a
+ * phone whose close began, and no slot naming a peer once it is gone.
+ */
+static void
+test_find_phone(void)
+{
+	struct tpeer	*b, *ph[16];
+	char		 frame[32], want[32];
+	int		 round, i;
+
+	setup();
+	b = claimed(16, ph);
+	for (round = 0; round < 2; round++)
+		for (i = 0; i < 16; i++) {
+			snprintf(frame, sizeof(frame), "\"frame\":%d}", i);
+			snprintf(want, sizeof(want), "send P%d %d", i + 1, i);
+			envelope(b, ph[i], frame);
+			EXPECT(want, "count b2p");
+		}
+	/* every slot names P2: P1's envelope still reaches P1 */
+	for (i = 0; i < RELAY_PHONE_HINTS; i++)
+		F.core.phone_hint[i] = &ph[1]->peer;
+	envelope(b, ph[0], "\"frame\":\"one\"}");
+	EXPECT("send P1 \"one\"", "count b2p");
+	/* only the slot of its own conn_id may name a phone: undo the above */
+	for (i = 0; i < RELAY_PHONE_HINTS; i++)
+		if (F.core.phone_hint[i] == &ph[1]->peer)
+			F.core.phone_hint[i] = NULL;
+	/* P4 is closing: its envelopes are dropped, cached or not */
+	envelope(b, ph[3], "\"frame\":4}");
+	EXPECT("send P4 4", "count b2p");
+	closing(ph[3], 4000);
+	EXPECT("send B {\"conn_id\":\"<P4>\",\"close_code\":4000}",
+	    "state binary=1 phones=15 probing=0");
+	envelope(b, ph[3], "\"frame\":4}");
+	NOTHING();
+	gone(ph[3]);
+	for (i = 0; i < RELAY_PHONE_HINTS; i++)
+		CU_ASSERT(F.core.phone_hint[i] != &ph[3]->peer);
+	teardown();
+	for (i = 0; i < RELAY_PHONE_HINTS; i++)
+		CU_ASSERT(F.core.phone_hint[i] == NULL);
+}
+
 static void
 test_close_directives(void)
 {
@@ -1209,6 +1309,10 @@ main(void)
 	    test_probe_queues_past_bound);
 	CU_add_test(s, "newcomers per server-id bounded", test_newcomers_bounded);
 	CU_add_test(s, "leave: kick and shutdown", test_leave);
+	CU_add_test(s, "text: UTF-8 checked by the envelope parse",
+	    test_text_utf8);
+	CU_add_test(s, "envelopes find their phone (lookup cache)",
+	    test_find_phone);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();

@@ -74,6 +74,26 @@ static const struct ws_handler handler = {
 	.message_start = on_start,
 };
 
+/* A handler that takes text unchecked (ws_handler.text). */
+static int	text_verdict;
+static int	texts;
+
+static int
+on_text(void *arg, unsigned char *buf, size_t len)
+{
+	texts++;
+	on_message(arg, 0, buf, len);
+	return text_verdict;
+}
+
+static const struct ws_handler text_handler = {
+	.message = on_message,
+	.pong = on_pong,
+	.close = on_close,
+	.message_start = on_start,
+	.text = on_text,
+};
+
 /* Builds one client frame (masked unless mask == 0) into out. */
 static size_t
 client_frame(unsigned char *out, int fin, int op, const void *payload,
@@ -526,6 +546,45 @@ test_length_not_shortest(void)
 }
 
 /* ws_unmask matches a byte-by-byte XOR for every length, offset and alignment. */
+/*
+ * With a text hook, text reaches it unchecked, and its -1 is the 1007
+ * the codec would have sent itself; binary messages still go to message.
+ */
+static void
+test_text_hook(void)
+{
+	struct ws	ws;
+	struct seen	s = { 0 };
+	unsigned char	f[64];
+	uint16_t	qc;
+	char		qr[128];
+	size_t		n;
+
+	CU_ASSERT_FATAL(ws_init(&ws, 1024) == 0);
+	texts = 0;
+	text_verdict = 0;
+	n = client_frame(f, 1, WS_OP_TEXT, "\"\xc0\x80\"", 4, 1);
+	CU_ASSERT_EQUAL(ws_feed(&ws, f, n, &text_handler, &s), 0);
+	CU_ASSERT_EQUAL(texts, 1);
+	CU_ASSERT_EQUAL(s.last_len, 4);
+	CU_ASSERT(memcmp(s.last, "\"\xc0\x80\"", 4) == 0);
+	CU_ASSERT(!ws.close_sent);
+	n = client_frame(f, 1, WS_OP_BINARY, "\xff", 1, 1);
+	CU_ASSERT_EQUAL(ws_feed(&ws, f, n, &text_handler, &s), 0);
+	CU_ASSERT_EQUAL(texts, 1);
+	CU_ASSERT_EQUAL(s.messages, 2);
+	CU_ASSERT(s.binary);
+	text_verdict = -1;
+	n = client_frame(f, 1, WS_OP_TEXT, "\"\xff\"", 3, 1);
+	CU_ASSERT_EQUAL(ws_feed(&ws, f, n, &text_handler, &s), 1007);
+	CU_ASSERT_EQUAL(texts, 2);
+	queued_close(&ws, &qc, qr, sizeof(qr));
+	CU_ASSERT_EQUAL(qc, 1007);
+	CU_ASSERT_STRING_EQUAL(qr, "invalid UTF-8");
+	CU_ASSERT(ws.failed);
+	ws_free(&ws);
+}
+
 static void
 test_unmask(void)
 {
@@ -598,6 +657,7 @@ main(void)
 	CU_add_test(s, "length forms, split at any offset", test_length_forms_and_splits);
 	CU_add_test(s, "lengths not in shortest form", test_length_not_shortest);
 	CU_add_test(s, "unmask", test_unmask);
+	CU_add_test(s, "text hook: UTF-8 left to the handler", test_text_hook);
 	CU_add_test(s, "several frames in one read", test_several_in_one_read);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
