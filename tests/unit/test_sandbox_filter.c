@@ -30,6 +30,7 @@
 #include <CUnit/Basic.h>
 
 #include "sandbox.h"
+#include "unit.h"
 
 #ifndef SOL_TLS
 #define SOL_TLS		282
@@ -218,23 +219,22 @@ test_int_arguments(void)
 	    SO_RCVBUF), SIGSYS);
 }
 
+static CU_TestInfo sandbox_setsockopt_tests[] = {
+	{ "relay: TCP_NODELAY only", test_relay },
+	{ "front: TCP_NODELAY and kernel TLS only", test_front },
+	{ "push: TCP_NODELAY and TCP sockets only", test_push },
+	{ "level and optname compared as int", test_int_arguments },
+	CU_TEST_INFO_NULL
+};
+
+static CU_SuiteInfo suites[] = {
+	{ "sandbox_setsockopt", setup, NULL, NULL, NULL,
+	    sandbox_setsockopt_tests },
+	CU_SUITE_INFO_NULL
+};
+
 int
 main(void)
 {
-	CU_pSuite	s;
-	unsigned int	failed;
-
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return CU_get_error();
-	s = CU_add_suite("sandbox_setsockopt", setup, NULL);
-	CU_add_test(s, "relay: TCP_NODELAY only", test_relay);
-	CU_add_test(s, "front: TCP_NODELAY and kernel TLS only", test_front);
-	CU_add_test(s, "push: TCP_NODELAY and TCP sockets only", test_push);
-	CU_add_test(s, "level and optname compared as int",
-	    test_int_arguments);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_failures();
-	CU_cleanup_registry();
-	return failed != 0;
+	return unit_run(suites);
 }
