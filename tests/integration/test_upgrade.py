@@ -66,6 +66,12 @@ CONF = ("relay pool %d\nrate limit burst 100000 refill 100ms\n"
         "max connections per ip 100000\ngrace 1s\n" % POOL)
 
 
+def ctl(d, *args, timeout=40):
+    """pyrelayctl ARGS against daemon d, its output captured."""
+    return subprocess.run([PYRELAYCTL, "-s", d.control_path] + list(args),
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def version_of(exe):
     out = subprocess.run([exe, "-V"], capture_output=True, text=True,
                          timeout=10, check=True).stdout
@@ -348,11 +354,6 @@ class Upgrade(unittest.TestCase):
 
     # -- helpers
 
-    def ctl(self, *args, timeout=40):
-        return subprocess.run([PYRELAYCTL, "-s", self.d.control_path] +
-                              list(args), capture_output=True, text=True,
-                              timeout=timeout)
-
     def load_relays(self):
         """The load's server-ids -> relay pid (others come and go)."""
         return {k: v for k, v in self.servers().items()
@@ -360,7 +361,7 @@ class Upgrade(unittest.TestCase):
 
     def servers(self):
         """server-id -> relay pid, from pyrelayctl show servers."""
-        r = self.ctl("show", "servers")
+        r = ctl(self.d, "show", "servers")
         self.assertEqual(r.returncode, 0, r.stderr)
         out = {}
         for line in r.stdout.splitlines():
@@ -425,7 +426,7 @@ class Upgrade(unittest.TestCase):
                 self.d.wait_log(r"\bevent=upgraded\b", 30, mark)
                 out = ""
             else:
-                r = self.ctl("upgrade")
+                r = ctl(self.d, "upgrade")
                 self.assertEqual(r.returncode, 0, r.stderr + "\n" +
                                  "\n".join(self.d.log_lines()[mark:]))
                 out = r.stdout
@@ -446,7 +447,7 @@ class Upgrade(unittest.TestCase):
         fronts = self.fronts()[0]
         before = self.counters()
         mark = self.d.log_mark()
-        r = self.ctl("upgrade")
+        r = ctl(self.d, "upgrade")
         self.assertEqual(r.returncode, 1, r.stdout)
         self.assertRegex(r.stderr, "upgrade failed: .*" + reason)
         self.d.wait_log(r'\bevent=upgrade_failed reason="[^"]*%s' % reason,
@@ -518,7 +519,7 @@ class Upgrade(unittest.TestCase):
         self.load.wait_progress(2 * SIDS)
         self.assert_no_harm()
         self.assert_not_lower(before, self.counters())
-        r = self.ctl("show", "server", next(iter(relays)))
+        r = ctl(self.d, "show", "server", next(iter(relays)))
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.count('"phone-'), 2, r.stdout)
         # the fronts are new; the old ones finish and exit
@@ -590,7 +591,7 @@ class Upgrade(unittest.TestCase):
             # the way back opened it again
             self.d.wait_log(r'\bevent=upgrade_lost what="the control '
                             r'socket"', 10, mark)
-            self.assertEqual(self.ctl("show", "summary").returncode, 0)
+            self.assertEqual(ctl(self.d, "show", "summary").returncode, 0)
         finally:
             install(NEXT, self.exe)
             os.unlink(real)
@@ -669,11 +670,6 @@ class UpgradePushDrain(unittest.TestCase):
         with self.push.FAKE.cond:
             self.assertEqual(self.push.FAKE.errors, [])
 
-    def ctl(self, *args):
-        return subprocess.run([PYRELAYCTL, "-s", self.d.control_path] +
-                              list(args), capture_output=True, text=True,
-                              timeout=40)
-
     def push_pids(self):
         return [pid for pid, cmd in self.d.children()
                 if re.match(r"pyrelayd: push\b", cmd)]
@@ -711,7 +707,7 @@ class UpgradePushDrain(unittest.TestCase):
             mark = d.log_mark()
             install(NEXT, self.exe)
             install(RELAY_NEXT, self.relay)
-            r = await asyncio.to_thread(self.ctl, "upgrade")
+            r = await asyncio.to_thread(ctl, self.d, "upgrade")
             self.assertEqual(r.returncode, 0, r.stderr)
             # a push process of the new program takes the wakes from now
             m = await asyncio.to_thread(d.wait_log, r"\bevent=push_ready "
@@ -758,7 +754,7 @@ class UpgradePushDrain(unittest.TestCase):
             real = install_closing(self.exe, fd)
             mark = d.log_mark()
             try:
-                r = await asyncio.to_thread(self.ctl, "upgrade")
+                r = await asyncio.to_thread(ctl, self.d, "upgrade")
             finally:
                 install(NEXT, self.exe)
                 os.unlink(real)
@@ -782,7 +778,7 @@ class UpgradePushDrain(unittest.TestCase):
         harness.run(main(), 90)
 
     def summary(self):
-        r = self.ctl("show", "summary")
+        r = ctl(self.d, "show", "summary")
         self.assertEqual(r.returncode, 0, r.stderr)
         return dict(line.split(" ", 1) for line in r.stdout.splitlines())
 
@@ -818,7 +814,7 @@ class UpgradePushDrain(unittest.TestCase):
         async def main():
             b = await harness.binary(d, sid)
             p = await harness.phone(d, sid)
-            self.assertEqual(self.ctl("drain").returncode, 0)
+            self.assertEqual(ctl(self.d, "drain").returncode, 0)
             self.assert_drained(True)
             agent = tcp_listener_inode(self.agent_port)
             mark = d.log_mark()
@@ -850,7 +846,7 @@ class UpgradePushDrain(unittest.TestCase):
             p2 = await harness.phone(d, sid)
             await harness.assert_exchange(b, p, sid)
             await harness.assert_exchange(b, p2, sid, n=2)
-            self.assertEqual(self.ctl("undrain").returncode, 0)
+            self.assertEqual(ctl(self.d, "undrain").returncode, 0)
             self.assert_drained(False)
             await harness.close_all(b, p, p2)
             await harness.exchange_once(d, "after-undrain")
@@ -888,10 +884,7 @@ class UpgradeTLSPump(unittest.TestCase):
             await harness.assert_exchange(b, p, sid, n=1)
             (old,) = d.front_pids()
             mark = d.log_mark()
-            r = await asyncio.to_thread(
-                subprocess.run, [PYRELAYCTL, "-s", d.control_path,
-                                 "upgrade"], capture_output=True, text=True,
-                timeout=40)
+            r = await asyncio.to_thread(ctl, d, "upgrade")
             self.assertEqual(r.returncode, 0, r.stderr)
             # still pumping, titled so, beside its successor
             harness.poll_until(lambda: "front (finishing)" in

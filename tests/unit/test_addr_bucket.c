@@ -19,6 +19,7 @@
 #include <CUnit/Basic.h>
 
 #include "addr_bucket.h"
+#include "unit.h"
 
 /* text -> sockaddr_storage, with a port and (IPv6) flow and scope set */
 static struct sockaddr_storage
@@ -140,23 +141,21 @@ test_families_apart(void)
 	CU_ASSERT_EQUAL(strlen(addr_bucket_str(&b, buf, 8)), 7);
 }
 
+static CU_TestInfo addr_bucket_tests[] = {
+	{ "IPv4: one bucket per address", test_ipv4_per_address },
+	{ "IPv6: one bucket per /64", test_ipv6_per_64 },
+	{ "IPv4-mapped IPv6 is its IPv4 address", test_mapped_is_ipv4 },
+	{ "families apart", test_families_apart },
+	CU_TEST_INFO_NULL
+};
+
+static CU_SuiteInfo suites[] = {
+	{ "addr_bucket", NULL, NULL, NULL, NULL, addr_bucket_tests },
+	CU_SUITE_INFO_NULL
+};
+
 int
 main(void)
 {
-	CU_pSuite	s;
-	unsigned int	failed;
-
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return CU_get_error();
-	s = CU_add_suite("addr_bucket", NULL, NULL);
-	CU_add_test(s, "IPv4: one bucket per address", test_ipv4_per_address);
-	CU_add_test(s, "IPv6: one bucket per /64", test_ipv6_per_64);
-	CU_add_test(s, "IPv4-mapped IPv6 is its IPv4 address",
-	    test_mapped_is_ipv4);
-	CU_add_test(s, "families apart", test_families_apart);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_failures();
-	CU_cleanup_registry();
-	return failed != 0;
+	return unit_run(suites);
 }

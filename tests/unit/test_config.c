@@ -30,6 +30,7 @@
 #include <CUnit/Basic.h>
 
 #include "pyrelayd.h"
+#include "unit.h"
 
 /* parse.y: where error messages go (NULL: stderr) */
 
@@ -1140,47 +1141,56 @@ find_dirs(void)
 		strlcpy(topdir, "../..", sizeof(topdir));
 }
 
+static CU_TestInfo config_defaults_tests[] = {
+	{ "built-in defaults", test_defaults },
+	{ "default file missing", test_default_file_missing },
+	{ "listen_addr_print", test_listen_addr_print },
+	CU_TEST_INFO_NULL
+};
+
+static CU_TestInfo config_parse_tests[] = {
+	{ "every keyword", test_every_keyword },
+	{ "limits at their bounds", test_limits_at_bounds },
+	{ "no listener", test_no_listener },
+	{ "lexical details", test_lexical },
+	CU_TEST_INFO_NULL
+};
+
+static CU_TestInfo config_errors_tests[] = {
+	{ "each bad value", test_bad_values },
+	{ "NUL byte", test_nul_byte },
+	{ "every error reported", test_multiple_errors },
+	{ "file errors", test_file_errors },
+	{ "stderr output", test_stderr_output },
+	CU_TEST_INFO_NULL
+};
+
+static CU_TestInfo config_macros_tests[] = {
+	{ "file macros and -D", test_macros },
+	{ "macro errors", test_macro_errors },
+	CU_TEST_INFO_NULL
+};
+
+static CU_TestInfo config_print_tests[] = {
+	{ "golden -nv output", test_golden },
+	{ "print and parse again", test_round_trip },
+	{ "shipped etc/pyrelayd.conf", test_shipped_example },
+	CU_TEST_INFO_NULL
+};
+
+static CU_SuiteInfo suites[] = {
+	{ "config_defaults", NULL, NULL, NULL, NULL, config_defaults_tests },
+	{ "config_parse", NULL, NULL, NULL, NULL, config_parse_tests },
+	{ "config_errors", NULL, NULL, NULL, NULL, config_errors_tests },
+	{ "config_macros", NULL, NULL, NULL, NULL, config_macros_tests },
+	{ "config_print", NULL, NULL, NULL, NULL, config_print_tests },
+	CU_SUITE_INFO_NULL
+};
+
 int
 main(void)
 {
-	CU_pSuite	 s;
-	unsigned int	 failures;
-
 	find_dirs();
 	config_error_hook = capture;
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return CU_get_error();
-
-	s = CU_add_suite("config_defaults", NULL, NULL);
-	CU_add_test(s, "built-in defaults", test_defaults);
-	CU_add_test(s, "default file missing", test_default_file_missing);
-	CU_add_test(s, "listen_addr_print", test_listen_addr_print);
-
-	s = CU_add_suite("config_parse", NULL, NULL);
-	CU_add_test(s, "every keyword", test_every_keyword);
-	CU_add_test(s, "limits at their bounds", test_limits_at_bounds);
-	CU_add_test(s, "no listener", test_no_listener);
-	CU_add_test(s, "lexical details", test_lexical);
-
-	s = CU_add_suite("config_errors", NULL, NULL);
-	CU_add_test(s, "each bad value", test_bad_values);
-	CU_add_test(s, "NUL byte", test_nul_byte);
-	CU_add_test(s, "every error reported", test_multiple_errors);
-	CU_add_test(s, "file errors", test_file_errors);
-	CU_add_test(s, "stderr output", test_stderr_output);
-
-	s = CU_add_suite("config_macros", NULL, NULL);
-	CU_add_test(s, "file macros and -D", test_macros);
-	CU_add_test(s, "macro errors", test_macro_errors);
-
-	s = CU_add_suite("config_print", NULL, NULL);
-	CU_add_test(s, "golden -nv output", test_golden);
-	CU_add_test(s, "print and parse again", test_round_trip);
-	CU_add_test(s, "shipped etc/pyrelayd.conf", test_shipped_example);
-
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failures = CU_get_number_of_failures();
-	CU_cleanup_registry();
-	return failures > 0 ? 1 : 0;
+	return unit_run(suites);
 }

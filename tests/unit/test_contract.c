@@ -26,6 +26,7 @@
 #include "pyrelayd.h"
 #include "relay.h"
 #include "spawn.h"
+#include "unit.h"
 
 static const struct msg_rules *const tables[] = {
 	&parent_from_front, &parent_from_relay, &parent_from_spawner,
@@ -555,18 +556,5 @@ static CU_SuiteInfo suites[] = {
 int
 main(void)
 {
-	unsigned int	failed;
-
-	if (CU_initialize_registry() != CUE_SUCCESS ||
-	    CU_register_suites(suites) != CUE_SUCCESS) {
-		fprintf(stderr, "CUnit: %s\n", CU_get_error_msg());
-		return 1;
-	}
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	/* a suite whose set-up failed (no docs/messages.md) fails too */
-	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +
-	    CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failed != 0;
+	return unit_run(suites);
 }

@@ -13,6 +13,7 @@
 #include <CUnit/Basic.h>
 
 #include "control.h"
+#include "unit.h"
 
 #define ID64	"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ._"
 #define ID65	ID64 "-"
@@ -263,32 +264,29 @@ test_line_max(void)
 	CU_ASSERT_EQUAL(strlen(ID65), SERVER_ID_MAX + 1);
 }
 
+static CU_TestInfo ctl_parse_tests[] = {
+	{ "every command", test_every_command },
+	{ "line endings", test_line_endings },
+	{ "spaces and tabs", test_separators },
+	{ "server-ids", test_server_ids },
+	{ "empty command", test_empty },
+	{ "unknown command", test_unknown },
+	{ "server-id expected", test_missing_id },
+	{ "too many arguments", test_too_many },
+	{ "control characters", test_control_chars },
+	{ "length bound", test_length_bound },
+	{ "reset", test_reset },
+	{ "line max", test_line_max },
+	CU_TEST_INFO_NULL
+};
+
+static CU_SuiteInfo suites[] = {
+	{ "ctl_parse", NULL, NULL, NULL, NULL, ctl_parse_tests },
+	CU_SUITE_INFO_NULL
+};
+
 int
 main(void)
 {
-	CU_pSuite	s;
-	unsigned int	failed;
-
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return CU_get_error();
-
-	s = CU_add_suite("ctl_parse", NULL, NULL);
-	CU_add_test(s, "every command", test_every_command);
-	CU_add_test(s, "line endings", test_line_endings);
-	CU_add_test(s, "spaces and tabs", test_separators);
-	CU_add_test(s, "server-ids", test_server_ids);
-	CU_add_test(s, "empty command", test_empty);
-	CU_add_test(s, "unknown command", test_unknown);
-	CU_add_test(s, "server-id expected", test_missing_id);
-	CU_add_test(s, "too many arguments", test_too_many);
-	CU_add_test(s, "control characters", test_control_chars);
-	CU_add_test(s, "length bound", test_length_bound);
-	CU_add_test(s, "reset", test_reset);
-	CU_add_test(s, "line max", test_line_max);
-
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_failures();
-	CU_cleanup_registry();
-	return failed == 0 ? 0 : 1;
+	return unit_run(suites);
 }

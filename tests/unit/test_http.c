@@ -14,6 +14,7 @@
 
 #include "http.h"
 #include "http_feed.h"
+#include "unit.h"
 
 #define MAXHEAD		8192
 
@@ -1248,53 +1249,59 @@ test_reasons(void)
 	CU_ASSERT_PTR_NOT_NULL(http_reason(999));
 }
 
+static CU_TestInfo http_upgrade_tests[] = {
+	{ "valid /v1/server", test_valid_server },
+	{ "valid /v1/client", test_valid_client },
+	{ "RFC 6455 accept", test_rfc6455_accept },
+	{ "missing headers", test_missing_headers },
+	{ "empty headers", test_empty_headers },
+	{ "server ids", test_server_ids },
+	{ "server_id_valid", test_server_id_valid_fn },
+	{ "426", test_426 },
+	{ "405", test_405 },
+	{ "Sec-WebSocket-Version", test_ws_version },
+	{ "Sec-WebSocket-Key", test_ws_key },
+	{ "check order", test_order },
+	CU_TEST_INFO_NULL
+};
+
+static CU_TestInfo http_syntax_tests[] = {
+	{ "case-insensitive names", test_case_insensitive },
+	{ "Connection/Upgrade lists", test_connection_lists },
+	{ "paths and query strings", test_paths },
+	{ "malformed heads", test_bad_syntax },
+	{ "bare LF", test_bare_lf },
+	{ "Host and device name", test_host_and_device },
+	CU_TEST_INFO_NULL
+};
+
+static CU_TestInfo http_buffering_tests[] = {
+	{ "head size limit", test_limit },
+	{ "split reads", test_split_reads },
+	{ "pipelined bytes", test_pipelined },
+	{ "incremental: every split", test_incremental },
+	{ "incremental: limit", test_incremental_limit },
+	CU_TEST_INFO_NULL
+};
+
+static CU_TestInfo http_responses_tests[] = {
+	{ "101", test_response_101 },
+	{ "errors", test_response_errors },
+	{ "200", test_response_ok },
+	{ "reasons", test_reasons },
+	CU_TEST_INFO_NULL
+};
+
+static CU_SuiteInfo suites[] = {
+	{ "http_upgrade", NULL, NULL, NULL, NULL, http_upgrade_tests },
+	{ "http_syntax", NULL, NULL, NULL, NULL, http_syntax_tests },
+	{ "http_buffering", NULL, NULL, NULL, NULL, http_buffering_tests },
+	{ "http_responses", NULL, NULL, NULL, NULL, http_responses_tests },
+	CU_SUITE_INFO_NULL
+};
+
 int
 main(void)
 {
-	CU_pSuite	s;
-	unsigned int	failed;
-
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return CU_get_error();
-
-	s = CU_add_suite("http_upgrade", NULL, NULL);
-	CU_add_test(s, "valid /v1/server", test_valid_server);
-	CU_add_test(s, "valid /v1/client", test_valid_client);
-	CU_add_test(s, "RFC 6455 accept", test_rfc6455_accept);
-	CU_add_test(s, "missing headers", test_missing_headers);
-	CU_add_test(s, "empty headers", test_empty_headers);
-	CU_add_test(s, "server ids", test_server_ids);
-	CU_add_test(s, "server_id_valid", test_server_id_valid_fn);
-	CU_add_test(s, "426", test_426);
-	CU_add_test(s, "405", test_405);
-	CU_add_test(s, "Sec-WebSocket-Version", test_ws_version);
-	CU_add_test(s, "Sec-WebSocket-Key", test_ws_key);
-	CU_add_test(s, "check order", test_order);
-
-	s = CU_add_suite("http_syntax", NULL, NULL);
-	CU_add_test(s, "case-insensitive names", test_case_insensitive);
-	CU_add_test(s, "Connection/Upgrade lists", test_connection_lists);
-	CU_add_test(s, "paths and query strings", test_paths);
-	CU_add_test(s, "malformed heads", test_bad_syntax);
-	CU_add_test(s, "bare LF", test_bare_lf);
-	CU_add_test(s, "Host and device name", test_host_and_device);
-
-	s = CU_add_suite("http_buffering", NULL, NULL);
-	CU_add_test(s, "head size limit", test_limit);
-	CU_add_test(s, "split reads", test_split_reads);
-	CU_add_test(s, "pipelined bytes", test_pipelined);
-	CU_add_test(s, "incremental: every split", test_incremental);
-	CU_add_test(s, "incremental: limit", test_incremental_limit);
-
-	s = CU_add_suite("http_responses", NULL, NULL);
-	CU_add_test(s, "101", test_response_101);
-	CU_add_test(s, "errors", test_response_errors);
-	CU_add_test(s, "200", test_response_ok);
-	CU_add_test(s, "reasons", test_reasons);
-
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_failures();
-	CU_cleanup_registry();
-	return failed != 0;
+	return unit_run(suites);
 }

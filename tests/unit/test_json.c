@@ -14,6 +14,7 @@
 #include <CUnit/CUnit.h>
 
 #include "json.h"
+#include "unit.h"
 
 #define U(s)	((const unsigned char *)(s))
 #define DEPTH_LIMIT	65536	/* JSON_MAX_DEPTH in json.c */
@@ -985,45 +986,37 @@ test_long_strings(void)
 	}
 }
 
+static CU_TestInfo json_tests[] = {
+	{ "compact values", test_compact_values },
+	{ "compact whitespace", test_compact_whitespace },
+	{ "compact in place", test_compact_in_place },
+	{ "invalid json", test_invalid_json },
+	{ "invalid utf-8 in json", test_invalid_utf8_in_json },
+	{ "nesting limit", test_nesting_limit },
+	{ "utf8_valid", test_utf8_valid },
+	{ "long strings, a byte at every offset", test_long_strings },
+	CU_TEST_INFO_NULL
+};
+
+static CU_TestInfo envelope_tests[] = {
+	{ "well-formed", test_envelope_ok },
+	{ "malformed", test_envelope_malformed },
+	{ "duplicate keys", test_envelope_duplicates },
+	{ "escapes", test_envelope_escapes },
+	{ "nesting limit", test_envelope_deep },
+	{ "push_wake", test_push_wake },
+	{ "object and array walks", test_walk },
+	CU_TEST_INFO_NULL
+};
+
+static CU_SuiteInfo suites[] = {
+	{ "json", NULL, NULL, NULL, NULL, json_tests },
+	{ "envelope", NULL, NULL, NULL, NULL, envelope_tests },
+	CU_SUITE_INFO_NULL
+};
+
 int
 main(void)
 {
-	CU_pSuite	 s;
-	unsigned int	 failed;
-
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 2;
-	if ((s = CU_add_suite("json", NULL, NULL)) == NULL ||
-	    CU_add_test(s, "compact values", test_compact_values) == NULL ||
-	    CU_add_test(s, "compact whitespace",
-	    test_compact_whitespace) == NULL ||
-	    CU_add_test(s, "compact in place", test_compact_in_place) == NULL ||
-	    CU_add_test(s, "invalid json", test_invalid_json) == NULL ||
-	    CU_add_test(s, "invalid utf-8 in json",
-	    test_invalid_utf8_in_json) == NULL ||
-	    CU_add_test(s, "nesting limit", test_nesting_limit) == NULL ||
-	    CU_add_test(s, "utf8_valid", test_utf8_valid) == NULL ||
-	    CU_add_test(s, "long strings, a byte at every offset",
-	    test_long_strings) == NULL)
-		goto fail;
-	if ((s = CU_add_suite("envelope", NULL, NULL)) == NULL ||
-	    CU_add_test(s, "well-formed", test_envelope_ok) == NULL ||
-	    CU_add_test(s, "malformed", test_envelope_malformed) == NULL ||
-	    CU_add_test(s, "duplicate keys",
-	    test_envelope_duplicates) == NULL ||
-	    CU_add_test(s, "escapes", test_envelope_escapes) == NULL ||
-	    CU_add_test(s, "nesting limit", test_envelope_deep) == NULL ||
-	    CU_add_test(s, "push_wake", test_push_wake) == NULL ||
-	    CU_add_test(s, "object and array walks", test_walk) == NULL)
-		goto fail;
-
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_failures() +
-	    CU_get_number_of_tests_failed();
-	CU_cleanup_registry();
-	return failed != 0;
-fail:
-	CU_cleanup_registry();
-	return 2;
+	return unit_run(suites);
 }

@@ -26,6 +26,7 @@
 
 #include "pyrelayd.h"
 #include "msg.h"
+#include "unit.h"
 
 enum {
 	T_PLAIN = 2,		/* 8 byte body, no fd */
@@ -1088,66 +1089,52 @@ test_no_leak_overall(void)
 	CU_ASSERT_EQUAL(count_fds(), before);
 }
 
+static CU_TestInfo msg_tests[] = {
+	{ "chan_init flags", test_init_flags },
+	{ "round trip", test_roundtrip },
+	{ "ordering", test_ordering },
+	{ "flush when full", test_flush_full },
+	{ "clear closes queued fds", test_clear_closes_queued_fds },
+	{ "compose too long", test_compose_too_long },
+	{ "flush to closed peer", test_flush_closed_peer },
+	{ "eof", test_eof },
+	{ "wait", test_wait },
+	{ "handle", test_handle },
+	CU_TEST_INFO_NULL
+};
+
+static CU_TestInfo msg_rejections_tests[] = {
+	{ "first not hello", test_reject_first_not_hello },
+	{ "hello version", test_reject_hello_version },
+	{ "hello of the version before", test_hello_version_range },
+	{ "hello length", test_reject_hello_length },
+	{ "hello with fd", test_reject_hello_fd },
+	{ "second hello", test_reject_second_hello },
+	{ "unknown type", test_reject_unknown_type },
+	{ "body length", test_reject_body_length },
+	{ "body check", test_reject_body_check },
+	{ "fd not allowed", test_reject_fd_not_allowed },
+	{ "fd missing", test_reject_fd_missing },
+	{ "several fds", test_reject_many_fds },
+	{ "truncated packet", test_reject_truncated },
+	{ "short header", test_reject_short_header },
+	{ "fd lost at RLIMIT_NOFILE", test_fd_lost },
+	{ "fd not installed", test_reject_fd_not_installed },
+	{ "foreign control message", test_reject_foreign_cmsg },
+	{ "no fd leak", test_no_leak_overall },
+	CU_TEST_INFO_NULL
+};
+
+static CU_SuiteInfo suites[] = {
+	{ "msg", NULL, NULL, NULL, NULL, msg_tests },
+	{ "msg rejections", NULL, NULL, NULL, NULL, msg_rejections_tests },
+	CU_SUITE_INFO_NULL
+};
+
 int
 main(void)
 {
-	CU_pSuite	s;
-	unsigned int	failed;
-
 	/* a write to a pipe whose reader was closed says EPIPE */
 	signal(SIGPIPE, SIG_IGN);
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return CU_get_error();
-	if ((s = CU_add_suite("msg", NULL, NULL)) == NULL)
-		goto fail;
-	if (CU_add_test(s, "chan_init flags", test_init_flags) == NULL ||
-	    CU_add_test(s, "round trip", test_roundtrip) == NULL ||
-	    CU_add_test(s, "ordering", test_ordering) == NULL ||
-	    CU_add_test(s, "flush when full", test_flush_full) == NULL ||
-	    CU_add_test(s, "clear closes queued fds",
-	    test_clear_closes_queued_fds) == NULL ||
-	    CU_add_test(s, "compose too long", test_compose_too_long) == NULL ||
-	    CU_add_test(s, "flush to closed peer",
-	    test_flush_closed_peer) == NULL ||
-	    CU_add_test(s, "eof", test_eof) == NULL ||
-	    CU_add_test(s, "wait", test_wait) == NULL ||
-	    CU_add_test(s, "handle", test_handle) == NULL)
-		goto fail;
-	if ((s = CU_add_suite("msg rejections", NULL, NULL)) == NULL)
-		goto fail;
-	if (CU_add_test(s, "first not hello",
-	    test_reject_first_not_hello) == NULL ||
-	    CU_add_test(s, "hello version",
-	    test_reject_hello_version) == NULL ||
-	    CU_add_test(s, "hello of the version before",
-	    test_hello_version_range) == NULL ||
-	    CU_add_test(s, "hello length", test_reject_hello_length) == NULL ||
-	    CU_add_test(s, "hello with fd", test_reject_hello_fd) == NULL ||
-	    CU_add_test(s, "second hello", test_reject_second_hello) == NULL ||
-	    CU_add_test(s, "unknown type", test_reject_unknown_type) == NULL ||
-	    CU_add_test(s, "body length", test_reject_body_length) == NULL ||
-	    CU_add_test(s, "body check", test_reject_body_check) == NULL ||
-	    CU_add_test(s, "fd not allowed",
-	    test_reject_fd_not_allowed) == NULL ||
-	    CU_add_test(s, "fd missing", test_reject_fd_missing) == NULL ||
-	    CU_add_test(s, "several fds", test_reject_many_fds) == NULL ||
-	    CU_add_test(s, "truncated packet", test_reject_truncated) == NULL ||
-	    CU_add_test(s, "short header", test_reject_short_header) == NULL ||
-	    CU_add_test(s, "fd lost at RLIMIT_NOFILE", test_fd_lost) == NULL ||
-	    CU_add_test(s, "fd not installed",
-	    test_reject_fd_not_installed) == NULL ||
-	    CU_add_test(s, "foreign control message",
-	    test_reject_foreign_cmsg) == NULL ||
-	    CU_add_test(s, "no fd leak", test_no_leak_overall) == NULL)
-		goto fail;
-
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-	CU_cleanup_registry();
-	return failed != 0;
-
- fail:
-	CU_cleanup_registry();
-	return CU_get_error() ? (int)CU_get_error() : 1;
+	return unit_run(suites);
 }

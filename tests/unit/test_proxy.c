@@ -21,6 +21,7 @@
 #include <CUnit/Basic.h>
 
 #include "proxy.h"
+#include "unit.h"
 
 #define V2_SIG		"\r\n\r\n\0\r\nQUIT\n"
 #define TAIL		"GET /v1/server HTTP/1.1\r\nHost: r.example\r\n\r\n"
@@ -505,28 +506,28 @@ test_edges(void)
 	CU_ASSERT(memcmp(&pi, zero_pi, sizeof(pi)) == 0);
 }
 
+static CU_TestInfo proxy_valid_tests[] = {
+	{ "v1 TCP4, TCP6, UNKNOWN", test_v1_valid },
+	{ "v2 TCP4, TCP6, LOCAL, TLVs", test_v2_valid },
+	CU_TEST_INFO_NULL
+};
+
+static CU_TestInfo proxy_malformed_tests[] = {
+	{ "v1 syntax", test_v1_bad },
+	{ "v1 length", test_v1_length },
+	{ "v2", test_v2_bad },
+	{ "edges", test_edges },
+	CU_TEST_INFO_NULL
+};
+
+static CU_SuiteInfo suites[] = {
+	{ "proxy_valid", NULL, NULL, NULL, NULL, proxy_valid_tests },
+	{ "proxy_malformed", NULL, NULL, NULL, NULL, proxy_malformed_tests },
+	CU_SUITE_INFO_NULL
+};
+
 int
 main(void)
 {
-	CU_pSuite	s;
-	unsigned int	failed;
-
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return CU_get_error();
-
-	s = CU_add_suite("proxy_valid", NULL, NULL);
-	CU_add_test(s, "v1 TCP4, TCP6, UNKNOWN", test_v1_valid);
-	CU_add_test(s, "v2 TCP4, TCP6, LOCAL, TLVs", test_v2_valid);
-
-	s = CU_add_suite("proxy_malformed", NULL, NULL);
-	CU_add_test(s, "v1 syntax", test_v1_bad);
-	CU_add_test(s, "v1 length", test_v1_length);
-	CU_add_test(s, "v2", test_v2_bad);
-	CU_add_test(s, "edges", test_edges);
-
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_failures();
-	CU_cleanup_registry();
-	return failed != 0;
+	return unit_run(suites);
 }

@@ -29,6 +29,7 @@
 #include "json.h"
 #include "push.h"
 #include "pyrelayd.h"
+#include "unit.h"
 
 #define EMAIL	"relay@test-project.iam.gserviceaccount.com"
 #define URI	"https://oauth2.example.com/token"
@@ -607,27 +608,26 @@ teardown(void)
 	return system(cmd) == 0 ? 0 : -1;
 }
 
+static CU_TestInfo push_tests[] = {
+	{ "service-account keys accepted", test_key_accepted },
+	{ "service-account keys refused", test_key_refused },
+	{ "push statements, file:line errors", test_config_push },
+	{ "URLs and project ids", test_url },
+	{ "FCM send body", test_send_body },
+	{ "JWT-bearer grant", test_grant },
+	{ "token endpoint replies", test_token_reply },
+	{ "FCM replies", test_fcm_reply },
+	{ "token hash, outcome names", test_names },
+	CU_TEST_INFO_NULL
+};
+
+static CU_SuiteInfo suites[] = {
+	{ "push", setup, teardown, NULL, NULL, push_tests },
+	CU_SUITE_INFO_NULL
+};
+
 int
 main(void)
 {
-	CU_pSuite	s;
-	unsigned int	failed;
-
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return CU_get_error();
-	s = CU_add_suite("push", setup, teardown);
-	CU_add_test(s, "service-account keys accepted", test_key_accepted);
-	CU_add_test(s, "service-account keys refused", test_key_refused);
-	CU_add_test(s, "push statements, file:line errors", test_config_push);
-	CU_add_test(s, "URLs and project ids", test_url);
-	CU_add_test(s, "FCM send body", test_send_body);
-	CU_add_test(s, "JWT-bearer grant", test_grant);
-	CU_add_test(s, "token endpoint replies", test_token_reply);
-	CU_add_test(s, "FCM replies", test_fcm_reply);
-	CU_add_test(s, "token hash, outcome names", test_names);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-	CU_cleanup_registry();
-	return failed != 0;
+	return unit_run(suites);
 }

@@ -30,6 +30,7 @@
 
 #include "pyrelayd.h"
 #include "relay_core.h"
+#include "unit.h"
 #include "ws.h"
 
 #define PEERS_MAX	32
@@ -1260,12 +1261,45 @@ test_leave(void)
 	teardown();
 }
 
+static CU_TestInfo relay_core_tests[] = {
+	{ "claim, and traffic both ways", test_claim },
+	{ "conflict, pong: 4409", test_conflict_pong_4409 },
+	{ "conflict, no pong: takeover", test_takeover },
+	{ "incumbent leaves during the probe",
+	    test_incumbent_leaves_during_probe },
+	{ "grace: queue, overflow 1013, notices, reclaim",
+	    test_grace_queue_and_reclaim },
+	{ "grace expiry", test_grace_expiry },
+	{ "registration without a binary: 4404", test_register_no_server_4404 },
+	{ "registration over the cap: 4429", test_register_cap_4429 },
+	{ "no-server wins over the cap", test_no_server_wins_over_cap },
+	{ "binary lost on its way", test_binary_lost },
+	{ "phone outbox cap: 1011", test_phone_outbox_cap },
+	{ "binary backpressure pauses phones", test_binary_backpressure },
+	{ "close notice", test_close_notice },
+	{ "close directives", test_close_directives },
+	{ "envelopes dropped", test_envelopes_dropped },
+	{ "push wake limit", test_push_limit },
+	{ "push wake structure", test_push_structure },
+	{ "push wake, push off", test_push_off },
+	{ "probe queues past their bound", test_probe_queues_past_bound },
+	{ "newcomers per server-id bounded", test_newcomers_bounded },
+	{ "leave: kick and shutdown", test_leave },
+	{ "text: UTF-8 checked by the envelope parse", test_text_utf8 },
+	{ "envelopes find their phone (lookup cache)", test_find_phone },
+	CU_TEST_INFO_NULL
+};
+
+static CU_SuiteInfo suites[] = {
+	{ "relay_core", NULL, NULL, NULL, NULL, relay_core_tests },
+	CU_SUITE_INFO_NULL
+};
+
 int
 main(void)
 {
-	CU_pSuite	 s;
 	char		 path[] = "/tmp/test_relay_core.XXXXXX";
-	int		 failed, fd, wfd;
+	int		 fd, wfd;
 
 	/*
 	 * The core logs to stderr: into a file read back by logged(), through
@@ -1279,43 +1313,5 @@ main(void)
 	unlink(path);
 	close(wfd);
 	log_init(1, 0, "test");
-
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 1;
-	s = CU_add_suite("relay_core", NULL, NULL);
-	CU_add_test(s, "claim, and traffic both ways", test_claim);
-	CU_add_test(s, "conflict, pong: 4409", test_conflict_pong_4409);
-	CU_add_test(s, "conflict, no pong: takeover", test_takeover);
-	CU_add_test(s, "incumbent leaves during the probe",
-	    test_incumbent_leaves_during_probe);
-	CU_add_test(s, "grace: queue, overflow 1013, notices, reclaim",
-	    test_grace_queue_and_reclaim);
-	CU_add_test(s, "grace expiry", test_grace_expiry);
-	CU_add_test(s, "registration without a binary: 4404",
-	    test_register_no_server_4404);
-	CU_add_test(s, "registration over the cap: 4429", test_register_cap_4429);
-	CU_add_test(s, "no-server wins over the cap", test_no_server_wins_over_cap);
-	CU_add_test(s, "binary lost on its way", test_binary_lost);
-	CU_add_test(s, "phone outbox cap: 1011", test_phone_outbox_cap);
-	CU_add_test(s, "binary backpressure pauses phones",
-	    test_binary_backpressure);
-	CU_add_test(s, "close notice", test_close_notice);
-	CU_add_test(s, "close directives", test_close_directives);
-	CU_add_test(s, "envelopes dropped", test_envelopes_dropped);
-	CU_add_test(s, "push wake limit", test_push_limit);
-	CU_add_test(s, "push wake structure", test_push_structure);
-	CU_add_test(s, "push wake, push off", test_push_off);
-	CU_add_test(s, "probe queues past their bound",
-	    test_probe_queues_past_bound);
-	CU_add_test(s, "newcomers per server-id bounded", test_newcomers_bounded);
-	CU_add_test(s, "leave: kick and shutdown", test_leave);
-	CU_add_test(s, "text: UTF-8 checked by the envelope parse",
-	    test_text_utf8);
-	CU_add_test(s, "envelopes find their phone (lookup cache)",
-	    test_find_phone);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-	CU_cleanup_registry();
-	return failed != 0;
+	return unit_run(suites);
 }

@@ -35,6 +35,7 @@
 #include <CUnit/Basic.h>
 
 #include "sandbox.h"
+#include "unit.h"
 
 #ifndef SOL_TLS
 #define SOL_TLS		282
@@ -139,14 +140,11 @@ assert_never(const struct sandbox_prog *p)
 		    never[i].optname), SIGSYS);
 }
 
+/* TCP_NODELAY allowed, and nothing else: not kTLS either */
 static void
-test_relay(void)
+assert_nodelay_only(const struct sandbox_prog *p)
 {
-	const struct sandbox_prog	*p = &prog_relay;
-
-	/* relay_io.c turns Nagle off on each connection it is given */
 	CU_ASSERT_EQUAL(try_sockopt(p, IPPROTO_TCP, TCP_NODELAY), 0);
-	/* nothing else: not kTLS either */
 	assert_never(p);
 	CU_ASSERT_EQUAL(try_sockopt(p, IPPROTO_TCP, TCP_ULP), SIGSYS);
 	CU_ASSERT_EQUAL(try_sockopt(p, SOL_TLS, TLS_TX), SIGSYS);
@@ -232,6 +230,13 @@ test_relay_zygote_calls(void)
 }
 
 static void
+test_relay(void)
+{
+	/* relay_io.c turns Nagle off on each connection it is given */
+	assert_nodelay_only(&prog_relay);
+}
+
+static void
 test_front(void)
 {
 	const struct sandbox_prog	*p = &prog_front;
@@ -257,10 +262,7 @@ test_push(void)
 {
 	const struct sandbox_prog	*p = &prog_push;
 
-	CU_ASSERT_EQUAL(try_sockopt(p, IPPROTO_TCP, TCP_NODELAY), 0);
-	assert_never(p);
-	CU_ASSERT_EQUAL(try_sockopt(p, IPPROTO_TCP, TCP_ULP), SIGSYS);
-	CU_ASSERT_EQUAL(try_sockopt(p, SOL_TLS, TLS_TX), SIGSYS);
+	assert_nodelay_only(p);
 
 	/* what evhttp opens: TCP over IPv4 or IPv6, with its flags */
 	CU_ASSERT_EQUAL(try_socket(p, AF_INET, SOCK_STREAM, 0), 0);
@@ -304,25 +306,24 @@ test_int_arguments(void)
 	    SO_RCVBUF), SIGSYS);
 }
 
+static CU_TestInfo sandbox_setsockopt_tests[] = {
+	{ "relay: TCP_NODELAY only", test_relay },
+	{ "relay: the zygote's clone and a relay's first calls",
+	    test_relay_zygote_calls },
+	{ "front: TCP_NODELAY and kernel TLS only", test_front },
+	{ "push: TCP_NODELAY and TCP sockets only", test_push },
+	{ "level and optname compared as int", test_int_arguments },
+	CU_TEST_INFO_NULL
+};
+
+static CU_SuiteInfo suites[] = {
+	{ "sandbox_setsockopt", setup, NULL, NULL, NULL,
+	    sandbox_setsockopt_tests },
+	CU_SUITE_INFO_NULL
+};
+
 int
 main(void)
 {
-	CU_pSuite	s;
-	unsigned int	failed;
-
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return CU_get_error();
-	s = CU_add_suite("sandbox_setsockopt", setup, NULL);
-	CU_add_test(s, "relay: TCP_NODELAY only", test_relay);
-	CU_add_test(s, "relay: the zygote's clone and a relay's first calls",
-	    test_relay_zygote_calls);
-	CU_add_test(s, "front: TCP_NODELAY and kernel TLS only", test_front);
-	CU_add_test(s, "push: TCP_NODELAY and TCP sockets only", test_push);
-	CU_add_test(s, "level and optname compared as int",
-	    test_int_arguments);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_failures();
-	CU_cleanup_registry();
-	return failed != 0;
+	return unit_run(suites);
 }

@@ -35,6 +35,7 @@
 
 #include "parent_upgrade.h"
 #include "proc.h"
+#include "unit.h"
 #include "upgrade_state.h"
 
 struct rec_a {
@@ -562,32 +563,35 @@ test_adopt_agent_listener(void)
 	close(ls);
 }
 
+static CU_TestInfo upgrade_state_tests[] = {
+	{ "round trip, sealed", test_round_trip },
+	{ "framing refused", test_framing_refused },
+	{ "not a state", test_not_a_state },
+	{ "records refused", test_adopt_refused },
+	{ "push processes, drain, refusals", test_adopt_push_drain },
+	{ "agent listeners", test_adopt_agent_listener },
+	CU_TEST_INFO_NULL
+};
+
+static CU_SuiteInfo suites[] = {
+	{ "upgrade state", NULL, NULL, NULL, NULL, upgrade_state_tests },
+	CU_SUITE_INFO_NULL
+};
+
 int
 main(void)
 {
-	CU_pSuite	s;
-	int		failed;
+	int	failed;
 
 	/* a child of this process, for the workers of the records */
 	if ((child = fork()) == 0) {
 		pause();
 		_exit(0);
 	}
-	if (child == -1 || CU_initialize_registry() != CUE_SUCCESS)
+	if (child == -1)
 		return 1;
-	s = CU_add_suite("upgrade state", NULL, NULL);
-	CU_add_test(s, "round trip, sealed", test_round_trip);
-	CU_add_test(s, "framing refused", test_framing_refused);
-	CU_add_test(s, "not a state", test_not_a_state);
-	CU_add_test(s, "records refused", test_adopt_refused);
-	CU_add_test(s, "push processes, drain, refusals",
-	    test_adopt_push_drain);
-	CU_add_test(s, "agent listeners", test_adopt_agent_listener);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_failures();
-	CU_cleanup_registry();
+	failed = unit_run(suites);
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
-	return failed != 0;
+	return failed;
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "unit.h"
 #include "ws.h"
 
 struct seen {
@@ -635,33 +636,32 @@ test_several_in_one_read(void)
 	ws_free(&ws);
 }
 
+static CU_TestInfo ws_tests[] = {
+	{ "text message", test_text_message },
+	{ "split feed", test_split_feed },
+	{ "fragments with a ping between", test_fragments_with_ping_between },
+	{ "1009 message too big", test_too_big },
+	{ "1007 invalid UTF-8", test_bad_utf8 },
+	{ "1002 protocol errors", test_protocol_errors },
+	{ "close echo", test_close_echo },
+	{ "after our close", test_after_our_close },
+	{ "output and cost", test_output_and_cost },
+	{ "sendable close codes", test_code_sendable },
+	{ "length forms, split at any offset", test_length_forms_and_splits },
+	{ "lengths not in shortest form", test_length_not_shortest },
+	{ "unmask", test_unmask },
+	{ "text hook: UTF-8 left to the handler", test_text_hook },
+	{ "several frames in one read", test_several_in_one_read },
+	CU_TEST_INFO_NULL
+};
+
+static CU_SuiteInfo suites[] = {
+	{ "ws", NULL, NULL, NULL, NULL, ws_tests },
+	CU_SUITE_INFO_NULL
+};
+
 int
 main(void)
 {
-	CU_pSuite	s;
-	int		failed;
-
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 1;
-	s = CU_add_suite("ws", NULL, NULL);
-	CU_add_test(s, "text message", test_text_message);
-	CU_add_test(s, "split feed", test_split_feed);
-	CU_add_test(s, "fragments with a ping between", test_fragments_with_ping_between);
-	CU_add_test(s, "1009 message too big", test_too_big);
-	CU_add_test(s, "1007 invalid UTF-8", test_bad_utf8);
-	CU_add_test(s, "1002 protocol errors", test_protocol_errors);
-	CU_add_test(s, "close echo", test_close_echo);
-	CU_add_test(s, "after our close", test_after_our_close);
-	CU_add_test(s, "output and cost", test_output_and_cost);
-	CU_add_test(s, "sendable close codes", test_code_sendable);
-	CU_add_test(s, "length forms, split at any offset", test_length_forms_and_splits);
-	CU_add_test(s, "lengths not in shortest form", test_length_not_shortest);
-	CU_add_test(s, "unmask", test_unmask);
-	CU_add_test(s, "text hook: UTF-8 left to the handler", test_text_hook);
-	CU_add_test(s, "several frames in one read", test_several_in_one_read);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-	CU_cleanup_registry();
-	return failed != 0;
+	return unit_run(suites);
 }
