@@ -99,10 +99,9 @@ class Spawner(unittest.TestCase):
                     10, mark)
                 new = int(m.group(1))
                 self.assertNotEqual(new, spawners[0])
-                # (its title may not be set yet: "pyrelayd -P spawner")
-                self.assertIn(new, [pid for pid, cmd in d.children()
-                                    if re.match(r"pyrelayd(: | -P )spawner\b",
-                                                cmd)])
+                # the parent's child; until its exec it has the parent's
+                # title, then "pyrelayd -P spawner", then its own
+                self.assertEqual(harness.proc_stat(new)[1], d.pid)
                 # started late, it still holds nothing but stdio and its
                 # channel, while the parent holds many more; once it has
                 # its title, that is (a sanitizer runtime opens files of
