@@ -809,8 +809,20 @@ class RelayStoppedAlone(unittest.TestCase):
                 b2 = await harness.binary(d, sid)
                 p2 = await harness.phone(d, sid)
                 await harness.assert_exchange(b2, p2, sid)
-                new = (await asyncio.to_thread(d.wait_relays, 1))[sid]
-                self.assertNotEqual(new, old)
+                # another relay carries the title too (the old one still
+                # does, and pids say nothing of which is newer: the pool
+                # hands out relays in no pid order)
+                others = []
+
+                def served_by_another():
+                    others[:] = [
+                        pid for pid, cmd in d.children()
+                        if pid != old and
+                        re.match(r"pyrelayd: relay %s\b" % sid, cmd)]
+                    return len(others) == 1
+                await asyncio.to_thread(harness.poll_until,
+                                        served_by_another, 10 * SLOW,
+                                        "a new relay for %s" % sid)
                 # the old relay ends by itself when the close times out
                 await asyncio.to_thread(
                     d.wait_log,
