@@ -148,14 +148,24 @@ parent_worker_flush(struct worker *w)
 	event_add(w->ev_write, NULL);
 }
 
+void
+parent_worker_log_kill(const struct worker *w)
+{
+	log_warnx("event=worker_killed role=%s pid=%d server_id=%s reason=\"%s\"",
+	    proc_role_name(w->role), (int)w->pid, w->sid[0] ? w->sid : "-",
+	    w->killed_why);
+}
+
 /* A worker broke the rules or lost its channel: kill it; reaping does the rest. */
 void
 parent_worker_kill(struct parent *p, struct worker *w, const char *why)
 {
 	if (w->dead)
 		return;
-	log_warnx("event=worker_killed role=%s pid=%d server_id=%s reason=\"%s\"",
-	    proc_role_name(w->role), (int)w->pid, w->sid[0] ? w->sid : "-", why);
+	/* a worker started but not yet named: its kill is logged with its pid */
+	strlcpy(w->killed_why, why, sizeof(w->killed_why));
+	if (w->pid > 0)
+		parent_worker_log_kill(w);
 	w->dead = 1;
 	w->killed = 1;
 	parent_worker_signal(w, SIGKILL);

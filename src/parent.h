@@ -78,6 +78,7 @@ struct worker {
 	int			 kill_sig;	/* to send once the pid is known */
 	int			 in_map;	/* relays: reachable by server-id */
 	int			 killed;	/* by us, for a bad message */
+	char			 killed_why[128]; /* logged once the pid is known */
 	int			 retired;	/* relays: RETIRE seen; push: PUSH_RETIRE sent */
 	int			 pooled;	/* relays: in the pool, no server-id yet */
 	int			 pool_stopped;	/* relays: stopped while pooled */
@@ -287,6 +288,7 @@ void	parent_worker_flush(struct worker *);
 void	conn_set_owner(struct conn_rec *c, struct worker *w);
 /* A worker broke the rules: SIGKILL, logged with why; reaping does the rest. */
 void	parent_worker_kill(struct parent *, struct worker *, const char *why);
+void	parent_worker_log_kill(const struct worker *);
 /* Checks the certificate and key (w == NULL), or sends them to front w. */
 int	parent_send_tls(struct parent *, struct worker *, char *, size_t);
 /*

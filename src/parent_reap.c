@@ -254,6 +254,9 @@ parent_worker_started(struct parent *p, struct worker *w, pid_t pid)
 	if (w->role == ROLE_RELAY && w->in_map)
 		log_debug("event=relay_started server_id=%s pid=%d pooled=0",
 		    w->sid, (int)pid);
+	/* killed before it was named (parent_worker_kill): said now */
+	if (w->killed)
+		parent_worker_log_kill(w);
 	if (early != -1) {
 		status = p->reaped_early[early].status;
 		memmove(&p->reaped_early[early], &p->reaped_early[early + 1],

@@ -149,6 +149,11 @@ fork_one(void)
 	}
 	memset(&rep, 0, sizeof(rep));
 	rep.pid = pid;
+	/* the test lets it go on once the parent has dealt with the relay */
+	if (strcmp(name, "relay-state-unnamed") == 0) {
+		say("stops before SPAWNED");
+		raise(SIGSTOP);
+	}
 	send_msg(MSG_SPAWNED, m.hdr.id, &rep, sizeof(rep), -1);
 	exit(0);
 }
@@ -345,7 +350,8 @@ main(int argc, char *argv[])
 	else if (strcmp(name, "front-setsockopt") == 0 ||
 	    strcmp(name, "relay-setsockopt") == 0)
 		setsockopt_case();
-	else if (strcmp(name, "relay-state-bad") == 0) {
+	else if (strcmp(name, "relay-state-bad") == 0 ||
+	    strcmp(name, "relay-state-unnamed") == 0) {
 		memset(&st, 0, sizeof(st));
 		st.binary_connected = 1;
 		st.phones = PHONES_PER_SERVER_MAX + 1;

@@ -150,6 +150,37 @@ class FakeRelays(unittest.TestCase):
         self.run_case("relay-state-bad",
                       r"^type \d+ \(RELAY_STATE\): counts out of range$")
 
+    def test_killed_before_its_pid_is_known(self):
+        # its zygote stops before SPAWNED: the parent deals with the
+        # relay's lie first, and logs the kill under the pid once it has
+        # it (not pid=0), and kills it then
+        out = {}
+
+        def hold_spawned(c, sid):
+            m = self.d.wait_log(r"fake_worker\[(\d+)\]: case=relay-state-"
+                                r"unnamed stops before SPAWNED", 15, c.mark)
+            zygote = int(m.group(1))
+            try:
+                harness.poll_until(
+                    lambda: harness.proc_state(zygote) == "T", 15,
+                    "the fake zygote stopped")
+                # answered once the parent has dropped the relay: killed
+                r = subprocess.run([PYRELAYCTL, "-s", self.d.control_path,
+                                    "show", "server", sid],
+                                   capture_output=True, timeout=20)
+                out["rc"] = r.returncode
+                # not signalled yet: the parent has no pid to signal
+                self.assertNotIn(harness.proc_state(c.pid), (None, "Z"))
+                self.assertNotRegex(
+                    "\n".join(self.d.log_lines()[c.mark:]),
+                    r"\bevent=worker_killed role=relay pid=0\b")
+            finally:
+                os.kill(zygote, signal.SIGCONT)
+        self.run_case("relay-state-unnamed",
+                      r"^type \d+ \(RELAY_STATE\): counts out of range$",
+                      during=hold_spawned)
+        self.assertNotEqual(out["rc"], 0)
+
     def test_closed_for_a_connection_it_does_not_hold(self):
         self.run_case("relay-closed-foreign",
                       r"^a message for a connection it does not hold$")
