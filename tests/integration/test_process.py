@@ -74,8 +74,13 @@ class Spawner(unittest.TestCase):
                          if re.match(r"pyrelayd: spawner\b", cmd)],
                 10, "the spawner's title")
             self.assertEqual(len(spawners), 1, d.children())
-            # it holds nothing but stdio and its channel
-            self.assertEqual(harness.open_fds(spawners[0]), {0, 1, 2, 3})
+            # it holds nothing but stdio and its channel, once it is not
+            # starting anything (after `ready`, it starts the zygote, and
+            # holds the new process's channel end until that start is
+            # done); a descriptor it kept would keep failing this
+            harness.poll_until(
+                lambda: harness.open_fds(spawners[0]) == {0, 1, 2, 3}, 10,
+                "the spawner holding fds 0-3 only")
 
             async def main():
                 b = await harness.binary(d, "spawned-a")
@@ -111,7 +116,10 @@ class Spawner(unittest.TestCase):
                     lambda: re.match(r"pyrelayd: spawner\b",
                                      harness.proc_cmdline(new)), 10,
                     "the new spawner's title")
-                self.assertEqual(harness.open_fds(new), {0, 1, 2, 3})
+                await asyncio.to_thread(
+                    harness.poll_until,
+                    lambda: harness.open_fds(new) == {0, 1, 2, 3}, 10,
+                    "the new spawner holding fds 0-3 only")
                 # and the first server-id was not disturbed
                 await harness.assert_exchange(b, p, "spawned-a")
                 await harness.close_all(b, p, b2, p2)
