@@ -12,7 +12,6 @@ once and puts the real one back (docs/messages.md, "Fake workers in the
 tests"): nothing in the daemon serves tests.
 """
 
-import asyncio
 import os
 import re
 import signal
