@@ -128,9 +128,11 @@ void	msg_chan_init(struct msg_chan *, int fd, const struct msg_rules *);
 /* Frees the queue, closes queued fds and the channel fd. */
 void	msg_chan_clear(struct msg_chan *);
 /*
- * Queues a message; fd (or -1) is owned by the channel from now on, even
- * when the call fails, and closed once sent.  Returns 0, or -1 (errstr set) when len > MSG_MAX_BODY.
- * Never blocks; call msg_flush() (or wait for EV_WRITE) to send.
+ * Sends a message, at once when nothing is queued ahead of it and the
+ * socket takes it, else queues it; fd (or -1) is owned by the channel from
+ * now on, even when the call fails, and closed once sent.  Returns 0, or
+ * -1 (errstr set) when len > MSG_MAX_BODY.  Never blocks; call msg_flush()
+ * (or wait for EV_WRITE) to send what is queued.
  */
 int	msg_compose(struct msg_chan *, uint32_t type, uint64_t id,
 	    const void *body, size_t len, int fd);
