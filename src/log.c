@@ -19,9 +19,14 @@
 
 #include "pyrelayd.h"
 
-static int		 log_foreground = 1;
+/*
+ * The zygote sets the relays' name once (log_forked), and no relay
+ * forked from it writes a byte of this: a variable a relay writes is a
+ * page it copies (docs/relay-executable.md).
+ */
+static int		 log_background;
 static int		 log_verbose;
-static const char	*log_name = "pyrelayd";
+static const char	*log_name;	/* NULL: "pyrelayd" */
 static pid_t		 log_pid;
 
 void			(*log_fatal_hook)(const char *);
@@ -29,7 +34,7 @@ void			(*log_fatal_hook)(const char *);
 void
 log_init(int foreground, int verbose, const char *procname)
 {
-	log_foreground = foreground;
+	log_background = !foreground;
 	log_verbose = verbose;
 	log_pid = getpid();
 	if (procname != NULL)
@@ -41,7 +46,8 @@ log_init(int foreground, int verbose, const char *procname)
 void
 log_forked(const char *procname)
 {
-	log_pid = getpid();
+	/* each line asks getpid(): the relays forked from here write nothing */
+	log_pid = 0;
 	log_name = procname;
 }
 
@@ -86,15 +92,17 @@ log_quotable(const char *text, char *buf, size_t size)
 static void
 log_line(int pri, const char *msg)
 {
-	char		 head[64];
+	static char	 head[64];	/* not on a relay's stack: see vlog */
 	struct iovec	 iov[3];
 	int		 n;
 
-	if (!log_foreground) {
-		syslog(pri, "%s: %s", log_name, msg);
+	if (log_background) {
+		syslog(pri, "%s: %s", log_name != NULL ? log_name : "pyrelayd",
+		    msg);
 		return;
 	}
-	n = snprintf(head, sizeof(head), "%s[%d]: ", log_name,
+	n = snprintf(head, sizeof(head), "%s[%d]: ",
+	    log_name != NULL ? log_name : "pyrelayd",
 	    (int)(log_pid != 0 ? log_pid : getpid()));
 	if (n < 0)
 		return;
@@ -119,10 +127,18 @@ log_line(int pri, const char *msg)
 static void vlog(int, int, const char *, va_list)
     __attribute__((__format__(printf, 3, 0)));
 
+/*
+ * A line's buffer, as long as it always was (a config error carries a
+ * path).  Not on the stack, whose first page a relay shares with its
+ * title and messages, and which vsnprintf's own frames fill
+ * (docs/relay-executable.md): in .bss a relay writes only the page a line
+ * reaches.  Each process has one thread, and a line is written before the
+ * next is formatted.
+ */
 static void
 vlog(int pri, int with_errno, const char *fmt, va_list ap)
 {
-	char	buf[2048];
+	static char	buf[2048];
 	int	saved = errno;
 	size_t	len;
 

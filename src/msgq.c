@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "msgq.h"
+#include "relay_alloc.h"
 
 #define MSGQ_MIN	4096
 
@@ -25,7 +26,7 @@ msgq_push(struct msgq *q, const void *a, size_t alen, const void *b,
 		ncap = q->cap ? q->cap : MSGQ_MIN;
 		while (ncap < need)
 			ncap *= 2;
-		if ((p = realloc(q->buf, ncap)) == NULL)
+		if ((p = ra_realloc(q->buf, ncap)) == NULL)
 			return -1;
 		q->buf = p;
 		q->cap = ncap;
@@ -62,7 +63,7 @@ msgq_next(const struct msgq *q, size_t *off, const unsigned char **msg,
 void
 msgq_clear(struct msgq *q)
 {
-	free(q->buf);
+	ra_free(q->buf);
 	q->buf = NULL;
 	q->len = q->cap = q->bytes = 0;
 }

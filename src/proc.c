@@ -7,19 +7,26 @@
 #include "config.h"
 
 #include <sys/types.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 
 #include <event2/event.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "msg.h"
 #include "proc.h"
 #include "proto.h"
 #include "pyrelayd.h"
 #include "sandbox.h"
+
+/* the descriptors a fresh relay looks at for libevent's pipe */
+#define PROC_FDS_SEEN	16
 
 /* no pointers: a relay would relocate them, on a page of its own */
 static const char role_names[][8] = {
@@ -104,6 +111,37 @@ proc_serve(struct msg_chan *chan, struct msg *m, void *arg)
 	}
 }
 
+/* The title's own memory, when the zygote moved it (zygote_mm.c). */
+static char	*title_buf;
+static size_t	 title_max;
+
+void
+proc_title_buffer(char *buf, size_t len)
+{
+	title_buf = buf;
+	title_max = len;
+}
+
+void
+proc_title(const char *fmt, ...)
+{
+	static const char	 prefix[] = "pyrelayd: ";
+	char			 t[PROC_TITLE_MAX];
+	va_list			 ap;
+
+	va_start(ap, fmt);
+	/* formatted in place: a relay's stack stays in its one page */
+	if (title_buf != NULL && title_max > sizeof(prefix)) {
+		memcpy(title_buf, prefix, sizeof(prefix) - 1);
+		(void)vsnprintf(title_buf + sizeof(prefix) - 1,
+		    title_max - (sizeof(prefix) - 1), fmt, ap);
+	} else {
+		(void)vsnprintf(t, sizeof(t), fmt, ap);
+		setproctitle("%s", t);
+	}
+	va_end(ap);
+}
+
 void
 proc_verbose(void *arg, struct msg *m)
 {
@@ -130,22 +168,80 @@ proc_chan_read(evutil_socket_t fd, short ev, void *arg)
 	}
 }
 
-/* The event base, the channel's read event and SIGTERM's. */
-static void
-proc_worker_base(struct proc_worker *pw)
+struct event_base *
+proc_event_base(const char *name)
 {
 	struct event_config	*cfg;
-	const char		*name = proc_role_name(pw->role);
+	struct event_base	*base;
 
 	if ((cfg = event_config_new()) == NULL ||
 	    event_config_set_flag(cfg, EVENT_BASE_FLAG_IGNORE_ENV |
 	    EVENT_BASE_FLAG_NOLOCK) == -1 ||
-	    (pw->base = event_base_new_with_config(cfg)) == NULL)
+	    (base = event_base_new_with_config(cfg)) == NULL)
 		fatalx("%s: event_base_new", name);
 	event_config_free(cfg);
+	return base;
+}
+
+/* A relay's SIGTERM, read from its signalfd (proc_worker_base). */
+static void
+proc_sigterm_read(evutil_socket_t fd, short ev, void *arg)
+{
+	struct proc_worker	*pw = arg;
+	struct signalfd_siginfo	 si;
+
+	/* one a readiness: reading on to EAGAIN would only write errno */
+	if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+		pw->sigterm(SIGTERM, EV_SIGNAL, pw->arg);
+}
+
+/*
+ * The event base, the channel's read event and SIGTERM's.  A forked relay
+ * takes SIGTERM from a signalfd rather than from libevent's signal
+ * handling, which writes three of libevent's globals, each on a page of
+ * its own that every relay would then copy (docs/relay-executable.md);
+ * and it closes the pipe libevent makes for signals with every base,
+ * which it never uses.  Its base is the zygote's, whose backend (epoll,
+ * that pipe) it makes anew: event_reinit.
+ */
+static void
+proc_worker_base(struct proc_worker *pw, int forked)
+{
+	const char		*name = proc_role_name(pw->role);
+	struct stat		 st;
+	sigset_t		 term;
+	int			 fd, sfd;
+
+	if (pw->base == NULL)
+		pw->base = proc_event_base(name);
+	else if (event_reinit(pw->base) == -1)
+		fatalx("%s: event_reinit", name);
 	pw->ev_chan = event_new(pw->base, pw->chan->fd, EV_READ | EV_PERSIST,
 	    proc_chan_read, pw);
-	pw->ev_sigterm = evsignal_new(pw->base, SIGTERM, pw->sigterm, pw->arg);
+	if (!forked)
+		pw->ev_sigterm = evsignal_new(pw->base, SIGTERM, pw->sigterm,
+		    pw->arg);
+	else {
+		/*
+		 * The relay's only pipes are libevent's signal pair, made
+		 * anew by event_reinit (its stdio is the zygote's, which may
+		 * be one: left alone).  libevent keeps their numbers: a
+		 * relay must never add a signal event nor free its base,
+		 * which would use or close them (it exits with the base).
+		 */
+		for (fd = STDERR_FILENO + 1; fd < PROC_FDS_SEEN; fd++)
+			if (fd != pw->chan->fd && fstat(fd, &st) == 0 &&
+			    S_ISFIFO(st.st_mode))
+				close(fd);
+		sigemptyset(&term);
+		sigaddset(&term, SIGTERM);
+		if (sigprocmask(SIG_BLOCK, &term, NULL) == -1 ||
+		    (sfd = signalfd(-1, &term, SFD_NONBLOCK | SFD_CLOEXEC)) ==
+		    -1)
+			fatal("%s: signalfd", name);
+		pw->ev_sigterm = event_new(pw->base, sfd, EV_READ | EV_PERSIST,
+		    proc_sigterm_read, pw);
+	}
 	if (pw->ev_chan == NULL || pw->ev_sigterm == NULL)
 		fatalx("%s: event_new", name);
 	event_add(pw->ev_chan, NULL);
@@ -177,7 +273,7 @@ proc_worker_run(struct proc_worker *pw)
 	/* the first messages: HELLO then SETUP (checked: msg_setup_check) */
 	setup = msg_wait(pw->chan, pw->m, MSG_SETUP, proc_role_name(pw->role));
 	log_setverbose(setup->verbose);
-	proc_worker_base(pw);
+	proc_worker_base(pw, 0);
 	pw->setup(pw, setup);
 	sandbox_enter(pw->role, setup, pw->maxfds);
 	proc_worker_loop(pw);
@@ -188,7 +284,7 @@ proc_worker_forked(struct proc_worker *pw, int fd,
     const struct msg_setup *setup)
 {
 	msg_chan_init(pw->chan, fd, pw->rules);
-	proc_worker_base(pw);
+	proc_worker_base(pw, 1);
 	pw->setup(pw, setup);
 	proc_worker_loop(pw);
 }

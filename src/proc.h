@@ -47,6 +47,16 @@ void	proc_flush_wait(struct msg_chan *);
 void	proc_serve(struct msg_chan *, struct msg *, void *arg)
 	    __attribute__((__noreturn__));
 
+/*
+ * The process title ps(1) shows, "pyrelayd: " and fmt: libbsd's
+ * setproctitle over the argument strings, or, once the zygote moved the
+ * title to memory of its own (zygote_mm.c), there: its relays keep it.
+ */
+#define PROC_TITLE_MAX	192
+void	proc_title(const char *fmt, ...)
+	    __attribute__((__format__(__printf__, 1, 2)));
+void	proc_title_buffer(char *buf, size_t len);
+
 /* MSG_VERBOSE's handler in every worker's table: the log's verbosity. */
 void	proc_verbose(void *arg, struct msg *);
 
@@ -84,11 +94,17 @@ struct proc_worker {
 void	proc_worker_run(struct proc_worker *);
 /*
  * Runs a worker forked from a sandboxed zygote (a relay): its channel is
- * fd, the sandbox and the signal dispositions are the zygote's, and setup
- * is the zygote's SETUP (its fields up to the program).  Then as
+ * fd, the sandbox and the signal dispositions are the zygote's, setup is
+ * the zygote's SETUP (its fields up to the program), and pw->base, when
+ * set, the zygote's event base, re-made for this process.  Then as
  * proc_worker_run from the event base on.
  */
 void	proc_worker_forked(struct proc_worker *, int fd,
 	    const struct msg_setup *);
+/*
+ * A worker's event base: no EVENT_* variable read (none is in a worker's
+ * environment, and reading them costs syscalls), no locks (one thread).
+ */
+struct event_base	*proc_event_base(const char *name);
 
 #endif

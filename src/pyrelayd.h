@@ -179,7 +179,10 @@ int		 config_fmt_size(uint64_t, char *, size_t);
 
 /* log.c */
 void	log_init(int foreground, int verbose, const char *procname);
-/* A forked process: its own pid and name in the lines it logs. */
+/*
+ * The zygote, once, for the relays it forks: lines are named procname,
+ * and carry the pid of whoever writes them.
+ */
 void	log_forked(const char *procname);
 void	log_setverbose(int);
 int	log_getverbose(void);

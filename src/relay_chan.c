@@ -24,6 +24,7 @@
 #include "proto.h"
 #include "pyrelayd.h"
 #include "relay.h"
+#include "relay_alloc.h"
 #include "relay_core.h"
 #include "relay_io.h"
 
@@ -46,13 +47,6 @@ struct relay {
 /* The relay around a core (the core is in its I/O layer). */
 #define RELAY_OF(rc)	((struct relay *)(void *)((char *)RELAY_IO(rc) - \
 	    offsetof(struct relay, io)))
-/*
- * Messages from the parent land here, not in a 32 KiB block taken from the
- * heap and given back for every batch: only the pages a message reaches
- * are ever touched (a CONN_ATTACH ends at its preread), and the heap
- * keeps only long-lived objects.
- */
-static struct msg	 chanbuf RELAY_LARGE_BSS;
 
 /*
  * Counter increments reach the parent soon, without a message per frame
@@ -166,7 +160,7 @@ relay_title(struct relay *r)
 {
 	const struct relay_core	*core = &r->io.core;
 
-	setproctitle("relay %s (%s, %d phone%s)", core->sid,
+	proc_title("relay %s (%s, %d phone%s)", core->sid,
 	    core->binary ? "binary" : (core->retiring ? "retiring" : "grace"),
 	    core->nphones, core->nphones == 1 ? "" : "s");
 }
@@ -490,24 +484,27 @@ relay_ready(struct proc_worker *pw)
 		relay_title(r);
 		log_debug("event=relay_ready server_id=%s", r->io.core.sid);
 	} else {
-		setproctitle("pooled relay");
+		proc_title("pooled relay");
 		log_debug("event=relay_pooled");
 	}
 }
 
 void
-relay_forked(int fd, const struct msg_setup *setup)
+relay_forked(int fd, const struct msg_setup *setup, struct event_base *base,
+    struct msg *m)
 {
 	struct proc_worker	 pw;
 	struct relay		*r;
 
-	r = xcalloc(1, sizeof(*r));
+	if ((r = ra_calloc(1, sizeof(*r))) == NULL)
+		fatal("relay: calloc");
 	relay_core_init(&r->io.core, &relay_core_ops, &r->lim);
 	memset(&pw, 0, sizeof(pw));
 	pw.role = ROLE_RELAY;
 	pw.rules = &relay_from_parent;
 	pw.chan = &r->chan;
-	pw.m = &chanbuf;
+	pw.m = m;
+	pw.base = base;
 	pw.arg = r;
 	pw.maxfds = RELAY_MAXFDS;
 	pw.setup = relay_setup;

@@ -28,6 +28,7 @@
 #include "json.h"
 #include "pyrelayd.h"
 #include "relay_core.h"
+#include "relay_alloc.h"
 #include "relay_io.h"
 #include "ws.h"
 
@@ -126,7 +127,7 @@ io_conn_free(struct conn *c)
 	ws_free(&c->ws);
 	if (c->fd != -1)
 		close(c->fd);
-	free(c);
+	ra_free(c);
 	io->hooks->closed(io, id, role);
 }
 
@@ -406,7 +407,8 @@ io_conn_new(struct relay_io *io, int fd, uint64_t id)
 	struct conn	*c;
 	int		 one = 1;
 
-	c = xcalloc(1, sizeof(*c));
+	if ((c = ra_calloc(1, sizeof(*c))) == NULL)
+		fatal("relay: calloc");
 	c->io = io;
 	c->fd = fd;
 	c->id = id;
@@ -424,6 +426,23 @@ io_conn_new(struct relay_io *io, int fd, uint64_t id)
 }
 
 /*
+ * The 101, queued on c.  Its buffer is gone from the stack before the
+ * core decides on the connection, which may log a line: vsnprintf's
+ * frames then still fit in the relay's first page of stack (zygote_mm.c).
+ */
+static void __attribute__((__noinline__))
+io_queue_101(struct conn *c, const char *ws_accept)
+{
+	char	resp[256];
+	int	n;
+
+	n = http_switching_response(resp, sizeof(resp), ws_accept);
+	if (n < 0)
+		fatalx("relay: 101 does not fit");
+	ws_send_raw(&c->ws, resp, n);
+}
+
+/*
  * The 101 goes first; the core then takes the connection (and may have
  * queued a close frame, frames from the grace queue, or paused it); then
  * reading starts, with what the front read past the head.
@@ -433,14 +452,9 @@ relay_io_attach(struct relay_io *io, int fd, uint64_t id,
     const struct msg_conn_upgrade *up)
 {
 	struct conn	*c;
-	char		 resp[256];
-	int		 n;
 
 	c = io_conn_new(io, fd, id);
-	n = http_switching_response(resp, sizeof(resp), up->ws_accept);
-	if (n < 0)
-		fatalx("relay: 101 does not fit");
-	ws_send_raw(&c->ws, resp, n);
+	io_queue_101(c, up->ws_accept);
 	io_mark_dirty(c);
 	if (up->kind == CONN_BINARY)
 		relay_core_attach_binary(&io->core, &c->peer);

@@ -19,10 +19,10 @@
 #include "config.h"
 
 #include <sys/types.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 
 #include <errno.h>
+#include <event2/event.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -35,26 +35,24 @@
 #include "proto.h"
 #include "pyrelayd.h"
 #include "relay.h"
+#include "relay_alloc.h"
 #include "relay_io.h"
 #include "sandbox.h"
+#include "ws.h"
+#include "zygote_mm.h"
 
-/*
- * A relay's stack, from its first instruction: in .lbss, so that a relay
- * writes only the pages it reaches and has no frame of the zygote's below
- * its own (none of which could then check the old canary).  A page below
- * it is made inaccessible: an overflow faults instead of writing over
- * .bss.
- */
-#ifndef PYRELAYD_SANITIZERS
-#define ZYGOTE_STACK	(256 * 1024)
-static unsigned char	 zstack[ZYGOTE_STACK + 4096]
-    __attribute__((__aligned__(4096))) RELAY_LARGE_BSS;
-#endif
-
-static struct msg	 zmsg RELAY_LARGE_BSS;
 static struct msg_chan	 zchan;
 /* SETUP without its program: what each relay starts from */
 static struct msg_setup	 zsetup;
+/* the whole SETUP, its program included, until the sandbox is entered */
+static struct msg_setup	*zsetup_full;
+/*
+ * The event base each relay starts from, made here before the sandbox and
+ * never run: a relay re-makes its backend (event_reinit), where making a
+ * base would write two of libevent's globals, a page of .bss that every
+ * relay would copy (docs/relay-executable.md).
+ */
+static struct event_base	*zbase;
 
 /*
  * A new canary for the stack protector (glibc keeps it in the thread's
@@ -84,22 +82,52 @@ zygote_canary(void)
 }
 
 /*
- * The relay, on zstack: its first frame.  The canary changes before any
- * protected function runs here; this one is not protected, as it holds
- * the old value on entry, and it never returns.
+ * The relay's first frame, at the top of the stack (zygote_mm.c): the
+ * canary changes before any protected function runs here; this one is
+ * not protected, as it holds the old value on entry, and it never
+ * returns.  Global, for the jump to it.
  */
-__attribute__((__noreturn__, __noinline__, __no_stack_protector__))
-static int
-zygote_child(void *arg)
+__attribute__((__noreturn__, __noinline__, __no_stack_protector__, __used__))
+void	zygote_relay_start(int);
+void
+zygote_relay_start(int fd)
 {
-	int	fd = (int)(intptr_t)arg;
-
 	zygote_canary();
 	sandbox_forked();
 	/* the zygote's channel is not the relay's */
 	close(zchan.fd);
-	log_forked(proc_role_name(ROLE_RELAY));
-	relay_forked(fd, &zsetup);
+	relay_forked(fd, &zsetup, zbase, zygote_mm_msg());
+}
+
+/*
+ * Just forked, on the zygote's frames: the relay starts again from the
+ * top of the stack, so that its first frames are in the page the zygote
+ * wrote its own in (its hot page, zygote_mm.c), not in one more.  No
+ * frame below is ever returned to.
+ */
+__attribute__((__noreturn__))
+static void
+zygote_child(int fd)
+{
+#if !defined(PYRELAYD_SANITIZERS) && defined(__x86_64__)
+	__asm__ volatile("mov %0, %%rsp\n\t"
+	    "xor %%ebp, %%ebp\n\t"
+	    "call zygote_relay_start\n\t"
+	    "ud2"
+	    : : "r"(zygote_mm_stack_top()), "D"(fd) : "memory");
+	__builtin_unreachable();
+#elif !defined(PYRELAYD_SANITIZERS) && defined(__aarch64__)
+	__asm__ volatile("mov sp, %0\n\t"
+	    "mov x29, #0\n\t"
+	    "mov w0, %w1\n\t"
+	    "bl zygote_relay_start\n\t"
+	    "brk #0"
+	    : : "r"(zygote_mm_stack_top()), "r"(fd) : "memory", "x0");
+	__builtin_unreachable();
+#else
+	/* sanitizer builds: their runtime knows the stack the process began on */
+	zygote_relay_start(fd);
+#endif
 }
 
 /* MSG_FORK: a relay on the channel end that came with it; SPAWNED answers. */
@@ -113,20 +141,13 @@ zygote_fork(void *arg, struct msg *m)
 	if (m->fd_lost)
 		rep.error = EMFILE;
 	else {
-#ifndef PYRELAYD_SANITIZERS
-		rep.pid = clone(zygote_child, zstack + sizeof(zstack),
-		    ZYGOTE_CLONE_FLAGS, (void *)(intptr_t)m->fd);
-#else
 		/*
-		 * LeakSanitizer scans a process's stack from its stack
-		 * pointer to the top of the stack it started on, and all of
-		 * its data (a guard page there is fatal): a relay stays on
-		 * the zygote's stack in these builds.
+		 * A fork with no stack of its own: the child goes on with a
+		 * copy of this one, and leaves it at once (zygote_child).
 		 */
 		if ((rep.pid = (pid_t)syscall(SYS_clone, ZYGOTE_CLONE_FLAGS,
 		    NULL, NULL, NULL, 0)) == 0)
-			zygote_child((void *)(intptr_t)m->fd);
-#endif
+			zygote_child(m->fd);
 		if (rep.pid == -1)
 			rep.error = errno;
 		close(m->fd);
@@ -154,30 +175,41 @@ static const struct msg_rule zygote_rows[] = {
 const struct msg_rules zygote_from_parent =
     MSG_RULES(ROLE_PARENT, ROLE_ZYGOTE, zygote_rows);
 
-void
-zygote_main(void)
+/* Off [stack] (zygote_mm.c): the sandbox, HELLO, then the requests. */
+static void
+zygote_run(void)
 {
-	struct msg_setup	*setup;
-
-	proc_start(&zchan, &zygote_from_parent);
-	signal(SIGTERM, zygote_sigterm);
-	setup = msg_wait(&zchan, &zmsg, MSG_SETUP, "zygote");
-	log_setverbose(setup->verbose);
-	memcpy(&zsetup, setup, MSG_SETUP_MIN);
-	zsetup.filter.len = 0;
-#ifndef PYRELAYD_SANITIZERS
-	/* the guard page under the relays' stack */
-	if (mprotect(zstack, 4096, PROT_NONE) == -1)
-		fatal("zygote: mprotect");
-#endif
-	/* its own process group: a relay's kill(0, SIGABRT) is its own */
-	if (setpgid(0, 0) == -1)
-		fatal("zygote: setpgid");
-	sandbox_enter(ROLE_ZYGOTE, setup, RELAY_MAXFDS);
-	setproctitle("zygote");
+	sandbox_enter(ROLE_ZYGOTE, zsetup_full, RELAY_MAXFDS);
+	proc_title("zygote");
 	log_debug("event=zygote_ready");
 	msg_hello(&zchan, ROLE_ZYGOTE);
 	proc_flush_wait(&zchan);
+	/*
+	 * From here on the zygote's own lines (few: only its errors) read
+	 * relay[pid] too, so that no relay writes the log's state.
+	 */
+	log_forked(proc_role_name(ROLE_RELAY));
 	/* until the parent is gone, or has renewed us (EOF) */
-	proc_serve(&zchan, &zmsg, NULL);
+	proc_serve(&zchan, zygote_mm_msg(), NULL);
+}
+
+void
+zygote_main(void)
+{
+	proc_start(&zchan, &zygote_from_parent);
+	signal(SIGTERM, zygote_sigterm);
+	zsetup_full = msg_wait(&zchan, zygote_mm_msg(), MSG_SETUP, "zygote");
+	log_setverbose(zsetup_full->verbose);
+	memcpy(&zsetup, zsetup_full, MSG_SETUP_MIN);
+	zsetup.filter.len = 0;
+	/* its own process group: a relay's kill(0, SIGABRT) is its own */
+	if (setpgid(0, 0) == -1)
+		fatal("zygote: setpgid");
+	/* before the chroot: it reads /proc/self */
+	zygote_mm_prepare();
+	/* a relay's objects, libevent's among them, in its own arena */
+	event_set_mem_functions(ra_malloc, ra_realloc, ra_free);
+	ws_set_allocator(ra_realloc, ra_free);
+	zbase = proc_event_base("zygote");
+	zygote_mm_leave_stack(zygote_run);
 }

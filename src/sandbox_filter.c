@@ -14,6 +14,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 
 #include <netinet/in.h>
@@ -330,6 +331,7 @@ sandbox_filter_worker(scmp_filter_ctx ctx, const char *role)
  *   pipe2		event base (libevent's epoll and its signal pipe)
  *   getuid, geteuid,	event_base_new asks whether it runs set-uid before
  *   getgid, getegid	it reads EVENT_SHOW_METHOD (evutil_issetugid)
+ *   signalfd4		-1, SFD_NONBLOCK | SFD_CLOEXEC: the relay's SIGTERM
  *   tgkill		trapped, and kill only as (0, SIGABRT): abort() in a
  *			relay (sandbox.c, sandbox_abort_trap)
  */
@@ -348,6 +350,18 @@ sandbox_filter_relay(scmp_filter_ctx ctx)
 	    0, SANDBOX_INT, EPOLL_CLOEXEC);
 	sandbox_allow_arg(ctx, role, SCMP_SYS(pipe2), "pipe2", 1, SANDBOX_INT,
 	    O_NONBLOCK | O_CLOEXEC);
+
+	memset(cmp, 0, sizeof(cmp));
+	cmp[0].arg = 0;
+	cmp[0].op = SCMP_CMP_MASKED_EQ;
+	cmp[0].datum_a = SANDBOX_INT;
+	cmp[0].datum_b = (uint32_t)-1;
+	cmp[1].arg = 3;
+	cmp[1].op = SCMP_CMP_MASKED_EQ;
+	cmp[1].datum_a = SANDBOX_INT;
+	cmp[1].datum_b = SFD_NONBLOCK | SFD_CLOEXEC;
+	sandbox_seccomp_check(seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW,
+	    SCMP_SYS(signalfd4), 2, cmp), role, "signalfd4");
 
 	memset(cmp, 0, sizeof(cmp));
 	cmp[0].arg = 0;

@@ -23,9 +23,27 @@
 #define REASON_TOO_BIG		"message too big"
 #define REASON_UTF8		"invalid UTF-8"
 
-/* A buffer this large or more is given back once it drains. */
-#define OBUF_KEEP		16384
+/* A reassembly buffer this large or more is given back once it is done. */
 #define MSG_KEEP		16384
+/*
+ * The output buffer's first size: a 101 and a small frame fit, and with
+ * the relay allocator's header it is one of its blocks (relay_alloc.c).
+ */
+#define OBUF_FIRST		240
+
+/*
+ * Where buffers come from: glibc's malloc, or the relay's allocator
+ * (relay_alloc.c), which a relay sets before its first connection.
+ */
+static void	*(*ws_realloc)(void *, size_t) = realloc;
+static void	 (*ws_free_fn)(void *) = free;
+
+void
+ws_set_allocator(void *(*re)(void *, size_t), void (*fr)(void *))
+{
+	ws_realloc = re;
+	ws_free_fn = fr;
+}
 
 static int
 obuf_reserve(struct ws_obuf *o, size_t n)
@@ -46,13 +64,13 @@ obuf_reserve(struct ws_obuf *o, size_t n)
 	if (n > SIZE_MAX - o->len)
 		return -1;
 	need = o->len + n;
-	ncap = o->cap ? o->cap : 1024;
+	ncap = o->cap ? o->cap : OBUF_FIRST;
 	while (ncap < need) {
 		if (ncap > SIZE_MAX / 2)
 			return -1;
 		ncap *= 2;
 	}
-	if ((p = realloc(o->buf, ncap)) == NULL)
+	if ((p = ws_realloc(o->buf, ncap)) == NULL)
 		return -1;
 	o->buf = p;
 	o->cap = ncap;
@@ -83,9 +101,9 @@ ws_init(struct ws *ws, uint64_t max_msg)
 void
 ws_free(struct ws *ws)
 {
-	free(ws->out.buf);
-	free(ws->out.ends);
-	free(ws->msg);
+	ws_free_fn(ws->out.buf);
+	ws_free_fn(ws->out.ends);
+	ws_free_fn(ws->msg);
 	memset(ws, 0, sizeof(*ws));
 }
 
@@ -98,12 +116,13 @@ obuf_mark_end(struct ws_obuf *o)
 
 	if (o->ends_count == o->ends_cap) {
 		ncap = o->ends_cap ? o->ends_cap * 2 : 8;
-		if ((p = reallocarray(NULL, ncap, sizeof(*p))) == NULL)
+		if (ncap > SIZE_MAX / sizeof(*p) ||
+		    (p = ws_realloc(NULL, ncap * sizeof(*p))) == NULL)
 			return -1;
 		/* unroll the ring into the new array */
 		for (i = 0; i < o->ends_count; i++)
 			p[i] = o->ends[(o->ends_head + i) % o->ends_cap];
-		free(o->ends);
+		ws_free_fn(o->ends);
 		o->ends = p;
 		o->ends_head = 0;
 		o->ends_cap = ncap;
@@ -272,13 +291,17 @@ ws_write(struct ws *ws, int fd)
 		o->ends_count--;
 	}
 	if (o->off == o->len) {
+		/*
+		 * All written, every message's end with it: a connection
+		 * keeps buffers only while it has unfinished output.
+		 */
 		o->off = o->len = 0;
-		/* an idle connection keeps no large buffer */
-		if (o->cap >= OBUF_KEEP) {
-			free(o->buf);
-			o->buf = NULL;
-			o->cap = 0;
-		}
+		ws_free_fn(o->buf);
+		o->buf = NULL;
+		o->cap = 0;
+		ws_free_fn(o->ends);
+		o->ends = NULL;
+		o->ends_cap = o->ends_head = 0;
 	}
 	return n;
 }
@@ -304,7 +327,7 @@ ws_msg_append(struct ws *ws, const unsigned char *data, size_t len)
 		ncap = ws->msgcap ? ws->msgcap : 1024;
 		while (ncap < ws->msglen + len)
 			ncap *= 2;
-		if ((p = realloc(ws->msg, ncap)) == NULL)
+		if ((p = ws_realloc(ws->msg, ncap)) == NULL)
 			return -1;
 		ws->msg = p;
 		ws->msgcap = ncap;
@@ -320,7 +343,7 @@ ws_msg_reset(struct ws *ws)
 	ws->msgop = 0;
 	ws->msglen = 0;
 	if (ws->msgcap > MSG_KEEP) {
-		free(ws->msg);
+		ws_free_fn(ws->msg);
 		ws->msg = NULL;
 		ws->msgcap = 0;
 	}

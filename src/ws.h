@@ -79,6 +79,8 @@ struct ws_handler {
 };
 
 int	 ws_init(struct ws *, uint64_t max_msg);
+/* Where the codec's buffers come from (default: realloc and free). */
+void	 ws_set_allocator(void *(*)(void *, size_t), void (*)(void *));
 void	 ws_free(struct ws *);
 /*
  * Decodes bytes from the peer and calls the handler for what they hold.

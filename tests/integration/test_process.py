@@ -235,12 +235,20 @@ class Zygote(unittest.TestCase):
             zygote_channel = os.readlink("/proc/%d/fd/3" % zyg)
             assert_sandboxed(self, d, zyg, "zygote %d" % zyg)
             self.assertEqual(harness.proc_stat(zyg)[1], d.pid)
-            # no connection, no secret: stdio and its channel, once the
-            # pool is full (while it forks, it holds the relay's channel
-            # end too, until the clone is done)
+            # once the pool is full (while it forks, it holds the relay's
+            # channel end too, until the clone is done)
             pooled_relay_pids(d, 1)
-            harness.poll_until(lambda: harness.open_fds(zyg) == {0, 1, 2, 3},
-                               10 * SLOW, "the zygote holding fds 0-3 only")
+            harness.poll_until(lambda: len(harness.open_fds(zyg)) == 7,
+                               10 * SLOW, "the zygote at rest")
+            # no connection, no secret: stdio, its channel, and the event
+            # base its relays start from (an epoll instance and libevent's
+            # pipe, which it never runs)
+            fds = harness.open_fds(zyg)
+            self.assertEqual(fds & {0, 1, 2, 3}, {0, 1, 2, 3})
+            kinds = sorted(re.sub(r":\[\d+\]$", "", os.readlink(
+                "/proc/%d/fd/%d" % (zyg, fd))) for fd in fds - {0, 1, 2, 3})
+            self.assertEqual(kinds, ["anon_inode:[eventpoll]", "pipe",
+                                     "pipe"])
             self.assertNotEqual(proc_limit(zyg, "Max processes"),
                                 ("0", "0"))
 

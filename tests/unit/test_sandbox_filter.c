@@ -15,6 +15,7 @@
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -210,6 +211,21 @@ test_relay_zygote_calls(void)
 	CU_ASSERT_EQUAL(try_call(p, SYS_pipe2, 0, O_NONBLOCK | O_CLOEXEC, 0, 0,
 	    0), 0);
 	CU_ASSERT_EQUAL(try_call(p, SYS_pipe2, 0, 0, 0, 0, 0), SIGSYS);
+	/*
+	 * a relay's SIGTERM (proc.c): a new signalfd, non-blocking and
+	 * close-on-exec, and no other (no existing fd's mask changed)
+	 */
+	CU_ASSERT_EQUAL(try_call(p, SYS_signalfd4, -1, 0, 8,
+	    SFD_NONBLOCK | SFD_CLOEXEC, 0), 0);
+	CU_ASSERT_EQUAL(try_call(p, SYS_signalfd4, -1, 0, 8, 0, 0), SIGSYS);
+	CU_ASSERT_EQUAL(try_call(p, SYS_signalfd4, -1, 0, 8, SFD_NONBLOCK, 0),
+	    SIGSYS);
+	CU_ASSERT_EQUAL(try_call(p, SYS_signalfd4, 3, 0, 8,
+	    SFD_NONBLOCK | SFD_CLOEXEC, 0), SIGSYS);
+	CU_ASSERT_EQUAL(try_call(p, SYS_signalfd4, (1L << 32) - 1, 0, 8,
+	    SFD_NONBLOCK | SFD_CLOEXEC, 0), 0);
+	CU_ASSERT_EQUAL(try_call(&prog_front, SYS_signalfd4, -1, 0, 8,
+	    SFD_NONBLOCK | SFD_CLOEXEC, 0), SIGSYS);
 	/* signals: kill only (0, SIGABRT); tgkill is trapped (SIGSYS) */
 	CU_ASSERT_EQUAL(try_call(p, SYS_kill, 1, SIGABRT, 0, 0, 0), SIGSYS);
 	CU_ASSERT_EQUAL(try_call(p, SYS_kill, 0, SIGKILL, 0, 0, 0), SIGSYS);
