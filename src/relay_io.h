@@ -21,7 +21,8 @@
 #include "ws.h"
 
 /*
- * The two large buffers (readbuf in relay_io.c, chanbuf in relay_chan.c)
+ * The large buffers (readbuf in relay_io.c, the allocator's arena in
+ * relay_alloc.c, the stack, message buffer and vDSO room in zygote_mm.c)
  * go to .lbss, which the linker places after .bss: placed among the small
  * variables of libc and libevent, they spread those over more pages, and
  * every relay dirties each of those pages.
