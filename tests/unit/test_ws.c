@@ -425,6 +425,74 @@ test_output_and_cost(void)
 	ws_free(&ws);
 }
 
+/* the allocator ws_set_allocator installs: counts what it serves */
+static int	alloc_live;
+
+static void *
+count_realloc(void *p, size_t n)
+{
+	if (p == NULL)
+		alloc_live++;
+	return realloc(p, n);
+}
+
+static void
+count_free(void *p)
+{
+	if (p != NULL)
+		alloc_live--;
+	free(p);
+}
+
+/*
+ * A connection keeps output buffers only while output waits: once all is
+ * written, its buffer and its table of message ends are given back (to
+ * the allocator set with ws_set_allocator).  A partial write keeps them.
+ */
+static void
+test_output_given_back(void)
+{
+	struct ws	 ws;
+	int		 sv[2], sz = 4096;
+	char		 big[16384];
+	unsigned char	 sink[65536];
+	ssize_t		 n;
+
+	ws_set_allocator(count_realloc, count_free);
+	CU_ASSERT_FATAL(ws_init(&ws, 1024) == 0);
+	CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	CU_ASSERT_FATAL(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz,
+	    sizeof(sz)) == 0);
+	CU_ASSERT_EQUAL(ws_send_text(&ws, "[1]", 3, NULL, 0, NULL, 0), 0);
+	CU_ASSERT_EQUAL(alloc_live, 2);		/* the buffer and the ends */
+	CU_ASSERT_EQUAL(ws_write(&ws, sv[0]), 5);
+	CU_ASSERT_PTR_NULL(ws.out.buf);
+	CU_ASSERT_PTR_NULL(ws.out.ends);
+	CU_ASSERT_EQUAL(alloc_live, 0);
+	CU_ASSERT_EQUAL(read(sv[1], sink, sizeof(sink)), 5);
+
+	/* more than the socket takes: what is left keeps its buffer */
+	memset(big, 'x', sizeof(big));
+	CU_ASSERT_EQUAL(ws_send_text(&ws, big, sizeof(big), NULL, 0, NULL, 0),
+	    0);
+	n = ws_write(&ws, sv[0]);
+	CU_ASSERT(n > 0 && (size_t)n < sizeof(big) + 4);
+	CU_ASSERT_PTR_NOT_NULL(ws.out.buf);
+	CU_ASSERT(ws_pending(&ws) > 0);
+	/* drained in turns: then given back */
+	while (ws_pending(&ws) > 0 &&
+	    read(sv[1], sink, sizeof(sink)) > 0)
+		if (ws_write(&ws, sv[0]) < 0)
+			break;
+	CU_ASSERT_EQUAL(ws_pending(&ws), 0);
+	CU_ASSERT_PTR_NULL(ws.out.buf);
+	CU_ASSERT_EQUAL(alloc_live, 0);
+	close(sv[0]);
+	close(sv[1]);
+	ws_free(&ws);
+	ws_set_allocator(realloc, free);
+}
+
 static void
 test_code_sendable(void)
 {
@@ -646,6 +714,7 @@ static CU_TestInfo ws_tests[] = {
 	{ "close echo", test_close_echo },
 	{ "after our close", test_after_our_close },
 	{ "output and cost", test_output_and_cost },
+	{ "output buffers given back once written", test_output_given_back },
 	{ "sendable close codes", test_code_sendable },
 	{ "length forms, split at any offset", test_length_forms_and_splits },
 	{ "lengths not in shortest form", test_length_not_shortest },
