@@ -248,12 +248,45 @@ struct config {
 	char			 prefix[33];
 };
 
+/*
+ * The kinds of process of a relay's tree: pyrelayd's by their titles
+ * ("pyrelayd: relay ..."), any other relay's by their place (the root,
+ * or a child).  PK_OTHER: a pyrelayd title not known here.
+ */
+enum pkind {
+	PK_MAIN,
+	PK_CHILD,
+	PK_PARENT,
+	PK_FRONT,
+	PK_ZYGOTE,
+	PK_RELAY,
+	PK_POOLED,
+	PK_SPAWNER,
+	PK_PUSH,
+	PK_OTHER,
+	PK_N
+};
+
+/* What proc_snap reads besides /proc/PID/stat, for the tree only. */
+#define PS_CSWITCH	0x1	/* context switches (status) */
+#define PS_KIND		0x2	/* ns on CPU (schedstat), kind (cmdline) */
+
 /* A process of the relay's tree (bench_proc.c). */
 struct proc {
 	pid_t		 pid;
 	pid_t		 ppid;
 	uint64_t	 ticks;		/* utime, stime, cutime, cstime */
+	uint64_t	 minflt;	/* its own minor faults */
 	uint64_t	 cswitch;	/* context switches, if asked for */
+	uint64_t	 cpu_ns;	/* on CPU, if asked for */
+	enum pkind	 kind;		/* if asked for */
+};
+
+/* What the processes of one kind did between two snapshots. */
+struct kindsum {
+	uint64_t	 cpu_ns;
+	uint64_t	 minflt;
+	size_t		 procs;		/* of the kind at the second */
 };
 
 /* The relay's processes at one moment, sorted by pid. */
@@ -266,6 +299,7 @@ struct snap {
 struct meminfo {
 	long long	 available;	/* MemAvailable */
 	long long	 sum;		/* AnonPages+PageTables+KernelStack+Slab */
+	long long	 slab;		/* Slab */
 };
 
 extern struct config		 cfg;
@@ -285,9 +319,12 @@ void		 thr_kick(struct thr *);
 /* bench_proc.c */
 long long	 meminfo_kib(const char *, const char *);
 void		 meminfo_read(struct meminfo *);
+extern const char *const proc_kind_names[PK_N];
 void		 proc_snap(pid_t, struct snap *, int);
 double		 proc_cpu(const struct snap *, const struct snap *);
 uint64_t	 proc_cswitch(const struct snap *, const struct snap *);
+void		 proc_kinds(const struct snap *, const struct snap *,
+		    struct kindsum *);
 long long	 proc_pss_kib(pid_t);
 
 /* bench_util.c */

@@ -2,10 +2,11 @@
 
 /*
  * What pyrelay-bench reads of the relay and the machine in /proc: the
- * processes of the relay's tree (CPU time, context switches, PSS) and
- * the machine's memory figures.  Reading /proc/PID makes the kernel
- * allocate inodes and dentries (slab), so callers take the machine's
- * figures before they walk the processes.
+ * processes of the relay's tree (CPU time, context switches, faults,
+ * PSS, and what kind of process each is) and the machine's memory
+ * figures.  Reading /proc/PID makes the kernel allocate inodes and
+ * dentries (slab), so callers take the machine's figures before they
+ * walk the processes, or measure what the walk cost.
  */
 #define _GNU_SOURCE
 
@@ -21,9 +22,16 @@
 #define MAX_PROCS	65536
 #define MAX_DEPTH	64	/* a tree deeper than this is not a relay's */
 
+/* by enum pkind; PK_MAIN and PK_CHILD name no pyrelayd title */
+const char *const proc_kind_names[PK_N] = { "main", "child", "parent",
+    "front", "zygote", "relay", "pooled", "spawner", "push", "other" };
+
 static int	 by_pid(const void *, const void *);
+static ssize_t	 read_small(const char *, pid_t, char *, size_t);
 static int	 proc_stat(pid_t, struct proc *);
 static uint64_t	 proc_cswitch_of(pid_t);
+static uint64_t	 proc_cpu_ns_of(pid_t);
+static enum pkind proc_kind_of(pid_t, pid_t);
 
 long long
 meminfo_kib(const char *path, const char *key)
@@ -58,9 +66,10 @@ meminfo_read(struct meminfo *m)
 	FILE			*f;
 	char			 line[256];
 	size_t			 i;
+	long long		 v;
 	int			 found = 0;
 
-	m->available = m->sum = -1;
+	m->available = m->sum = m->slab = -1;
 	if ((f = fopen("/proc/meminfo", "r")) == NULL)
 		return;
 	m->sum = 0;
@@ -70,8 +79,11 @@ meminfo_read(struct meminfo *m)
 		for (i = 0; i < sizeof(sum_keys) / sizeof(sum_keys[0]); i++)
 			if (strncmp(line, sum_keys[i], strlen(sum_keys[i])) ==
 			    0) {
-				m->sum += strtoll(line + strlen(sum_keys[i]),
-				    NULL, 10);
+				v = strtoll(line + strlen(sum_keys[i]), NULL,
+				    10);
+				m->sum += v;
+				if (i == 3)
+					m->slab = v;
 				found++;
 			}
 	}
@@ -88,38 +100,57 @@ by_pid(const void *a, const void *b)
 	return x->pid < y->pid ? -1 : x->pid > y->pid;
 }
 
-/* pid, ppid and the CPU ticks of one process; -1 if it is gone. */
+/*
+ * The start of /proc/PID/file, NUL-terminated, in one read: these files
+ * are small, and a relay's tree may hold 20,000 processes.  The length
+ * read, or -1 if the process is gone.
+ */
+static ssize_t
+read_small(const char *file, pid_t pid, char *buf, size_t size)
+{
+	char		 path[64];
+	ssize_t		 len;
+	int		 fd;
+
+	(void)snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	len = read(fd, buf, size - 1);
+	close(fd);
+	if (len < 0)
+		return -1;
+	buf[len] = '\0';
+	return len;
+}
+
+/* pid, ppid, CPU ticks and faults of one process; -1 if it is gone. */
 static int
 proc_stat(pid_t pid, struct proc *p)
 {
-	char		 path[64], buf[1024], *s;
-	ssize_t		 len;
-	int		 fd, f;
+	char		 buf[1024], *s;
+	int		 f;
 
-	(void)snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+	if (read_small("stat", pid, buf, sizeof(buf)) <= 0)
 		return -1;
-	len = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (len <= 0)
-		return -1;
-	buf[len] = '\0';
 	/* the command name may hold spaces and parentheses */
 	if ((s = strrchr(buf, ')')) == NULL)
 		return -1;
 	memset(p, 0, sizeof(*p));
 	p->pid = pid;
 	/*
-	 * Fields after the name, from 3 (state): ppid 4, utime 14, stime
-	 * 15, and cutime 16, cstime 17: the time of children already
-	 * reaped, so that a relay process that lived and died between two
-	 * snapshots is still counted.
+	 * Fields after the name, from 3 (state): ppid 4, minflt 10 (not
+	 * cminflt: what a process's reaped children did is theirs), utime
+	 * 14, stime 15, and cutime 16, cstime 17: the time of children
+	 * already reaped, so that a relay process that lived and died
+	 * between two snapshots is still counted.
 	 */
 	for (f = 3, s++; *s != '\0' && f <= 17; f++) {
 		while (*s == ' ')
 			s++;
 		if (f == 4)
 			p->ppid = (pid_t)strtol(s, NULL, 10);
+		else if (f == 10)
+			p->minflt = strtoull(s, NULL, 10);
 		else if (f >= 14 && f <= 17)
 			p->ticks += strtoull(s, NULL, 10);
 		while (*s != ' ' && *s != '\0')
@@ -142,13 +173,53 @@ proc_cswitch_of(pid_t pid)
 }
 
 /*
- * Reads /proc: every process of the tree rooted at root, with its
- * context switches when cswitch is set.  Sorted by pid, so that each
- * process finds its parent by a binary search: a relay of 20,000
- * processes is walked in one pass.
+ * Nanoseconds on CPU so far (the first field of schedstat): one relay
+ * process spends far less than a clock tick on a connection, which
+ * the ticks of stat cannot tell from nothing.
+ */
+static uint64_t
+proc_cpu_ns_of(pid_t pid)
+{
+	char	 buf[128];
+
+	if (read_small("schedstat", pid, buf, sizeof(buf)) <= 0)
+		return 0;
+	return strtoull(buf, NULL, 10);
+}
+
+/*
+ * pyrelayd titles its processes ("pyrelayd: relay <sid> (...)", "pyrelayd:
+ * pooled relay"): the word after "pyrelayd: " is the kind.  Other relays
+ * do not, and their processes are told apart by place only.
+ */
+static enum pkind
+proc_kind_of(pid_t pid, pid_t root)
+{
+	static const char	 prefix[] = "pyrelayd: ";
+	char			 buf[64], *w;
+	size_t			 len;
+	int			 k;
+
+	if (read_small("cmdline", pid, buf, sizeof(buf)) <= 0 ||
+	    strncmp(buf, prefix, sizeof(prefix) - 1) != 0)
+		return pid == root ? PK_MAIN : PK_CHILD;
+	w = buf + sizeof(prefix) - 1;
+	len = strcspn(w, " (");
+	for (k = PK_PARENT; k < PK_OTHER; k++)
+		if (strlen(proc_kind_names[k]) == len &&
+		    strncmp(w, proc_kind_names[k], len) == 0)
+			return (enum pkind)k;
+	return PK_OTHER;
+}
+
+/*
+ * Reads /proc: every process of the tree rooted at root, with what
+ * flags (PS_*) ask for besides its stat, read for the tree's processes
+ * only.  Sorted by pid, so that each process finds its parent by a
+ * binary search: a relay of 20,000 processes is walked in one pass.
  */
 void
-proc_snap(pid_t root, struct snap *s, int cswitch)
+proc_snap(pid_t root, struct snap *s, int flags)
 {
 	DIR		*d;
 	struct dirent	*de;
@@ -209,8 +280,12 @@ proc_snap(pid_t root, struct snap *s, int cswitch)
 	for (i = 0; i < n; i++) {
 		if (in[i] != 1)
 			continue;
-		if (cswitch)
+		if (flags & PS_CSWITCH)
 			all[i].cswitch = proc_cswitch_of(all[i].pid);
+		if (flags & PS_KIND) {
+			all[i].cpu_ns = proc_cpu_ns_of(all[i].pid);
+			all[i].kind = proc_kind_of(all[i].pid, root);
+		}
 		s->p[s->n++] = all[i];
 	}
 	free(in);
@@ -267,6 +342,32 @@ proc_cswitch(const struct snap *a, const struct snap *b)
 			sum += b->p[i].cswitch - before;
 	}
 	return sum;
+}
+
+/*
+ * What each kind of process did between two snapshots taken with
+ * PS_KIND: a process counts as the kind it is at the second (a pooled
+ * relay that got its server-id is a relay), from 0 if it was not in
+ * the first.  A process gone meanwhile takes its time with it.
+ */
+void
+proc_kinds(const struct snap *a, const struct snap *b, struct kindsum *k)
+{
+	const struct proc	*was, *p;
+	size_t			 i;
+
+	memset(k, 0, PK_N * sizeof(*k));
+	for (i = 0; i < b->n; i++) {
+		p = &b->p[i];
+		was = snap_find(a, p->pid);
+		k[p->kind].procs++;
+		if (was == NULL || p->cpu_ns > was->cpu_ns)
+			k[p->kind].cpu_ns += p->cpu_ns - (was != NULL ?
+			    was->cpu_ns : 0);
+		if (was == NULL || p->minflt > was->minflt)
+			k[p->kind].minflt += p->minflt - (was != NULL ?
+			    was->minflt : 0);
+	}
 }
 
 /* The PSS of every process of the tree, summed. */

@@ -60,6 +60,11 @@ struct result {
 	double		 bench_cpu;
 	uint64_t	 bench_cs;
 	int		 setup_short;
+	/* idle: CPU while the connections were opened */
+	struct kindsum	 kinds[PK_N];	/* with -R */
+	uint64_t	 connect_bench_ns;
+	long long	 walk_slab_kib;	/* what connect_cpu's walk cost */
+	long long	 walk_drop_kib;
 };
 
 static void __attribute__((__noreturn__))
@@ -71,8 +76,12 @@ static void	 plan(void);
 static void	 set_phase(enum phase);
 static int	 nap(double);
 static void	 wait_count(_Atomic int *, int);
+static uint64_t	 rusage_ns(const struct rusage *, const struct rusage *);
 static double	 bench_cpu(const struct rusage *, const struct rusage *,
 		    double);
+static void	 connect_cpu(struct result *, const struct snap *,
+		    const struct rusage *);
+static void	 report_kinds(const struct result *);
 static uint64_t	 errors_total(const struct result *, FILE *, int);
 static void	 report(struct result *);
 static void	 on_signal(int);
@@ -327,16 +336,62 @@ wait_count(_Atomic int *v, int want)
 	}
 }
 
+/* The CPU time of this process, user and system, from a to b. */
+static uint64_t
+rusage_ns(const struct rusage *a, const struct rusage *b)
+{
+	int64_t	 us;
+
+	us = (int64_t)(b->ru_utime.tv_sec - a->ru_utime.tv_sec) * 1000000 +
+	    (b->ru_utime.tv_usec - a->ru_utime.tv_usec) +
+	    (int64_t)(b->ru_stime.tv_sec - a->ru_stime.tv_sec) * 1000000 +
+	    (b->ru_stime.tv_usec - a->ru_stime.tv_usec);
+	return us > 0 ? (uint64_t)us * 1000 : 0;
+}
+
 static double
 bench_cpu(const struct rusage *a, const struct rusage *b, double secs)
 {
-	double	 u;
+	return secs >= 0.01 ? 100.0 * (double)rusage_ns(a, b) / 1e9 / secs :
+	    0;
+}
 
-	u = (double)(b->ru_utime.tv_sec - a->ru_utime.tv_sec) +
-	    (double)(b->ru_utime.tv_usec - a->ru_utime.tv_usec) / 1e6 +
-	    (double)(b->ru_stime.tv_sec - a->ru_stime.tv_sec) +
-	    (double)(b->ru_stime.tv_usec - a->ru_stime.tv_usec) / 1e6;
-	return secs >= 0.01 ? 100.0 * u / secs : 0;
+/*
+ * idle: the CPU of the bench, and with -R of each kind of the relay's
+ * processes, from before the binaries to the last phone's 101 (c0 and
+ * ru0 were taken before).  Walking /proc/PID makes the kernel allocate
+ * inodes and dentries for the thousands of processes the connections
+ * made, within the window of the memory figures: the Slab and
+ * MemAvailable the walk moved are given back to them.
+ */
+static void
+connect_cpu(struct result *r, const struct snap *c0,
+    const struct rusage *ru0)
+{
+	struct rusage	 ru1;
+	struct snap	 c1 = { 0 };
+	struct meminfo	 w0, w1;
+	uint64_t	 t;
+
+	getrusage(RUSAGE_SELF, &ru1);
+	r->connect_bench_ns = rusage_ns(ru0, &ru1);
+	if (cfg.relay_pid <= 0)
+		return;
+	meminfo_read(&w0);
+	t = now_ns();
+	proc_snap(cfg.relay_pid, &c1, PS_KIND);
+	t = now_ns() - t;
+	meminfo_read(&w1);
+	proc_kinds(c0, &c1, r->kinds);
+	if (w0.slab >= 0 && w1.slab >= 0)
+		r->walk_slab_kib = w1.slab - w0.slab;
+	if (w0.available >= 0 && w1.available >= 0)
+		r->walk_drop_kib = w0.available - w1.available;
+	if (cfg.verbose)
+		fprintf(stderr, "pyrelay-bench: %zu processes read in %.1f ms "
+		    "(Slab %+lld KiB, MemAvailable %+lld KiB)\n", c1.n,
+		    (double)t / 1e6, r->walk_slab_kib, -r->walk_drop_kib);
+	free(c1.p);
 }
 
 static const char *
@@ -398,6 +453,68 @@ errors_total(const struct result *r, FILE *f, int keyval)
 	return sum;
 }
 
+/*
+ * idle: the CPU per server-id of each kind of process there was while
+ * the connections were opened, of them all, and of the bench; and the
+ * minor faults per process of each kind.
+ */
+static void
+report_kinds(const struct result *r)
+{
+	const struct kindsum	*k;
+	uint64_t		 total = 0;
+	double			 per = 1000.0 * cfg.servers;
+	int			 i, first = 1;
+
+	if (cfg.keyval) {
+		for (i = 0; i < PK_N; i++) {
+			k = &r->kinds[i];
+			total += k->cpu_ns;
+			if (k->procs == 0)
+				continue;
+			printf(" cpu_us_per_sid_%s=%.1f faults_per_proc_%s=%.1f "
+			    "procs_%s=%zu", proc_kind_names[i],
+			    (double)k->cpu_ns / per, proc_kind_names[i],
+			    (double)k->minflt / (double)k->procs,
+			    proc_kind_names[i], k->procs);
+		}
+		if (cfg.relay_pid > 0)
+			printf(" cpu_us_per_sid_total=%.1f walk_slab_kib=%lld",
+			    (double)total / per, r->walk_slab_kib);
+		printf(" cpu_us_per_sid_bench=%.1f",
+		    (double)r->connect_bench_ns / per);
+		return;
+	}
+	printf("  cpu per server-id   ");
+	for (i = 0; i < PK_N; i++) {
+		k = &r->kinds[i];
+		total += k->cpu_ns;
+		if (k->procs > 0) {
+			printf("%s%s %.0f us", first ? "" : ", ",
+			    proc_kind_names[i], (double)k->cpu_ns / per);
+			first = 0;
+		}
+	}
+	if (cfg.relay_pid > 0)
+		printf("%sall %.0f us; ", first ? "" : ", ",
+		    (double)total / per);
+	printf("bench %.0f us (while connecting)\n",
+	    (double)r->connect_bench_ns / per);
+	if (cfg.relay_pid <= 0)
+		return;
+	printf("  faults per process ");
+	for (i = 0, first = 1; i < PK_N; i++) {
+		k = &r->kinds[i];
+		if (k->procs > 0) {
+			printf("%s %s %.0f (%zu)", first ? "" : ",",
+			    proc_kind_names[i], (double)k->minflt /
+			    (double)k->procs, k->procs);
+			first = 0;
+		}
+	}
+	printf("\n");
+}
+
 static void
 report(struct result *r)
 {
@@ -439,6 +556,7 @@ report(struct result *r)
 			    (unsigned long long)(r->open_at_end ?
 			    r->pings_min : 0),
 			    (unsigned long long)r->c.lost);
+			report_kinds(r);
 		} else if (cfg.mode == MODE_STORM) {
 			printf(" served=%llu served_secs=%.3f attempts=%llu "
 			    "relost=%llu p50_ms=%.1f p90_ms=%.1f p99_ms=%.1f "
@@ -483,6 +601,7 @@ report(struct result *r)
 		    (unsigned long long)r->c.opened, r->connect_secs,
 		    r->connect_secs > 0 ? (double)r->c.opened /
 		    r->connect_secs : 0);
+		report_kinds(r);
 		printf("  open at the end     %llu of %llu after %.1f s\n",
 		    (unsigned long long)r->open_at_end,
 		    (unsigned long long)r->expected, cfg.duration);
@@ -592,7 +711,7 @@ main(int argc, char *argv[])
 	struct result		 r;
 	struct rlimit		 rl;
 	struct rusage		 ru0, ru1;
-	struct snap		 s0 = { 0 }, s1 = { 0 };
+	struct snap		 s0 = { 0 }, s1 = { 0 }, c0 = { 0 };
 	struct epoll_event	 ev;
 	struct sigaction	 sa;
 	const char		*host = "127.0.0.1";
@@ -786,8 +905,11 @@ main(int argc, char *argv[])
 			/* the machine's figures before /proc/PID is walked */
 			meminfo_read(&m0);
 			rss0 = meminfo_kib("/proc/self/status", "VmRSS:");
-			if (cfg.relay_pid > 0)
+			if (cfg.relay_pid > 0) {
 				pss0 = proc_pss_kib(cfg.relay_pid);
+				proc_snap(cfg.relay_pid, &c0, PS_KIND);
+			}
+			getrusage(RUSAGE_SELF, &ru0);
 		}
 		t0 = now_ns();
 		set_phase(PH_BINARIES);
@@ -795,6 +917,10 @@ main(int argc, char *argv[])
 		set_phase(PH_PHONES);
 		wait_count(&g_done, (int)r.expected);
 		r.connect_secs = (double)(now_ns() - t0) / 1e9;
+		if (cfg.mode == MODE_IDLE) {
+			connect_cpu(&r, &c0, &ru0);
+			free(c0.p);
+		}
 		if (atomic_load(&g_done) < (int)r.expected)
 			r.setup_short = (int)r.expected -
 			    atomic_load(&g_done);
@@ -812,9 +938,10 @@ main(int argc, char *argv[])
 	if (cfg.mode == MODE_IDLE) {
 		nap(cfg.settle);
 		meminfo_read(&m1);
-		r.mem_drop_kib = m0.available - m1.available;
-		r.memsum_kib = m0.sum >= 0 && m1.sum >= 0 ? m1.sum - m0.sum :
-		    0;
+		r.mem_drop_kib = m0.available - m1.available -
+		    r.walk_drop_kib;
+		r.memsum_kib = m0.sum >= 0 && m1.sum >= 0 ? m1.sum - m0.sum -
+		    r.walk_slab_kib : 0;
 		r.rss_kib = meminfo_kib("/proc/self/status", "VmRSS:") - rss0;
 		if (cfg.relay_pid > 0) {
 			r.pss_kib = proc_pss_kib(cfg.relay_pid) - pss0;
@@ -826,7 +953,7 @@ main(int argc, char *argv[])
 	} else if (cfg.mode == MODE_STORM) {
 		/* every server-id at once, as after a relay restart */
 		if (cfg.relay_pid > 0)
-			proc_snap(cfg.relay_pid, &s0, 1);
+			proc_snap(cfg.relay_pid, &s0, PS_CSWITCH);
 		getrusage(RUSAGE_SELF, &ru0);
 		t0 = g_storm_t0 = now_ns();
 		set_phase(PH_MEASURE);
@@ -837,7 +964,7 @@ main(int argc, char *argv[])
 		r.served_secs = (double)(t1 - t0) / 1e9;
 		getrusage(RUSAGE_SELF, &ru1);
 		if (cfg.relay_pid > 0) {
-			proc_snap(cfg.relay_pid, &s1, 1);
+			proc_snap(cfg.relay_pid, &s1, PS_CSWITCH);
 			r.relay_cpu = proc_cpu(&s0, &s1);
 			r.relay_cs = proc_cswitch(&s0, &s1);
 			r.relay_procs = s1.n;
@@ -850,7 +977,7 @@ main(int argc, char *argv[])
 		set_phase(PH_WARMUP);
 		nap(cfg.warmup);
 		if (cfg.relay_pid > 0)
-			proc_snap(cfg.relay_pid, &s0, 1);
+			proc_snap(cfg.relay_pid, &s0, PS_CSWITCH);
 		getrusage(RUSAGE_SELF, &ru0);
 		t0 = now_ns();
 		set_phase(PH_MEASURE);
@@ -859,7 +986,7 @@ main(int argc, char *argv[])
 		set_phase(PH_WARMUP);	/* stop counting, keep answering */
 		getrusage(RUSAGE_SELF, &ru1);
 		if (cfg.relay_pid > 0) {
-			proc_snap(cfg.relay_pid, &s1, 1);
+			proc_snap(cfg.relay_pid, &s1, PS_CSWITCH);
 			r.relay_cpu = proc_cpu(&s0, &s1);
 			r.relay_cs = proc_cswitch(&s0, &s1);
 			r.relay_procs = s1.n;
