@@ -12,8 +12,10 @@
 
 #include <sys/types.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 
+#include <netinet/in.h>
+
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -56,9 +58,8 @@ const char *
 parent_check_conn(const struct conn_rec *c, const struct msg_conn_upgrade *up,
     const struct msg *m)
 {
-	struct stat	st;
 	socklen_t	len;
-	int		type, domain;
+	int		type, domain, proto;
 
 	if (up->tls_mode > TLS_MODE_PUMP)
 		return "bad tls_mode";
@@ -70,8 +71,19 @@ parent_check_conn(const struct conn_rec *c, const struct msg_conn_upgrade *up,
 		return "bad peer address";
 	if (m->fd_lost)
 		return NULL;
-	if (fstat(m->fd, &st) == -1 || !S_ISSOCK(st.st_mode))
-		return "connection fd is not a socket";
+	/*
+	 * One system call for a client's connection, on every new one: a
+	 * socket whose protocol is TCP is a stream in AF_INET or AF_INET6
+	 * (MPTCP says IPPROTO_MPTCP).  Anything else takes the calls below,
+	 * which say what it is.
+	 */
+	len = sizeof(proto);
+	if (getsockopt(m->fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == -1)
+		return errno == ENOTSOCK ? "connection fd is not a socket" :
+		    "connection fd has no protocol";
+	if (up->tls_mode != TLS_MODE_PUMP && len == sizeof(proto) &&
+	    proto == IPPROTO_TCP)
+		return NULL;
 	len = sizeof(type);
 	if (getsockopt(m->fd, SOL_SOCKET, SO_TYPE, &type, &len) == -1 ||
 	    len != sizeof(type) || type != SOCK_STREAM)
