@@ -56,16 +56,21 @@ msg_seterr(struct msg_chan *chan, const char *fmt, ...)
 }
 
 void
-msg_chan_init(struct msg_chan *chan, int fd, const struct msg_rules *rules)
+msg_chan_ready(struct msg_chan *chan, int fd, const struct msg_rules *rules)
 {
-	int	flags;
-
 	memset(chan, 0, sizeof(*chan));
 	chan->fd = fd;
 	chan->rules = rules;
 	chan->hello_min = msg_version;
 	TAILQ_INIT(&chan->outq);
+}
 
+void
+msg_chan_init(struct msg_chan *chan, int fd, const struct msg_rules *rules)
+{
+	int	flags;
+
+	msg_chan_ready(chan, fd, rules);
 	if ((flags = fcntl(fd, F_GETFL)) == -1)
 		fatal("msg_chan_init: fcntl F_GETFL fd=%d", fd);
 	if (fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1)
@@ -218,7 +223,8 @@ msg_flush(struct msg_chan *chan)
 	while ((mo = TAILQ_FIRST(&chan->outq)) != NULL) {
 		iov.iov_base = mo->buf;
 		iov.iov_len = mo->len;
-		n = msg_sendmsg(chan->fd, &iov, 1, mo->fd, 0);
+		/* never blocks, whatever the fd's flags (msg_chan_ready) */
+		n = msg_sendmsg(chan->fd, &iov, 1, mo->fd, MSG_DONTWAIT);
 		if (n == -1) {
 			/* ENOBUFS is transient memory pressure: retry later */
 			if (errno == EAGAIN || errno == EWOULDBLOCK ||

@@ -125,6 +125,11 @@ struct msg_chan {
 
 /* Sets up chan on fd (made non-blocking) with the table of what we accept. */
 void	msg_chan_init(struct msg_chan *, int fd, const struct msg_rules *);
+/*
+ * The same on an fd that is O_NONBLOCK and FD_CLOEXEC already, made so
+ * (SOCK_NONBLOCK | SOCK_CLOEXEC, MSG_CMSG_CLOEXEC): no call to the kernel.
+ */
+void	msg_chan_ready(struct msg_chan *, int fd, const struct msg_rules *);
 /* Frees the queue, closes queued fds and the channel fd. */
 void	msg_chan_clear(struct msg_chan *);
 /*

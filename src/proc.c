@@ -283,7 +283,13 @@ void
 proc_worker_forked(struct proc_worker *pw, int fd,
     const struct msg_setup *setup)
 {
-	msg_chan_init(pw->chan, fd, pw->rules);
+	/*
+	 * The parent made this end non-blocking (parent_spawn) and the zygote
+	 * took it with MSG_CMSG_CLOEXEC: nothing to ask the kernel.  Were it
+	 * not non-blocking, nothing here would wait on it: every send and
+	 * receive on a channel says MSG_DONTWAIT (msg.c).
+	 */
+	msg_chan_ready(pw->chan, fd, pw->rules);
 	proc_worker_base(pw, 1);
 	pw->setup(pw, setup);
 	proc_worker_loop(pw);

@@ -246,6 +246,58 @@ test_init_flags(void)
 	close(sv[1]);
 }
 
+/*
+ * msg_chan_ready asks the kernel nothing, and a channel never blocks on a
+ * full socket even where its fd was left blocking (a relay's, made so by
+ * a parent that did not say SOCK_NONBLOCK): msg_flush reports it full.
+ * The alarm turns a send that blocks into this test's failure.
+ */
+static void
+test_ready_never_blocks(void)
+{
+	struct msg_chan	 a, b;
+	unsigned char	*big;
+	int		 sv[2], fl, r = 1, rounds;
+	uint64_t	 queued = 0, next;
+
+	big = calloc(1, MSG_MAX_BODY);
+	CU_ASSERT_FATAL(big != NULL);
+	make_pair(sv);
+	msg_chan_ready(&a, sv[0], &test_rules);
+	fl = fcntl(sv[0], F_GETFL);
+	CU_ASSERT(fl != -1 && !(fl & O_NONBLOCK));
+	fl = fcntl(sv[0], F_GETFD);
+	CU_ASSERT(fl != -1 && !(fl & FD_CLOEXEC));
+	CU_ASSERT_EQUAL(a.outq_len, 0);
+	CU_ASSERT_EQUAL(a.hello_min, msg_version);
+	alarm(10);
+	while (r == 1 && queued < 10000) {
+		CU_ASSERT_EQUAL(msg_compose(&a, T_BIG, queued, big,
+		    MSG_MAX_BODY, -1), 0);
+		queued++;
+		r = msg_flush(&a);
+	}
+	alarm(0);
+	CU_ASSERT_EQUAL(r, 0);
+	CU_ASSERT(a.outq_len > 0);
+	/* what was queued is all there, in order, once the peer reads */
+	msg_chan_init(&b, sv[1], &test_rules);
+	b.hello_seen = 1;
+	for (next = 0, rounds = 0; next < queued; rounds++) {
+		CU_ASSERT_FATAL(rounds < 20000);
+		while ((r = msg_recv(&b, &rm)) == 1) {
+			CU_ASSERT_EQUAL(rm.hdr.id, next);
+			next++;
+		}
+		CU_ASSERT_FATAL(r == 0);
+		CU_ASSERT_FATAL(msg_flush(&a) >= 0);
+	}
+	CU_ASSERT_EQUAL(a.outq_len, 0);
+	msg_chan_clear(&a);
+	msg_chan_clear(&b);
+	free(big);
+}
+
 static void
 test_roundtrip(void)
 {
@@ -1095,6 +1147,7 @@ test_no_leak_overall(void)
 
 static CU_TestInfo msg_tests[] = {
 	{ "chan_init flags", test_init_flags },
+	{ "chan_ready never blocks", test_ready_never_blocks },
 	{ "round trip", test_roundtrip },
 	{ "ordering", test_ordering },
 	{ "flush when full", test_flush_full },
