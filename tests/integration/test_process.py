@@ -274,6 +274,18 @@ class Zygote(unittest.TestCase):
                 self.assertEqual(proc_pgrp(pid), pid, what)
                 # the zygote's channel is not among its descriptors
                 self.assertNotIn(zygote_channel, fd_targets(pid), what)
+                # stdio, then exactly: its epoll instance, its SIGTERM's
+                # signalfd, and sockets (its channel, and its connections'
+                # while their clients are there); no pipe (libevent's for
+                # signals, made by event_reinit and closed:
+                # proc_worker_base)
+                kinds = sorted(re.sub(r":\[\d+\]$", "", os.readlink(
+                    "/proc/%d/fd/%d" % (pid, fd)))
+                    for fd in harness.open_fds(pid) - {0, 1, 2})
+                self.assertEqual([k for k in kinds if k != "socket"],
+                                 ["anon_inode:[eventpoll]",
+                                  "anon_inode:[signalfd]"], what)
+                self.assertIn("socket", kinds, what)
             self.assertNotEqual(proc_pgrp(zyg), proc_pgrp(d.pid))
             harness.run(harness.close_all(b, p))
 
