@@ -209,7 +209,7 @@ msg_hello(struct msg_chan *chan, uint32_t role)
 	memset(&hello, 0, sizeof(hello));
 	hello.version = msg_version;
 	hello.role = role;
-	hello.pid = (uint32_t)getpid();
+	hello.pid = (uint32_t)log_getpid();
 	return msg_compose(chan, MSG_HELLO, 0, &hello, sizeof(hello), -1);
 }
 

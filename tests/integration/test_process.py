@@ -257,6 +257,14 @@ class Zygote(unittest.TestCase):
                 relays = await asyncio.to_thread(d.wait_relays, 1)
                 return b, p, relays["zygote-a"]
             b, p, relay = harness.run(main())
+            # its lines name it, not the zygote it was forked from (the
+            # pid it asks once as it starts: log_newpid), and the
+            # zygote's name no line of it
+            d.wait_log(r"^relay\[%d\]: event=server_claimed "
+                       r"server_id=zygote-a " % relay)
+            d.wait_log(r"^relay\[%d\]: event=phone_registered "
+                       r"server_id=zygote-a " % relay)
+            self.assertNotRegex(d.log_text(), r"(?m)^relay\[%d\]: " % zyg)
             pooled = pooled_relay_pids(d)
             for pid, what in [(relay, "relay")] + [
                     (x, "pooled relay") for x in pooled]:
