@@ -297,6 +297,23 @@ class Zygote(unittest.TestCase):
             self.assertNotEqual(proc_pgrp(zyg), proc_pgrp(d.pid))
             harness.run(harness.close_all(b, p))
 
+    def test_relay_sockets_have_nodelay(self):
+        # Nagle is off on the sockets a relay serves (a binary's frames
+        # and a phone's are small and must not wait for an ACK), though
+        # the relay never sets it: the parent's listener and the front
+        # did (parent_listen, front_conn_accepted)
+        with harness.Daemon(extra_conf=RATE + "\nrelay pool 0") as d:
+            async def main():
+                b, p = await served_pair(d, "nodelay-a")
+                relays = await asyncio.to_thread(d.wait_relays, 1)
+                got = await asyncio.to_thread(harness.tcp_nodelay,
+                                              relays["nodelay-a"])
+                await harness.close_all(b, p)
+                return got
+            got = harness.run(main())
+            # its binary's socket and its phone's, both with TCP_NODELAY
+            self.assertEqual(sorted(got.values()), [1, 1], got)
+
     def test_each_relay_has_its_own_stack_canary(self):
         if os.uname().machine != "x86_64":
             self.skipTest("reads the canary where x86_64 keeps it")
