@@ -253,6 +253,30 @@ test_init_flags(void)
 }
 
 /*
+ * b reads, a flushes, until ids from..to-1 arrived in that order and a's
+ * queue is empty; then both are cleared.
+ */
+static void
+drain_in_order(struct msg_chan *a, struct msg_chan *b, uint64_t from,
+    uint64_t to)
+{
+	int	r, rounds;
+
+	for (rounds = 0; from < to; rounds++) {
+		CU_ASSERT_FATAL(rounds < 20000);
+		while ((r = msg_recv(b, &rm)) == 1) {
+			CU_ASSERT_EQUAL(rm.hdr.id, from);
+			from++;
+		}
+		CU_ASSERT_FATAL(r == 0);
+		CU_ASSERT_FATAL(msg_flush(a) >= 0);
+	}
+	CU_ASSERT_EQUAL(a->outq_len, 0);
+	msg_chan_clear(a);
+	msg_chan_clear(b);
+}
+
+/*
  * msg_chan_ready asks the kernel nothing, and a channel never blocks on a
  * full socket even where its fd was left blocking (a relay's, made so by
  * a parent that did not say SOCK_NONBLOCK): msg_flush reports it full.
@@ -263,8 +287,8 @@ test_ready_never_blocks(void)
 {
 	struct msg_chan	 a, b;
 	unsigned char	*big;
-	int		 sv[2], fl, r = 1, rounds;
-	uint64_t	 queued = 0, next;
+	int		 sv[2], fl, r = 1;
+	uint64_t	 queued = 0;
 
 	big = calloc(1, MSG_MAX_BODY);
 	CU_ASSERT_FATAL(big != NULL);
@@ -289,18 +313,7 @@ test_ready_never_blocks(void)
 	/* what was queued is all there, in order, once the peer reads */
 	msg_chan_init(&b, sv[1], &test_rules);
 	b.hello_seen = 1;
-	for (next = 0, rounds = 0; next < queued; rounds++) {
-		CU_ASSERT_FATAL(rounds < 20000);
-		while ((r = msg_recv(&b, &rm)) == 1) {
-			CU_ASSERT_EQUAL(rm.hdr.id, next);
-			next++;
-		}
-		CU_ASSERT_FATAL(r == 0);
-		CU_ASSERT_FATAL(msg_flush(&a) >= 0);
-	}
-	CU_ASSERT_EQUAL(a.outq_len, 0);
-	msg_chan_clear(&a);
-	msg_chan_clear(&b);
+	drain_in_order(&a, &b, 0, queued);
 	free(big);
 }
 
@@ -384,8 +397,8 @@ test_batch_order(void)
 	struct msg_chan	 a, b;
 	struct msg_batch batch;
 	unsigned char	*big;
-	uint64_t	 i, queued = 0, next = 0;
-	int		 sv[2], p[2], r, rounds;
+	uint64_t	 i, queued = 0;
+	int		 sv[2], p[2];
 
 	big = calloc(1, MSG_MAX_BODY + 1);
 	CU_ASSERT_FATAL(big != NULL);
@@ -433,18 +446,7 @@ test_batch_order(void)
 	msg_batch_send(&a, &batch);
 	CU_ASSERT_EQUAL(a.outq_len, 3);
 
-	for (rounds = 0; next < queued; rounds++) {
-		CU_ASSERT_FATAL(rounds < 20000);
-		while ((r = msg_recv(&b, &rm)) == 1) {
-			CU_ASSERT_EQUAL(rm.hdr.id, next);
-			next++;
-		}
-		CU_ASSERT_FATAL(r == 0);
-		CU_ASSERT_FATAL(msg_flush(&a) >= 0);
-	}
-	CU_ASSERT_EQUAL(a.outq_len, 0);
-	msg_chan_clear(&a);
-	msg_chan_clear(&b);
+	drain_in_order(&a, &b, 0, queued);
 	free(big);
 }
 
