@@ -1061,7 +1061,11 @@ front_conn_accepted(void *arg, struct msg *m)
 	fc->state = FC_HEAD;
 	/*
 	 * TLS 1.2 ends the handshake with two records in two writes: Nagle
-	 * would hold the second for the client's delayed ACK (40 ms).
+	 * would hold the second for the client's delayed ACK (40 ms).  The
+	 * parent's listener has it set (parent_listen), but not for a
+	 * connection that waited in the queue of an older image's listener
+	 * across an upgrade: set here for every one, and so for the relay
+	 * that serves it, which sets it no more.
 	 */
 	setsockopt(fc->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (fc->meta.listen_flags & LISTEN_TLS) {

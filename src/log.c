@@ -27,7 +27,23 @@
 static int		 log_background;
 static int		 log_verbose;
 static const char	*log_name;	/* NULL: "pyrelayd" */
-static pid_t		 log_pid;
+
+/*
+ * A line, its head, and the pid the head names: asked of the kernel once
+ * per process (log_init, log_newpid), not once a line.  Together, so that
+ * a relay, which sets the pid as it starts, writes no page for it that
+ * its first line would not write: their first 128 bytes share a page.
+ * Not on the stack either, whose first page a relay shares with its title
+ * and messages, and which vsnprintf's own frames fill
+ * (docs/relay-executable.md): in .bss a relay writes only the pages a
+ * line reaches.  Each process has one thread, and a line is written
+ * before the next is formatted.
+ */
+static struct {
+	pid_t	pid;
+	char	head[64];
+	char	line[2048];
+} __attribute__((__aligned__(128))) log_buf;
 
 void			(*log_fatal_hook)(const char *);
 
@@ -36,7 +52,7 @@ log_init(int foreground, int verbose, const char *procname)
 {
 	log_background = !foreground;
 	log_verbose = verbose;
-	log_pid = getpid();
+	log_buf.pid = getpid();
 	if (procname != NULL)
 		log_name = procname;
 	if (!foreground)
@@ -46,9 +62,23 @@ log_init(int foreground, int verbose, const char *procname)
 void
 log_forked(const char *procname)
 {
-	/* each line asks getpid(): the relays forked from here write nothing */
-	log_pid = 0;
+	/* set before the forks: the relays forked from here write nothing */
 	log_name = procname;
+}
+
+void
+log_newpid(void)
+{
+	log_buf.pid = getpid();
+}
+
+pid_t
+log_getpid(void)
+{
+	/* a program that never called log_init: the unit tests */
+	if (log_buf.pid == 0)
+		log_buf.pid = getpid();
+	return log_buf.pid;
 }
 
 void
@@ -92,7 +122,7 @@ log_quotable(const char *text, char *buf, size_t size)
 static void
 log_line(int pri, const char *msg)
 {
-	static char	 head[64];	/* not on a relay's stack: see vlog */
+	char		*head = log_buf.head;
 	struct iovec	 iov[3];
 	int		 n;
 
@@ -101,13 +131,12 @@ log_line(int pri, const char *msg)
 		    msg);
 		return;
 	}
-	n = snprintf(head, sizeof(head), "%s[%d]: ",
-	    log_name != NULL ? log_name : "pyrelayd",
-	    (int)(log_pid != 0 ? log_pid : getpid()));
+	n = snprintf(head, sizeof(log_buf.head), "%s[%d]: ",
+	    log_name != NULL ? log_name : "pyrelayd", (int)log_getpid());
 	if (n < 0)
 		return;
-	if (n > (int)sizeof(head) - 1)
-		n = sizeof(head) - 1;
+	if (n > (int)sizeof(log_buf.head) - 1)
+		n = sizeof(log_buf.head) - 1;
 	/*
 	 * One write per line, so that lines of several processes never
 	 * interleave; gathered rather than copied into a line buffer, which
@@ -127,27 +156,20 @@ log_line(int pri, const char *msg)
 static void vlog(int, int, const char *, va_list)
     __attribute__((__format__(printf, 3, 0)));
 
-/*
- * A line's buffer, as long as it always was (a config error carries a
- * path).  Not on the stack, whose first page a relay shares with its
- * title and messages, and which vsnprintf's own frames fill
- * (docs/relay-executable.md): in .bss a relay writes only the page a line
- * reaches.  Each process has one thread, and a line is written before the
- * next is formatted.
- */
+/* The line is log_buf.line: see there. */
 static void
 vlog(int pri, int with_errno, const char *fmt, va_list ap)
 {
-	static char	buf[2048];
-	int	saved = errno;
-	size_t	len;
+	char	*buf = log_buf.line;
+	int	 saved = errno;
+	size_t	 len;
 
-	vsnprintf(buf, sizeof(buf), fmt, ap);
+	vsnprintf(buf, sizeof(log_buf.line), fmt, ap);
 	if (with_errno) {
 		len = strlen(buf);
 		/* key=value like every line: the cause is the error field */
-		snprintf(buf + len, sizeof(buf) - len, " error=\"%s\"",
-		    strerror(saved));
+		snprintf(buf + len, sizeof(log_buf.line) - len,
+		    " error=\"%s\"", strerror(saved));
 	}
 	log_line(pri, buf);
 	errno = saved;

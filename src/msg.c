@@ -56,16 +56,21 @@ msg_seterr(struct msg_chan *chan, const char *fmt, ...)
 }
 
 void
-msg_chan_init(struct msg_chan *chan, int fd, const struct msg_rules *rules)
+msg_chan_ready(struct msg_chan *chan, int fd, const struct msg_rules *rules)
 {
-	int	flags;
-
 	memset(chan, 0, sizeof(*chan));
 	chan->fd = fd;
 	chan->rules = rules;
 	chan->hello_min = msg_version;
 	TAILQ_INIT(&chan->outq);
+}
 
+void
+msg_chan_init(struct msg_chan *chan, int fd, const struct msg_rules *rules)
+{
+	int	flags;
+
+	msg_chan_ready(chan, fd, rules);
 	if ((flags = fcntl(fd, F_GETFL)) == -1)
 		fatal("msg_chan_init: fcntl F_GETFL fd=%d", fd);
 	if (fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1)
@@ -151,12 +156,29 @@ msg_send_now(struct msg_chan *chan, const struct msg_hdr *hdr,
 	return (size_t)n == sizeof(*hdr) + len ? 1 : -1;
 }
 
+/* A copy of the packet, with its fd, at the end of the queue. */
+static void
+msg_queue(struct msg_chan *chan, const struct msg_hdr *hdr, const void *body,
+    size_t len, int fd)
+{
+	struct msg_out	*mo;
+
+	mo = xmalloc(sizeof(*mo) + sizeof(*hdr) + len);
+	mo->fd = fd;
+	mo->len = sizeof(*hdr) + len;
+	memcpy(mo->buf, hdr, sizeof(*hdr));
+	if (len > 0)
+		memcpy(mo->buf + sizeof(*hdr), body, len);
+	TAILQ_INSERT_TAIL(&chan->outq, mo, entry);
+	chan->outq_len++;
+	chan->outq_bytes += mo->len;
+}
+
 int
 msg_compose(struct msg_chan *chan, uint32_t type, uint64_t id,
     const void *body, size_t len, int fd)
 {
 	struct msg_hdr	 hdr;
-	struct msg_out	*mo;
 
 	if (len > MSG_MAX_BODY) {
 		/* the fd was handed over with the call: do not leak it */
@@ -184,16 +206,118 @@ msg_compose(struct msg_chan *chan, uint32_t type, uint64_t id,
 			close(fd);
 		return 0;
 	}
-	mo = xmalloc(sizeof(*mo) + sizeof(hdr) + len);
-	mo->fd = fd;
-	mo->len = sizeof(hdr) + len;
-	memcpy(mo->buf, &hdr, sizeof(hdr));
-	if (len > 0)
-		memcpy(mo->buf + sizeof(hdr), body, len);
-	TAILQ_INSERT_TAIL(&chan->outq, mo, entry);
-	chan->outq_len++;
-	chan->outq_bytes += mo->len;
+	msg_queue(chan, &hdr, body, len, fd);
 	return 0;
+}
+
+/*
+ * Up to MSG_SEND_BATCH packets with one sendmmsg(2), each its own packet
+ * (SOCK_SEQPACKET) with its fd: the number the socket took whole, or -1
+ * (errno set) when it took none.  *cut is the length the kernel reported
+ * for the first packet it did not take whole, -1 when there is none.  A
+ * frame of its own, made only when there is something to send: a relay's
+ * stack keeps to its first page (zygote_mm.c).
+ */
+static int __attribute__((__noinline__))
+msg_sendmmsg(int sock, const struct msg_pkt *pkts, int n, ssize_t *cut)
+{
+	struct mmsghdr		 mm[MSG_SEND_BATCH];
+	struct iovec		 iov[MSG_SEND_BATCH];
+	union msg_cmsgbuf	 cmsg[MSG_SEND_BATCH];
+	struct cmsghdr		*cm;
+	int			 i, k;
+
+	*cut = -1;
+	if (n > MSG_SEND_BATCH)
+		n = MSG_SEND_BATCH;
+	memset(mm, 0, sizeof(mm[0]) * n);
+	for (i = 0; i < n; i++) {
+		iov[i].iov_base = (void *)pkts[i].buf;
+		iov[i].iov_len = pkts[i].len;
+		mm[i].msg_hdr.msg_iov = &iov[i];
+		mm[i].msg_hdr.msg_iovlen = 1;
+		if (pkts[i].fd == -1)
+			continue;
+		memset(&cmsg[i], 0, sizeof(cmsg[i]));
+		mm[i].msg_hdr.msg_control = cmsg[i].buf;
+		mm[i].msg_hdr.msg_controllen = sizeof(cmsg[i].buf);
+		cm = CMSG_FIRSTHDR(&mm[i].msg_hdr);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &pkts[i].fd, sizeof(int));
+	}
+	while ((k = sendmmsg(sock, mm, (unsigned int)n,
+	    MSG_NOSIGNAL | MSG_DONTWAIT)) == -1 && errno == EINTR)
+		;
+	if (k == -1)
+		return -1;
+	/* SOCK_SEQPACKET sends whole packets or nothing */
+	for (i = 0; i < k; i++)
+		if (mm[i].msg_len != pkts[i].len) {
+			*cut = mm[i].msg_len;
+			return i;
+		}
+	return k;
+}
+
+void
+msg_batch_init(struct msg_batch *b)
+{
+	b->n = 0;
+	b->used = 0;
+}
+
+int
+msg_batch_add(struct msg_chan *chan, struct msg_batch *b, uint32_t type,
+    uint64_t id, const void *body, size_t len, int fd)
+{
+	struct msg_hdr	hdr;
+	size_t		size = sizeof(hdr) + len;
+
+	/* one that does not fit goes after those before it, as they would */
+	if (b->n == MSG_BATCH_MAX || b->used + size > sizeof(b->buf))
+		msg_batch_send(chan, b);
+	if (size > sizeof(b->buf))
+		return msg_compose(chan, type, id, body, len, fd);
+	memset(&hdr, 0, sizeof(hdr));
+	hdr.type = type;
+	hdr.len = (uint32_t)len;
+	hdr.id = id;
+	memcpy(b->buf + b->used, &hdr, sizeof(hdr));
+	if (len > 0)
+		memcpy(b->buf + b->used + sizeof(hdr), body, len);
+	b->pkt[b->n].buf = b->buf + b->used;
+	b->pkt[b->n].len = size;
+	b->pkt[b->n].fd = fd;
+	b->n++;
+	/* the next header aligned as the first */
+	b->used += (size + 7) & ~(size_t)7;
+	return 0;
+}
+
+void
+msg_batch_send(struct msg_chan *chan, struct msg_batch *b)
+{
+	const struct msg_hdr	*hdr;
+	ssize_t			 cut;
+	int			 i = 0, k;
+
+	/*
+	 * Nothing waiting ahead of them: sent at once, all with one call,
+	 * when the socket takes them.  What it does not take is queued, in
+	 * order, as msg_compose queues (msg_flush meets any error).
+	 */
+	if (b->n > 0 && TAILQ_EMPTY(&chan->outq) && chan->fd != -1 &&
+	    (k = msg_sendmmsg(chan->fd, b->pkt, b->n, &cut)) > 0)
+		for (; i < k; i++)
+			if (b->pkt[i].fd != -1)
+				close(b->pkt[i].fd);
+	for (; i < b->n; i++) {
+		hdr = b->pkt[i].buf;
+		msg_queue(chan, hdr, hdr + 1, hdr->len, b->pkt[i].fd);
+	}
+	msg_batch_init(b);
 }
 
 int
@@ -204,22 +328,30 @@ msg_hello(struct msg_chan *chan, uint32_t role)
 	memset(&hello, 0, sizeof(hello));
 	hello.version = msg_version;
 	hello.role = role;
-	hello.pid = (uint32_t)getpid();
+	hello.pid = (uint32_t)log_getpid();
 	return msg_compose(chan, MSG_HELLO, 0, &hello, sizeof(hello), -1);
 }
 
 int
 msg_flush(struct msg_chan *chan)
 {
-	struct iovec		 iov;
+	struct msg_pkt		 pkts[MSG_SEND_BATCH];
 	struct msg_out		*mo;
-	ssize_t			 n;
+	ssize_t			 cut;
+	int			 i, n, k;
 
-	while ((mo = TAILQ_FIRST(&chan->outq)) != NULL) {
-		iov.iov_base = mo->buf;
-		iov.iov_len = mo->len;
-		n = msg_sendmsg(chan->fd, &iov, 1, mo->fd, 0);
-		if (n == -1) {
+	while (!TAILQ_EMPTY(&chan->outq)) {
+		/* what is queued, MSG_SEND_BATCH packets a call */
+		n = 0;
+		TAILQ_FOREACH(mo, &chan->outq, entry) {
+			if (n == MSG_SEND_BATCH)
+				break;
+			pkts[n].buf = mo->buf;
+			pkts[n].len = mo->len;
+			pkts[n++].fd = mo->fd;
+		}
+		/* never blocks, whatever the fd's flags (msg_chan_ready) */
+		if ((k = msg_sendmmsg(chan->fd, pkts, n, &cut)) == -1) {
 			/* ENOBUFS is transient memory pressure: retry later */
 			if (errno == EAGAIN || errno == EWOULDBLOCK ||
 			    errno == ENOBUFS)
@@ -227,20 +359,21 @@ msg_flush(struct msg_chan *chan)
 			msg_seterr(chan, "sendmsg: %s", strerror(errno));
 			return -1;
 		}
-		/* SOCK_SEQPACKET sends whole packets or nothing */
-		if ((size_t)n != mo->len) {
+		for (i = 0; i < k; i++) {
+			mo = TAILQ_FIRST(&chan->outq);
+			TAILQ_REMOVE(&chan->outq, mo, entry);
+			chan->outq_len--;
+			chan->outq_bytes -= mo->len;
+			if (mo->fd != -1)
+				close(mo->fd);
+			/* packets may carry key material (MSG_TLS): wipe, free */
+			freezero(mo, sizeof(*mo) + mo->len);
+		}
+		if (cut != -1) {
 			msg_seterr(chan, "sendmsg: sent %zd of %zu bytes",
-			    n, mo->len);
+			    cut, pkts[k].len);
 			return -1;
 		}
-
-		TAILQ_REMOVE(&chan->outq, mo, entry);
-		chan->outq_len--;
-		chan->outq_bytes -= mo->len;
-		if (mo->fd != -1)
-			close(mo->fd);
-		/* packets may carry key material (MSG_TLS): wipe, then free */
-		freezero(mo, sizeof(*mo) + mo->len);
 	}
 	return 1;
 }

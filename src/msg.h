@@ -111,6 +111,30 @@ struct msg_out {
 };
 TAILQ_HEAD(msg_outq, msg_out);
 
+/* the packets one sendmmsg(2) sends at most (msg_flush, msg_batch_send) */
+#define MSG_SEND_BATCH		4
+
+/* One packet to send: header and body, and the fd (or -1) riding with it. */
+struct msg_pkt {
+	const void	*buf;
+	size_t		 len;
+	int		 fd;
+};
+
+/*
+ * A few small messages composed together and sent with one call, in
+ * order, each its own packet with its fd (msg_batch_*).  On the caller's
+ * stack, bodies copied in: what a relay sends touches no heap page.
+ */
+#define MSG_BATCH_MAX		2
+#define MSG_BATCH_BYTES		256
+struct msg_batch {
+	int		 n;
+	size_t		 used;
+	struct msg_pkt	 pkt[MSG_BATCH_MAX];
+	unsigned char	 buf[MSG_BATCH_BYTES] __attribute__((__aligned__(8)));
+};
+
 struct msg_chan {
 	int			 fd;		/* our end, non-blocking */
 	const struct msg_rules	*rules;		/* what we accept */
@@ -125,6 +149,11 @@ struct msg_chan {
 
 /* Sets up chan on fd (made non-blocking) with the table of what we accept. */
 void	msg_chan_init(struct msg_chan *, int fd, const struct msg_rules *);
+/*
+ * The same on an fd that is O_NONBLOCK and FD_CLOEXEC already, made so
+ * (SOCK_NONBLOCK | SOCK_CLOEXEC, MSG_CMSG_CLOEXEC): no call to the kernel.
+ */
+void	msg_chan_ready(struct msg_chan *, int fd, const struct msg_rules *);
 /* Frees the queue, closes queued fds and the channel fd. */
 void	msg_chan_clear(struct msg_chan *);
 /*
@@ -136,6 +165,22 @@ void	msg_chan_clear(struct msg_chan *);
  */
 int	msg_compose(struct msg_chan *, uint32_t type, uint64_t id,
 	    const void *body, size_t len, int fd);
+/* An empty batch. */
+void	msg_batch_init(struct msg_batch *);
+/*
+ * Adds a message to the batch, as msg_compose would send it: the batch is
+ * sent first when the message does not fit, and one too large for any
+ * batch goes by msg_compose.  fd is the channel's from now on.  Returns 0,
+ * or -1 as msg_compose does.
+ */
+int	msg_batch_add(struct msg_chan *, struct msg_batch *, uint32_t type,
+	    uint64_t id, const void *body, size_t len, int fd);
+/*
+ * Sends the batch with one sendmmsg(2) when nothing is queued ahead of it
+ * and the socket takes it; what it does not take is queued, in order, as
+ * msg_compose queues.  The batch is empty after.  Never blocks.
+ */
+void	msg_batch_send(struct msg_chan *, struct msg_batch *);
 /* Queues our MSG_HELLO. */
 int	msg_hello(struct msg_chan *, uint32_t role);
 /*

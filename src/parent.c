@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 
 #include <linux/openat2.h>
@@ -876,8 +877,16 @@ parent_listen(struct listen_addr *la, char *err, size_t errlen)
 	char		 name[128];
 	const char	*step;
 
-	if ((la->fd = parent_upgrade_listener(la)) != -1)
+	/*
+	 * Nagle off once, here: a connection accept(2) takes from this
+	 * socket is born with TCP_NODELAY (Linux copies it from the
+	 * listener), and so is the socket a relay serves it on.  Set on the
+	 * image before's listener too, whose image may not have.
+	 */
+	if ((la->fd = parent_upgrade_listener(la)) != -1) {
+		setsockopt(la->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		return 0;
+	}
 	listen_addr_print(la, name, sizeof(name));
 	fd = socket(la->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
@@ -885,6 +894,7 @@ parent_listen(struct listen_addr *la, char *err, size_t errlen)
 		goto fail;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (la->ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	step = "bind";

@@ -528,7 +528,13 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 		parent_spawn_failed(role, sid);
 		return NULL;
 	}
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
+	/*
+	 * Non-blocking from the start, both ends: ours is made so anyway
+	 * (msg_chan_init), and a relay forked by the zygote takes its end as
+	 * it comes (msg_chan_ready), with no fcntl of its own.
+	 */
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0, sv) == -1) {
 		parent_spawn_failed(role, sid);
 		return NULL;
 	}

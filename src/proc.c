@@ -210,7 +210,7 @@ proc_worker_base(struct proc_worker *pw, int forked)
 	const char		*name = proc_role_name(pw->role);
 	struct stat		 st;
 	sigset_t		 term;
-	int			 fd, sfd;
+	int			 fd, sfd, pipes;
 
 	if (pw->base == NULL)
 		pw->base = proc_event_base(name);
@@ -228,11 +228,17 @@ proc_worker_base(struct proc_worker *pw, int forked)
 		 * be one: left alone).  libevent keeps their numbers: a
 		 * relay must never add a signal event nor free its base,
 		 * which would use or close them (it exits with the base).
+		 * They are the lowest free numbers after the epoll instance's,
+		 * so the look ends at the second: three fstat calls, not one
+		 * for each number it could be.
 		 */
-		for (fd = STDERR_FILENO + 1; fd < PROC_FDS_SEEN; fd++)
+		for (fd = STDERR_FILENO + 1, pipes = 0; pipes < 2 &&
+		    fd < PROC_FDS_SEEN; fd++)
 			if (fd != pw->chan->fd && fstat(fd, &st) == 0 &&
-			    S_ISFIFO(st.st_mode))
+			    S_ISFIFO(st.st_mode)) {
 				close(fd);
+				pipes++;
+			}
 		sigemptyset(&term);
 		sigaddset(&term, SIGTERM);
 		if (sigprocmask(SIG_BLOCK, &term, NULL) == -1 ||
@@ -283,7 +289,13 @@ void
 proc_worker_forked(struct proc_worker *pw, int fd,
     const struct msg_setup *setup)
 {
-	msg_chan_init(pw->chan, fd, pw->rules);
+	/*
+	 * The parent made this end non-blocking (parent_spawn) and the zygote
+	 * took it with MSG_CMSG_CLOEXEC: nothing to ask the kernel.  Were it
+	 * not non-blocking, nothing here would wait on it: every send and
+	 * receive on a channel says MSG_DONTWAIT (msg.c).
+	 */
+	msg_chan_ready(pw->chan, fd, pw->rules);
 	proc_worker_base(pw, 1);
 	pw->setup(pw, setup);
 	proc_worker_loop(pw);

@@ -179,11 +179,15 @@ int		 config_fmt_size(uint64_t, char *, size_t);
 
 /* log.c */
 void	log_init(int foreground, int verbose, const char *procname);
-/*
- * The zygote, once, for the relays it forks: lines are named procname,
- * and carry the pid of whoever writes them.
- */
+/* The zygote, once, for the relays it forks: lines are named procname. */
 void	log_forked(const char *procname);
+/*
+ * A process forked without an exec (a relay, as it starts): its pid for
+ * its lines, asked once.  log_init asks it in every other process.
+ */
+void	log_newpid(void);
+/* This process's pid, as log_init or log_newpid asked it (or now). */
+pid_t	log_getpid(void);
 void	log_setverbose(int);
 int	log_getverbose(void);
 void	log_procname(const char *);

@@ -77,15 +77,14 @@ relay_counters_arm(struct relay *r)
 	r->cnt_timer = 1;
 }
 
-/* Sends the increments gathered since the last time, even none. */
+static void	relay_chan_flush(struct relay *);
+
+/* The increments gathered since the last time, even none, into b. */
 static void
-relay_counters_send(struct relay *r, uint64_t id)
+relay_counters_add(struct relay *r, struct msg_batch *b, uint64_t id)
 {
-	msg_compose(&r->chan, MSG_RELAY_COUNTERS, id, &r->cnt, sizeof(r->cnt),
-	    -1);
-	if (msg_flush(&r->chan) == -1)
-		fatalx("relay %s: parent channel: %s", r->io.core.sid,
-		    r->chan.errstr);
+	msg_batch_add(&r->chan, b, MSG_RELAY_COUNTERS, id, &r->cnt,
+	    sizeof(r->cnt), -1);
 	memset(&r->cnt, 0, sizeof(r->cnt));
 	r->cnt_dirty = 0;
 	/*
@@ -98,6 +97,18 @@ relay_counters_send(struct relay *r, uint64_t id)
 		r->cnt_timer = 0;
 		evtimer_del(r->ev_counters);
 	}
+}
+
+/* Sends the increments gathered since the last time, even none. */
+static void
+relay_counters_send(struct relay *r, uint64_t id)
+{
+	struct msg_batch	b;
+
+	msg_batch_init(&b);
+	relay_counters_add(r, &b, id);
+	msg_batch_send(&r->chan, &b);
+	relay_chan_flush(r);
 }
 
 static void
@@ -182,23 +193,37 @@ relay_report(struct relay_core *core)
 {
 	struct relay		*r = RELAY_OF(core);
 	struct msg_relay_state	 st;
+	struct msg_batch	 b;
+	int			 changed;
 
-	/* counters first, so that claims are counted when they are visible */
-	relay_counters_flush(r);
+	/*
+	 * Counters first, so that claims are counted when they are visible;
+	 * both messages with one call (msg_batch_send).
+	 */
+	msg_batch_init(&b);
+	if (r->cnt_dirty)
+		relay_counters_add(r, &b, 0);
 	memset(&st, 0, sizeof(st));
 	st.binary_connected = core->binary != NULL;
 	st.phones = core->nphones;
 	st.probing = core->probing;
-	if (r->reported_once && st.binary_connected == r->reported_binary &&
-	    st.phones == r->reported_phones && st.probing == r->reported_probing)
+	changed = !r->reported_once ||
+	    st.binary_connected != r->reported_binary ||
+	    st.phones != r->reported_phones || st.probing != r->reported_probing;
+	if (changed) {
+		r->reported_once = 1;
+		r->reported_binary = st.binary_connected;
+		r->reported_phones = st.phones;
+		r->reported_probing = st.probing;
+		msg_batch_add(&r->chan, &b, MSG_RELAY_STATE, 0, &st,
+		    sizeof(st), -1);
+	}
+	if (b.n == 0)
 		return;
-	r->reported_once = 1;
-	r->reported_binary = st.binary_connected;
-	r->reported_phones = st.phones;
-	r->reported_probing = st.probing;
-	msg_compose(&r->chan, MSG_RELAY_STATE, 0, &st, sizeof(st), -1);
+	msg_batch_send(&r->chan, &b);
 	relay_chan_flush(r);
-	relay_title(r);
+	if (changed)
+		relay_title(r);
 }
 
 /*

@@ -405,7 +405,6 @@ static struct conn *
 io_conn_new(struct relay_io *io, int fd, uint64_t id)
 {
 	struct conn	*c;
-	int		 one = 1;
 
 	if ((c = ra_calloc(1, sizeof(*c))) == NULL)
 		fatal("relay: calloc");
@@ -416,7 +415,11 @@ io_conn_new(struct relay_io *io, int fd, uint64_t id)
 	c->next_ping_ms = c->created_ms + io->core.lim->heartbeat_ms;
 	if (ws_init(&c->ws, io->core.lim->message_size) == -1)
 		fatalx("relay %s: ws_init", io->core.sid);
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/*
+	 * No TCP_NODELAY to set: the socket has it from the parent's
+	 * listener and the front (parent_listen, front_conn_new), over TLS
+	 * too (kTLS keeps the socket; else this is the pump's AF_UNIX end).
+	 */
 	c->ev_read = event_new(io->base, fd, EV_READ | EV_PERSIST, io_conn_read, c);
 	c->ev_write = event_new(io->base, fd, EV_WRITE | EV_PERSIST, io_conn_write, c);
 	c->ev_timer = evtimer_new(io->base, io_conn_timer, c);

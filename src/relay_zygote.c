@@ -93,6 +93,8 @@ void
 zygote_relay_start(int fd)
 {
 	zygote_canary();
+	/* its lines and its HELLO name it, not the zygote */
+	log_newpid();
 	sandbox_forked();
 	/* the zygote's channel is not the relay's */
 	close(zchan.fd);

@@ -72,6 +72,8 @@ static const struct sandbox_syscall worker_syscalls[] = {
 	SANDBOX_SYSCALL(sendto),
 	SANDBOX_SYSCALL(recvmsg),
 	SANDBOX_SYSCALL(sendmsg),
+	/* channel messages sent together (msg_flush, msg_batch_send) */
+	SANDBOX_SYSCALL(sendmmsg),
 	SANDBOX_SYSCALL(shutdown),
 	SANDBOX_SYSCALL(close),
 	SANDBOX_SYSCALL(getsockopt),

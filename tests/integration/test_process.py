@@ -257,6 +257,14 @@ class Zygote(unittest.TestCase):
                 relays = await asyncio.to_thread(d.wait_relays, 1)
                 return b, p, relays["zygote-a"]
             b, p, relay = harness.run(main())
+            # its lines name it, not the zygote it was forked from (the
+            # pid it asks once as it starts: log_newpid), and the
+            # zygote's name no line of it
+            d.wait_log(r"^relay\[%d\]: event=server_claimed "
+                       r"server_id=zygote-a " % relay)
+            d.wait_log(r"^relay\[%d\]: event=phone_registered "
+                       r"server_id=zygote-a " % relay)
+            self.assertNotRegex(d.log_text(), r"(?m)^relay\[%d\]: " % zyg)
             pooled = pooled_relay_pids(d)
             for pid, what in [(relay, "relay")] + [
                     (x, "pooled relay") for x in pooled]:
@@ -274,8 +282,37 @@ class Zygote(unittest.TestCase):
                 self.assertEqual(proc_pgrp(pid), pid, what)
                 # the zygote's channel is not among its descriptors
                 self.assertNotIn(zygote_channel, fd_targets(pid), what)
+                # stdio, then exactly: its epoll instance, its SIGTERM's
+                # signalfd, and sockets (its channel, and its connections'
+                # while their clients are there); no pipe (libevent's for
+                # signals, made by event_reinit and closed:
+                # proc_worker_base)
+                kinds = sorted(re.sub(r":\[\d+\]$", "", os.readlink(
+                    "/proc/%d/fd/%d" % (pid, fd)))
+                    for fd in harness.open_fds(pid) - {0, 1, 2})
+                self.assertEqual([k for k in kinds if k != "socket"],
+                                 ["anon_inode:[eventpoll]",
+                                  "anon_inode:[signalfd]"], what)
+                self.assertIn("socket", kinds, what)
             self.assertNotEqual(proc_pgrp(zyg), proc_pgrp(d.pid))
             harness.run(harness.close_all(b, p))
+
+    def test_relay_sockets_have_nodelay(self):
+        # Nagle is off on the sockets a relay serves (a binary's frames
+        # and a phone's are small and must not wait for an ACK), though
+        # the relay never sets it: the parent's listener and the front
+        # did (parent_listen, front_conn_accepted)
+        with harness.Daemon(extra_conf=RATE + "\nrelay pool 0") as d:
+            async def main():
+                b, p = await served_pair(d, "nodelay-a")
+                relays = await asyncio.to_thread(d.wait_relays, 1)
+                got = await asyncio.to_thread(harness.tcp_nodelay,
+                                              relays["nodelay-a"])
+                await harness.close_all(b, p)
+                return got
+            got = harness.run(main())
+            # its binary's socket and its phone's, both with TCP_NODELAY
+            self.assertEqual(sorted(got.values()), [1, 1], got)
 
     def test_each_relay_has_its_own_stack_canary(self):
         if os.uname().machine != "x86_64":

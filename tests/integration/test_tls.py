@@ -754,6 +754,14 @@ class Pump(unittest.TestCase):
                 await b.send(json.dumps({"conn_id": env["conn_id"],
                                          "frame": big}))
                 self.assertEqual(json.loads(await harness.recv(p)), big)
+                # Nagle off on the relay's sockets, which it does not
+                # set: kTLS keeps the socket the front set it on; a pump
+                # leaves the relay an AF_UNIX end, no TCP socket at all
+                relays = await asyncio.to_thread(d.wait_relays, 1)
+                nodelay = await asyncio.to_thread(harness.tcp_nodelay,
+                                                  relays[s])
+                self.assertEqual(sorted(nodelay.values()),
+                                 [1, 1] if ok else [], nodelay)
                 v = summary(d)
                 if ok:
                     self.assertEqual(v["ktls"], "active", v)

@@ -8,12 +8,18 @@
 #include "config.h"
 
 #include <sys/types.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+
 #include <dirent.h>
+#include <stddef.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -244,6 +250,204 @@ test_init_flags(void)
 	msg_chan_clear(&c);
 	CU_ASSERT(fd_is_closed(sv[0]));
 	close(sv[1]);
+}
+
+/*
+ * b reads, a flushes, until ids from..to-1 arrived in that order and a's
+ * queue is empty; then both are cleared.
+ */
+static void
+drain_in_order(struct msg_chan *a, struct msg_chan *b, uint64_t from,
+    uint64_t to)
+{
+	int	r, rounds;
+
+	for (rounds = 0; from < to; rounds++) {
+		CU_ASSERT_FATAL(rounds < 20000);
+		while ((r = msg_recv(b, &rm)) == 1) {
+			CU_ASSERT_EQUAL(rm.hdr.id, from);
+			from++;
+		}
+		CU_ASSERT_FATAL(r == 0);
+		CU_ASSERT_FATAL(msg_flush(a) >= 0);
+	}
+	CU_ASSERT_EQUAL(a->outq_len, 0);
+	msg_chan_clear(a);
+	msg_chan_clear(b);
+}
+
+/*
+ * msg_chan_ready asks the kernel nothing, and a channel never blocks on a
+ * full socket even where its fd was left blocking (a relay's, made so by
+ * a parent that did not say SOCK_NONBLOCK): msg_flush reports it full.
+ * The alarm turns a send that blocks into this test's failure.
+ */
+static void
+test_ready_never_blocks(void)
+{
+	struct msg_chan	 a, b;
+	unsigned char	*big;
+	int		 sv[2], fl, r = 1;
+	uint64_t	 queued = 0;
+
+	big = calloc(1, MSG_MAX_BODY);
+	CU_ASSERT_FATAL(big != NULL);
+	make_pair(sv);
+	msg_chan_ready(&a, sv[0], &test_rules);
+	fl = fcntl(sv[0], F_GETFL);
+	CU_ASSERT(fl != -1 && !(fl & O_NONBLOCK));
+	fl = fcntl(sv[0], F_GETFD);
+	CU_ASSERT(fl != -1 && !(fl & FD_CLOEXEC));
+	CU_ASSERT_EQUAL(a.outq_len, 0);
+	CU_ASSERT_EQUAL(a.hello_min, msg_version);
+	alarm(10);
+	while (r == 1 && queued < 10000) {
+		CU_ASSERT_EQUAL(msg_compose(&a, T_BIG, queued, big,
+		    MSG_MAX_BODY, -1), 0);
+		queued++;
+		r = msg_flush(&a);
+	}
+	alarm(0);
+	CU_ASSERT_EQUAL(r, 0);
+	CU_ASSERT(a.outq_len > 0);
+	/* what was queued is all there, in order, once the peer reads */
+	msg_chan_init(&b, sv[1], &test_rules);
+	b.hello_seen = 1;
+	drain_in_order(&a, &b, 0, queued);
+	free(big);
+}
+
+/*
+ * A batch goes with one sendmmsg: composed in a child whose seccomp
+ * program kills sendmsg, two packets arrive in order, each with its own
+ * body and the second with its fd.
+ */
+static void
+test_batch_one_call(void)
+{
+	static struct sock_filter	 nosendmsg[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+		    offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sendmsg, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog		 fprog = {
+		.len = sizeof(nosendmsg) / sizeof(nosendmsg[0]),
+		.filter = nosendmsg,
+	};
+	struct msg_chan			 a, b;
+	struct msg_batch		 batch;
+	unsigned char			 body[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+	uint32_t			 v = 0xfeedface;
+	int				 sv[2], p[2], status;
+	pid_t				 pid;
+	char				 c;
+
+	make_pair(sv);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT_FATAL(write(p[1], "x", 1) == 1);
+	if ((pid = fork()) == 0) {
+		msg_chan_init(&a, sv[0], &test_rules);
+		msg_batch_init(&batch);
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 ||
+		    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) == -1)
+			_exit(2);
+		if (msg_batch_add(&a, &batch, T_PLAIN, 1, body, sizeof(body),
+		    -1) != 0 || msg_batch_add(&a, &batch, T_WITHFD, 2, &v,
+		    sizeof(v), p[0]) != 0 || batch.n != 2)
+			_exit(3);
+		msg_batch_send(&a, &batch);
+		/* sent, not queued; the fd closed once it went */
+		_exit(a.outq_len == 0 && batch.n == 0 &&
+		    fcntl(p[0], F_GETFD) == -1 ? 0 : 4);
+	}
+	CU_ASSERT_FATAL(pid != -1);
+	CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
+	CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close(p[0]);
+	close(p[1]);
+	msg_chan_init(&b, sv[1], &test_rules);
+	b.hello_seen = 1;
+	CU_ASSERT_EQUAL_FATAL(msg_recv(&b, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.type, T_PLAIN);
+	CU_ASSERT_EQUAL(rm.hdr.id, 1);
+	CU_ASSERT_EQUAL(memcmp(rm.body, body, sizeof(body)), 0);
+	CU_ASSERT_EQUAL(rm.fd, -1);
+	CU_ASSERT_EQUAL_FATAL(msg_recv(&b, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.type, T_WITHFD);
+	CU_ASSERT_EQUAL(rm.hdr.id, 2);
+	CU_ASSERT_EQUAL(memcmp(rm.body, &v, sizeof(v)), 0);
+	CU_ASSERT_FATAL(rm.fd != -1);
+	CU_ASSERT(read(rm.fd, &c, 1) == 1 && c == 'x');
+	close(rm.fd);
+	CU_ASSERT_EQUAL(msg_recv(&b, &rm), 0);
+	close(sv[0]);
+	msg_chan_clear(&b);
+}
+
+/*
+ * A batch keeps the order of composing: behind what is queued (a full
+ * socket), and around a message too large for it, which msg_compose
+ * sends; a body over MSG_MAX_BODY is refused and its fd closed.
+ */
+static void
+test_batch_order(void)
+{
+	struct msg_chan	 a, b;
+	struct msg_batch batch;
+	unsigned char	*big;
+	uint64_t	 i, queued = 0;
+	int		 sv[2], p[2];
+
+	big = calloc(1, MSG_MAX_BODY + 1);
+	CU_ASSERT_FATAL(big != NULL);
+	make_pair(sv);
+	msg_chan_init(&a, sv[0], &test_rules);
+	msg_chan_init(&b, sv[1], &test_rules);
+	b.hello_seen = 1;
+	msg_batch_init(&batch);
+
+	/* small, large (sent by msg_compose after the small), small */
+	CU_ASSERT_EQUAL(msg_batch_add(&a, &batch, T_VAR, queued++, big, 4,
+	    -1), 0);
+	CU_ASSERT_EQUAL(msg_batch_add(&a, &batch, T_BIG, queued++, big,
+	    MSG_MAX_BODY, -1), 0);
+	CU_ASSERT_EQUAL(batch.n, 0);
+	CU_ASSERT_EQUAL(msg_batch_add(&a, &batch, T_VAR, queued++, big, 16,
+	    -1), 0);
+	CU_ASSERT_EQUAL(batch.n, 1);
+	/* a third small one sends the two before it: MSG_BATCH_MAX */
+	CU_ASSERT_EQUAL(msg_batch_add(&a, &batch, T_VAR, queued++, big, 8,
+	    -1), 0);
+	CU_ASSERT_EQUAL(msg_batch_add(&a, &batch, T_VAR, queued++, big, 8,
+	    -1), 0);
+	CU_ASSERT_EQUAL(batch.n, 1);
+	msg_batch_send(&a, &batch);
+	CU_ASSERT_EQUAL(a.outq_len, 0);
+
+	/* too long: refused, its fd closed, nothing of it sent */
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT_EQUAL(msg_batch_add(&a, &batch, T_BIG, 999, big,
+	    MSG_MAX_BODY + 1, p[0]), -1);
+	CU_ASSERT(fd_is_closed(p[0]));
+	close(p[1]);
+	CU_ASSERT_EQUAL(batch.n, 0);
+
+	/* the socket full: a batch waits behind what is queued */
+	do {
+		CU_ASSERT_EQUAL(msg_compose(&a, T_BIG, queued++, big,
+		    MSG_MAX_BODY, -1), 0);
+	} while (a.outq_len == 0 && queued < 10000);
+	CU_ASSERT_FATAL(a.outq_len == 1);
+	for (i = 0; i < 2; i++)
+		CU_ASSERT_EQUAL(msg_batch_add(&a, &batch, T_VAR, queued++,
+		    big, 4, -1), 0);
+	msg_batch_send(&a, &batch);
+	CU_ASSERT_EQUAL(a.outq_len, 3);
+
+	drain_in_order(&a, &b, 0, queued);
+	free(big);
 }
 
 static void
@@ -1095,6 +1299,9 @@ test_no_leak_overall(void)
 
 static CU_TestInfo msg_tests[] = {
 	{ "chan_init flags", test_init_flags },
+	{ "chan_ready never blocks", test_ready_never_blocks },
+	{ "batch: one sendmmsg", test_batch_one_call },
+	{ "batch: order kept", test_batch_order },
 	{ "round trip", test_roundtrip },
 	{ "ordering", test_ordering },
 	{ "flush when full", test_flush_full },

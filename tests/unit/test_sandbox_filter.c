@@ -248,8 +248,32 @@ test_relay_zygote_calls(void)
 static void
 test_relay(void)
 {
-	/* relay_io.c turns Nagle off on each connection it is given */
+	/*
+	 * Nagle: the option every worker's program allows (relays find it
+	 * set on their sockets, and no longer set it)
+	 */
 	assert_nodelay_only(&prog_relay);
+}
+
+/*
+ * Every worker sends its channel's messages with sendmsg, and several at
+ * once with sendmmsg (msg_flush, msg_batch_send): a relay's report is
+ * one sendmmsg.  Called on no descriptor: the program decides first.
+ */
+static void
+test_channel_sends(void)
+{
+	const struct sandbox_prog	*progs[] = {
+		&prog_relay, &prog_front, &prog_push,
+	};
+	size_t				 i;
+
+	for (i = 0; i < sizeof(progs) / sizeof(progs[0]); i++) {
+		CU_ASSERT_EQUAL(try_call(progs[i], SYS_sendmsg, -1, 0, 0, 0,
+		    0), 0);
+		CU_ASSERT_EQUAL(try_call(progs[i], SYS_sendmmsg, -1, 0, 0, 0,
+		    0), 0);
+	}
 }
 
 static void
@@ -324,6 +348,7 @@ test_int_arguments(void)
 
 static CU_TestInfo sandbox_setsockopt_tests[] = {
 	{ "relay: TCP_NODELAY only", test_relay },
+	{ "every worker: sendmsg and sendmmsg", test_channel_sends },
 	{ "relay: the zygote's clone and a relay's first calls",
 	    test_relay_zygote_calls },
 	{ "front: TCP_NODELAY and kernel TLS only", test_front },
