@@ -322,11 +322,12 @@ struct worker	*parent_spawn(struct parent *, enum proc_role, const char *sid);
 void	parent_worker_ready(struct parent *, struct worker *);
 /*
  * A worker record for a child on its channel fd (-1: one only waiting to
- * be reaped), in the lists, its channel read: one just started, or one
- * adopted from the image before (parent_adopt.c).
+ * be reaped), in the lists, its channel read: one just started (fresh:
+ * our end of a new non-blocking, close-on-exec socketpair, taken with no
+ * fcntl), or one adopted from the image before (parent_adopt.c).
  */
 struct worker	*parent_worker_new(struct parent *, enum proc_role, pid_t,
-	    int fd, const char *sid);
+	    int fd, const char *sid, int fresh);
 /* What the parent takes from a worker of this role and message version. */
 const struct msg_rules	*parent_worker_rules(enum proc_role, uint32_t version);
 /*

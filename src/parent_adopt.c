@@ -881,7 +881,7 @@ adopt_build_worker(struct parent *p, const struct us_worker *uw,
 {
 	struct worker	*w;
 
-	w = parent_worker_new(p, uw->role, uw->pid, uw->fd, uw->sid);
+	w = parent_worker_new(p, uw->role, uw->pid, uw->fd, uw->sid, 0);
 	*out = w;
 	w->started_ms = uw->started_ms;
 	w->killed = (uw->flags & US_W_KILLED) != 0;

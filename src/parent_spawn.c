@@ -466,7 +466,7 @@ parent_worker_rules(enum proc_role role, uint32_t version)
 
 struct worker *
 parent_worker_new(struct parent *p, enum proc_role role, pid_t pid, int fd,
-    const char *sid)
+    const char *sid, int fresh)
 {
 	struct worker	*w;
 
@@ -489,7 +489,12 @@ parent_worker_new(struct parent *p, enum proc_role role, pid_t pid, int fd,
 		w->dead = 1;
 		w->chan.fd = -1;
 		TAILQ_INIT(&w->chan.outq);
-	} else
+	} else if (fresh)
+		/* our end of a new socketpair: non-blocking, close-on-exec */
+		msg_chan_ready(&w->chan, fd, parent_worker_rules(role,
+		    msg_version));
+	else
+		/* an adopted one, which crossed the exec: flags made sure */
 		msg_chan_init(&w->chan, fd, parent_worker_rules(role,
 		    msg_version));
 	w->ev_read = event_new(p->base, fd, EV_READ | EV_PERSIST,
@@ -529,16 +534,16 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 		return NULL;
 	}
 	/*
-	 * Non-blocking from the start, both ends: ours is made so anyway
-	 * (msg_chan_init), and a relay forked by the zygote takes its end as
-	 * it comes (msg_chan_ready), with no fcntl of its own.
+	 * Non-blocking from the start, both ends: ours and a relay's (the
+	 * zygote's fork) are taken as they come (msg_chan_ready), with no
+	 * fcntl; an exec'd worker makes its own so (msg_chan_init).
 	 */
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC,
 	    0, sv) == -1) {
 		parent_spawn_failed(role, sid);
 		return NULL;
 	}
-	w = parent_worker_new(p, role, 0, sv[0], NULL);
+	w = parent_worker_new(p, role, 0, sv[0], NULL, 1);
 	if (role == ROLE_RELAY) {
 		msg_hello(&w->chan, ROLE_PARENT);
 		parent_zygote_fork(p, z, w, sv[1]);
