@@ -100,6 +100,24 @@ msg_chan_clear(struct msg_chan *chan)
 	chan->fd = -1;
 	chan->hello_seen = 0;
 }
+/* fd, unless -1, attached to mh as SCM_RIGHTS, in cmsgbuf. */
+static void
+msg_attach_fd(struct msghdr *mh, union msg_cmsgbuf *cmsgbuf, int fd)
+{
+	struct cmsghdr	*cm;
+
+	if (fd == -1)
+		return;
+	memset(cmsgbuf, 0, sizeof(*cmsgbuf));
+	mh->msg_control = cmsgbuf->buf;
+	mh->msg_controllen = sizeof(cmsgbuf->buf);
+	cm = CMSG_FIRSTHDR(mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+}
+
 /*
  * One packet from iov, with fd (or -1) attached: sendmsg's result, after
  * any EINTR.
@@ -109,22 +127,12 @@ msg_sendmsg(int sock, struct iovec *iov, int iovcnt, int fd, int flags)
 {
 	union msg_cmsgbuf	 cmsgbuf;
 	struct msghdr		 mh;
-	struct cmsghdr		*cm;
 	ssize_t			 n;
 
 	memset(&mh, 0, sizeof(mh));
 	mh.msg_iov = iov;
 	mh.msg_iovlen = iovcnt;
-	if (fd != -1) {
-		memset(&cmsgbuf, 0, sizeof(cmsgbuf));
-		mh.msg_control = cmsgbuf.buf;
-		mh.msg_controllen = sizeof(cmsgbuf.buf);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	}
+	msg_attach_fd(&mh, &cmsgbuf, fd);
 	while ((n = sendmsg(sock, &mh, MSG_NOSIGNAL | flags)) == -1 &&
 	    errno == EINTR)
 		;
@@ -224,7 +232,6 @@ msg_sendmmsg(int sock, const struct msg_pkt *pkts, int n, ssize_t *cut)
 	struct mmsghdr		 mm[MSG_SEND_BATCH];
 	struct iovec		 iov[MSG_SEND_BATCH];
 	union msg_cmsgbuf	 cmsg[MSG_SEND_BATCH];
-	struct cmsghdr		*cm;
 	int			 i, k;
 
 	*cut = -1;
@@ -236,16 +243,7 @@ msg_sendmmsg(int sock, const struct msg_pkt *pkts, int n, ssize_t *cut)
 		iov[i].iov_len = pkts[i].len;
 		mm[i].msg_hdr.msg_iov = &iov[i];
 		mm[i].msg_hdr.msg_iovlen = 1;
-		if (pkts[i].fd == -1)
-			continue;
-		memset(&cmsg[i], 0, sizeof(cmsg[i]));
-		mm[i].msg_hdr.msg_control = cmsg[i].buf;
-		mm[i].msg_hdr.msg_controllen = sizeof(cmsg[i].buf);
-		cm = CMSG_FIRSTHDR(&mm[i].msg_hdr);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &pkts[i].fd, sizeof(int));
+		msg_attach_fd(&mm[i].msg_hdr, &cmsg[i], pkts[i].fd);
 	}
 	while ((k = sendmmsg(sock, mm, (unsigned int)n,
 	    MSG_NOSIGNAL | MSG_DONTWAIT)) == -1 && errno == EINTR)
