@@ -119,27 +119,6 @@ msg_attach_fd(struct msghdr *mh, union msg_cmsgbuf *cmsgbuf, int fd)
 }
 
 /*
- * One packet from iov, with fd (or -1) attached: sendmsg's result, after
- * any EINTR.
- */
-static ssize_t
-msg_sendmsg(int sock, struct iovec *iov, int iovcnt, int fd, int flags)
-{
-	union msg_cmsgbuf	 cmsgbuf;
-	struct msghdr		 mh;
-	ssize_t			 n;
-
-	memset(&mh, 0, sizeof(mh));
-	mh.msg_iov = iov;
-	mh.msg_iovlen = iovcnt;
-	msg_attach_fd(&mh, &cmsgbuf, fd);
-	while ((n = sendmsg(sock, &mh, MSG_NOSIGNAL | flags)) == -1 &&
-	    errno == EINTR)
-		;
-	return n;
-}
-
-/*
  * Sends one packet, header and body gathered, with fd; 1 when it went, 0
  * when the socket is full (queue it), -1 on another error (queue it too:
  * msg_flush will meet and report it).
@@ -148,15 +127,23 @@ static int
 msg_send_now(struct msg_chan *chan, const struct msg_hdr *hdr,
     const void *body, size_t len, int fd)
 {
-	struct iovec	iov[2];
-	ssize_t		n;
+	union msg_cmsgbuf	 cmsgbuf;
+	struct msghdr		 mh;
+	struct iovec		 iov[2];
+	ssize_t			 n;
 
 	iov[0].iov_base = (void *)hdr;
 	iov[0].iov_len = sizeof(*hdr);
 	iov[1].iov_base = (void *)body;
 	iov[1].iov_len = len;
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = iov;
+	mh.msg_iovlen = len > 0 ? 2 : 1;
+	msg_attach_fd(&mh, &cmsgbuf, fd);
 	/* never blocks, even on a channel msg_wait reads blocking */
-	n = msg_sendmsg(chan->fd, iov, len > 0 ? 2 : 1, fd, MSG_DONTWAIT);
+	while ((n = sendmsg(chan->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT)) ==
+	    -1 && errno == EINTR)
+		;
 	if (n == -1)
 		return errno == EAGAIN || errno == EWOULDBLOCK ||
 		    errno == ENOBUFS ? 0 : -1;

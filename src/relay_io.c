@@ -417,7 +417,7 @@ io_conn_new(struct relay_io *io, int fd, uint64_t id)
 		fatalx("relay %s: ws_init", io->core.sid);
 	/*
 	 * No TCP_NODELAY to set: the socket has it from the parent's
-	 * listener and the front (parent_listen, front_conn_new), over TLS
+	 * listener and the front (parent_listen, front_conn_accepted), over TLS
 	 * too (kTLS keeps the socket; else this is the pump's AF_UNIX end).
 	 */
 	c->ev_read = event_new(io->base, fd, EV_READ | EV_PERSIST, io_conn_read, c);
