@@ -232,7 +232,7 @@ parent_spawner_write(evutil_socket_t fd, short ev, void *arg)
  */
 static int
 parent_spawn_via_spawner(struct parent *p, struct worker *w, const char *path,
-    char **argv, int fd)
+    char **argv, int fd, int opts)
 {
 	struct msg_spawn	 sp;
 	size_t			 n, len = 0;
@@ -251,6 +251,7 @@ parent_spawn_via_spawner(struct parent *p, struct worker *w, const char *path,
 	}
 	sp.argc = i;
 	sp.len = len;
+	sp.opts = (uint32_t)opts;
 	w->start_seq = ++p->spawn_seq;
 	msg_compose(&p->spawner, MSG_SPAWN, w->start_seq, &sp,
 	    offsetof(struct msg_spawn, args) + len, fd);
@@ -260,20 +261,21 @@ parent_spawn_via_spawner(struct parent *p, struct worker *w, const char *path,
 }
 
 /*
- * Starts path with argv on fd (its fd 3): through the spawner when there
- * is one, without waiting; else here, waiting for the child's exec (only
- * while there is no spawner).  fd is consumed.  0, or -1 with errno.
+ * Starts path with argv on fd (its fd 3), with opts (SPAWN_*): through
+ * the spawner when there is one, without waiting; else here, waiting for
+ * the child's exec (only while there is no spawner).  fd is consumed.  0,
+ * or -1 with errno.
  */
 static int
 parent_start_process(struct parent *p, struct worker *w, const char *path,
-    char **argv, int fd)
+    char **argv, int fd, int opts)
 {
 	pid_t	pid;
 	int	saved;
 
 	if (p->spawner_pid != 0 && p->spawner.fd != -1)
-		return parent_spawn_via_spawner(p, w, path, argv, fd);
-	pid = spawn_process(path, argv, worker_env(), fd, 0);
+		return parent_spawn_via_spawner(p, w, path, argv, fd, opts);
+	pid = spawn_process(path, argv, worker_env(), fd, 0, opts);
 	saved = errno;
 	close(fd);
 	errno = saved;
@@ -308,7 +310,7 @@ parent_start_spawner(struct parent *p)
 	if (p->opts.foreground)
 		argv[argc++] = "-d";
 	argv[argc] = NULL;
-	pid = spawn_process(p->self, argv, worker_env(), sv[1], 0);
+	pid = spawn_process(p->self, argv, worker_env(), sv[1], 0, 0);
 	close(sv[1]);
 	if (pid == -1) {
 		log_warn("event=spawner_failed step=start action=direct");
@@ -557,8 +559,9 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	if (p->opts.foreground)
 		argv[argc++] = "-d";
 	argv[argc] = NULL;
+	/* the zygote's relays copy its page tables: no heap far from its image */
 	if (parent_start_process(p, w, role == ROLE_ZYGOTE ? p->relay_exe :
-	    p->self, argv, sv[1]) == -1) {
+	    p->self, argv, sv[1], role == ROLE_ZYGOTE ? SPAWN_NO_BRK : 0) == -1) {
 		parent_spawn_failed(role, sid);
 		parent_relay_unwatch(p, w);
 		TAILQ_REMOVE(&p->workers, w, entry);

@@ -232,6 +232,8 @@ msg_spawn_check(const void *body, size_t len)
 	if (sp->len != n || n == 0 || sp->args[n - 1] != '\0' ||
 	    sp->argc == 0 || sp->argc > SPAWN_ARGC_MAX)
 		return "bad lengths";
+	if (sp->opts & ~SPAWN_OPTS)
+		return "unknown options";
 	/* the path, then argc arguments, and nothing after them */
 	for (i = 0; i <= sp->argc; i++) {
 		if (off >= n)

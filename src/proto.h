@@ -62,12 +62,24 @@ enum proto_type {
 /*
  * MSG_SPAWN: the executable's path, then argv[0..argc-1], each ending in
  * NUL, in args[0..len-1]; the fd becomes the worker's fd 3 (docs/pool.md).
+ * opts: SPAWN_*, no other bit.
  */
+/*
+ * SPAWN_NO_BRK: brk(2) fails with ENOMEM in the new program and in every
+ * process it forks (a seccomp program set before the exec), so that glibc
+ * puts its thread block and malloc's memory in mappings beside the image,
+ * not in a heap the kernel places far from it: for the relay zygote, each
+ * of whose relays would copy page tables for that heap
+ * (docs/relay-executable.md).
+ */
+#define SPAWN_NO_BRK		0x1
+#define SPAWN_OPTS		SPAWN_NO_BRK
 #define SPAWN_ARGS_MAX		(PATH_MAX + 256)
 #define SPAWN_ARGC_MAX		8
 struct msg_spawn {
 	uint32_t	argc;
 	uint32_t	len;
+	uint32_t	opts;
 	char		args[SPAWN_ARGS_MAX];
 };
 

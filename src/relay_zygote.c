@@ -22,6 +22,7 @@
 #include <sys/syscall.h>
 
 #include <errno.h>
+#include <malloc.h>
 #include <event2/event.h>
 #include <sched.h>
 #include <signal.h>
@@ -40,6 +41,8 @@
 #include "sandbox.h"
 #include "ws.h"
 #include "zygote_mm.h"
+
+#define ZYGOTE_MMAP_THRESHOLD	(128 * 1024)
 
 static struct msg_chan	 zchan;
 /* SETUP without its program: what each relay starts from */
@@ -182,6 +185,12 @@ static void
 zygote_run(void)
 {
 	sandbox_enter(ROLE_ZYGOTE, zsetup_full, RELAY_MAXFDS);
+	/*
+	 * Set up: glibc's blocks from here on (a relay's over the arena's
+	 * largest) come from a heap again, not a mapping each (SPAWN_NO_BRK,
+	 * spawn.c); 128 KiB is glibc's default threshold.
+	 */
+	(void)mallopt(M_MMAP_THRESHOLD, ZYGOTE_MMAP_THRESHOLD);
 	proc_title("zygote");
 	log_debug("event=zygote_ready");
 	msg_hello(&zchan, ROLE_ZYGOTE);

@@ -10,11 +10,12 @@
 /*
  * Starts path with argv and envp, fd as its fd 3 (fd stays open here; the
  * caller closes it).  flags: more clone(2) flags (CLONE_PARENT from the
- * spawner, so that the worker is the parent's child).  Blocks until the
- * child has exec'd.  Returns its pid, or -1 with errno.
+ * spawner, so that the worker is the parent's child); opts: SPAWN_*
+ * (proto.h).
+ * Blocks until the child has exec'd.  Returns its pid, or -1 with errno.
  */
 pid_t	spawn_process(const char *path, char **argv, char **envp, int fd,
-	    int flags);
+	    int flags, int opts);
 /*
  * The same for a command whose output the caller reads: outfd is its
  * stdout and stderr, and it gets no fd 3 (the upgrade's check of a new

@@ -57,7 +57,7 @@ spawner_spawn(void *arg, struct msg *m)
 	if (m->fd_lost)
 		rep.error = EMFILE;
 	else if ((rep.pid = spawn_process(path, argv, environ, m->fd,
-	    CLONE_PARENT)) == -1)
+	    CLONE_PARENT, (int)sp->opts)) == -1)
 		rep.error = errno;
 	if (m->fd != -1)
 		close(m->fd);

@@ -7,10 +7,9 @@
  * and per 1 GiB and 512 GiB above that), and each page it writes after the
  * fork a copy.  The static PIE image and its .bss sit together; the
  * stack, the vDSO and the argument strings the kernel placed elsewhere
- * would cost page-table pages more in every relay.  (The heap stays where
- * the kernel put brk, away from the image: its page tables are what a
- * random image address costs, docs/relay-executable.md.)  So, once,
- * before the sandbox:
+ * would cost page-table pages more in every relay.  (There is no heap: the
+ * zygote starts with brk refused, and glibc maps its blocks beside the
+ * image, SPAWN_NO_BRK in proto.h.)  So, once, before the sandbox:
  *
  *   - the vDSO moves into .lbss (mremap; glibc's pointers to its
  *     functions follow, written with their RELRO page made writable
@@ -317,7 +316,14 @@ zmm_move_title(void)
 	m.start_data = v[45];
 	m.end_data = v[46];
 	m.start_brk = v[47];
+	/*
+	 * Under SPAWN_NO_BRK (proto.h) brk fails, and glibc's idea of the
+	 * break is the call's error value, -ENOMEM: the break is where the
+	 * kernel began it.
+	 */
 	m.brk = (unsigned long)sbrk(0);
+	if (m.brk < m.start_brk || m.brk >= (unsigned long)-4095)
+		m.brk = m.start_brk;
 	m.arg_start = (unsigned long)ztitle;
 	m.arg_end = m.env_start = m.env_end =
 	    (unsigned long)ztitle + ZMM_TITLE;

@@ -328,6 +328,34 @@ class Zygote(unittest.TestCase):
                 self.assertEqual(c & 0xff, 0, pid)
                 self.assertNotEqual(c, 0, pid)
 
+    def test_relay_memory_beside_its_image(self):
+        # Every relay copies the zygote's page tables: a page of them for
+        # each 2 MiB its mappings touch, and more for each GiB and 512
+        # GiB.  The zygote starts with brk refused (SPAWN_NO_BRK), so
+        # glibc maps its thread block and malloc's blocks beside the
+        # image: no [heap] where the kernel would put it, far away
+        with harness.Daemon(extra_conf=RATE + "\nrelay pool 1") as d:
+            zyg = wait_zygote(d)
+            pids = pooled_relay_pids(d, 1)
+            for pid, what in [(zyg, "zygote"), (pids[0], "pooled relay")]:
+                with open("/proc/%d/maps" % pid) as f:
+                    rows = [line.split() for line in f]
+                names = [r[5] for r in rows if len(r) > 5]
+                self.assertNotIn("[heap]", names, what)
+                if harness.sanitizer_build():
+                    # their runtime maps its shadow memory far away, and
+                    # the zygote leaves [stack] where it is
+                    continue
+                spans = [tuple(int(x, 16) for x in r[0].split("-"))
+                         for r in rows if not (len(r) > 5 and
+                                               r[5] == "[vsyscall]")]
+                lo = min(s[0] for s in spans)
+                hi = max(s[1] for s in spans)
+                # the image, its .lbss (stack, arena, vDSO) and glibc's
+                # few blocks below it: under 4 MiB in all
+                self.assertLess(hi - lo, 4 << 20, "%s: %s" % (
+                    what, ["%x-%x" % s for s in spans]))
+
     def test_killed_zygote_is_replaced(self):
         with harness.Daemon(extra_conf=RATE + "\nrelay pool 0") as d:
             zyg = wait_zygote(d)

@@ -415,6 +415,12 @@ test_check_spawn(void)
 	sp.argc = SPAWN_ARGC_MAX + 1;
 	CU_ASSERT_PTR_NOT_NULL(msg_spawn_check(&sp, base + sizeof(args)));
 	sp.argc = 2;
+	/* options: the one there is, and none the spawner does not know */
+	sp.opts = SPAWN_NO_BRK;
+	CU_ASSERT_PTR_NULL(msg_spawn_check(&sp, base + sizeof(args)));
+	sp.opts = SPAWN_NO_BRK << 1;
+	CU_ASSERT_PTR_NOT_NULL(msg_spawn_check(&sp, base + sizeof(args)));
+	sp.opts = 0;
 	sp.args[0] = 'u';
 	CU_ASSERT_PTR_NOT_NULL(msg_spawn_check(&sp, base + sizeof(args)));
 }
