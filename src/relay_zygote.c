@@ -191,6 +191,7 @@ zygote_run(void)
 	 * spawn.c); 128 KiB is glibc's default threshold.
 	 */
 	(void)mallopt(M_MMAP_THRESHOLD, ZYGOTE_MMAP_THRESHOLD);
+	zygote_mm_fill();
 	proc_title("zygote");
 	log_debug("event=zygote_ready");
 	msg_hello(&zchan, ROLE_ZYGOTE);

@@ -37,6 +37,7 @@
 
 #include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <link.h>
 #include <stddef.h>
 #include <stdarg.h>
@@ -72,12 +73,16 @@
  * logs a line goes 3.5 KiB deep, vsnprintf's frames most of it), above
  * them the start of the message buffer, which holds an ASSIGN (456
  * bytes) or a CONN_ATTACH without early bytes (394).  Deeper frames go
- * to the pages below, and a page below them all is made inaccessible, so
- * that an overflow faults instead of writing over .bss.  The title is in
- * the page every relay writes its allocator's state in (relay_alloc.c).
+ * to the pages below, and below them all is the vDSO, moved to the top of
+ * the room under the stack (read-only and executable: an overflow faults
+ * there instead of writing over .bss), or where it could not be moved, a
+ * page made inaccessible.  One mapping fewer than a guard page of its own
+ * between the vDSO's room and the stack, in the zygote and every relay.
+ * The title is in the page every relay writes its allocator's state in
+ * (relay_alloc.c).
  */
 struct zmm_hot {
-	unsigned char	guard[ZMM_PAGE];
+	unsigned char	vdso[ZMM_VDSO_ROOM];
 	unsigned char	stack[ZMM_STACK_PAGES * ZMM_PAGE + ZMM_HOT_FRAMES];
 	struct msg	msg;
 };
@@ -86,8 +91,6 @@ static struct zmm_hot	zhot __attribute__((__aligned__(ZMM_PAGE)))
     RELAY_LARGE_BSS;
 #ifndef PYRELAYD_SANITIZERS
 #ifdef HAVE_GLIBC_VDSO_POINTERS
-static unsigned char	zvdso[ZMM_VDSO_ROOM]
-    __attribute__((__aligned__(ZMM_PAGE))) RELAY_LARGE_BSS;
 /*
  * glibc's own, in a static link only: weak, so that a dynamic program
  * linking this file (a unit test) finds them missing and moves nothing.
@@ -123,6 +126,7 @@ static int		nvdso_old;
 static int		title_moved;
 static char		*ztitle;		/* ZMM_TITLE bytes, in the arena */
 static long		 vdso_delta;	/* where the vDSO moved, from where it was */
+static int		 vdso_moved;
 static void		(*zcontinue)(void);
 
 /* [stack] and the vDSO's mappings, from /proc/self/maps (there is no /proc after chroot). */
@@ -200,8 +204,8 @@ zmm_poke(void **slot, void *v)
 #if !defined(PYRELAYD_SANITIZERS) && defined(HAVE_GLIBC_VDSO_POINTERS)
 /*
  * The vDSO's mappings, moved together (its code finds its data at fixed
- * offsets from itself) into zvdso; glibc's pointers to its functions move
- * with them.
+ * offsets from itself) to the top of zhot.vdso, under the stack; glibc's
+ * pointers to its functions move with them.
  */
 static void
 zmm_move_vdso(void)
@@ -225,9 +229,9 @@ zmm_move_vdso(void)
 		if (zvdso_old[j].hi > hi)
 			hi = zvdso_old[j].hi;
 	}
-	if (nvdso_old == 0 || hi - lo > sizeof(zvdso))
+	if (nvdso_old == 0 || hi - lo > sizeof(zhot.vdso))
 		return;
-	to = (unsigned long)zvdso;
+	to = (unsigned long)zhot.vdso + sizeof(zhot.vdso) - (hi - lo);
 	delta = (long)(to - lo);
 	for (j = 0; j < nvdso_old; j++) {
 		if (mremap((void *)zvdso_old[j].lo,
@@ -245,6 +249,7 @@ zmm_move_vdso(void)
 		if (*fn[i] != NULL)
 			zmm_poke(fn[i], (char *)*fn[i] + delta);
 	vdso_delta = delta;
+	vdso_moved = 1;
 }
 #endif
 
@@ -362,6 +367,77 @@ zmm_move_title(void)
 }
 #endif
 
+#ifndef PYRELAYD_SANITIZERS
+/*
+ * glibc's blocks, each a mapping of its own below the image (SPAWN_NO_BRK
+ * in proto.h), leave holes where it freed some (the FILEs that read
+ * /proc, the time zone's): each hole splits them into one more mapping,
+ * which every relay copies (a vm_area_struct and its anon_vma links, about
+ * 360 bytes of the kernel's).  zmm_glibc_lo is the lowest of them right
+ * under the image once the zygote has read /proc; zygote_mm_fill() fills
+ * the holes from a little below it up to the image with untouched pages,
+ * which cost nothing until written, and the kernel merges the mappings
+ * into one.  /proc/self/maps read with read(2): a FILE would be one more
+ * block.
+ */
+extern const char	__ehdr_start[];
+static unsigned long	zmm_glibc_lo;
+#define ZMM_FILL_BELOW	(64 * 1024)	/* blocks made after the look */
+
+static void
+zmm_find_glibc(void)
+{
+	static char	 buf[16384];
+	unsigned long	 lo, hi, below = (unsigned long)__ehdr_start, best;
+	char		*p, *nl, *perm;
+	ssize_t		 r;
+	size_t		 len = 0;
+	int		 fd;
+
+	if ((fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC)) == -1)
+		return;
+	while (len < sizeof(buf) - 1 &&
+	    (r = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += (size_t)r;
+	close(fd);
+	buf[len] = '\0';
+	/* down from the image: anonymous read-write, each within 1 MiB */
+	do {
+		best = 0;
+		for (p = buf; (nl = strchr(p, '\n')) != NULL; p = nl + 1) {
+			*nl = '\0';
+			perm = strchr(p, ' ');
+			if (sscanf(p, "%lx-%lx", &lo, &hi) == 2 && hi <= below &&
+			    below - hi <= (1UL << 20) && lo > best &&
+			    perm != NULL &&
+			    strncmp(perm, " rw-p 00000000 00:00 0", 22) == 0 &&
+			    strspn(perm + 22, " ") == strlen(perm + 22))
+				best = lo;
+			*nl = '\n';
+		}
+		if (best != 0)
+			below = zmm_glibc_lo = best;
+	} while (best != 0);
+}
+
+void
+zygote_mm_fill(void)
+{
+	unsigned long	a, top = (unsigned long)__ehdr_start;
+
+	if (zmm_glibc_lo == 0 || zmm_glibc_lo < ZMM_FILL_BELOW)
+		return;
+	for (a = zmm_glibc_lo - ZMM_FILL_BELOW; a < top; a += ZMM_PAGE)
+		(void)mmap((void *)a, ZMM_PAGE, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+}
+#else
+void
+zygote_mm_fill(void)
+{
+}
+#endif
+
 void
 zygote_mm_prepare(void)
 {
@@ -381,8 +457,11 @@ zygote_mm_prepare(void)
 		(void)syscall(SYS_rseq, (char *)__builtin_thread_pointer() +
 		    __rseq_offset, __rseq_size, RSEQ_FLAG_UNREGISTER, RSEQ_SIG);
 #endif
-	if (mprotect(zhot.guard, sizeof(zhot.guard), PROT_NONE) == -1)
+	/* under the stack, the vDSO; else a page no one may touch */
+	if (!vdso_moved && mprotect(zhot.vdso + sizeof(zhot.vdso) - ZMM_PAGE,
+	    ZMM_PAGE, PROT_NONE) == -1)
 		fatal("zygote: mprotect");
+	zmm_find_glibc();
 #endif
 }
 

@@ -16,6 +16,11 @@ struct msg;
  * zygote and each relay receive the parent's messages.
  */
 void		 zygote_mm_prepare(void);
+/*
+ * Once set up, before the first fork: the holes glibc's freed blocks left
+ * below the image filled, so that its blocks are one mapping.
+ */
+void		 zygote_mm_fill(void);
 void		 zygote_mm_leave_stack(void (*fn)(void))
 		    __attribute__((__noreturn__));
 void		*zygote_mm_stack_top(void);

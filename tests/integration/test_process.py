@@ -355,6 +355,20 @@ class Zygote(unittest.TestCase):
                 # few blocks below it: under 4 MiB in all
                 self.assertLess(hi - lo, 4 << 20, "%s: %s" % (
                     what, ["%x-%x" % s for s in spans]))
+                # and in few mappings, each of which a relay copies: the
+                # vDSO right under the stack is its guard (no page of
+                # its own), and glibc's blocks below the image are one
+                # mapping, its thread block perhaps another (the holes
+                # its frees left are filled: zygote_mm_fill)
+                self.assertNotIn("---p", [r[1] for r in rows], what)
+                at = [i for i, r in enumerate(rows)
+                      if len(r) > 5 and r[5] == "[stack]"]
+                self.assertEqual(len(at), 1, what)
+                self.assertEqual(rows[at[0] - 1][5:], ["[vdso]"], what)
+                image = min(i for i, r in enumerate(rows)
+                            if len(r) > 5 and r[5].endswith("pyrelayd-relay"))
+                self.assertLessEqual(image, 2, "%s: %d mappings below "
+                                     "the image" % (what, image))
 
     def test_killed_zygote_is_replaced(self):
         with harness.Daemon(extra_conf=RATE + "\nrelay pool 0") as d:
