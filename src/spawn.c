@@ -136,7 +136,7 @@ static pid_t	spawn_start(struct spawn_req *, int);
  * away from the image (and from the thread block, which glibc maps
  * beside it); block by block, the kernel puts each mapping next to the
  * last.  The zygote sets the threshold back once it is set up
- * (zygote_main).  Without room for the copy, the program starts with the
+ * (zygote_run).  Without room for the copy, the program starts with the
  * caller's environment.
  */
 #define SPAWN_TUNABLES	"GLIBC_TUNABLES=glibc.malloc.mmap_threshold=0"

@@ -125,32 +125,54 @@ static struct zmm_range	zvdso_old[ZMM_VDSO_MAPS];
 static int		nvdso_old;
 static int		title_moved;
 static char		*ztitle;		/* ZMM_TITLE bytes, in the arena */
-static long		 vdso_delta;	/* where the vDSO moved, from where it was */
-static int		 vdso_moved;
+static long		 vdso_delta;	/* where the vDSO moved, from where it was; 0: it did not */
 static void		(*zcontinue)(void);
 
-/* [stack] and the vDSO's mappings, from /proc/self/maps (there is no /proc after chroot). */
+/*
+ * /proc/self/maps, whole and NUL-terminated, in a buffer of its own (there
+ * is no /proc after chroot); NULL if it cannot be read.  With read(2): a
+ * FILE would be one more of glibc's blocks below the image, and a hole
+ * once freed (zmm_find_glibc).
+ */
+static char *
+zmm_maps(void)
+{
+	static char	 buf[16384];
+	ssize_t		 r;
+	size_t		 len = 0;
+	int		 fd;
+
+	if ((fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC)) == -1)
+		return NULL;
+	while (len < sizeof(buf) - 1 &&
+	    (r = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += (size_t)r;
+	close(fd);
+	buf[len] = '\0';
+	return buf;
+}
+
+/* [stack] and the vDSO's mappings. */
 static void
 zmm_read_maps(void)
 {
-	FILE		*f;
-	char		 line[512], *name;
+	char		*p, *nl, *name, *maps;
 	struct zmm_range r;
 
-	if ((f = fopen("/proc/self/maps", "re")) == NULL)
+	if ((maps = zmm_maps()) == NULL)
 		return;
-	while (fgets(line, sizeof(line), f) != NULL) {
-		if (sscanf(line, "%lx-%lx", &r.lo, &r.hi) != 2 ||
-		    (name = strchr(line, '[')) == NULL)
-			continue;
-		if (strncmp(name, "[stack]", 7) == 0)
-			zstack_old = r;
-		else if ((strncmp(name, "[vvar", 5) == 0 ||
-		    strncmp(name, "[vdso]", 6) == 0) &&
-		    nvdso_old < ZMM_VDSO_MAPS)
-			zvdso_old[nvdso_old++] = r;
+	for (p = maps; (nl = strchr(p, '\n')) != NULL; p = nl + 1) {
+		*nl = '\0';
+		if (sscanf(p, "%lx-%lx", &r.lo, &r.hi) == 2 &&
+		    (name = strchr(p, '[')) != NULL) {
+			if (strncmp(name, "[stack]", 7) == 0)
+				zstack_old = r;
+			else if ((strncmp(name, "[vvar", 5) == 0 ||
+			    strncmp(name, "[vdso]", 6) == 0) &&
+			    nvdso_old < ZMM_VDSO_MAPS)
+				zvdso_old[nvdso_old++] = r;
+		}
 	}
-	fclose(f);
 }
 
 #ifndef PYRELAYD_SANITIZERS
@@ -249,7 +271,6 @@ zmm_move_vdso(void)
 		if (*fn[i] != NULL)
 			zmm_poke(fn[i], (char *)*fn[i] + delta);
 	vdso_delta = delta;
-	vdso_moved = 1;
 }
 #endif
 
@@ -377,8 +398,7 @@ zmm_move_title(void)
  * under the image once the zygote has read /proc; zygote_mm_fill() fills
  * the holes from a little below it up to the image with untouched pages,
  * which cost nothing until written, and the kernel merges the mappings
- * into one.  /proc/self/maps read with read(2): a FILE would be one more
- * block.
+ * into one.
  */
 extern const char	__ehdr_start[];
 static unsigned long	zmm_glibc_lo;
@@ -387,20 +407,11 @@ static unsigned long	zmm_glibc_lo;
 static void
 zmm_find_glibc(void)
 {
-	static char	 buf[16384];
 	unsigned long	 lo, hi, below = (unsigned long)__ehdr_start, best;
-	char		*p, *nl, *perm;
-	ssize_t		 r;
-	size_t		 len = 0;
-	int		 fd;
+	char		*buf, *p, *nl, *perm;
 
-	if ((fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC)) == -1)
+	if ((buf = zmm_maps()) == NULL)
 		return;
-	while (len < sizeof(buf) - 1 &&
-	    (r = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
-		len += (size_t)r;
-	close(fd);
-	buf[len] = '\0';
 	/* down from the image: anonymous read-write, each within 1 MiB */
 	do {
 		best = 0;
@@ -458,7 +469,7 @@ zygote_mm_prepare(void)
 		    __rseq_offset, __rseq_size, RSEQ_FLAG_UNREGISTER, RSEQ_SIG);
 #endif
 	/* under the stack, the vDSO; else a page no one may touch */
-	if (!vdso_moved && mprotect(zhot.vdso + sizeof(zhot.vdso) - ZMM_PAGE,
+	if (vdso_delta == 0 && mprotect(zhot.vdso + sizeof(zhot.vdso) - ZMM_PAGE,
 	    ZMM_PAGE, PROT_NONE) == -1)
 		fatal("zygote: mprotect");
 	zmm_find_glibc();
