@@ -30,20 +30,20 @@ static const char	*log_name;	/* NULL: "pyrelayd" */
 
 /*
  * A line, its head, and the pid the head names: asked of the kernel once
- * per process (log_init, log_newpid), not once a line.  Together, so that
- * a relay, which sets the pid as it starts, writes no page for it that
- * its first line would not write: their first 128 bytes share a page.
- * Not on the stack either, whose first page a relay shares with its title
- * and messages, and which vsnprintf's own frames fill
- * (docs/relay-executable.md): in .bss a relay writes only the pages a
- * line reaches.  Each process has one thread, and a line is written
- * before the next is formatted.
+ * per process (log_init, log_newpid), not once a line.  Thread-local:
+ * in the thread's block, right under its control block, whose page a
+ * relay writes anyway as it starts (its stack protector's canary, and
+ * errno), where in .bss the pid alone cost every relay a page; not on
+ * the stack either, whose first page a relay shares with its title and
+ * messages, and which vsnprintf's own frames fill
+ * (docs/relay-executable.md).  A line is written before the next is
+ * formatted.
  */
-static struct {
+static __thread struct {
 	pid_t	pid;
 	char	head[64];
 	char	line[2048];
-} __attribute__((__aligned__(128))) log_buf;
+} log_buf;
 
 void			(*log_fatal_hook)(const char *);
 

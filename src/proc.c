@@ -7,7 +7,6 @@
 #include "config.h"
 
 #include <sys/types.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 
 #include <event2/event.h>
@@ -24,9 +23,6 @@
 #include "proto.h"
 #include "pyrelayd.h"
 #include "sandbox.h"
-
-/* the descriptors a fresh relay looks at for libevent's pipe */
-#define PROC_FDS_SEEN	16
 
 /* no pointers: a relay would relocate them, on a page of its own */
 static const char role_names[][8] = {
@@ -148,14 +144,12 @@ proc_verbose(void *arg, struct msg *m)
 	log_setverbose(((struct msg_verbose *)m->body)->verbose);
 }
 
-/* The parent's messages, each to its row's handler. */
-static void
-proc_chan_read(evutil_socket_t fd, short ev, void *arg)
+void
+proc_chan_drain(struct msg_chan *chan, struct msg *m, void *arg)
 {
-	struct proc_worker	*pw = arg;
-	int			 rv;
+	int	rv;
 
-	while ((rv = msg_recv(pw->chan, pw->m)) != 0) {
+	while ((rv = msg_recv(chan, m)) != 0) {
 		if (rv == -1) {
 			/* the parent is gone: nothing left to serve for */
 			log_debug("event=parent_gone");
@@ -163,9 +157,18 @@ proc_chan_read(evutil_socket_t fd, short ev, void *arg)
 		}
 		if (rv == -2)
 			fatalx("%s: bad message from parent: %s",
-			    proc_role_name(pw->role), pw->chan->errstr);
-		msg_handle(pw->m, pw->arg);
+			    proc_role_name(chan->rules->to), chan->errstr);
+		msg_handle(m, arg);
 	}
+}
+
+/* The parent's messages, each to its row's handler. */
+static void
+proc_chan_read(evutil_socket_t fd, short ev, void *arg)
+{
+	struct proc_worker	*pw = arg;
+
+	proc_chan_drain(pw->chan, pw->m, pw->arg);
 }
 
 struct event_base *
@@ -183,71 +186,16 @@ proc_event_base(const char *name)
 	return base;
 }
 
-/* A relay's SIGTERM, read from its signalfd (proc_worker_base). */
+/* The event base, the channel's read event and SIGTERM's. */
 static void
-proc_sigterm_read(evutil_socket_t fd, short ev, void *arg)
+proc_worker_base(struct proc_worker *pw)
 {
-	struct proc_worker	*pw = arg;
-	struct signalfd_siginfo	 si;
+	const char	*name = proc_role_name(pw->role);
 
-	/* one a readiness: reading on to EAGAIN would only write errno */
-	if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-		pw->sigterm(SIGTERM, EV_SIGNAL, pw->arg);
-}
-
-/*
- * The event base, the channel's read event and SIGTERM's.  A forked relay
- * takes SIGTERM from a signalfd rather than from libevent's signal
- * handling, which writes three of libevent's globals, each on a page of
- * its own that every relay would then copy (docs/relay-executable.md);
- * and it closes the pipe libevent makes for signals with every base,
- * which it never uses.  Its base is the zygote's, whose backend (epoll,
- * that pipe) it makes anew: event_reinit.
- */
-static void
-proc_worker_base(struct proc_worker *pw, int forked)
-{
-	const char		*name = proc_role_name(pw->role);
-	struct stat		 st;
-	sigset_t		 term;
-	int			 fd, sfd, pipes;
-
-	if (pw->base == NULL)
-		pw->base = proc_event_base(name);
-	else if (event_reinit(pw->base) == -1)
-		fatalx("%s: event_reinit", name);
+	pw->base = proc_event_base(name);
 	pw->ev_chan = event_new(pw->base, pw->chan->fd, EV_READ | EV_PERSIST,
 	    proc_chan_read, pw);
-	if (!forked)
-		pw->ev_sigterm = evsignal_new(pw->base, SIGTERM, pw->sigterm,
-		    pw->arg);
-	else {
-		/*
-		 * The relay's only pipes are libevent's signal pair, made
-		 * anew by event_reinit (its stdio is the zygote's, which may
-		 * be one: left alone).  libevent keeps their numbers: a
-		 * relay must never add a signal event nor free its base,
-		 * which would use or close them (it exits with the base).
-		 * They are the lowest free numbers after the epoll instance's,
-		 * so the look ends at the second: three fstat calls, not one
-		 * for each number it could be.
-		 */
-		for (fd = STDERR_FILENO + 1, pipes = 0; pipes < 2 &&
-		    fd < PROC_FDS_SEEN; fd++)
-			if (fd != pw->chan->fd && fstat(fd, &st) == 0 &&
-			    S_ISFIFO(st.st_mode)) {
-				close(fd);
-				pipes++;
-			}
-		sigemptyset(&term);
-		sigaddset(&term, SIGTERM);
-		if (sigprocmask(SIG_BLOCK, &term, NULL) == -1 ||
-		    (sfd = signalfd(-1, &term, SFD_NONBLOCK | SFD_CLOEXEC)) ==
-		    -1)
-			fatal("%s: signalfd", name);
-		pw->ev_sigterm = event_new(pw->base, sfd, EV_READ | EV_PERSIST,
-		    proc_sigterm_read, pw);
-	}
+	pw->ev_sigterm = evsignal_new(pw->base, SIGTERM, pw->sigterm, pw->arg);
 	if (pw->ev_chan == NULL || pw->ev_sigterm == NULL)
 		fatalx("%s: event_new", name);
 	event_add(pw->ev_chan, NULL);
@@ -279,24 +227,8 @@ proc_worker_run(struct proc_worker *pw)
 	/* the first messages: HELLO then SETUP (checked: msg_setup_check) */
 	setup = msg_wait(pw->chan, pw->m, MSG_SETUP, proc_role_name(pw->role));
 	log_setverbose(setup->verbose);
-	proc_worker_base(pw, 0);
+	proc_worker_base(pw);
 	pw->setup(pw, setup);
 	sandbox_enter(pw->role, setup, pw->maxfds);
-	proc_worker_loop(pw);
-}
-
-void
-proc_worker_forked(struct proc_worker *pw, int fd,
-    const struct msg_setup *setup)
-{
-	/*
-	 * The parent made this end non-blocking (parent_spawn) and the zygote
-	 * took it with MSG_CMSG_CLOEXEC: nothing to ask the kernel.  Were it
-	 * not non-blocking, nothing here would wait on it: every send and
-	 * receive on a channel says MSG_DONTWAIT (msg.c).
-	 */
-	msg_chan_ready(pw->chan, fd, pw->rules);
-	proc_worker_base(pw, 1);
-	pw->setup(pw, setup);
 	proc_worker_loop(pw);
 }

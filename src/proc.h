@@ -46,6 +46,13 @@ void	proc_start(struct msg_chan *, const struct msg_rules *);
 void	proc_flush_wait(struct msg_chan *);
 void	proc_serve(struct msg_chan *, struct msg *, void *arg)
 	    __attribute__((__noreturn__));
+/*
+ * The parent's messages chan has now, each to its row's handler with
+ * arg, until none is left: a worker's loop calls it when the channel is
+ * readable.  As proc_serve, the parent gone exits 0, a refused message is
+ * fatal.
+ */
+void	proc_chan_drain(struct msg_chan *, struct msg *, void *arg);
 
 /*
  * The process title ps(1) shows, "pyrelayd: " and fmt: libbsd's
@@ -69,8 +76,7 @@ struct proc_worker {
 	rlim_t			 maxfds;	/* RLIMIT_NOFILE, sandboxed */
 	/*
 	 * SETUP is in, the base made: the role takes its state from SETUP
-	 * and makes its events (it may lower maxfds).  Assumes nothing of
-	 * how the process began, so that a forked one could run it too.
+	 * and makes its events (it may lower maxfds).
 	 */
 	void			(*setup)(struct proc_worker *,
 				    const struct msg_setup *);
@@ -92,15 +98,6 @@ struct proc_worker {
  * gone (EOF) exits 0, a message its table refuses is fatal.
  */
 void	proc_worker_run(struct proc_worker *);
-/*
- * Runs a worker forked from a sandboxed zygote (a relay): its channel is
- * fd, the sandbox and the signal dispositions are the zygote's, setup is
- * the zygote's SETUP (its fields up to the program), and pw->base, when
- * set, the zygote's event base, re-made for this process.  Then as
- * proc_worker_run from the event base on.
- */
-void	proc_worker_forked(struct proc_worker *, int fd,
-	    const struct msg_setup *);
 /*
  * A worker's event base: no EVENT_* variable read (none is in a worker's
  * environment, and reading them costs syscalls), no locks (one thread).

@@ -3,8 +3,6 @@
 #ifndef RELAY_H
 #define RELAY_H
 
-#include <event2/event.h>
-
 #include "msg.h"
 #include "proto.h"
 
@@ -20,14 +18,13 @@ extern const struct msg_rules	zygote_from_parent;
 
 /*
  * A relay, just forked by the zygote (relay_chan.c): its channel to the
- * parent is fd, setup the zygote's SETUP without the program, base the
- * zygote's event base (its backend is made anew), m where
+ * parent is fd, setup the zygote's SETUP without the program, m where
  * the parent's messages land (the zygote's buffer: only the pages a
  * message reaches are touched, the first shared with the stack's top,
  * zygote_mm.c).  Never returns.
  */
-void	relay_forked(int fd, const struct msg_setup *setup,
-	    struct event_base *base, struct msg *m) __attribute__((__noreturn__));
+void	relay_forked(int fd, const struct msg_setup *setup, struct msg *m)
+	    __attribute__((__noreturn__));
 /* What a relay takes from the parent: its table (docs/messages.md). */
 extern const struct msg_rules	relay_from_parent;
 

@@ -31,12 +31,12 @@
 
 /*
  * Block sizes, header included: steps of a half, so little is lost, and
- * 144 for libevent's struct event (128 bytes on LP64), of which a relay
- * has three per connection and four of its own: in 192-byte blocks they
- * took the last of an idle relay's objects onto a third page.
+ * 896 for a relay's struct conn (880 bytes on LP64): in 1024-byte blocks,
+ * with the relay's own 1536, a binary and a phone took an idle relay's
+ * objects onto a second page.
  */
 static const unsigned short	ra_size[] = {
-	32, 48, 64, 96, 128, 144, 192, 256, 384, 512, 768, 1024, 1536, 2048,
+	32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 896, 1024, 1536, 2048,
 	3072, 4096
 };
 #define RA_CLASSES	(sizeof(ra_size) / sizeof(ra_size[0]))

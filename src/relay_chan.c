@@ -14,7 +14,6 @@
 #include <sys/types.h>
 #include <sys/queue.h>
 
-#include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -30,8 +29,9 @@
 
 struct relay {
 	struct relay_io		 io;		/* the connections, the core in it */
-	struct event_base	*base;
 	struct msg_chan		 chan;
+	struct rl_watch		 chan_watch;	/* chan's fd in the loop */
+	struct msg		*m;		/* where the parent's messages land */
 	struct limits		 lim;
 	int			 retired;	/* RETIRE_OK received */
 	int			 shutting_down;
@@ -40,8 +40,7 @@ struct relay {
 	struct relay_counters	 cnt;		/* increments not yet sent */
 	int			 cnt_dirty;	/* cnt holds increments */
 	int64_t			 cnt_sent_ms;	/* the last RELAY_COUNTERS */
-	struct event		*ev_counters;
-	int			 cnt_timer;	/* ev_counters is pending */
+	struct rl_timer		 cnt_timer;	/* the increments' second ends */
 };
 
 /* The relay around a core (the core is in its I/O layer). */
@@ -62,7 +61,6 @@ struct relay {
 static void
 relay_counters_arm(struct relay *r)
 {
-	struct timeval	tv;
 	int64_t		wait;
 
 	r->cnt_dirty = 1;
@@ -72,9 +70,8 @@ relay_counters_arm(struct relay *r)
 		relay_io_wake(&r->io);
 		return;
 	}
-	tv = ms_timeval(wait);
-	evtimer_add(r->ev_counters, &tv);
-	r->cnt_timer = 1;
+	rloop_timer_at(&r->io.loop, &r->cnt_timer, r->cnt_sent_ms +
+	    RELAY_COUNTERS_MS);
 }
 
 static void	relay_chan_flush(struct relay *);
@@ -93,10 +90,7 @@ relay_counters_add(struct relay *r, struct msg_batch *b, uint64_t id)
 	 */
 	if (id == 0)
 		r->cnt_sent_ms = now_ms();
-	if (r->cnt_timer) {
-		r->cnt_timer = 0;
-		evtimer_del(r->ev_counters);
-	}
+	rloop_timer_stop(&r->io.loop, &r->cnt_timer);
 }
 
 /* Sends the increments gathered since the last time, even none. */
@@ -119,12 +113,10 @@ relay_counters_flush(struct relay *r)
 }
 
 static void
-relay_counters_tick(evutil_socket_t fd, short ev, void *arg)
+relay_counters_tick(struct rl_timer *t)
 {
-	struct relay	*r = arg;
-
-	r->cnt_timer = 0;
-	relay_counters_flush(r);
+	relay_counters_flush((struct relay *)(void *)((char *)t -
+	    offsetof(struct relay, cnt_timer)));
 }
 
 /* The core counts (relay_core.h ops->count): one increment, sent soon. */
@@ -266,7 +258,7 @@ relay_check_exit(struct relay *r)
 		return;
 	if (!TAILQ_EMPTY(&r->io.core.peers))
 		return;
-	event_base_loopexit(r->base, NULL);
+	rloop_exit(&r->io.loop);
 }
 
 static const struct relay_core_ops relay_core_ops = {
@@ -301,20 +293,23 @@ relay_conn_closed(struct relay_io *io, uint64_t id, enum relay_role role)
 
 /*
  * The end of a loop turn: a first increment is counted before the frame it
- * counts is sent.  It runs every turn, so it asks libevent nothing.
+ * counts is sent.
  */
 static void
 relay_turn_end(struct relay_io *io)
 {
 	struct relay	*r = RELAY_OF(&io->core);
 
-	if (r->cnt_dirty && !r->cnt_timer)
+	if (r->cnt_dirty && !rloop_timer_pending(&r->cnt_timer))
 		relay_counters_send(r, 0);
 }
+
+static void	relay_shutdown(struct relay_io *);
 
 static const struct relay_io_hooks relay_io_hooks = {
 	.closed = relay_conn_closed,
 	.flush = relay_turn_end,
+	.sigterm = relay_shutdown,
 };
 
 /*
@@ -401,16 +396,16 @@ relay_kick(void *arg, struct msg *m)
 }
 
 static void
-relay_shutdown(evutil_socket_t sig, short ev, void *arg)
+relay_shutdown(struct relay_io *io)
 {
-	struct relay	*r = arg;
+	struct relay	*r = RELAY_OF(&io->core);
 
 	if (r->shutting_down)
 		return;
 	r->shutting_down = 1;
 	/* a pooled relay has no server-id and no connection: just go */
 	if (r->io.core.sid[0] == '\0') {
-		event_base_loopexit(r->base, NULL);
+		rloop_exit(&r->io.loop);
 		return;
 	}
 	/*
@@ -481,29 +476,41 @@ static const struct msg_rule relay_rows[] = {
 const struct msg_rules relay_from_parent =
     MSG_RULES(ROLE_PARENT, ROLE_RELAY, relay_rows);
 
-/*
- * SETUP is in: the relay's state and events.  Nothing here depends on
- * the process having just been exec'd.
- */
+/* The parent's messages, each to its row's handler (proc_chan_drain). */
 static void
-relay_setup(struct proc_worker *pw, const struct msg_setup *setup)
+relay_chan_ready(struct rl_watch *w, uint32_t revents)
 {
-	struct relay	*r = pw->arg;
+	struct relay	*r = (struct relay *)(void *)((char *)w -
+	    offsetof(struct relay, chan_watch));
 
-	r->base = pw->base;
+	proc_chan_drain(&r->chan, r->m, r);
+}
+
+/*
+ * Forked, sandboxed (the zygote's sandbox): its state from the zygote's
+ * SETUP, its loop, HELLO, then the loop until the relay is done.  The
+ * channel is non-blocking from the parent (parent_spawn), close-on-exec
+ * from the zygote's MSG_CMSG_CLOEXEC: nothing to ask the kernel.
+ */
+void
+relay_forked(int fd, const struct msg_setup *setup, struct msg *m)
+{
+	struct relay		*r;
+
+	if ((r = ra_calloc(1, sizeof(*r))) == NULL)
+		fatal("relay: calloc");
+	relay_core_init(&r->io.core, &relay_core_ops, &r->lim);
+	msg_chan_ready(&r->chan, fd, &relay_from_parent);
+	r->m = m;
 	/* an empty server-id: a pooled relay, waiting for MSG_ASSIGN */
 	strlcpy(r->io.core.sid, setup->server_id, sizeof(r->io.core.sid));
 	r->lim = setup->lim;
-	relay_io_init(&r->io, r->base, &relay_io_hooks);
-	if ((r->ev_counters = evtimer_new(r->base, relay_counters_tick, r)) == NULL)
-		fatalx("relay: event_new");
-}
-
-/* Forked, sandboxed: say who we are. */
-static void
-relay_ready(struct proc_worker *pw)
-{
-	struct relay	*r = pw->arg;
+	relay_io_init(&r->io, &relay_io_hooks);
+	r->cnt_timer.cb = relay_counters_tick;
+	r->chan_watch.fd = fd;
+	r->chan_watch.cb = relay_chan_ready;
+	if (rloop_watch(&r->io.loop, &r->chan_watch, EPOLLIN) == -1)
+		fatal("relay: epoll_ctl");
 
 	if (r->io.core.sid[0] != '\0') {
 		relay_title(r);
@@ -512,30 +519,13 @@ relay_ready(struct proc_worker *pw)
 		proc_title("pooled relay");
 		log_debug("event=relay_pooled");
 	}
-}
-
-void
-relay_forked(int fd, const struct msg_setup *setup, struct event_base *base,
-    struct msg *m)
-{
-	struct proc_worker	 pw;
-	struct relay		*r;
-
-	if ((r = ra_calloc(1, sizeof(*r))) == NULL)
-		fatal("relay: calloc");
-	relay_core_init(&r->io.core, &relay_core_ops, &r->lim);
-	memset(&pw, 0, sizeof(pw));
-	pw.role = ROLE_RELAY;
-	pw.rules = &relay_from_parent;
-	pw.chan = &r->chan;
-	pw.m = m;
-	pw.base = base;
-	pw.arg = r;
-	pw.maxfds = RELAY_MAXFDS;
-	pw.setup = relay_setup;
-	pw.ready = relay_ready;
-	pw.sigterm = relay_shutdown;
-	proc_worker_forked(&pw, fd, setup);
+	/* our HELLO says we are ready: set up and sandboxed */
+	msg_hello(&r->chan, ROLE_RELAY);
+	relay_chan_flush(r);
+	/* messages that arrived before the loop began are read now */
+	proc_chan_drain(&r->chan, r->m, r);
+	if (rloop_run(&r->io.loop) == -1)
+		fatal("relay %s: epoll_pwait", r->io.core.sid);
 	/* what this relay counted outlives it (docs/protocol.md §2 counters) */
 	relay_counters_flush(r);
 	exit(0);

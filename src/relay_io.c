@@ -1,8 +1,8 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * A relay's connections (relay_io.h, docs/relay-core.md): each socket's
- * events, the WebSocket codec fed from it, output written at the end of
+ * A relay's connections (relay_io.h, docs/relay-core.md): each socket in
+ * the relay's loop (relay_loop.c), the WebSocket codec fed from it, output written at the end of
  * the loop turn, and each connection's deadlines: heartbeats (docs/protocol.md
  * §5), the close handshake, write progress and message completion (§4).
  * What a message, a pong or a close means is the core's to decide; this
@@ -18,7 +18,6 @@
 #include <netinet/tcp.h>
 
 #include <errno.h>
-#include <event2/event.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +36,7 @@
 static unsigned char	 readbuf[READ_CHUNK] RELAY_LARGE_BSS;
 _Static_assert(PREREAD_MAX <= READ_CHUNK, "a preread fits the read buffer");
 
-static void	 io_conn_write(evutil_socket_t, short, void *);
+static void	 io_conn_write(struct conn *);
 static void	 io_conn_schedule(struct conn *);
 
 static const char *
@@ -68,28 +67,49 @@ io_mark_dirty(struct conn *c)
 		return;
 	c->on_dirty = 1;
 	TAILQ_INSERT_TAIL(&io->dirty, c, dirty);
-	event_active(io->ev_flush, EV_WRITE, 0);
+	rloop_wake(&io->loop);
 }
 
-/* Writes what the loop turn queued (ev_flush, run after the other events). */
+/* Writes what the loop turn queued (the loop's turn end, after its events). */
 static void
-io_flush(evutil_socket_t fd, short ev, void *arg)
+io_flush(struct rloop *loop)
 {
-	struct relay_io	*io = arg;
+	struct relay_io	*io = (struct relay_io *)(void *)((char *)loop -
+	    offsetof(struct relay_io, loop));
 	struct conn	*c;
 
 	io->hooks->flush(io);
 	while ((c = TAILQ_FIRST(&io->dirty)) != NULL) {
 		TAILQ_REMOVE(&io->dirty, c, dirty);
 		c->on_dirty = 0;
-		io_conn_write(c->fd, EV_WRITE, c);
+		io_conn_write(c);
 	}
 }
 
 void
 relay_io_wake(struct relay_io *io)
 {
-	event_active(io->ev_flush, EV_WRITE, 0);
+	rloop_wake(&io->loop);
+}
+
+/*
+ * What the loop watches on the socket: reading once attached and while
+ * not paused, writing while output waits for room.  A socket epoll
+ * refuses (it cannot, for a TCP or AF_UNIX stream) is dropped.
+ */
+static void
+io_conn_watch(struct conn *c)
+{
+	uint32_t	want = 0;
+
+	if (c->state == CS_DEAD)
+		return;
+	if (c->reading && !c->read_paused)
+		want |= EPOLLIN;
+	if (c->write_armed)
+		want |= EPOLLOUT;
+	if (rloop_watch(&c->io->loop, &c->watch, want) == -1)
+		log_warn("relay %s: epoll_ctl", c->io->core.sid);
 }
 
 /* Starts reading a connection again if nothing holds it back. */
@@ -99,7 +119,7 @@ io_conn_resume(struct conn *c)
 	if (c->state == CS_DEAD || !c->read_paused)
 		return;
 	c->read_paused = 0;
-	event_add(c->ev_read, NULL);
+	io_conn_watch(c);
 }
 
 static void
@@ -108,7 +128,7 @@ io_conn_pause(struct conn *c)
 	if (c->state == CS_DEAD || c->read_paused)
 		return;
 	c->read_paused = 1;
-	event_del(c->ev_read);
+	io_conn_watch(c);
 }
 
 /* Closes the fd and frees the connection, which the core has forgotten. */
@@ -121,9 +141,8 @@ io_conn_free(struct conn *c)
 
 	if (c->on_dirty)
 		TAILQ_REMOVE(&io->dirty, c, dirty);
-	event_free(c->ev_read);
-	event_free(c->ev_write);
-	event_free(c->ev_timer);
+	rloop_forget(&io->loop, &c->watch);
+	rloop_timer_stop(&io->loop, &c->timer);
 	ws_free(&c->ws);
 	if (c->fd != -1)
 		close(c->fd);
@@ -247,36 +266,36 @@ io_conn_feed(struct conn *c, unsigned char *buf, size_t len)
 		c->msg_started_ms = now_ms();
 }
 
-static void
-io_conn_read(evutil_socket_t fd, short ev, void *arg)
+/* -1 when the connection is gone (freed). */
+static int
+io_conn_read(struct conn *c)
 {
-	struct conn	*c = arg;
 	ssize_t		 n;
 
-	n = recv(fd, readbuf, sizeof(readbuf), MSG_DONTWAIT);
+	n = recv(c->fd, readbuf, sizeof(readbuf), MSG_DONTWAIT);
 	if (n == -1) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-			return;
+			return 0;
 		io_conn_drop(c, "read error");
-		return;
+		return -1;
 	}
 	if (n == 0) {
 		io_conn_drop(c, "eof");
-		return;
+		return -1;
 	}
 	io_conn_feed(c, readbuf, n);
 	if (c->state == CS_DEAD)
-		return;
+		return -1;
 	/* write only what the read queued (a pong, a close) or a closing conn */
 	if (ws_pending(&c->ws) > 0 || c->state != CS_OPEN)
 		io_mark_dirty(c);
 	io_conn_schedule(c);
+	return 0;
 }
 
 static void
-io_conn_write(evutil_socket_t fd, short ev, void *arg)
+io_conn_write(struct conn *c)
 {
-	struct conn	*c = arg;
 	ssize_t		 n = 0;
 
 	if (c->state == CS_DEAD)
@@ -294,12 +313,12 @@ io_conn_write(evutil_socket_t fd, short ev, void *arg)
 			c->progress_ms = now_ms();
 		if (!c->write_armed) {
 			c->write_armed = 1;
-			event_add(c->ev_write, NULL);
+			io_conn_watch(c);
 		}
 	} else {
 		if (c->write_armed) {
 			c->write_armed = 0;
-			event_del(c->ev_write);
+			io_conn_watch(c);
 		}
 		c->progress_ms = 0;
 		/* both close frames exchanged: the connection is over */
@@ -328,7 +347,6 @@ io_conn_schedule(struct conn *c)
 {
 	const struct limits	*lim = c->io->core.lim;
 	int64_t			 next = INT64_MAX, t;
-	struct timeval		 tv;
 
 	if (c->state == CS_DEAD)
 		return;
@@ -345,14 +363,11 @@ io_conn_schedule(struct conn *c)
 		next = t;
 	/*
 	 * Most calls (one per read and per write) find the deadline
-	 * unchanged: leave the timer as it is, without asking libevent.
+	 * unchanged: leave the timer where it is in the heap.
 	 */
-	if (next == c->timer_at && c->timer_armed)
+	if (next == c->timer.at && rloop_timer_pending(&c->timer))
 		return;
-	c->timer_at = next;
-	c->timer_armed = 1;
-	tv = ms_timeval(next - now_ms());
-	evtimer_add(c->ev_timer, &tv);
+	rloop_timer_at(&c->io->loop, &c->timer, next);
 }
 
 /* A ping, and the pong deadline it starts unless one runs already. */
@@ -366,13 +381,13 @@ io_conn_ping(struct conn *c, int64_t now)
 }
 
 static void
-io_conn_timer(evutil_socket_t fd, short ev, void *arg)
+io_conn_timer(struct rl_timer *t)
 {
-	struct conn		*c = arg;
+	struct conn		*c = (struct conn *)(void *)((char *)t -
+	    offsetof(struct conn, timer));
 	const struct limits	*lim = c->io->core.lim;
 	int64_t			 now = now_ms();
 
-	c->timer_armed = 0;
 	if (c->progress_ms && now >= c->progress_ms + lim->write_timeout_ms) {
 		io_conn_drop(c, "write timeout");
 		return;
@@ -401,6 +416,26 @@ io_conn_timer(evutil_socket_t fd, short ev, void *arg)
 	io_conn_schedule(c);
 }
 
+/*
+ * The socket is ready.  An error or hang-up goes to what the connection
+ * watches for (a read or a write then finds it), as libevent did.
+ */
+static void
+io_conn_ready(struct rl_watch *w, uint32_t revents)
+{
+	struct conn	*c = (struct conn *)(void *)((char *)w -
+	    offsetof(struct conn, watch));
+	uint32_t	 asked = w->events;
+
+	if ((asked & EPOLLIN) &&
+	    (revents & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP))) {
+		if (io_conn_read(c) == -1)
+			return;
+	}
+	if ((asked & EPOLLOUT) && (revents & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+		io_conn_write(c);
+}
+
 static struct conn *
 io_conn_new(struct relay_io *io, int fd, uint64_t id)
 {
@@ -420,11 +455,9 @@ io_conn_new(struct relay_io *io, int fd, uint64_t id)
 	 * listener and the front (parent_listen, front_conn_accepted), over TLS
 	 * too (kTLS keeps the socket; else this is the pump's AF_UNIX end).
 	 */
-	c->ev_read = event_new(io->base, fd, EV_READ | EV_PERSIST, io_conn_read, c);
-	c->ev_write = event_new(io->base, fd, EV_WRITE | EV_PERSIST, io_conn_write, c);
-	c->ev_timer = evtimer_new(io->base, io_conn_timer, c);
-	if (c->ev_read == NULL || c->ev_write == NULL || c->ev_timer == NULL)
-		fatalx("relay %s: event_new", io->core.sid);
+	c->watch.fd = fd;
+	c->watch.cb = io_conn_ready;
+	c->timer.cb = io_conn_timer;
 	return c;
 }
 
@@ -463,8 +496,8 @@ relay_io_attach(struct relay_io *io, int fd, uint64_t id,
 		relay_core_attach_binary(&io->core, &c->peer);
 	else
 		relay_core_attach_phone(&io->core, &c->peer, up->device_name);
-	if (!c->read_paused)
-		event_add(c->ev_read, NULL);
+	c->reading = 1;
+	io_conn_watch(c);
 	if (up->preread_len > 0) {
 		/* ws_feed unmasks in place: feed a copy, in the read buffer */
 		memcpy(readbuf, up->preread, up->preread_len);
@@ -474,33 +507,41 @@ relay_io_attach(struct relay_io *io, int fd, uint64_t id,
 }
 
 static void
-io_grace_fired(evutil_socket_t fd, short ev, void *arg)
+io_grace_fired(struct rl_timer *t)
 {
-	relay_core_timer(arg, RELAY_TIMER_GRACE);
+	struct relay_io	*io = (struct relay_io *)(void *)((char *)t -
+	    offsetof(struct relay_io, timer[RELAY_TIMER_GRACE]));
+
+	relay_core_timer(&io->core, RELAY_TIMER_GRACE);
 }
 
 static void
-io_probe_fired(evutil_socket_t fd, short ev, void *arg)
+io_probe_fired(struct rl_timer *t)
 {
-	relay_core_timer(arg, RELAY_TIMER_PROBE);
+	struct relay_io	*io = (struct relay_io *)(void *)((char *)t -
+	    offsetof(struct relay_io, timer[RELAY_TIMER_PROBE]));
+
+	relay_core_timer(&io->core, RELAY_TIMER_PROBE);
+}
+
+static void
+io_sigterm(struct rloop *loop)
+{
+	struct relay_io	*io = (struct relay_io *)(void *)((char *)loop -
+	    offsetof(struct relay_io, loop));
+
+	io->hooks->sigterm(io);
 }
 
 void
-relay_io_init(struct relay_io *io, struct event_base *base,
-    const struct relay_io_hooks *hooks)
+relay_io_init(struct relay_io *io, const struct relay_io_hooks *hooks)
 {
-	io->base = base;
 	io->hooks = hooks;
 	TAILQ_INIT(&io->dirty);
-	io->ev_flush = event_new(base, -1, 0, io_flush, io);
-	io->ev_timer[RELAY_TIMER_GRACE] = evtimer_new(base, io_grace_fired,
-	    &io->core);
-	io->ev_timer[RELAY_TIMER_PROBE] = evtimer_new(base, io_probe_fired,
-	    &io->core);
-	if (io->ev_flush == NULL || io->ev_timer[RELAY_TIMER_GRACE] == NULL ||
-	    io->ev_timer[RELAY_TIMER_PROBE] == NULL)
-		fatalx("relay: event_new");
-	event_priority_set(io->ev_flush, 0);
+	if (rloop_init(&io->loop, io_flush, io_sigterm) == -1)
+		fatal("relay: its loop");
+	io->timer[RELAY_TIMER_GRACE].cb = io_grace_fired;
+	io->timer[RELAY_TIMER_PROBE].cb = io_probe_fired;
 }
 
 /* --- the core's actions (relay_core.h ops) ------------------------------ */
@@ -550,16 +591,17 @@ relay_io_cost(struct relay_core *core, struct relay_peer *p)
 void
 relay_io_timer_start(struct relay_core *core, enum relay_timer t, int64_t ms)
 {
-	struct timeval	tv;
+	struct relay_io	*io = RELAY_IO(core);
 
-	tv = ms_timeval(ms);
-	evtimer_add(RELAY_IO(core)->ev_timer[t], &tv);
+	rloop_timer_at(&io->loop, &io->timer[t], now_ms() + ms);
 }
 
 void
 relay_io_timer_stop(struct relay_core *core, enum relay_timer t)
 {
-	evtimer_del(RELAY_IO(core)->ev_timer[t]);
+	struct relay_io	*io = RELAY_IO(core);
+
+	rloop_timer_stop(&io->loop, &io->timer[t]);
 }
 
 int64_t

@@ -1,7 +1,7 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * The relay's connections (docs/relay-core.md): sockets, libevent events,
+ * The relay's connections (docs/relay-core.md): sockets in its own loop,
  * the WebSocket codec, write scheduling, liveness (docs/protocol.md §4-§5
  * timeouts, heartbeats, the close handshake) and the core's two timers.
  * It feeds the decision core (relay_core.h) its events and carries out
@@ -14,10 +14,9 @@
 #include <sys/types.h>
 #include <sys/queue.h>
 
-#include <event2/event.h>
-
 #include "proto.h"
 #include "relay_core.h"
+#include "relay_loop.h"
 #include "ws.h"
 
 /*
@@ -45,9 +44,9 @@ struct conn {
 	uint64_t		 id;		/* parent's connection id */
 	int			 fd;
 	enum conn_state		 state;
-	struct event		*ev_read;
-	struct event		*ev_write;
-	struct event		*ev_timer;
+	struct rl_watch		 watch;		/* the socket in the loop */
+	struct rl_timer		 timer;		/* its nearest deadline */
+	int			 reading;	/* attached: reads unless paused */
 	int			 read_paused;
 	int			 write_armed;
 	int			 wr_shut;	/* SHUT_WR done after a failure close */
@@ -58,8 +57,6 @@ struct conn {
 	int64_t			 close_deadline_ms;	/* CS_CLOSING */
 	int64_t			 progress_ms;		/* last write progress */
 	int64_t			 msg_started_ms;	/* 0 when no message is partial */
-	int64_t			 timer_at;		/* the deadline ev_timer is armed for */
-	int			 timer_armed;		/* ev_timer is pending */
 	uint64_t		 bytes_in, bytes_out;
 };
 TAILQ_HEAD(conn_list, conn);
@@ -74,13 +71,14 @@ struct relay_io_hooks {
 	void	(*closed)(struct relay_io *, uint64_t id, enum relay_role);
 	/* this loop turn's output is about to be written */
 	void	(*flush)(struct relay_io *);
+	/* SIGTERM: the operator's, or the service manager's */
+	void	(*sigterm)(struct relay_io *);
 };
 
 struct relay_io {
 	struct relay_core	 core;
-	struct event_base	*base;
-	struct event		*ev_flush;
-	struct event		*ev_timer[RELAY_TIMER_MAX];
+	struct rloop		 loop;
+	struct rl_timer		 timer[RELAY_TIMER_MAX];
 	struct conn_list	 dirty;
 	const struct relay_io_hooks *hooks;
 };
@@ -89,8 +87,8 @@ struct relay_io {
 #define RELAY_IO(rc)	((struct relay_io *)(void *)((char *)(rc) - \
 	    offsetof(struct relay_io, core)))
 
-void	relay_io_init(struct relay_io *, struct event_base *,
-	    const struct relay_io_hooks *);
+/* The loop (relay_loop.h) and the core's timers; fatal if epoll fails. */
+void	relay_io_init(struct relay_io *, const struct relay_io_hooks *);
 /* Runs the end of this loop turn (hooks->flush, then the writes) soon. */
 void	relay_io_wake(struct relay_io *);
 /* A connection from the parent (CONN_ATTACH): the 101, then the core decides. */

@@ -23,7 +23,6 @@
 
 #include <errno.h>
 #include <malloc.h>
-#include <event2/event.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -49,13 +48,6 @@ static struct msg_chan	 zchan;
 static struct msg_setup	 zsetup;
 /* the whole SETUP, its program included, until the sandbox is entered */
 static struct msg_setup	*zsetup_full;
-/*
- * The event base each relay starts from, made here before the sandbox and
- * never run: a relay re-makes its backend (event_reinit), where making a
- * base would write two of libevent's globals, a page of .bss that every
- * relay would copy (docs/relay-executable.md).
- */
-static struct event_base	*zbase;
 
 /*
  * A new canary for the stack protector (glibc keeps it in the thread's
@@ -101,7 +93,7 @@ zygote_relay_start(int fd)
 	sandbox_forked();
 	/* the zygote's channel is not the relay's */
 	close(zchan.fd);
-	relay_forked(fd, &zsetup, zbase, zygote_mm_msg());
+	relay_forked(fd, &zsetup, zygote_mm_msg());
 }
 
 /*
@@ -163,7 +155,7 @@ zygote_fork(void *arg, struct msg *m)
 
 /*
  * SIGTERM (the parent stopping): the zygote holds nothing to finish.  A
- * relay has this too until its event loop takes SIGTERM over.
+ * relay has this too until its loop takes SIGTERM over (rloop_init).
  */
 static void
 zygote_sigterm(int sig)
@@ -219,9 +211,7 @@ zygote_main(void)
 		fatal("zygote: setpgid");
 	/* before the chroot: it reads /proc/self */
 	zygote_mm_prepare();
-	/* a relay's objects, libevent's among them, in its own arena */
-	event_set_mem_functions(ra_malloc, ra_realloc, ra_free);
+	/* a relay's objects in its own arena: the codec's buffers too */
 	ws_set_allocator(ra_realloc, ra_free);
-	zbase = proc_event_base("zygote");
 	zygote_mm_leave_stack(zygote_run);
 }

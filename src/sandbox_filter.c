@@ -14,7 +14,6 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 
 #include <netinet/in.h>
@@ -106,10 +105,6 @@ static const struct sandbox_syscall worker_syscalls[] = {
 static const struct sandbox_syscall relay_syscalls[] = {
 	SANDBOX_SYSCALL(poll),
 	SANDBOX_SYSCALL(ppoll),
-	SANDBOX_SYSCALL(getuid),
-	SANDBOX_SYSCALL(geteuid),
-	SANDBOX_SYSCALL(getgid),
-	SANDBOX_SYSCALL(getegid),
 };
 
 #ifdef PYRELAYD_SANITIZERS
@@ -329,11 +324,8 @@ sandbox_filter_worker(scmp_filter_ctx ctx, const char *role)
  *			(a relay's RLIMIT_NPROC 0 makes even that fail)
  *   prlimit64		pid 0, RLIMIT_NPROC only: the relay's own 0
  *   setpgid		(0, 0): a relay's own process group
- *   epoll_create1,	EPOLL_CLOEXEC, O_NONBLOCK | O_CLOEXEC: the relay's
- *   pipe2		event base (libevent's epoll and its signal pipe)
- *   getuid, geteuid,	event_base_new asks whether it runs set-uid before
- *   getgid, getegid	it reads EVENT_SHOW_METHOD (evutil_issetugid)
- *   signalfd4		-1, SFD_NONBLOCK | SFD_CLOEXEC: the relay's SIGTERM
+ *   epoll_create1	EPOLL_CLOEXEC: the relay's loop (relay_loop.c), which
+ *			takes SIGTERM in epoll_pwait: no pipe, no signalfd
  *   tgkill		trapped, and kill only as (0, SIGABRT): abort() in a
  *			relay (sandbox.c, sandbox_abort_trap)
  */
@@ -350,20 +342,6 @@ sandbox_filter_relay(scmp_filter_ctx ctx)
 	    ZYGOTE_CLONE_FLAGS);
 	sandbox_allow_arg(ctx, role, SCMP_SYS(epoll_create1), "epoll_create1",
 	    0, SANDBOX_INT, EPOLL_CLOEXEC);
-	sandbox_allow_arg(ctx, role, SCMP_SYS(pipe2), "pipe2", 1, SANDBOX_INT,
-	    O_NONBLOCK | O_CLOEXEC);
-
-	memset(cmp, 0, sizeof(cmp));
-	cmp[0].arg = 0;
-	cmp[0].op = SCMP_CMP_MASKED_EQ;
-	cmp[0].datum_a = SANDBOX_INT;
-	cmp[0].datum_b = (uint32_t)-1;
-	cmp[1].arg = 3;
-	cmp[1].op = SCMP_CMP_MASKED_EQ;
-	cmp[1].datum_a = SANDBOX_INT;
-	cmp[1].datum_b = SFD_NONBLOCK | SFD_CLOEXEC;
-	sandbox_seccomp_check(seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW,
-	    SCMP_SYS(signalfd4), 2, cmp), role, "signalfd4");
 
 	memset(cmp, 0, sizeof(cmp));
 	cmp[0].arg = 0;

@@ -431,6 +431,33 @@ zmm_find_glibc(void)
 	} while (best != 0);
 }
 
+#if defined(HAVE_SYS_RSEQ_H) && defined(RSEQ_SIG)
+/*
+ * glibc's rseq area unregistered: the kernel writes it (the CPU the
+ * thread runs on) whenever the thread comes back from being scheduled,
+ * in the zygote and in every relay, a copied page each where it is not
+ * on a page the process writes anyway.  The kernel wants the length it
+ * was registered with: glibc 2.35 and 2.36 say __rseq_size 20 but
+ * register the whole struct rseq, 32 bytes (strace: rseq(..., 0x20, 0,
+ * ...)); so the one, then the other.
+ */
+static void
+zmm_rseq_off(void)
+{
+	void	*area = (char *)__builtin_thread_pointer() + __rseq_offset;
+
+	if (__rseq_size == 0)
+		return;
+	if (syscall(SYS_rseq, area, __rseq_size, RSEQ_FLAG_UNREGISTER,
+	    RSEQ_SIG) == 0)
+		return;
+	if (__rseq_size != sizeof(struct rseq) && syscall(SYS_rseq, area,
+	    sizeof(struct rseq), RSEQ_FLAG_UNREGISTER, RSEQ_SIG) == 0)
+		return;
+	log_debug("event=zygote_rseq_kept error=\"%s\"", strerror(errno));
+}
+#endif
+
 void
 zygote_mm_fill(void)
 {
@@ -464,9 +491,7 @@ zygote_mm_prepare(void)
 		program_invocation_short_name = "pyrelayd";
 	}
 #if defined(HAVE_SYS_RSEQ_H) && defined(RSEQ_SIG)
-	if (__rseq_size > 0)
-		(void)syscall(SYS_rseq, (char *)__builtin_thread_pointer() +
-		    __rseq_offset, __rseq_size, RSEQ_FLAG_UNREGISTER, RSEQ_SIG);
+	zmm_rseq_off();
 #endif
 	/* under the stack, the vDSO; else a page no one may touch */
 	if (vdso_delta == 0 && mprotect(zhot.vdso + sizeof(zhot.vdso) - ZMM_PAGE,

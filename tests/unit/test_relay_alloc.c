@@ -15,9 +15,9 @@
 #include <string.h>
 
 #include <CUnit/Basic.h>
-#include <event2/event.h>
 
 #include "relay_alloc.h"
+#include "relay_io.h"
 #include "unit.h"
 
 #define NBLOCKS	64
@@ -156,19 +156,23 @@ test_realloc(void)
  * next half step's 192 (a third page in a relay with a binary and a
  * phone).
  */
+/*
+ * A relay's connection in a block of its size (relay_alloc.c): with the
+ * relay's own object, an idle relay's binary and phone fit its first page.
+ */
 static void
-test_events_packed(void)
+test_conns_packed(void)
 {
 	unsigned char	*a, *b;
-	size_t		 n = event_get_struct_event_size();
+	size_t		 n = sizeof(struct conn);
 
-	CU_ASSERT(n + 16 <= 144);
+	CU_ASSERT(n + 16 <= 896);
 	a = ra_malloc(n);
 	b = ra_malloc(n);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(a);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(b);
-	/* fresh blocks, one after the other in the arena */
-	CU_ASSERT_EQUAL(b - a, 144);
+	/* fresh blocks, one after the other in the arena, no wider */
+	CU_ASSERT_EQUAL(b - a, 896);
 	ra_free(a);
 	ra_free(b);
 }
@@ -201,7 +205,7 @@ static CU_TestInfo relay_alloc_tests[] = {
 	{ "freed blocks reused for their size", test_reuse },
 	{ "calloc zeroes a reused block", test_calloc },
 	{ "realloc in place, within and out of the arena", test_realloc },
-	{ "libevent's events in blocks of their size", test_events_packed },
+	{ "connections in blocks of their size", test_conns_packed },
 	{ "glibc's blocks once the arena is used up", test_arena_used_up },
 	CU_TEST_INFO_NULL
 };
