@@ -9,7 +9,15 @@
 #include "msgq.h"
 #include "relay_alloc.h"
 
-#define MSGQ_MIN	4096
+/*
+ * A queue starts in a block of a connection's size in the relay's arena
+ * (relay_alloc.c), and doubles from there.  A relay queues for a binary
+ * that is gone (relay_core.c): the block its connection left is free for
+ * it.  At 4096 bytes a queue began over the arena's largest block, and
+ * glibc's malloc, which a relay runs without brk (SPAWN_NO_BRK), mapped a
+ * megabyte for it.
+ */
+#define MSGQ_MIN	(896 - 16)
 
 int
 msgq_push(struct msgq *q, const void *a, size_t alen, const void *b,

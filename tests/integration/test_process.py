@@ -212,6 +212,26 @@ def stack_canary(pid):
         ptrace(_PTRACE_DETACH)
 
 
+def own_pages(pid):
+    """The writable pages pid has of its own (present, and mapped by no
+    other process: /proc/PID/pagemap's bits 63 and 56), as "addr name"."""
+    out = []
+    with open("/proc/%d/maps" % pid) as f:
+        rows = [line.split() for line in f]
+    with open("/proc/%d/pagemap" % pid, "rb") as pm:
+        for r in rows:
+            if r[1][1] != "w":
+                continue
+            lo, hi = (int(x, 16) for x in r[0].split("-"))
+            pm.seek(lo // 4096 * 8)
+            raw = pm.read((hi - lo) // 4096 * 8)
+            for i, (v,) in enumerate(struct.iter_unpack("<Q", raw)):
+                if v >> 63 & 1 and v >> 56 & 1:
+                    out.append("%x %s" % (lo + i * 4096,
+                                          r[5] if len(r) > 5 else ""))
+    return out
+
+
 async def served_pair(d, sid):
     """A binary and a phone of sid that have exchanged a message."""
     b = await harness.binary(d, sid)
@@ -361,6 +381,52 @@ class Zygote(unittest.TestCase):
                             if len(r) > 5 and r[5].endswith("pyrelayd-relay"))
                 self.assertLessEqual(image, 2, "%s: %d mappings below "
                                      "the image" % (what, image))
+
+    def test_idle_relay_has_three_pages_of_its_own(self):
+        # What a server-id costs beyond the kernel's share: the pages its
+        # relay has of its own (pagemap's exclusive bit), whether it wrote
+        # them or the zygote did after the fork.  A relay whose binary and
+        # phone are in and silent has three: its thread block (canary,
+        # errno, the log's line: log.c), the hot page of its stack and
+        # messages, and the first page of its arena (its objects, its
+        # title).  Not libevent's .bss page (relay_loop.c), nor rseq's
+        # (zygote_mm.c), nor a second page of objects (relay_alloc.c):
+        # docs/relay-executable.md.
+        if harness.sanitizer_build():
+            self.skipTest("sanitizer runtimes write shadow memory of "
+                          "their own")
+        with harness.Daemon(extra_conf=RATE + "\nrelay pool 1") as d:
+            async def main():
+                b = await harness.binary(d, "pages-a")
+                p = await harness.phone(d, "pages-a")
+                # a second server-id: the zygote forks again after the
+                # first relay's fork, and writes what it writes
+                b2 = await harness.binary(d, "pages-b")
+                relays = await asyncio.to_thread(d.wait_relays, 2)
+                for sid in ("pages-a", "pages-b"):
+                    pages = own_pages(relays[sid])
+                    self.assertLessEqual(len(pages), 3, "%s: %s" % (
+                        sid, ", ".join(pages)))
+                # in grace, the phone gone: its close notice is queued
+                # for the binary's return (relay_core.c) in the block the
+                # binary's connection left (msgq.c), not in a megabyte
+                # glibc's malloc maps; the close frames read are in the
+                # first page of the read buffer (relay_io.c)
+                mark = d.log_mark()
+                await b.close()
+                await p.close()
+                await asyncio.to_thread(
+                    d.wait_log, r"\bevent=phone_unregistered "
+                    r"server_id=pages-a\b", 10, mark)
+                with open("/proc/%d/maps" % relays["pages-a"]) as f:
+                    after = f.read()
+                with open("/proc/%d/maps" % relays["pages-b"]) as f:
+                    self.assertEqual(len(after.splitlines()),
+                                     len(f.read().splitlines()), after)
+                pages = own_pages(relays["pages-a"])
+                self.assertLessEqual(len(pages), 4, ", ".join(pages))
+                await harness.close_all(b2)
+            harness.run(main())
 
     def test_killed_zygote_is_replaced(self):
         with harness.Daemon(extra_conf=RATE + "\nrelay pool 0") as d:
