@@ -202,12 +202,10 @@ proc_worker_base(struct proc_worker *pw)
 	event_add(pw->ev_sigterm, NULL);
 }
 
-/* Set up and sandboxed: ready, HELLO, then the loop until it ends. */
+/* Set up and sandboxed: HELLO, then the loop until it ends. */
 static void
 proc_worker_loop(struct proc_worker *pw)
 {
-	if (pw->ready != NULL)
-		pw->ready(pw);
 	/* our HELLO says we are ready: set up and sandboxed */
 	msg_hello(pw->chan, pw->role);
 	if (msg_flush(pw->chan) == -1)

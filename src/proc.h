@@ -4,9 +4,10 @@
  * The start every process the parent starts makes (docs/build.md, "One
  * start-up"): its channel on WORKER_FD with its table of the parent's
  * messages, the signals the parent handles for it ignored; and for a
- * worker (front, relay, push): SETUP, its event base, SIGTERM, the sandbox,
- * HELLO, the loop.  The role brings its state and events (setup), what it
- * does once sandboxed (ready) and its handlers (its table).
+ * worker (front, push): SETUP, its event base, SIGTERM, the sandbox,
+ * HELLO, the loop.  The role brings its state and events (setup) and its
+ * handlers (its table).  A relay, forked from the zygote, has a loop of
+ * its own (relay_loop.h) and reads the parent with proc_chan_drain.
  */
 #ifndef PROC_H
 #define PROC_H
@@ -80,8 +81,6 @@ struct proc_worker {
 	 */
 	void			(*setup)(struct proc_worker *,
 				    const struct msg_setup *);
-	/* sandboxed, before HELLO tells the parent so (may be NULL) */
-	void			(*ready)(struct proc_worker *);
 	event_callback_fn	 sigterm;
 	/* made by proc_worker_run */
 	struct event_base	*base;
@@ -93,7 +92,7 @@ struct proc_worker {
  * Runs a worker: proc_start, SETUP (msg_wait), the event base (EVENT_*
  * variables ignored: no worker's environment carries them, and reading
  * them costs syscalls; one thread, no locks), SIGTERM, setup, the sandbox
- * (sandbox.c), ready, HELLO, then the loop, which hands each message to
+ * (sandbox.c), HELLO, then the loop, which hands each message to
  * its row's handler with arg.  Returns when the loop ends; the parent
  * gone (EOF) exits 0, a message its table refuses is fatal.
  */

@@ -1,15 +1,16 @@
 /* Copyright (c) 2026 The pyrelayd authors.  ISC license, see COPYING. */
 
 /*
- * A relay's small objects: its state, its connections, libevent's base
- * and events, the WebSocket codec's buffers (docs/relay-executable.md,
+ * A relay's small objects: its state, its connections, its loop's timer
+ * heap, the WebSocket codec's buffers, its queues (docs/relay-executable.md,
  * "The relay's pages").  Every relay is a fork of the zygote, and each
  * page a relay writes is a page of its own: glibc's malloc would write
  * its state in .data (main_arena, across two pages), its per-thread cache
  * and chunk headers on pages the zygote filled, and the relay's objects
  * on whichever pages its free lists pick.  Here they go into one arena in
  * .lbss, one after the other, in blocks of a few sizes that are reused
- * when freed: an idle relay's objects fill two pages, and nothing else of
+ * when freed: an idle relay's objects fill one page (with a binary and a
+ * phone, the allocator's state and the process title), and nothing else of
  * the allocator's is written.  Blocks over RA_MAX bytes (a message being
  * reassembled, a full outbox), and any once the arena is full, are
  * glibc's.
