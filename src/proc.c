@@ -144,22 +144,30 @@ proc_verbose(void *arg, struct msg *m)
 	log_setverbose(((struct msg_verbose *)m->body)->verbose);
 }
 
-void
-proc_chan_drain(struct msg_chan *chan, struct msg *m, void *arg)
+int
+proc_chan_one(struct msg_chan *chan, struct msg *m, void *arg)
 {
 	int	rv;
 
-	while ((rv = msg_recv(chan, m)) != 0) {
-		if (rv == -1) {
-			/* the parent is gone: nothing left to serve for */
-			log_debug("event=parent_gone");
-			exit(0);
-		}
-		if (rv == -2)
-			fatalx("%s: bad message from parent: %s",
-			    proc_role_name(chan->rules->to), chan->errstr);
-		msg_handle(m, arg);
+	if ((rv = msg_recv(chan, m)) == 0)
+		return 0;
+	if (rv == -1) {
+		/* the parent is gone: nothing left to serve for */
+		log_debug("event=parent_gone");
+		exit(0);
 	}
+	if (rv == -2)
+		fatalx("%s: bad message from parent: %s",
+		    proc_role_name(chan->rules->to), chan->errstr);
+	msg_handle(m, arg);
+	return 1;
+}
+
+void
+proc_chan_drain(struct msg_chan *chan, struct msg *m, void *arg)
+{
+	while (proc_chan_one(chan, m, arg))
+		;
 }
 
 /* The parent's messages, each to its row's handler. */

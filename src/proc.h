@@ -7,7 +7,7 @@
  * worker (front, push): SETUP, its event base, SIGTERM, the sandbox,
  * HELLO, the loop.  The role brings its state and events (setup) and its
  * handlers (its table).  A relay, forked from the zygote, has a loop of
- * its own (relay_loop.h) and reads the parent with proc_chan_drain.
+ * its own (relay_loop.h) and reads the parent with proc_chan_one.
  */
 #ifndef PROC_H
 #define PROC_H
@@ -54,6 +54,13 @@ void	proc_serve(struct msg_chan *, struct msg *, void *arg)
  * fatal.
  */
 void	proc_chan_drain(struct msg_chan *, struct msg *, void *arg);
+/*
+ * One of them: 1 when a message was handled, 0 when none was there.  A
+ * level-triggered loop calls it once per readiness, and so asks the
+ * kernel nothing more when one message came (proc_chan_drain's last
+ * read finds none: a system call for nothing).
+ */
+int	proc_chan_one(struct msg_chan *, struct msg *, void *arg);
 
 /*
  * The process title ps(1) shows, "pyrelayd: " and fmt: libbsd's

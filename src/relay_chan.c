@@ -476,14 +476,18 @@ static const struct msg_rule relay_rows[] = {
 const struct msg_rules relay_from_parent =
     MSG_RULES(ROLE_PARENT, ROLE_RELAY, relay_rows);
 
-/* The parent's messages, each to its row's handler (proc_chan_drain). */
+/*
+ * A message from the parent, to its row's handler: one each time the
+ * loop finds the channel readable (level-triggered), which it goes on
+ * doing while more wait.
+ */
 static void
 relay_chan_ready(struct rl_watch *w, uint32_t revents)
 {
 	struct relay	*r = (struct relay *)(void *)((char *)w -
 	    offsetof(struct relay, chan_watch));
 
-	proc_chan_drain(&r->chan, r->m, r);
+	(void)proc_chan_one(&r->chan, r->m, r);
 }
 
 /*
@@ -522,8 +526,7 @@ relay_forked(int fd, const struct msg_setup *setup, struct msg *m)
 	/* our HELLO says we are ready: set up and sandboxed */
 	msg_hello(&r->chan, ROLE_RELAY);
 	relay_chan_flush(r);
-	/* messages that arrived before the loop began are read now */
-	proc_chan_drain(&r->chan, r->m, r);
+	/* messages that came before the loop are the channel's readiness */
 	if (rloop_run(&r->io.loop) == -1)
 		fatal("relay %s: epoll_pwait", r->io.core.sid);
 	/* what this relay counted outlives it (docs/protocol.md §2 counters) */
