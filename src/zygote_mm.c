@@ -476,60 +476,6 @@ zygote_mm_fill(void)
 }
 #endif
 
-/*
- * The image's code and read-only data, mapped in the zygote's page
- * tables and copied into each relay's at the fork: a fork copies the
- * page-table entries of a mapping only if it has anonymous pages (an
- * anon_vma), and leaves the rest to page faults, a dozen in every relay,
- * each mapping the pages around it too and each undone at its exit.  So
- * every page is mapped here (MADV_POPULATE_READ, Linux 5.14), and one
- * byte of each mapping is written with its own value through
- * /proc/self/mem, which gives that one page an anonymous copy and the
- * mapping an anon_vma, without ever making it writable.  Where either
- * is refused, relays fault those pages in as before.
- */
-static int
-zmm_prefault_segment(struct dl_phdr_info *info, size_t size, void *arg)
-{
-	int		*fd = arg;
-	size_t		 i;
-	unsigned long	 lo, hi;
-	unsigned char	 c;
-
-	(void)size;
-	for (i = 0; i < info->dlpi_phnum; i++) {
-		if (info->dlpi_phdr[i].p_type != PT_LOAD ||
-		    (info->dlpi_phdr[i].p_flags & PF_W))
-			continue;
-		lo = (info->dlpi_addr + info->dlpi_phdr[i].p_vaddr) &
-		    ~(ZMM_PAGE - 1UL);
-		hi = (info->dlpi_addr + info->dlpi_phdr[i].p_vaddr +
-		    info->dlpi_phdr[i].p_memsz + ZMM_PAGE - 1) &
-		    ~(ZMM_PAGE - 1UL);
-#ifdef MADV_POPULATE_READ
-		if (madvise((void *)lo, hi - lo, MADV_POPULATE_READ) == -1)
-			continue;
-#else
-		continue;
-#endif
-		c = *(volatile unsigned char *)lo;
-		if (pwrite(*fd, &c, 1, (off_t)lo) != 1)
-			continue;
-	}
-	return 1;	/* the first object is the executable */
-}
-
-static void
-zmm_prefault_image(void)
-{
-	int	fd;
-
-	if ((fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC)) == -1)
-		return;
-	dl_iterate_phdr(zmm_prefault_segment, &fd);
-	close(fd);
-}
-
 void
 zygote_mm_prepare(void)
 {
@@ -552,7 +498,6 @@ zygote_mm_prepare(void)
 	    ZMM_PAGE, PROT_NONE) == -1)
 		fatal("zygote: mprotect");
 	zmm_find_glibc();
-	zmm_prefault_image();
 #endif
 }
 

@@ -381,23 +381,6 @@ class Zygote(unittest.TestCase):
                             if len(r) > 5 and r[5].endswith("pyrelayd-relay"))
                 self.assertLessEqual(image, 2, "%s: %d mappings below "
                                      "the image" % (what, image))
-                # the image's code and read-only data are mapped in the
-                # zygote's page tables, and the fork copied them into the
-                # relay's: no page fault for them in any relay
-                # (zygote_mm.c, zmm_prefault_image)
-                with open("/proc/%d/pagemap" % pid, "rb") as pm:
-                    for r in rows:
-                        if not (len(r) > 5 and
-                                r[5].endswith("pyrelayd-relay") and
-                                "w" not in r[1]):
-                            continue
-                        lo, hi = (int(x, 16) for x in r[0].split("-"))
-                        pm.seek(lo // 4096 * 8)
-                        raw = pm.read((hi - lo) // 4096 * 8)
-                        absent = [lo + i * 4096 for i, (v,) in enumerate(
-                            struct.iter_unpack("<Q", raw)) if not v >> 63]
-                        self.assertEqual(absent, [], "%s: %s" % (
-                            what, " ".join(r)))
 
     def test_idle_relay_has_three_pages_of_its_own(self):
         # What a server-id costs beyond the kernel's share: the pages its
