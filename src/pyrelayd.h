@@ -28,6 +28,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* The object of type whose member m is at p (a relay's watches and timers). */
+#define CONTAINER_OF(p, type, m) \
+	((type *)(void *)((char *)(p) - offsetof(type, m)))
+
 #define PYRELAYD_CONF		"/etc/pyrelayd.conf"
 #define PYRELAYD_CONTROL	"/run/pyrelayd.sock"
 

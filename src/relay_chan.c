@@ -44,8 +44,7 @@ struct relay {
 };
 
 /* The relay around a core (the core is in its I/O layer). */
-#define RELAY_OF(rc)	((struct relay *)(void *)((char *)RELAY_IO(rc) - \
-	    offsetof(struct relay, io)))
+#define RELAY_OF(rc)	CONTAINER_OF(RELAY_IO(rc), struct relay, io)
 
 /*
  * Counter increments reach the parent soon, without a message per frame
@@ -115,8 +114,7 @@ relay_counters_flush(struct relay *r)
 static void
 relay_counters_tick(struct rl_timer *t)
 {
-	relay_counters_flush((struct relay *)(void *)((char *)t -
-	    offsetof(struct relay, cnt_timer)));
+	relay_counters_flush(CONTAINER_OF(t, struct relay, cnt_timer));
 }
 
 /* The core counts (relay_core.h ops->count): one increment, sent soon. */
@@ -484,8 +482,7 @@ const struct msg_rules relay_from_parent =
 static void
 relay_chan_ready(struct rl_watch *w, uint32_t revents)
 {
-	struct relay	*r = (struct relay *)(void *)((char *)w -
-	    offsetof(struct relay, chan_watch));
+	struct relay	*r = CONTAINER_OF(w, struct relay, chan_watch);
 
 	(void)proc_chan_one(&r->chan, r->m, r);
 }

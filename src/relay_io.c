@@ -74,8 +74,7 @@ io_mark_dirty(struct conn *c)
 static void
 io_flush(struct rloop *loop)
 {
-	struct relay_io	*io = (struct relay_io *)(void *)((char *)loop -
-	    offsetof(struct relay_io, loop));
+	struct relay_io	*io = CONTAINER_OF(loop, struct relay_io, loop);
 	struct conn	*c;
 
 	io->hooks->flush(io);
@@ -383,8 +382,7 @@ io_conn_ping(struct conn *c, int64_t now)
 static void
 io_conn_timer(struct rl_timer *t)
 {
-	struct conn		*c = (struct conn *)(void *)((char *)t -
-	    offsetof(struct conn, timer));
+	struct conn		*c = CONTAINER_OF(t, struct conn, timer);
 	const struct limits	*lim = c->io->core.lim;
 	int64_t			 now = now_ms();
 
@@ -423,8 +421,7 @@ io_conn_timer(struct rl_timer *t)
 static void
 io_conn_ready(struct rl_watch *w, uint32_t revents)
 {
-	struct conn	*c = (struct conn *)(void *)((char *)w -
-	    offsetof(struct conn, watch));
+	struct conn	*c = CONTAINER_OF(w, struct conn, watch);
 	uint32_t	 asked = w->events;
 
 	if ((asked & EPOLLIN) &&
@@ -509,8 +506,8 @@ relay_io_attach(struct relay_io *io, int fd, uint64_t id,
 static void
 io_grace_fired(struct rl_timer *t)
 {
-	struct relay_io	*io = (struct relay_io *)(void *)((char *)t -
-	    offsetof(struct relay_io, timer[RELAY_TIMER_GRACE]));
+	struct relay_io	*io = CONTAINER_OF(t, struct relay_io,
+	    timer[RELAY_TIMER_GRACE]);
 
 	relay_core_timer(&io->core, RELAY_TIMER_GRACE);
 }
@@ -518,8 +515,8 @@ io_grace_fired(struct rl_timer *t)
 static void
 io_probe_fired(struct rl_timer *t)
 {
-	struct relay_io	*io = (struct relay_io *)(void *)((char *)t -
-	    offsetof(struct relay_io, timer[RELAY_TIMER_PROBE]));
+	struct relay_io	*io = CONTAINER_OF(t, struct relay_io,
+	    timer[RELAY_TIMER_PROBE]);
 
 	relay_core_timer(&io->core, RELAY_TIMER_PROBE);
 }
@@ -527,8 +524,7 @@ io_probe_fired(struct rl_timer *t)
 static void
 io_sigterm(struct rloop *loop)
 {
-	struct relay_io	*io = (struct relay_io *)(void *)((char *)loop -
-	    offsetof(struct relay_io, loop));
+	struct relay_io	*io = CONTAINER_OF(loop, struct relay_io, loop);
 
 	io->hooks->sigterm(io);
 }

@@ -15,6 +15,7 @@
 #include <sys/queue.h>
 
 #include "proto.h"
+#include "pyrelayd.h"
 #include "relay_core.h"
 #include "relay_loop.h"
 #include "ws.h"
@@ -62,8 +63,7 @@ struct conn {
 TAILQ_HEAD(conn_list, conn);
 
 /* The connection a peer of the core is part of. */
-#define RELAY_CONN(p)	((struct conn *)(void *)((char *)(p) - \
-	    offsetof(struct conn, peer)))
+#define RELAY_CONN(p)	CONTAINER_OF(p, struct conn, peer)
 
 /* What the layer around tells the parent. */
 struct relay_io_hooks {
@@ -84,8 +84,7 @@ struct relay_io {
 };
 
 /* The I/O layer around a core. */
-#define RELAY_IO(rc)	((struct relay_io *)(void *)((char *)(rc) - \
-	    offsetof(struct relay_io, core)))
+#define RELAY_IO(rc)	CONTAINER_OF(rc, struct relay_io, core)
 
 /* The loop (relay_loop.h) and the core's timers; fatal if epoll fails. */
 void	relay_io_init(struct relay_io *, const struct relay_io_hooks *);
