@@ -2,9 +2,10 @@
 
 /*
  * A relay's connections (relay_io.h, docs/relay-core.md): each socket in
- * the relay's loop (relay_loop.c), the WebSocket codec fed from it, output written at the end of
- * the loop turn, and each connection's deadlines: heartbeats (docs/protocol.md
- * §5), the close handshake, write progress and message completion (§4).
+ * the relay's loop (relay_loop.c), the WebSocket codec fed from it,
+ * output written at the end of the loop turn, and each connection's
+ * deadlines: heartbeats (docs/protocol.md §5), the close handshake, write
+ * progress and message completion (§4).
  * What a message, a pong or a close means is the core's to decide; this
  * file hands them over and does what the core asks.
  */
@@ -93,8 +94,9 @@ relay_io_wake(struct relay_io *io)
 
 /*
  * What the loop watches on the socket: reading once attached and while
- * not paused, writing while output waits for room.  A socket epoll
- * refuses (it cannot, for a TCP or AF_UNIX stream) is dropped.
+ * not paused, writing while output waits for room.  Should epoll refuse
+ * (it has no reason to, for a TCP or AF_UNIX stream), the line says so
+ * and the connection's deadlines still end it.
  */
 static void
 io_conn_watch(struct conn *c)
