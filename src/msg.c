@@ -205,6 +205,27 @@ msg_compose(struct msg_chan *chan, uint32_t type, uint64_t id,
 	return 0;
 }
 
+int
+msg_defer(struct msg_chan *chan, uint32_t type, uint64_t id,
+    const void *body, size_t len, int fd)
+{
+	struct msg_hdr	 hdr;
+
+	if (len > MSG_MAX_BODY) {
+		if (fd != -1)
+			close(fd);
+		msg_seterr(chan, "compose type=%u: body of %zu bytes, max %d",
+		    type, len, MSG_MAX_BODY);
+		return -1;
+	}
+	memset(&hdr, 0, sizeof(hdr));
+	hdr.type = type;
+	hdr.len = (uint32_t)len;
+	hdr.id = id;
+	msg_queue(chan, &hdr, body, len, fd);
+	return 0;
+}
+
 /*
  * Up to MSG_SEND_BATCH packets with one sendmmsg(2), each its own packet
  * (SOCK_SEQPACKET) with its fd: the number the socket took whole, or -1

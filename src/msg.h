@@ -126,8 +126,8 @@ struct msg_pkt {
  * order, each its own packet with its fd (msg_batch_*).  On the caller's
  * stack, bodies copied in: what a relay sends touches no heap page.
  */
-#define MSG_BATCH_MAX		2
-#define MSG_BATCH_BYTES		256
+#define MSG_BATCH_MAX		4
+#define MSG_BATCH_BYTES		320
 struct msg_batch {
 	int		 n;
 	size_t		 used;
@@ -164,6 +164,13 @@ void	msg_chan_clear(struct msg_chan *);
  * (or wait for EV_WRITE) to send what is queued.
  */
 int	msg_compose(struct msg_chan *, uint32_t type, uint64_t id,
+	    const void *body, size_t len, int fd);
+/*
+ * Queues a message, as msg_compose would, without sending it: it leaves
+ * with the next msg_flush(), in one sendmmsg(2) with those queued after
+ * it (the parent's ASSIGN and the CONN_ATTACH that follows it).
+ */
+int	msg_defer(struct msg_chan *, uint32_t type, uint64_t id,
 	    const void *body, size_t len, int fd);
 /* An empty batch. */
 void	msg_batch_init(struct msg_batch *);

@@ -109,7 +109,8 @@ parent_relay_assign(struct parent *p, struct worker *w, const char *sid)
 	memset(&a, 0, sizeof(a));
 	strlcpy(a.server_id, sid, sizeof(a.server_id));
 	a.lim = p->conf->lim;
-	msg_compose(&w->chan, MSG_ASSIGN, 0, &a, sizeof(a), -1);
+	/* it leaves with the CONN_ATTACH that follows (parent_route) */
+	msg_defer(&w->chan, MSG_ASSIGN, 0, &a, sizeof(a), -1);
 }
 
 /*

@@ -27,6 +27,9 @@
 #include "relay_core.h"
 #include "relay_io.h"
 
+/* connections closed in one turn, told the parent together (relay_out) */
+#define RELAY_CLOSED_MAX	2
+
 struct relay {
 	struct relay_io		 io;		/* the connections, the core in it */
 	struct msg_chan		 chan;
@@ -41,7 +44,23 @@ struct relay {
 	int			 cnt_dirty;	/* cnt holds increments */
 	int64_t			 cnt_sent_ms;	/* the last RELAY_COUNTERS */
 	struct rl_timer		 cnt_timer;	/* the increments' second ends */
+	/*
+	 * What leaves with the next report (relay_out): the state and the
+	 * increments are due before the next output to any client, and the
+	 * connections closed in this turn at its end.
+	 */
+	uint8_t			 report_due;
+	uint8_t			 nclosed;
+	uint8_t			 closed_kind[RELAY_CLOSED_MAX];
+	uint64_t		 closed_id[RELAY_CLOSED_MAX];
 };
+
+/*
+ * A relay's objects fit one arena page (docs/relay-executable.md): the
+ * relay in a block of 1536 bytes, its 16-byte header included.
+ */
+_Static_assert(sizeof(struct relay) <= 1536 - 16,
+    "struct relay outgrew its block of the relay allocator");
 
 /* The relay around a core (the core is in its I/O layer). */
 #define RELAY_OF(rc)	CONTAINER_OF(RELAY_IO(rc), struct relay, io)
@@ -175,45 +194,78 @@ relay_chan_flush(struct relay *r)
 }
 
 /*
- * Tells the parent the counts /healthz reports, before any client can see
- * them (relay_core.h ops->report).
+ * What the parent must hear, in one call (msg_batch_send): the counts
+ * /healthz reports and the counter increments when a report is due (the
+ * state as it stands now, so that changes of one turn make one
+ * RELAY_STATE), the first increment of a second, and, at the end of a
+ * turn, the connections closed in it.  Called before any output to a
+ * client (relay_io.c: writes and closes; turn_end 0), so that no client
+ * sees a change the parent has not been told, and at the end of each turn
+ * (turn_end 1).  A report once per turn, not per change: a claim cycle
+ * took six system calls here and nine messages in the parent, now four
+ * and eight (docs/relay-executable.md).
  */
 static void
-relay_report(struct relay_core *core)
+relay_out(struct relay *r, int turn_end)
 {
-	struct relay		*r = RELAY_OF(core);
+	const struct relay_core	*core = &r->io.core;
 	struct msg_relay_state	 st;
+	struct msg_conn_closed	 mc;
 	struct msg_batch	 b;
-	int			 changed;
+	int			 i, changed = 0, first;
 
-	/*
-	 * Counters first, so that claims are counted when they are visible;
-	 * both messages with one call (msg_batch_send).
-	 */
+	first = r->cnt_dirty && !rloop_timer_pending(&r->cnt_timer);
+	if (!r->report_due && !first && (!turn_end || r->nclosed == 0))
+		return;
 	msg_batch_init(&b);
-	if (r->cnt_dirty)
+	/* counters first, so that claims are counted when they are visible */
+	if (r->cnt_dirty && (r->report_due || first))
 		relay_counters_add(r, &b, 0);
-	memset(&st, 0, sizeof(st));
-	st.binary_connected = core->binary != NULL;
-	st.phones = core->nphones;
-	st.probing = core->probing;
-	changed = !r->reported_once ||
-	    st.binary_connected != r->reported_binary ||
-	    st.phones != r->reported_phones || st.probing != r->reported_probing;
-	if (changed) {
-		r->reported_once = 1;
-		r->reported_binary = st.binary_connected;
-		r->reported_phones = st.phones;
-		r->reported_probing = st.probing;
-		msg_batch_add(&r->chan, &b, MSG_RELAY_STATE, 0, &st,
-		    sizeof(st), -1);
+	if (r->report_due) {
+		r->report_due = 0;
+		memset(&st, 0, sizeof(st));
+		st.binary_connected = core->binary != NULL;
+		st.phones = core->nphones;
+		st.probing = core->probing;
+		changed = !r->reported_once ||
+		    st.binary_connected != r->reported_binary ||
+		    st.phones != r->reported_phones ||
+		    st.probing != r->reported_probing;
+		if (changed) {
+			r->reported_once = 1;
+			r->reported_binary = st.binary_connected;
+			r->reported_phones = st.phones;
+			r->reported_probing = st.probing;
+			msg_batch_add(&r->chan, &b, MSG_RELAY_STATE, 0, &st,
+			    sizeof(st), -1);
+		}
 	}
+	for (i = 0; i < r->nclosed; i++) {
+		memset(&mc, 0, sizeof(mc));
+		mc.kind = r->closed_kind[i];
+		msg_batch_add(&r->chan, &b, MSG_CONN_CLOSED, r->closed_id[i],
+		    &mc, sizeof(mc), -1);
+	}
+	r->nclosed = 0;
 	if (b.n == 0)
 		return;
 	msg_batch_send(&r->chan, &b);
 	relay_chan_flush(r);
 	if (changed)
 		relay_title(r);
+}
+
+/*
+ * The counts /healthz reports changed (relay_core.h ops->report): they
+ * leave before any client can see the change (relay_out).
+ */
+static void
+relay_report(struct relay_core *core)
+{
+	struct relay	*r = RELAY_OF(core);
+
+	r->report_due = 1;
+	relay_io_wake(&r->io);
 }
 
 /*
@@ -228,6 +280,7 @@ relay_retire(struct relay_core *core)
 	struct relay		*r = RELAY_OF(core);
 	struct msg_empty	 e = { 0 };
 
+	relay_out(r, 1);
 	msg_compose(&r->chan, MSG_RETIRE, 0, &e, sizeof(e), -1);
 	relay_chan_flush(r);
 }
@@ -242,6 +295,7 @@ relay_push_wake(struct relay_core *core, const char *token)
 	struct relay		*r = RELAY_OF(core);
 	struct msg_push_wake	 pw;
 
+	relay_out(r, 1);
 	memset(&pw, 0, sizeof(pw));
 	strlcpy(pw.token, token, sizeof(pw.token));
 	msg_compose(&r->chan, MSG_PUSH_WAKE, 0, &pw, sizeof(pw), -1);
@@ -275,38 +329,36 @@ static const struct relay_core_ops relay_core_ops = {
 	.now = relay_io_now,
 };
 
-/* A connection is gone: the parent forgets it, and the relay may be done. */
+/*
+ * A connection is gone: the parent forgets it at the end of this turn,
+ * with the others closed in it (relay_out), and the relay may be done.
+ */
 static void
 relay_conn_closed(struct relay_io *io, uint64_t id, enum relay_role role)
 {
-	struct relay		*r = RELAY_OF(&io->core);
-	struct msg_conn_closed	 mc;
+	struct relay	*r = RELAY_OF(&io->core);
 
-	memset(&mc, 0, sizeof(mc));
-	mc.kind = role == RELAY_PHONE ? CONN_PHONE : CONN_BINARY;
-	msg_compose(&r->chan, MSG_CONN_CLOSED, id, &mc, sizeof(mc), -1);
-	relay_chan_flush(r);
+	if (r->nclosed == RELAY_CLOSED_MAX)
+		relay_out(r, 1);
+	r->closed_kind[r->nclosed] = role == RELAY_PHONE ? CONN_PHONE :
+	    CONN_BINARY;
+	r->closed_id[r->nclosed++] = id;
+	relay_io_wake(io);
 	relay_check_exit(r);
 }
 
-/*
- * The end of a loop turn: a first increment is counted before the frame it
- * counts is sent.
- */
+/* Output is about to leave, or the loop turn ends (relay_io.h hooks). */
 static void
-relay_turn_end(struct relay_io *io)
+relay_flush(struct relay_io *io, int turn_end)
 {
-	struct relay	*r = RELAY_OF(&io->core);
-
-	if (r->cnt_dirty && !rloop_timer_pending(&r->cnt_timer))
-		relay_counters_send(r, 0);
+	relay_out(RELAY_OF(&io->core), turn_end);
 }
 
 static void	relay_shutdown(struct relay_io *);
 
 static const struct relay_io_hooks relay_io_hooks = {
 	.closed = relay_conn_closed,
-	.flush = relay_turn_end,
+	.flush = relay_flush,
 	.sigterm = relay_shutdown,
 };
 
@@ -328,6 +380,8 @@ relay_attach(void *arg, struct msg *m)
 	if (strcmp(up->server_id, core->sid) != 0)
 		fatalx("relay %s: CONN_ATTACH for another server-id", core->sid);
 
+	/* what is due goes before, in order */
+	relay_out(r, 1);
 	if (m->fd_lost) {
 		/*
 		 * A connection whose fd we could not receive (at our
@@ -348,7 +402,9 @@ relay_attach(void *arg, struct msg *m)
 		relay_chan_flush(r);
 	} else
 		relay_io_attach(&r->io, m->fd, m->hdr.id, up);
-	relay_counters_flush(r);
+	/* its outcome is counted before its client sees it */
+	r->report_due = 1;
+	relay_io_wake(&r->io);
 }
 
 /* pyrelayctl show server: one message per registered phone, then the end. */
@@ -527,6 +583,7 @@ relay_forked(int fd, const struct msg_setup *setup, struct msg *m)
 	if (rloop_run(&r->io.loop) == -1)
 		fatal("relay %s: epoll_pwait", r->io.core.sid);
 	/* what this relay counted outlives it (docs/protocol.md §2 counters) */
+	relay_out(r, 1);
 	relay_counters_flush(r);
 	exit(0);
 }

@@ -78,7 +78,7 @@ io_flush(struct rloop *loop)
 	struct relay_io	*io = CONTAINER_OF(loop, struct relay_io, loop);
 	struct conn	*c;
 
-	io->hooks->flush(io);
+	io->hooks->flush(io, 1);
 	while ((c = TAILQ_FIRST(&io->dirty)) != NULL) {
 		TAILQ_REMOVE(&io->dirty, c, dirty);
 		c->on_dirty = 0;
@@ -145,8 +145,11 @@ io_conn_free(struct conn *c)
 	rloop_forget(&io->loop, &c->watch);
 	rloop_timer_stop(&io->loop, &c->timer);
 	ws_free(&c->ws);
-	if (c->fd != -1)
+	if (c->fd != -1) {
+		/* a client that sees its close sees the parent told */
+		io->hooks->flush(io, 0);
 		close(c->fd);
+	}
 	ra_free(c);
 	io->hooks->closed(io, id, role);
 }
@@ -301,6 +304,8 @@ io_conn_write(struct conn *c)
 
 	if (c->state == CS_DEAD)
 		return;
+	/* what the parent must hear first (hooks->flush) */
+	c->io->hooks->flush(c->io, 0);
 	if (ws_pending(&c->ws) > 0 && (n = ws_write(&c->ws, c->fd)) == -1) {
 		io_conn_drop(c, "write error");
 		return;

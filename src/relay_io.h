@@ -69,8 +69,11 @@ TAILQ_HEAD(conn_list, conn);
 struct relay_io_hooks {
 	/* a connection is gone, its fd closed: id, and its role then */
 	void	(*closed)(struct relay_io *, uint64_t id, enum relay_role);
-	/* this loop turn's output is about to be written */
-	void	(*flush)(struct relay_io *);
+	/*
+	 * Output to a client is about to leave (a write or a close;
+	 * turn_end 0), or the loop turn ends, before its writes (1)
+	 */
+	void	(*flush)(struct relay_io *, int turn_end);
 	/* SIGTERM: the operator's, or the service manager's */
 	void	(*sigterm)(struct relay_io *);
 };

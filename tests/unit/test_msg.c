@@ -387,6 +387,76 @@ test_batch_one_call(void)
 }
 
 /*
+ * msg_defer sends nothing: a deferred message and the one composed after
+ * it leave together at msg_flush, in order, with one sendmmsg (in a child
+ * whose seccomp program kills sendmsg, as above), the second with its fd.
+ */
+static void
+test_defer(void)
+{
+	static struct sock_filter	 nosendmsg[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+		    offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sendmsg, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog		 fprog = {
+		.len = sizeof(nosendmsg) / sizeof(nosendmsg[0]),
+		.filter = nosendmsg,
+	};
+	struct msg_chan			 a, b;
+	unsigned char			 body[8] = { 8, 7, 6, 5, 4, 3, 2, 1 };
+	uint32_t			 v = 0xabad1dea;
+	int				 sv[2], p[2], status;
+	pid_t				 pid;
+	char				 c;
+
+	make_pair(sv);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	CU_ASSERT_FATAL(write(p[1], "y", 1) == 1);
+	msg_chan_init(&b, sv[1], &test_rules);
+	b.hello_seen = 1;
+	if ((pid = fork()) == 0) {
+		msg_chan_init(&a, sv[0], &test_rules);
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 ||
+		    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) == -1)
+			_exit(2);
+		if (msg_defer(&a, T_PLAIN, 1, body, sizeof(body), -1) != 0 ||
+		    a.outq_len != 1)
+			_exit(3);
+		/* nothing sent yet */
+		if (msg_recv(&b, &rm) != 0)
+			_exit(4);
+		/* composed behind it: queued, not sent ahead of it */
+		if (msg_compose(&a, T_WITHFD, 2, &v, sizeof(v), p[0]) != 0 ||
+		    a.outq_len != 2 || msg_recv(&b, &rm) != 0)
+			_exit(5);
+		if (msg_flush(&a) != 1)
+			_exit(6);
+		_exit(a.outq_len == 0 && fcntl(p[0], F_GETFD) == -1 ? 0 : 7);
+	}
+	CU_ASSERT_FATAL(pid != -1);
+	CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
+	CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close(p[0]);
+	close(p[1]);
+	CU_ASSERT_EQUAL_FATAL(msg_recv(&b, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.type, T_PLAIN);
+	CU_ASSERT_EQUAL(rm.hdr.id, 1);
+	CU_ASSERT_EQUAL(memcmp(rm.body, body, sizeof(body)), 0);
+	CU_ASSERT_EQUAL_FATAL(msg_recv(&b, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.type, T_WITHFD);
+	CU_ASSERT_EQUAL(rm.hdr.id, 2);
+	CU_ASSERT_FATAL(rm.fd != -1);
+	CU_ASSERT(read(rm.fd, &c, 1) == 1 && c == 'y');
+	close(rm.fd);
+	CU_ASSERT_EQUAL(msg_recv(&b, &rm), 0);
+	close(sv[0]);
+	msg_chan_clear(&b);
+}
+
+/*
  * A batch keeps the order of composing: behind what is queued (a full
  * socket), and around a message too large for it, which msg_compose
  * sends; a body over MSG_MAX_BODY is refused and its fd closed.
@@ -417,9 +487,11 @@ test_batch_order(void)
 	CU_ASSERT_EQUAL(msg_batch_add(&a, &batch, T_VAR, queued++, big, 16,
 	    -1), 0);
 	CU_ASSERT_EQUAL(batch.n, 1);
-	/* a third small one sends the two before it: MSG_BATCH_MAX */
-	CU_ASSERT_EQUAL(msg_batch_add(&a, &batch, T_VAR, queued++, big, 8,
-	    -1), 0);
+	/* a fifth small one sends the four before it: MSG_BATCH_MAX */
+	for (i = 0; i < MSG_BATCH_MAX - 1; i++)
+		CU_ASSERT_EQUAL(msg_batch_add(&a, &batch, T_VAR, queued++,
+		    big, 8, -1), 0);
+	CU_ASSERT_EQUAL(batch.n, MSG_BATCH_MAX);
 	CU_ASSERT_EQUAL(msg_batch_add(&a, &batch, T_VAR, queued++, big, 8,
 	    -1), 0);
 	CU_ASSERT_EQUAL(batch.n, 1);
@@ -1302,6 +1374,7 @@ static CU_TestInfo msg_tests[] = {
 	{ "chan_ready never blocks", test_ready_never_blocks },
 	{ "batch: one sendmmsg", test_batch_one_call },
 	{ "batch: order kept", test_batch_order },
+	{ "defer: leaves with the next flush", test_defer },
 	{ "round trip", test_roundtrip },
 	{ "ordering", test_ordering },
 	{ "flush when full", test_flush_full },
