@@ -168,6 +168,8 @@ struct parent {
 	struct worker_list	 spawns;	/* its unanswered starts, oldest first */
 	/* the relay zygote (parent_zygote.c) */
 	struct worker		*zygote;	/* relays are asked of it */
+	int			 zygote_hold;	/* FORKs wait for one flush (pool_fill) */
+	int64_t			 pool_fill_at;	/* when ev_pool_fill fires (ms) */
 	struct worker		*zygote_next;	/* its renewal, starting */
 	int64_t			 zygote_retry;	/* no new zygote before (ms) */
 	struct event		*ev_zygote;	/* restart, renewal by age */
@@ -374,6 +376,7 @@ void	parent_worker_start_failed(struct parent *, struct worker *, int error);
 
 /* parent_pool.c */
 #define POOL_RETRY_MS		1000	/* after a pooled relay failed to start */
+#define POOL_REFILL_MS		20	/* a take refills this soon, or at half */
 void	pool_schedule(struct parent *, int64_t ms);
 void	pool_fill(evutil_socket_t, short, void *);
 void	pool_remove(struct parent *, struct worker *);

@@ -25,8 +25,13 @@ pool_schedule(struct parent *p, int64_t ms)
 	struct timeval	tv;
 
 	if (p->stopping || p->npool >= p->conf->relay_pool ||
-	    !admit_relay(p, 0) || evtimer_pending(p->ev_pool_fill, NULL))
+	    !admit_relay(p, 0))
 		return;
+	/* a refill already set for then or sooner stands */
+	if (evtimer_pending(p->ev_pool_fill, NULL) &&
+	    p->pool_fill_at <= now_ms() + ms)
+		return;
+	p->pool_fill_at = now_ms() + ms;
 	tv = ms_timeval(ms);
 	evtimer_add(p->ev_pool_fill, &tv);
 }
@@ -34,8 +39,9 @@ pool_schedule(struct parent *p, int64_t ms)
 /*
  * Asks the zygote for relays up to `relay pool`.  A fork is cheap (about
  * 130 us of CPU, in the zygote: docs/pool.md) and the zygote forks one at
- * a time, so the whole refill is asked at once; the parent never waits
- * for it.
+ * a time, so the whole refill is asked at once, every FORK with one
+ * sendmmsg (zygote_hold), and the zygote answers them together; the
+ * parent never waits for it.
  */
 void
 pool_fill(evutil_socket_t fd, short ev, void *arg)
@@ -43,17 +49,21 @@ pool_fill(evutil_socket_t fd, short ev, void *arg)
 	struct parent	*p = arg;
 	struct worker	*w;
 
+	p->zygote_hold = 1;
 	/* pooled relays count against max relays: the pool never passes it */
 	while (!p->stopping && p->npool < p->conf->relay_pool &&
 	    admit_relay(p, 0)) {
 		if ((w = parent_spawn(p, ROLE_RELAY, NULL)) == NULL) {
 			pool_schedule(p, POOL_RETRY_MS);
-			return;
+			break;
 		}
 		w->pooled = 1;
 		TAILQ_INSERT_TAIL(&p->pool, w, pool_entry);
 		p->npool++;
 	}
+	p->zygote_hold = 0;
+	if (p->zygote != NULL && !p->zygote->dead)
+		parent_worker_flush(p->zygote);
 }
 
 /* Takes a relay out of the pool (it is no longer counted there). */
@@ -94,7 +104,12 @@ pool_take(struct parent *p, const char *sid)
 	pool_remove(p, pick);
 	parent_relay_assign(p, pick, sid);
 	p->assignments++;
-	pool_schedule(p, 0);
+	/*
+	 * Refilled soon, not at once: a burst of claims has its relays
+	 * asked for together (pool_fill), or at once when half are gone.
+	 */
+	pool_schedule(p, p->npool <= p->conf->relay_pool / 2 ? 0 :
+	    POOL_REFILL_MS);
 	return pick;
 }
 

@@ -87,12 +87,16 @@ parent_zygote_fork(struct parent *p, struct worker *z, struct worker *r,
 	struct msg_empty	e = { 0 };
 
 	r->start_seq = ++z->fork_seq;
-	msg_compose(&z->chan, MSG_FORK, r->start_seq, &e, sizeof(e), fd);
+	msg_defer(&z->chan, MSG_FORK, r->start_seq, &e, sizeof(e), fd);
 	parent_start_wait(p, r, z);
-	parent_worker_flush(z);
 	z->nforked++;
-	if (z == p->zygote && z->nforked >= p->conf->zygote_renew_relays)
+	/* a pool refill sends its FORKs together, when it has asked them all */
+	if (!p->zygote_hold || z != p->zygote)
+		parent_worker_flush(z);
+	if (z == p->zygote && z->nforked >= p->conf->zygote_renew_relays) {
+		parent_worker_flush(z);
 		parent_zygote_renew(p);
+	}
 }
 
 /* A zygote renewed: it gets EOF once it has answered, and exits. */

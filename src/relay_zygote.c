@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <malloc.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -127,11 +128,15 @@ zygote_child(int fd)
 #endif
 }
 
-/* MSG_FORK: a relay on the channel end that came with it; SPAWNED answers. */
+/*
+ * MSG_FORK: a relay on the channel end that came with it; SPAWNED answers,
+ * in the batch arg (zygote_serve).
+ */
 static void
 zygote_fork(void *arg, struct msg *m)
 {
-	struct msg_spawned	rep;
+	struct msg_batch	*b = arg;
+	struct msg_spawned	 rep;
 
 	memset(&rep, 0, sizeof(rep));
 	rep.pid = -1;
@@ -149,8 +154,37 @@ zygote_fork(void *arg, struct msg *m)
 			rep.error = errno;
 		close(m->fd);
 	}
-	msg_compose(&zchan, MSG_SPAWNED, m->hdr.id, &rep, sizeof(rep), -1);
-	proc_flush_wait(&zchan);
+	msg_batch_add(&zchan, b, MSG_SPAWNED, m->hdr.id, &rep, sizeof(rep),
+	    -1);
+}
+
+/*
+ * The parent's requests until it is gone, or has renewed us (EOF): every
+ * FORK waiting is forked before the answers go, together (a pool refill
+ * asks for its relays at once: parent_pool.c), so that the parent is
+ * woken once for them, not once a relay.
+ */
+static void
+zygote_serve(void)
+{
+	struct msg		*m = zygote_mm_msg();
+	struct msg_batch	 b;
+	int			 rv;
+
+	for (;;) {
+		msg_batch_init(&b);
+		while ((rv = msg_recv(&zchan, m)) == 1)
+			msg_handle(m, &b);
+		msg_batch_send(&zchan, &b);
+		proc_flush_wait(&zchan);
+		if (rv == -1)
+			exit(0);
+		if (rv == -2)
+			fatalx("zygote: bad message from parent: %s",
+			    zchan.errstr);
+		if (fd_wait(zchan.fd, POLLIN, -1) == -1)
+			fatal("zygote: poll");
+	}
 }
 
 /*
@@ -193,8 +227,7 @@ zygote_run(void)
 	 * relay[pid] too, so that no relay writes the log's state.
 	 */
 	log_forked(proc_role_name(ROLE_RELAY));
-	/* until the parent is gone, or has renewed us (EOF) */
-	proc_serve(&zchan, zygote_mm_msg(), NULL);
+	zygote_serve();
 }
 
 void
