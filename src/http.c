@@ -446,21 +446,29 @@ http_upgrade_status(const struct http_request *req)
 	return 0;
 }
 
+/*
+ * SHA-1 is fetched from the provider once, and the context made once: an
+ * implicit fetch (EVP_sha1() in EVP_DigestInit_ex) looks the algorithm up
+ * under a lock for every handshake, and a context was allocated and freed
+ * for each.
+ */
 void
 http_ws_accept(const char *key, size_t keylen, char out[WS_ACCEPT_LEN + 1])
 {
-	EVP_MD_CTX	*ctx;
-	unsigned char	 md[EVP_MAX_MD_SIZE];
-	unsigned int	 mdlen;
+	static EVP_MD		*sha1;
+	static EVP_MD_CTX	*ctx;
+	unsigned char		 md[EVP_MAX_MD_SIZE];
+	unsigned int		 mdlen;
 
-	if ((ctx = EVP_MD_CTX_new()) == NULL)
+	if (sha1 == NULL && (sha1 = EVP_MD_fetch(NULL, "SHA1", NULL)) == NULL)
+		fatalx("http_ws_accept: no SHA-1");
+	if (ctx == NULL && (ctx = EVP_MD_CTX_new()) == NULL)
 		fatalx("http_ws_accept: EVP_MD_CTX_new failed");
-	if (EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) != 1 ||
+	if (EVP_DigestInit_ex2(ctx, sha1, NULL) != 1 ||
 	    EVP_DigestUpdate(ctx, key, keylen) != 1 ||
 	    EVP_DigestUpdate(ctx, WS_GUID, strlen(WS_GUID)) != 1 ||
 	    EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != 20)
 		fatalx("http_ws_accept: SHA-1 failed");
-	EVP_MD_CTX_free(ctx);
 	/* 20 bytes give 28 base64 characters and a NUL */
 	EVP_EncodeBlock((unsigned char *)out, md, (int)mdlen);
 }

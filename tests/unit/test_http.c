@@ -188,6 +188,13 @@ test_rfc6455_accept(void)
 	http_ws_accept(key, strlen(key), out);
 	CU_ASSERT_STRING_EQUAL(out, RFC_ACCEPT);
 	CU_ASSERT_EQUAL(strlen(out), WS_ACCEPT_LEN);
+	/* the digest's context is kept between calls: nothing carries over */
+	key = "x3JJHMbDL1EzLkh9GBhXDw==";
+	http_ws_accept(key, strlen(key), out);
+	CU_ASSERT_STRING_EQUAL(out, "HSmrc0sMlYUkAGmm5OPpG2HaGWk=");
+	key = "dGhlIHNhbXBsZSBub25jZQ==";
+	http_ws_accept(key, strlen(key), out);
+	CU_ASSERT_STRING_EQUAL(out, RFC_ACCEPT);
 }
 
 /* ---- header gate (step 4) ---------------------------------------------- */
