@@ -162,15 +162,25 @@ zygote_fork(void *arg, struct msg *m)
  * The parent's requests until it is gone, or has renewed us (EOF): every
  * FORK waiting is forked before the answers go, together (a pool refill
  * asks for its relays at once: parent_pool.c), so that the parent is
- * woken once for them, not once a relay.
+ * woken once for them, not once a relay.  SIGTERM is taken only in the
+ * wait (ppoll), so that every relay forked has been answered for: one
+ * whose pid the parent never heard would outlive its stop.  The relays
+ * start with it blocked, until their loop takes it in its own wait.
  */
 static void
 zygote_serve(void)
 {
 	struct msg		*m = zygote_mm_msg();
 	struct msg_batch	 b;
+	struct pollfd		 pfd;
+	sigset_t		 term, waitmask;
 	int			 rv;
 
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	if (sigprocmask(SIG_BLOCK, &term, &waitmask) == -1)
+		fatal("zygote: sigprocmask");
+	sigdelset(&waitmask, SIGTERM);
 	for (;;) {
 		msg_batch_init(&b);
 		while ((rv = msg_recv(&zchan, m)) == 1)
@@ -182,14 +192,19 @@ zygote_serve(void)
 		if (rv == -2)
 			fatalx("zygote: bad message from parent: %s",
 			    zchan.errstr);
-		if (fd_wait(zchan.fd, POLLIN, -1) == -1)
-			fatal("zygote: poll");
+		pfd.fd = zchan.fd;
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		if (ppoll(&pfd, 1, NULL, &waitmask) == -1 && errno != EINTR)
+			fatal("zygote: ppoll");
 	}
 }
 
 /*
- * SIGTERM (the parent stopping): the zygote holds nothing to finish.  A
- * relay has this too until its loop takes SIGTERM over (rloop_init).
+ * SIGTERM (the parent stopping): the zygote holds nothing to finish once
+ * it has answered every FORK (zygote_serve takes SIGTERM only in its
+ * wait).  A relay inherits this with SIGTERM blocked, until its loop
+ * takes SIGTERM over (rloop_init).
  */
 static void
 zygote_sigterm(int sig)

@@ -319,7 +319,8 @@ sandbox_filter_worker(scmp_filter_ctx ctx, const char *role)
  * it adds what the zygote needs to wait and fork, and what a relay needs
  * once after its fork; nothing a relay could use to fork, open or reach
  * another process:
- *   poll		the zygote waits for requests (fd_wait)
+ *   poll, ppoll	the zygote waits for requests (ppoll: SIGTERM taken
+ *			only there) and for room to answer (fd_wait)
  *   clone		with exactly the zygote's flags: CLONE_PARENT | SIGCHLD
  *			(a relay's RLIMIT_NPROC 0 makes even that fail)
  *   prlimit64		pid 0, RLIMIT_NPROC only: the relay's own 0
