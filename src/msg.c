@@ -169,9 +169,13 @@ msg_queue(struct msg_chan *chan, const struct msg_hdr *hdr, const void *body,
 	chan->outq_bytes += mo->len;
 }
 
-int
-msg_compose(struct msg_chan *chan, uint32_t type, uint64_t id,
-    const void *body, size_t len, int fd)
+/*
+ * msg_compose (now 1) and msg_defer (now 0): the message sent at once when
+ * now and nothing waits ahead of it, else queued.
+ */
+static int
+msg_put(struct msg_chan *chan, uint32_t type, uint64_t id, const void *body,
+    size_t len, int fd, int now)
 {
 	struct msg_hdr	 hdr;
 
@@ -195,7 +199,7 @@ msg_compose(struct msg_chan *chan, uint32_t type, uint64_t id,
 	 * to the parent touches no heap page, and no page of malloc's state
 	 * (docs/relay-executable.md).
 	 */
-	if (TAILQ_EMPTY(&chan->outq) && chan->fd != -1 &&
+	if (now && TAILQ_EMPTY(&chan->outq) && chan->fd != -1 &&
 	    msg_send_now(chan, &hdr, body, len, fd) == 1) {
 		if (fd != -1)
 			close(fd);
@@ -206,24 +210,17 @@ msg_compose(struct msg_chan *chan, uint32_t type, uint64_t id,
 }
 
 int
+msg_compose(struct msg_chan *chan, uint32_t type, uint64_t id,
+    const void *body, size_t len, int fd)
+{
+	return msg_put(chan, type, id, body, len, fd, 1);
+}
+
+int
 msg_defer(struct msg_chan *chan, uint32_t type, uint64_t id,
     const void *body, size_t len, int fd)
 {
-	struct msg_hdr	 hdr;
-
-	if (len > MSG_MAX_BODY) {
-		if (fd != -1)
-			close(fd);
-		msg_seterr(chan, "compose type=%u: body of %zu bytes, max %d",
-		    type, len, MSG_MAX_BODY);
-		return -1;
-	}
-	memset(&hdr, 0, sizeof(hdr));
-	hdr.type = type;
-	hdr.len = (uint32_t)len;
-	hdr.id = id;
-	msg_queue(chan, &hdr, body, len, fd);
-	return 0;
+	return msg_put(chan, type, id, body, len, fd, 0);
 }
 
 /*

@@ -318,12 +318,12 @@ test_ready_never_blocks(void)
 }
 
 /*
- * A batch goes with one sendmmsg: composed in a child whose seccomp
- * program kills sendmsg, two packets arrive in order, each with its own
- * body and the second with its fd.
+ * In a child: sendmsg(2) kills the process from now on (a seccomp
+ * program), so that what sends several packets is seen to use one
+ * sendmmsg(2).  0, or -1.
  */
-static void
-test_batch_one_call(void)
+static int
+no_sendmsg(void)
 {
 	static struct sock_filter	 nosendmsg[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
@@ -336,6 +336,21 @@ test_batch_one_call(void)
 		.len = sizeof(nosendmsg) / sizeof(nosendmsg[0]),
 		.filter = nosendmsg,
 	};
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 ||
+	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) == -1)
+		return -1;
+	return 0;
+}
+
+/*
+ * A batch goes with one sendmmsg: composed in a child whose seccomp
+ * program kills sendmsg, two packets arrive in order, each with its own
+ * body and the second with its fd.
+ */
+static void
+test_batch_one_call(void)
+{
 	struct msg_chan			 a, b;
 	struct msg_batch		 batch;
 	unsigned char			 body[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
@@ -350,8 +365,7 @@ test_batch_one_call(void)
 	if ((pid = fork()) == 0) {
 		msg_chan_init(&a, sv[0], &test_rules);
 		msg_batch_init(&batch);
-		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 ||
-		    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) == -1)
+		if (no_sendmsg() == -1)
 			_exit(2);
 		if (msg_batch_add(&a, &batch, T_PLAIN, 1, body, sizeof(body),
 		    -1) != 0 || msg_batch_add(&a, &batch, T_WITHFD, 2, &v,
@@ -394,17 +408,6 @@ test_batch_one_call(void)
 static void
 test_defer(void)
 {
-	static struct sock_filter	 nosendmsg[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-		    offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sendmsg, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	};
-	struct sock_fprog		 fprog = {
-		.len = sizeof(nosendmsg) / sizeof(nosendmsg[0]),
-		.filter = nosendmsg,
-	};
 	struct msg_chan			 a, b;
 	unsigned char			 body[8] = { 8, 7, 6, 5, 4, 3, 2, 1 };
 	uint32_t			 v = 0xabad1dea;
@@ -419,8 +422,7 @@ test_defer(void)
 	b.hello_seen = 1;
 	if ((pid = fork()) == 0) {
 		msg_chan_init(&a, sv[0], &test_rules);
-		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 ||
-		    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) == -1)
+		if (no_sendmsg() == -1)
 			_exit(2);
 		if (msg_defer(&a, T_PLAIN, 1, body, sizeof(body), -1) != 0 ||
 		    a.outq_len != 1)
