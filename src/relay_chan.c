@@ -403,8 +403,7 @@ relay_attach(void *arg, struct msg *m)
 	} else
 		relay_io_attach(&r->io, m->fd, m->hdr.id, up);
 	/* its outcome is counted before its client sees it */
-	r->report_due = 1;
-	relay_io_wake(&r->io);
+	relay_report(core);
 }
 
 /* pyrelayctl show server: one message per registered phone, then the end. */
