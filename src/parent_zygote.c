@@ -85,18 +85,21 @@ parent_zygote_fork(struct parent *p, struct worker *z, struct worker *r,
     int fd)
 {
 	struct msg_empty	e = { 0 };
+	int			renew;
 
 	r->start_seq = ++z->fork_seq;
 	msg_defer(&z->chan, MSG_FORK, r->start_seq, &e, sizeof(e), fd);
 	parent_start_wait(p, r, z);
 	z->nforked++;
-	/* a pool refill sends its FORKs together, when it has asked them all */
-	if (!p->zygote_hold || z != p->zygote)
+	renew = z == p->zygote && z->nforked >= p->conf->zygote_renew_relays;
+	/*
+	 * A pool refill sends its FORKs together, when it has asked them all;
+	 * a zygote about to be renewed gets what it was asked at once.
+	 */
+	if (!p->zygote_hold || z != p->zygote || renew)
 		parent_worker_flush(z);
-	if (z == p->zygote && z->nforked >= p->conf->zygote_renew_relays) {
-		parent_worker_flush(z);
+	if (renew)
 		parent_zygote_renew(p);
-	}
 }
 
 /* A zygote renewed: it gets EOF once it has answered, and exits. */
