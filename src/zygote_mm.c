@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
 #ifdef HAVE_SYS_RSEQ_H
@@ -476,6 +477,23 @@ zygote_mm_fill(void)
 }
 #endif
 
+/*
+ * The vDSO's data pages ([vvar], [vvar_vclock]) are mappings of raw page
+ * frames, whose entries a fork copies when the zygote has them: read the
+ * clock once here, and no relay takes a fault for them at its first
+ * clock_gettime (docs/relay-executable.md, "Hot code together").  The
+ * vDSO's code is not such a mapping; each relay still faults it once.
+ */
+#ifndef PYRELAYD_SANITIZERS
+static void
+zmm_touch_vvar(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+}
+#endif
+
 void
 zygote_mm_prepare(void)
 {
@@ -493,6 +511,7 @@ zygote_mm_prepare(void)
 #if defined(HAVE_SYS_RSEQ_H) && defined(RSEQ_SIG)
 	zmm_rseq_off();
 #endif
+	zmm_touch_vvar();
 	/* under the stack, the vDSO; else a page no one may touch */
 	if (vdso_delta == 0 && mprotect(zhot.vdso + sizeof(zhot.vdso) - ZMM_PAGE,
 	    ZMM_PAGE, PROT_NONE) == -1)
