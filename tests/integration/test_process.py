@@ -823,7 +823,7 @@ class Crashes(unittest.TestCase):
                     b = await harness.binary(d, sid)
                     p = await harness.phone(d, sid)
                     await harness.assert_exchange(b, p, sid)
-                    await harness.close_all(*conns)
+                    await harness.close_all(b, p)
             harness.run(main())
 
 
@@ -960,7 +960,7 @@ class IdleRelays(unittest.TestCase):
                                  % (after - before, self.QUIET_S))
                 # and it still serves
                 await harness.assert_exchange(b, p, "idle-a", 2)
-                await harness.close_all(*conns)
+                await harness.close_all(b, p)
             harness.run(main())
 
 
