@@ -25,13 +25,15 @@
 /*
  * The version of the messages this source speaks, sent in HELLO.  2: the
  * first that a parent can hand to the next one (docs/upgrade.md), with
- * MSG_FINISH.  msg_version (version.c) is what a build speaks: the same,
+ * MSG_FINISH.  3: a relay's RELAY_STATE may carry its counter increments
+ * (proto.h msg_relay_report); a parent of 3 takes 2's messages as they
+ * are.  msg_version (version.c) is what a build speaks: the same,
  * but in the test builds that stand for the next release.  A channel takes
  * the peer's HELLO of a version from its hello_min to msg_version; a
  * parent that adopts the workers of the program before it serves those of
  * the version before its own (MSG_VERSION_OLDEST) for as long as they live.
  */
-#define MSG_VERSION	2
+#define MSG_VERSION	3
 #define MSG_VERSION_OLDEST(v)	((v) - 1)	/* the oldest a parent of v serves */
 extern const uint32_t	msg_version;
 #define MSG_MAX_BODY	(32 * 1024)

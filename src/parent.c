@@ -589,8 +589,14 @@ static void
 parent_relay_state(void *arg, struct msg *m)
 {
 	struct worker		*w = arg;
-	struct msg_relay_state	*st = (struct msg_relay_state *)m->body;
+	struct msg_relay_report	*rep = (struct msg_relay_report *)m->body;
+	struct msg_relay_state	*st = &rep->st;
 
+	/* the increments that left with it first, as they were sent before */
+	if (m->hdr.len == sizeof(*rep)) {
+		parent_add_counters(P, &rep->cnt);
+		parent_metrics_counted(P, w);
+	}
 	w->probing = st->probing;
 	parent_relay_counts(P, w, st->binary_connected, st->phones);
 }

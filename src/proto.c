@@ -149,10 +149,18 @@ msg_relay_state_check(const void *body, size_t len)
 {
 	const struct msg_relay_state	*st = body;
 
+	/* the state alone, or with the increments: nothing between */
+	if (len != sizeof(struct msg_relay_state) &&
+	    len != sizeof(struct msg_relay_report))
+		return "neither the state nor the state and its increments";
 	/* a relay serves one binary and at most `phones per server`: more is a lie */
 	if (st->binary_connected > 1 || st->phones > PHONES_PER_SERVER_MAX ||
 	    st->probing > 1)
 		return "counts out of range";
+	if (len == sizeof(struct msg_relay_report))
+		return msg_relay_counters_check(
+		    &((const struct msg_relay_report *)body)->cnt,
+		    sizeof(struct relay_counters));
 	return NULL;
 }
 

@@ -341,6 +341,17 @@ struct msg_relay_state {
 	uint32_t	pad;
 };
 
+/*
+ * MSG_RELAY_STATE with the counter increments that leave with it (message
+ * version 3): one message where a report with increments was two.  The
+ * body is the state alone, or the state and the increments; a relay of
+ * version 2 sends only the first (docs/messages.md).
+ */
+struct msg_relay_report {
+	struct msg_relay_state	st;
+	struct relay_counters	cnt;
+};
+
 struct msg_verbose {
 	uint32_t	verbose;
 	uint32_t	pad;
@@ -443,7 +454,8 @@ const char	*msg_push_done_check(const void *, size_t);
 #define MSG_BODY_ACME_REQ	0, sizeof(struct msg_acme_req), \
 				    msg_acme_req_check
 #define MSG_BODY_ACME		0, sizeof(struct msg_acme), msg_acme_check
-#define MSG_BODY_RELAY_STATE	0, sizeof(struct msg_relay_state), \
+#define MSG_BODY_RELAY_STATE	sizeof(struct msg_relay_state), \
+				    sizeof(struct msg_relay_report), \
 				    msg_relay_state_check
 #define MSG_BODY_RELAY_COUNTERS	0, sizeof(struct relay_counters), \
 				    msg_relay_counters_check

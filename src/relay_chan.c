@@ -94,12 +94,10 @@ relay_counters_arm(struct relay *r)
 
 static void	relay_chan_flush(struct relay *);
 
-/* The increments gathered since the last time, even none, into b. */
+/* The increments are on their way (in cnt's copy): a new count starts. */
 static void
-relay_counters_add(struct relay *r, struct msg_batch *b, uint64_t id)
+relay_counters_sent(struct relay *r, uint64_t id)
 {
-	msg_batch_add(&r->chan, b, MSG_RELAY_COUNTERS, id, &r->cnt,
-	    sizeof(r->cnt), -1);
 	memset(&r->cnt, 0, sizeof(r->cnt));
 	r->cnt_dirty = 0;
 	/*
@@ -109,6 +107,15 @@ relay_counters_add(struct relay *r, struct msg_batch *b, uint64_t id)
 	if (id == 0)
 		r->cnt_sent_ms = now_ms();
 	rloop_timer_stop(&r->io.loop, &r->cnt_timer);
+}
+
+/* The increments gathered since the last time, even none, into b. */
+static void
+relay_counters_add(struct relay *r, struct msg_batch *b, uint64_t id)
+{
+	msg_batch_add(&r->chan, b, MSG_RELAY_COUNTERS, id, &r->cnt,
+	    sizeof(r->cnt), -1);
+	relay_counters_sent(r, id);
 }
 
 /* Sends the increments gathered since the last time, even none. */
@@ -209,37 +216,43 @@ static void
 relay_out(struct relay *r, int turn_end)
 {
 	const struct relay_core	*core = &r->io.core;
-	struct msg_relay_state	 st;
+	struct msg_relay_report	 rep;
+	struct msg_relay_state	*st = &rep.st;
 	struct msg_conn_closed	 mc;
 	struct msg_batch	 b;
-	int			 i, changed = 0, first;
+	int			 i, changed = 0, first, cnt;
 
 	first = r->cnt_dirty && !rloop_timer_pending(&r->cnt_timer);
 	if (!r->report_due && !first && (!turn_end || r->nclosed == 0))
 		return;
 	msg_batch_init(&b);
-	/* counters first, so that claims are counted when they are visible */
-	if (r->cnt_dirty && (r->report_due || first))
-		relay_counters_add(r, &b, 0);
+	/* the increments leave with it, so that claims are counted when visible */
+	cnt = r->cnt_dirty && (r->report_due || first);
 	if (r->report_due) {
 		r->report_due = 0;
-		memset(&st, 0, sizeof(st));
-		st.binary_connected = core->binary != NULL;
-		st.phones = core->nphones;
-		st.probing = core->probing;
+		memset(st, 0, sizeof(*st));
+		st->binary_connected = core->binary != NULL;
+		st->phones = core->nphones;
+		st->probing = core->probing;
 		changed = !r->reported_once ||
-		    st.binary_connected != r->reported_binary ||
-		    st.phones != r->reported_phones ||
-		    st.probing != r->reported_probing;
-		if (changed) {
-			r->reported_once = 1;
-			r->reported_binary = st.binary_connected;
-			r->reported_phones = st.phones;
-			r->reported_probing = st.probing;
-			msg_batch_add(&r->chan, &b, MSG_RELAY_STATE, 0, &st,
-			    sizeof(st), -1);
-		}
+		    st->binary_connected != r->reported_binary ||
+		    st->phones != r->reported_phones ||
+		    st->probing != r->reported_probing;
 	}
+	if (changed) {
+		r->reported_once = 1;
+		r->reported_binary = st->binary_connected;
+		r->reported_phones = st->phones;
+		r->reported_probing = st->probing;
+		/* with the increments, one message (proto.h msg_relay_report) */
+		if (cnt) {
+			memcpy(&rep.cnt, &r->cnt, sizeof(rep.cnt));
+			relay_counters_sent(r, 0);
+		}
+		msg_batch_add(&r->chan, &b, MSG_RELAY_STATE, 0, &rep,
+		    cnt ? sizeof(rep) : sizeof(*st), -1);
+	} else if (cnt)
+		relay_counters_add(r, &b, 0);
 	for (i = 0; i < r->nclosed; i++) {
 		memset(&mc, 0, sizeof(mc));
 		mc.kind = r->closed_kind[i];

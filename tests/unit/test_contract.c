@@ -394,6 +394,34 @@ test_check_setup(void)
 	CU_ASSERT_PTR_NOT_NULL(msg_setup_check(&setup, sizeof(setup)));
 }
 
+/*
+ * RELAY_STATE: the state alone (message version 2), or the state and the
+ * increments that left with it (3); nothing between, each part checked.
+ */
+static void
+test_check_relay_state(void)
+{
+	struct msg_relay_report	rep;
+
+	memset(&rep, 0, sizeof(rep));
+	rep.st.binary_connected = 1;
+	rep.st.phones = 2;
+	rep.cnt.upgrades[EP_SERVER][OUT_ACCEPT] = 1;
+	CU_ASSERT_PTR_NULL(msg_relay_state_check(&rep, sizeof(rep.st)));
+	CU_ASSERT_PTR_NULL(msg_relay_state_check(&rep, sizeof(rep)));
+	CU_ASSERT_PTR_NOT_NULL(msg_relay_state_check(&rep,
+	    sizeof(rep.st) + 8));
+	CU_ASSERT_PTR_NOT_NULL(msg_relay_state_check(&rep, sizeof(rep) - 8));
+	/* an increment out of range, in the long form only */
+	rep.cnt.frames_p2b = (uint64_t)1 << 41;
+	CU_ASSERT_PTR_NULL(msg_relay_state_check(&rep, sizeof(rep.st)));
+	CU_ASSERT_PTR_NOT_NULL(msg_relay_state_check(&rep, sizeof(rep)));
+	rep.cnt.frames_p2b = 0;
+	rep.st.binary_connected = 2;
+	CU_ASSERT_PTR_NOT_NULL(msg_relay_state_check(&rep, sizeof(rep.st)));
+	CU_ASSERT_PTR_NOT_NULL(msg_relay_state_check(&rep, sizeof(rep)));
+}
+
 /* SPAWN's args: the path, then argc strings, nothing after */
 static void
 test_check_spawn(void)
@@ -547,6 +575,7 @@ static CU_TestInfo check_tests[] = {
 	{ "CONN_UPGRADE, ATTACH, REROUTE", test_check_upgrade },
 	{ "SETUP", test_check_setup },
 	{ "SPAWN", test_check_spawn },
+	{ "RELAY_STATE, with and without increments", test_check_relay_state },
 	{ "ACME_REQ, SPAWNED, CONN_CLOSED, CTL_PHONE, HEALTH, TLS", test_check_small },
 	{ "PUSH_WAKE, PUSH_SEND, PUSH_DONE, PUSH_CONFIG", test_check_push },
 	CU_TEST_INFO_NULL

@@ -117,11 +117,12 @@ recv_wait(struct msg_chan *pc)
 
 /*
  * The relay's messages already in the channel, not waited for, counted by
- * type in got[]; the last state report in *last.
+ * type in got[]; the last state report in *last (its increments zeroed
+ * when it had none), its length in *lastlen.
  */
 static void
 recv_ready(struct msg_chan *pc, int got[MSG_TYPE_MAX],
-    struct msg_relay_state *last)
+    struct msg_relay_report *last, size_t *lastlen)
 {
 	memset(got, 0, sizeof(int) * MSG_TYPE_MAX);
 	while (msg_recv(pc, &rm) == 1) {
@@ -129,8 +130,11 @@ recv_ready(struct msg_chan *pc, int got[MSG_TYPE_MAX],
 			close(rm.fd);
 		if (rm.hdr.type < MSG_TYPE_MAX)
 			got[rm.hdr.type]++;
-		if (rm.hdr.type == MSG_RELAY_STATE)
-			memcpy(last, rm.body, sizeof(*last));
+		if (rm.hdr.type == MSG_RELAY_STATE) {
+			memset(last, 0, sizeof(*last));
+			memcpy(last, rm.body, rm.hdr.len);
+			*lastlen = rm.hdr.len;
+		}
 	}
 }
 
@@ -204,7 +208,8 @@ send_close(int fd)
 
 /*
  * A binary, then a phone: each one's state is in the channel before its
- * 101 can be read, with the claim counted.  Then both close in one loop
+ * 101 can be read, with the claim counted in it (one RELAY_STATE with its
+ * increments: message version 3).  Then both close in one loop
  * turn (the relay stopped while they do): the parent hears one
  * RELAY_STATE for the two changes, no binary and no phone, before the
  * phone can read its close, and both CONN_CLOSED after.
@@ -213,7 +218,9 @@ static void
 test_reports_once_per_turn(void)
 {
 	struct msg_chan		pc;
-	struct msg_relay_state	st;
+	struct msg_relay_report	rep;
+	struct msg_relay_state	*st = &rep.st;
+	size_t			len;
 	pid_t			pid;
 	int			bin, phone, status, i, closed;
 	int			got[MSG_TYPE_MAX];
@@ -223,22 +230,28 @@ test_reports_once_per_turn(void)
 
 	attach(&pc, 1, CONN_BINARY, &bin);
 	read_101(bin);
-	/* the claim counted, then the state: both before the 101 */
-	memset(&st, 0xff, sizeof(st));
-	recv_ready(&pc, got, &st);
-	CU_ASSERT_EQUAL(got[MSG_RELAY_COUNTERS], 1);
+	/* the state and the claim counted, in one message, before the 101 */
+	memset(&rep, 0xff, sizeof(rep));
+	len = 0;
+	recv_ready(&pc, got, &rep, &len);
+	CU_ASSERT_EQUAL(got[MSG_RELAY_COUNTERS], 0);
 	CU_ASSERT_EQUAL(got[MSG_RELAY_STATE], 1);
-	CU_ASSERT_EQUAL(st.binary_connected, 1);
-	CU_ASSERT_EQUAL(st.phones, 0);
+	CU_ASSERT_EQUAL(len, sizeof(rep));
+	CU_ASSERT_EQUAL(rep.cnt.upgrades[EP_SERVER][OUT_ACCEPT], 1);
+	CU_ASSERT_EQUAL(st->binary_connected, 1);
+	CU_ASSERT_EQUAL(st->phones, 0);
 
 	attach(&pc, 2, CONN_PHONE, &phone);
 	read_101(phone);
-	memset(&st, 0xff, sizeof(st));
-	recv_ready(&pc, got, &st);
-	CU_ASSERT_EQUAL(got[MSG_RELAY_COUNTERS], 1);
+	memset(&rep, 0xff, sizeof(rep));
+	len = 0;
+	recv_ready(&pc, got, &rep, &len);
+	CU_ASSERT_EQUAL(got[MSG_RELAY_COUNTERS], 0);
 	CU_ASSERT_EQUAL(got[MSG_RELAY_STATE], 1);
-	CU_ASSERT_EQUAL(st.binary_connected, 1);
-	CU_ASSERT_EQUAL(st.phones, 1);
+	CU_ASSERT_EQUAL(len, sizeof(rep));
+	CU_ASSERT_EQUAL(rep.cnt.upgrades[EP_CLIENT][OUT_ACCEPT], 1);
+	CU_ASSERT_EQUAL(st->binary_connected, 1);
+	CU_ASSERT_EQUAL(st->phones, 1);
 
 	/* both closes readable when the relay next looks: one turn */
 	CU_ASSERT_FATAL(kill(pid, SIGSTOP) == 0);
@@ -250,11 +263,11 @@ test_reports_once_per_turn(void)
 
 	/* the phone saw its close: the parent's counts are there already */
 	CU_ASSERT_FATAL(read_to_eof(phone));
-	memset(&st, 0xff, sizeof(st));
-	recv_ready(&pc, got, &st);
+	memset(&rep, 0xff, sizeof(rep));
+	recv_ready(&pc, got, &rep, &len);
 	CU_ASSERT_EQUAL(got[MSG_RELAY_STATE], 1);
-	CU_ASSERT_EQUAL(st.binary_connected, 0);
-	CU_ASSERT_EQUAL(st.phones, 0);
+	CU_ASSERT_EQUAL(st->binary_connected, 0);
+	CU_ASSERT_EQUAL(st->phones, 0);
 	/* one state for the two changes, and the two CONN_CLOSED */
 	closed = got[MSG_CONN_CLOSED];
 	CU_ASSERT_FATAL(read_to_eof(bin));
@@ -264,7 +277,7 @@ test_reports_once_per_turn(void)
 		else
 			CU_FAIL("a message other than CONN_CLOSED");
 	CU_ASSERT_EQUAL(closed, 2);
-	recv_ready(&pc, got, &st);
+	recv_ready(&pc, got, &rep, &len);
 	CU_ASSERT_EQUAL(got[MSG_RELAY_STATE], 0);
 	CU_ASSERT_EQUAL(got[MSG_CONN_CLOSED], 0);
 
