@@ -323,6 +323,17 @@ msg_batch_send(struct msg_chan *chan, struct msg_batch *b)
 	msg_batch_init(b);
 }
 
+void
+msg_hello_known(struct msg_chan *chan, uint32_t version, uint32_t role,
+    uint32_t pid)
+{
+	memset(&chan->peer, 0, sizeof(chan->peer));
+	chan->peer.version = version;
+	chan->peer.role = role;
+	chan->peer.pid = pid;
+	chan->hello_seen = 1;
+}
+
 int
 msg_hello(struct msg_chan *chan, uint32_t role)
 {

@@ -193,6 +193,13 @@ void	msg_batch_send(struct msg_chan *, struct msg_batch *);
 /* Queues our MSG_HELLO. */
 int	msg_hello(struct msg_chan *, uint32_t role);
 /*
+ * The peer's HELLO, known without one: the channel between a relay and
+ * its parent, whose zygote said HELLO for both (docs/messages.md).  A
+ * HELLO that comes after is a second one.
+ */
+void	msg_hello_known(struct msg_chan *, uint32_t version, uint32_t role,
+	    uint32_t pid);
+/*
  * Sends what is queued.  Returns 1 when the queue is empty, 0 when the
  * socket is full (wait for EV_WRITE), -1 on error (peer gone; errstr set).
  */

@@ -83,7 +83,8 @@ struct worker {
 	int			 pooled;	/* relays: in the pool, no server-id yet */
 	int			 pool_stopped;	/* relays: stopped while pooled */
 	TAILQ_ENTRY(worker)	 pool_entry;	/* the pool, while pooled */
-	int			 hello;		/* its HELLO came */
+	int			 hello;		/* its HELLO came (a relay: forked) */
+	int			 start_failed;	/* pooled relay: exited non-zero */
 	int			 ready;		/* and its pid: announced */
 	struct msg_chan		 chan;
 	struct event		*ev_read;

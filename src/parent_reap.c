@@ -63,8 +63,11 @@ parent_worker_free(struct parent *p, struct worker *w)
 	if (w->in_map)
 		RB_REMOVE(relay_map, &p->relays, w);
 	if (w->pooled) {
-		/* one that never said HELLO failed to start: do not spin */
-		int	ready = w->hello;
+		/*
+		 * One that failed to start (never said HELLO; a relay, which
+		 * says none, exited non-zero or was never forked): do not spin
+		 */
+		int	ready = w->hello && !w->start_failed;
 
 		pool_remove(p, w);
 		pool_schedule(p, ready ? 0 : POOL_RETRY_MS);
@@ -168,6 +171,8 @@ parent_reaped(struct parent *p, struct worker *w, int status)
 		snprintf(how, sizeof(how), "signal=%d", WTERMSIG(status));
 	else
 		snprintf(how, sizeof(how), "status=%d", WEXITSTATUS(status));
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		w->start_failed = 1;
 	if (w->role == ROLE_RELAY && !w->pooled && !w->pool_stopped) {
 		if (w->killed)
 			p->relay_exits[EXIT_KILLED]++;
@@ -281,6 +286,7 @@ void
 parent_worker_start_failed(struct parent *p, struct worker *w, int error)
 {
 	errno = error;
+	w->start_failed = 1;
 	log_warnx("event=spawn_failed role=%s server_id=%s limit=%s error=\"%s\"",
 	    proc_role_name(w->role), w->sid[0] ? w->sid : "-",
 	    limit_name(error), strerror(error));

@@ -547,9 +547,17 @@ parent_spawn(struct parent *p, enum proc_role role, const char *sid)
 	}
 	w = parent_worker_new(p, role, 0, sv[0], NULL, 1);
 	if (role == ROLE_RELAY) {
-		msg_hello(&w->chan, ROLE_PARENT);
+		/*
+		 * No HELLO either way: the zygote's stands for its relay, the
+		 * same program (relay_forked), which speaks our version (a
+		 * zygote takes only our HELLO, and its own may not have come
+		 * yet: FORKs wait in its channel).  The relay is ready once
+		 * the zygote names it (parent_worker_announce); one that
+		 * fails its start exits non-zero (parent_reaped).
+		 */
+		msg_hello_known(&w->chan, msg_version, ROLE_RELAY, 0);
+		w->hello = 1;
 		parent_zygote_fork(p, z, w, sv[1]);
-		parent_worker_flush(w);
 		return w;
 	}
 	/* argv[0] names the titles ps(1) shows: "pyrelayd: front" */

@@ -557,12 +557,17 @@ relay_chan_ready(struct rl_watch *w, uint32_t revents)
 
 /*
  * Forked, sandboxed (the zygote's sandbox): its state from the zygote's
- * SETUP, its loop, HELLO, then the loop until the relay is done.  The
- * channel is non-blocking from the parent (parent_spawn), close-on-exec
- * from the zygote's MSG_CMSG_CLOEXEC: nothing to ask the kernel.
+ * SETUP, its loop, then the loop until the relay is done.  The channel
+ * is non-blocking from the parent (parent_spawn), close-on-exec from the
+ * zygote's MSG_CMSG_CLOEXEC: nothing to ask the kernel.  No HELLO either
+ * way: the zygote's stands for it, the same image on both sides of the
+ * fork (docs/messages.md); the parent takes the relay as ready from the
+ * zygote's SPAWNED, and what it sends waits in the channel until the
+ * relay's loop reads it.
  */
 void
-relay_forked(int fd, const struct msg_setup *setup, struct msg *m)
+relay_forked(int fd, const struct msg_setup *setup,
+    const struct msg_hello *parent, struct msg *m)
 {
 	struct relay		*r;
 
@@ -570,6 +575,7 @@ relay_forked(int fd, const struct msg_setup *setup, struct msg *m)
 		fatal("relay: calloc");
 	relay_core_init(&r->io.core, &relay_core_ops, &r->lim);
 	msg_chan_ready(&r->chan, fd, &relay_from_parent);
+	msg_hello_known(&r->chan, parent->version, parent->role, parent->pid);
 	r->m = m;
 	/* an empty server-id: a pooled relay, waiting for MSG_ASSIGN */
 	strlcpy(r->io.core.sid, setup->server_id, sizeof(r->io.core.sid));
@@ -588,9 +594,6 @@ relay_forked(int fd, const struct msg_setup *setup, struct msg *m)
 		proc_title("pooled relay");
 		log_debug("event=relay_pooled");
 	}
-	/* our HELLO says we are ready: set up and sandboxed */
-	msg_hello(&r->chan, ROLE_RELAY);
-	relay_chan_flush(r);
 	/* messages that came before the loop are the channel's readiness */
 	if (rloop_run(&r->io.loop) == -1)
 		fatal("relay %s: epoll_pwait", r->io.core.sid);

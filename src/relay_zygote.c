@@ -94,7 +94,7 @@ zygote_relay_start(int fd)
 	sandbox_forked();
 	/* the zygote's channel is not the relay's */
 	close(zchan.fd);
-	relay_forked(fd, &zsetup, zygote_mm_msg());
+	relay_forked(fd, &zsetup, &zchan.peer, zygote_mm_msg());
 }
 
 /*

@@ -125,7 +125,7 @@ wait_for(uint32_t type)
 /*
  * As the zygote: the parent's first MSG_FORK, and a child of the parent
  * (CLONE_PARENT) on the channel end that came with it.  In the child,
- * returns that end with the channel now on it, after the parent's HELLO;
+ * returns that end with the channel now on it, the parent's HELLO known;
  * in the zygote, answers the pid and exits.
  */
 static void
@@ -141,10 +141,14 @@ fork_one(void)
 	    NULL, 0)) == -1)
 		fatal("fake_worker: clone");
 	if (pid == 0) {
+		struct msg_hello	parent = chan.peer;
+
 		close(CHAN_FD);
 		log_init(1, 0, "fake_worker");
 		table.to = ROLE_RELAY;
 		msg_chan_init(&chan, fd, &table);
+		/* no HELLO on a relay's channel: the zygote's stands for it */
+		msg_hello_known(&chan, parent.version, parent.role, parent.pid);
 		return;
 	}
 	memset(&rep, 0, sizeof(rep));
@@ -296,8 +300,6 @@ main(int argc, char *argv[])
 	if (relay) {
 		/* a relay forked by this zygote, given its server-id */
 		fork_one();
-		msg_hello(&chan, ROLE_RELAY);
-		flush_all();
 		wait_for(MSG_ASSIGN);
 		strlcpy(sid, ((struct msg_assign *)m.body)->server_id,
 		    sizeof(sid));

@@ -995,6 +995,33 @@ test_reject_second_hello(void)
 	msg_chan_clear(&rx);
 }
 
+/*
+ * A HELLO known without one (a relay's channel: the zygote's stands for
+ * it): the first message is taken as any other, and a HELLO after is a
+ * second one.
+ */
+static void
+test_hello_known(void)
+{
+	struct msg_chan	rx;
+	int		sv[2];
+	unsigned char	body[8] = { 0 };
+
+	raw_setup(sv, &rx, 0);
+	msg_hello_known(&rx, MSG_VERSION, ROLE_RELAY, 4242);
+	CU_ASSERT_EQUAL(rx.hello_seen, 1);
+	CU_ASSERT_EQUAL(rx.peer.version, MSG_VERSION);
+	CU_ASSERT_EQUAL(rx.peer.role, ROLE_RELAY);
+	CU_ASSERT_EQUAL(rx.peer.pid, 4242);
+	CU_ASSERT(raw_send(sv[0], T_PLAIN, 8, body, 8, NULL, 0) > 0);
+	CU_ASSERT_EQUAL(msg_recv(&rx, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.type, T_PLAIN);
+	CU_ASSERT(raw_hello(sv[0], MSG_VERSION) > 0);
+	expect_violation(&rx, count_fds(), "second hello");
+	close(sv[0]);
+	msg_chan_clear(&rx);
+}
+
 static void
 test_reject_unknown_type(void)
 {
@@ -1396,6 +1423,8 @@ static CU_TestInfo msg_rejections_tests[] = {
 	{ "hello length", test_reject_hello_length },
 	{ "hello with fd", test_reject_hello_fd },
 	{ "second hello", test_reject_second_hello },
+	{ "hello known: none first, one after is a second",
+	    test_hello_known },
 	{ "unknown type", test_reject_unknown_type },
 	{ "body length", test_reject_body_length },
 	{ "body check", test_reject_body_check },
