@@ -209,12 +209,26 @@ parent_send_tls(struct parent *p, struct worker *w, char *err, size_t errlen)
 	return rv;
 }
 
+/*
+ * The front for a connection: in turn, but a plain connection goes to the
+ * front the last one went to while that front has not answered it yet
+ * (and fewer than FRONT_STICKY_MAX): it is awake, or woken already, so
+ * this one costs it no wake-up of its own, where taking turns woke each
+ * front once a connection (docs/architecture.md, "Fronts").  A TLS
+ * handshake costs a front a millisecond: those take turns.
+ */
+#define FRONT_STICKY_MAX	8
+
 static struct worker *
-parent_pick_front(struct parent *p)
+parent_pick_front(struct parent *p, int sticky)
 {
 	int	i;
 	struct worker *w, *r;
 
+	w = p->last_front;
+	if (sticky && w != NULL && !w->dead && w->hello && w->front_slot != -1 &&
+	    w->unheard > 0 && w->unheard < FRONT_STICKY_MAX)
+		return w;
 	for (i = 0; i < p->nfronts; i++) {
 		w = p->fronts[(p->next_front + i) % p->nfronts];
 		if (w != NULL && !w->dead) {
@@ -222,6 +236,7 @@ parent_pick_front(struct parent *p)
 			/* after an upgrade, until its fronts are up: the old ones */
 			if (!w->hello && (r = parent_stand_in(p)) != NULL)
 				return r;
+			p->last_front = w;
 			return w;
 		}
 	}
@@ -236,7 +251,7 @@ parent_verdict(struct parent *p, struct conn_rec *c, int fd, int kind, int code,
 	struct msg_conn_verdict	 v;
 	struct worker		*w;
 
-	if ((w = parent_pick_front(p)) == NULL) {
+	if ((w = parent_pick_front(p, 0)) == NULL) {
 		close(fd);
 		conn_release(p, c);
 		return;
@@ -730,6 +745,8 @@ parent_dispatch_loop(struct parent *p, struct worker *w, struct msg *m)
 			parent_worker_kill(p, w, w->chan.errstr);
 			return;
 		}
+		/* a front that speaks has read its channel up to here, or near */
+		w->unheard = 0;
 		if (m->hdr.type == MSG_HELLO)
 			parent_worker_ready(p, w);
 		else if (w->pooled) {
@@ -850,7 +867,8 @@ parent_accept(evutil_socket_t lfd, short ev, void *arg)
 			close(fd);
 			continue;
 		}
-		if ((w = parent_pick_front(p)) == NULL) {
+		if ((w = parent_pick_front(p,
+		    !(l->la->flags & LISTEN_TLS))) == NULL) {
 			admit_ip_release(p, ip);
 			close(fd);
 			continue;
@@ -868,6 +886,7 @@ parent_accept(evutil_socket_t lfd, short ev, void *arg)
 		cn.accepted_ms = now_ms();
 		cn.listen_flags = l->la->flags;
 		msg_compose(&w->chan, MSG_CONN_NEW, c->id, &cn, sizeof(cn), fd);
+		w->unheard++;
 		parent_worker_flush(w);
 	}
 }

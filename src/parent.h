@@ -84,6 +84,7 @@ struct worker {
 	int			 pool_stopped;	/* relays: stopped while pooled */
 	TAILQ_ENTRY(worker)	 pool_entry;	/* the pool, while pooled */
 	int			 hello;		/* its HELLO came (a relay: forked) */
+	uint32_t		 unheard;	/* fronts: CONN_NEWs since it last spoke */
 	int			 start_failed;	/* pooled relay: exited non-zero */
 	int			 ready;		/* and its pid: announced */
 	struct msg_chan		 chan;
@@ -213,6 +214,7 @@ struct parent {
 	struct worker		**stand_ins;
 	int			 nstand_ins, next_stand_in;
 	int			 next_front;
+	struct worker		*last_front;	/* the last given a connection */
 	int			 ready;
 	struct conn_tree	 conns;
 	struct ip_tree		 ips;

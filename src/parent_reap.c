@@ -77,6 +77,8 @@ parent_worker_free(struct parent *p, struct worker *w)
 	parent_relay_unwatch(p, w);
 	parent_ctl_relay_gone(p, w);
 	parent_stand_in_gone(p, w);
+	if (p->last_front == w)
+		p->last_front = NULL;
 	parent_metrics_front_gone(p, w);
 	parent_metrics_relay_done(p, w);
 	parent_metrics_relay_gone(p, w);

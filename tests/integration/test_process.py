@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -685,6 +686,66 @@ def exited_by_sigsys(line, pid):
     """The relay_exited line names signal 31 / SIGSYS (its pid aside)."""
     rest = re.sub(r"\bpid=%d\b" % pid, "", line)
     return re.search(r"(?i)SIGSYS|\bsig(nal)?[=: ]*(31|SYS)\b", rest)
+
+
+def channel_queued(pid):
+    """Bytes queued toward worker pid on its channel (its fd 3): a copy of
+    that fd taken with pidfd_getfd(2), asked with SIOCINQ (a SOCK_SEQPACKET
+    socket answers the sum of its queued packets)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        fd = libc.syscall(438, pidfd, 3, 0)     # SYS_pidfd_getfd
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "pidfd_getfd")
+        try:
+            buf = bytearray(4)
+            import fcntl
+            fcntl.ioctl(fd, 0x541B, buf)        # SIOCINQ (FIONREAD)
+            return struct.unpack("i", bytes(buf))[0]
+        finally:
+            os.close(fd)
+    finally:
+        os.close(pidfd)
+
+
+class Fronts(unittest.TestCase):
+    # parent.c parent_pick_front
+    CONN_NEW = 16 + 144     # header and struct msg_conn_new (proto.h)
+
+    def test_plain_connections_go_to_the_front_awake(self):
+        # Taking turns woke each front once a connection.  A plain
+        # connection goes to the front the last one went to while that
+        # front has not answered it: with both fronts stopped, four
+        # connections queue on one front's channel, none on the other's.
+        with harness.Daemon(extra_conf=RATE) as d:
+            fronts = d.wait_fronts(2)
+            for f in fronts:
+                os.kill(f, signal.SIGSTOP)
+            socks = []
+            try:
+                for _ in range(4):
+                    socks.append(socket.create_connection(
+                        ("127.0.0.1", d.port), timeout=5))
+                queued = harness.poll_until(
+                    lambda: (lambda q: q if sum(q) >= 4 * self.CONN_NEW
+                             else None)(
+                        [channel_queued(f) for f in fronts]),
+                    10, "four CONN_NEW queued on the fronts' channels")
+                self.assertEqual(sorted(queued), [0, 4 * self.CONN_NEW],
+                                 queued)
+            finally:
+                for f in fronts:
+                    os.kill(f, signal.SIGCONT)
+                for s in socks:
+                    s.close()
+            # and they serve as before
+            async def main():
+                b = await harness.binary(d, "fronts-a")
+                p = await harness.phone(d, "fronts-a")
+                await harness.assert_exchange(b, p, "fronts-a")
+                await harness.close_all(b, p)
+            harness.run(main())
 
 
 class Crashes(unittest.TestCase):
