@@ -322,6 +322,21 @@ main(int argc, char *argv[])
 		wait_for(MSG_FORK);
 		say("got FORK, answers nothing");
 		idle();
+	} else if (strcmp(name, "zygote-relays-fail") == 0) {
+		/* every relay it forks fails its start: exits 127 at once */
+		for (;;) {
+			pid_t	pid;
+
+			wait_for(MSG_FORK);
+			close(m.fd);
+			if ((pid = (pid_t)syscall(SYS_clone, CLONE_PARENT |
+			    SIGCHLD, 0, NULL, NULL, 0)) == -1)
+				fatal("fake_worker: clone");
+			if (pid == 0)
+				_exit(127);
+			rep.pid = pid;
+			send_msg(MSG_SPAWNED, m.hdr.id, &rep, sizeof(rep), -1);
+		}
 	} else if (strcmp(name, "zygote-out-of-order") == 0) {
 		wait_for(MSG_FORK);
 		close(m.fd);

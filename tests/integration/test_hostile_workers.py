@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import time
 import subprocess
 import unittest
 
@@ -295,6 +296,33 @@ class FakeZygotes(unittest.TestCase):
 
     def test_answer_to_a_request_never_made(self):
         self.run_case("zygote-out-of-order", r"^answer out of order$")
+
+    def test_relays_that_cannot_start_are_not_forked_in_a_loop(self):
+        # Every relay this zygote forks exits 127 at once.  A relay says
+        # no HELLO, so the parent takes a pooled one that exits non-zero
+        # as a failed start and asks for the next 1 s later (parent_reap.c
+        # start_failed); asking at once, it forked one a millisecond.  A
+        # daemon of its own, with a pool; counted over 3 s after the
+        # first failure.
+        failed = (r"\bevent=relay_exited pid=\d+ server_id=- status=127 "
+                  r".*pooled=1")
+        with harness.FakeableDaemon(CONF.replace("relay pool 0",
+                                                 "relay pool 2")) as d:
+            mark, zygote = fake_zygote(d, "zygote-relays-fail")
+            # the pool's relays die: its refill asks the fake
+            for pid, cmd in d.children():
+                if re.match(r"pyrelayd: pooled relay", cmd):
+                    os.kill(pid, signal.SIGKILL)
+            d.wait_log(failed, 10, mark)
+            first = d.log_mark()
+            # the window the rate is counted over: no event marks its end
+            time.sleep(3)
+            n = sum(1 for line in d.log_lines()[first:]
+                    if re.search(failed, line))
+            self.assertLessEqual(n, 8, "%d failed starts in 3 s" % n)
+            os.kill(zygote, signal.SIGKILL)
+            fake_zygote_gone(d, zygote, mark)
+            still_serving(self, d, fds(d), "zygote-relays-fail")
 
     def test_upgrade_with_a_fork_unanswered(self):
         # the upgrade waits 1 s for the answer, then carries neither the
