@@ -95,6 +95,9 @@ msg_chan_clear(struct msg_chan *chan)
 	}
 	chan->outq_len = 0;
 	chan->outq_bytes = 0;
+	free(chan->pack);
+	chan->pack = NULL;
+	chan->pack_len = chan->pack_off = 0;
 	if (chan->fd != -1)
 		close(chan->fd);
 	chan->fd = -1;
@@ -307,6 +310,20 @@ msg_batch_send(struct msg_chan *chan, struct msg_batch *b)
 	int			 i = 0, k;
 
 	/*
+	 * Messages without fds to a receiver that takes packs: one packet,
+	 * the batch's buffer as it is (one skb and one recvmsg for all).
+	 */
+	if (chan->pack_out && b->n > 1) {
+		for (k = 0; k < b->n && b->pkt[k].fd == -1; k++)
+			;
+		if (k == b->n) {
+			(void)msg_compose(chan, MSG_PACK, 0, b->buf, b->used, -1);
+			msg_batch_init(b);
+			return;
+		}
+	}
+
+	/*
 	 * Nothing waiting ahead of them: sent at once, all with one call,
 	 * when the socket takes them.  What it does not take is queued, in
 	 * order, as msg_compose queues (msg_flush meets any error).
@@ -449,19 +466,148 @@ msg_rule_find(const struct msg_chan *chan, uint32_t type)
 	return NULL;
 }
 
+/*
+ * A message read, after the channel's HELLO, against the channel's table:
+ * 1 (m->rule, m->fd, m->fd_lost set), or -2 (errstr set; fd closed).
+ */
+static int
+msg_judge(struct msg_chan *chan, struct msg *m, int fd, int lost)
+{
+	const struct msg_rule	*rule;
+	const char		*why;
+
+	if (m->hdr.type == MSG_HELLO) {
+		chan->errstr = "second hello";
+		goto fail;
+	}
+	if ((rule = msg_rule_find(chan, m->hdr.type)) == NULL) {
+		msg_seterr(chan, "unknown type %u", m->hdr.type);
+		goto fail;
+	}
+	if (rule->minlen == 0 && m->hdr.len != rule->len) {
+		msg_seterr(chan, "type %u (%s): length %u, want %u",
+		    m->hdr.type, msg_type_name(chan, m->hdr.type), m->hdr.len,
+		    rule->len);
+		goto fail;
+	}
+	if (rule->minlen != 0 &&
+	    (m->hdr.len < rule->minlen || m->hdr.len > rule->len)) {
+		msg_seterr(chan, "type %u (%s): length %u, want %u to %u",
+		    m->hdr.type, msg_type_name(chan, m->hdr.type), m->hdr.len,
+		    rule->minlen, rule->len);
+		goto fail;
+	}
+	if (rule->fd == MSG_FD_NONE && (fd != -1 || lost)) {
+		msg_seterr(chan, "type %u (%s): unexpected fd",
+		    m->hdr.type, msg_type_name(chan, m->hdr.type));
+		goto fail;
+	}
+	if (rule->fd == MSG_FD_REQUIRED && fd == -1 && !lost) {
+		msg_seterr(chan, "type %u (%s): fd missing",
+		    m->hdr.type, msg_type_name(chan, m->hdr.type));
+		goto fail;
+	}
+	if (rule->check != NULL &&
+	    (why = rule->check(m->body, m->hdr.len)) != NULL) {
+		msg_seterr(chan, "type %u (%s): %s", m->hdr.type,
+		    msg_type_name(chan, m->hdr.type), why);
+		goto fail;
+	}
+	m->rule = rule;
+	m->fd = fd;
+	m->fd_lost = lost;
+	return 1;
+
+ fail:
+	if (fd != -1)
+		close(fd);
+	return -2;
+}
+
+/* Drops what is left of a pack. */
+static void
+msg_pack_end(struct msg_chan *chan)
+{
+	free(chan->pack);
+	chan->pack = NULL;
+	chan->pack_len = chan->pack_off = 0;
+}
+
+/*
+ * Whether a pack's len bytes hold together: headers and bodies end to end
+ * as msg_batch_add lays them (each header 8-byte aligned, the last body
+ * padded to 8 at most), none a pack or a HELLO.  NULL, or why not.  Its
+ * messages are judged one by one as they are read (msg_unpack).
+ */
+static const char *
+msg_pack_check(struct msg_chan *chan, const unsigned char *p, size_t len)
+{
+	struct msg_hdr	hdr;
+	size_t		off = 0, size;
+
+	while (off < len) {
+		if (len - off < sizeof(hdr))
+			return "pack: bytes after its last message";
+		memcpy(&hdr, p + off, sizeof(hdr));
+		if (hdr.len > len - off - sizeof(hdr)) {
+			msg_seterr(chan, "pack: type %u: %u bytes past its end",
+			    hdr.type, hdr.len);
+			return chan->errstr;
+		}
+		if (hdr.type == MSG_PACK || hdr.type == MSG_HELLO) {
+			msg_seterr(chan, "pack: type %u in a pack", hdr.type);
+			return chan->errstr;
+		}
+		size = (sizeof(hdr) + hdr.len + 7) & ~(size_t)7;
+		if (size > len - off && len - off != sizeof(hdr) + hdr.len)
+			return "pack: bytes after its last message";
+		off += size;
+	}
+	return NULL;
+}
+
+/*
+ * The next message of the pack being read (msg_pack_check passed), into
+ * m, judged as one that came alone, with no fd: 1, or -2 (the rest of
+ * the pack dropped).
+ */
+static int
+msg_unpack(struct msg_chan *chan, struct msg *m)
+{
+	size_t	size;
+
+	m->fd = -1;
+	m->fd_lost = 0;
+	m->rule = NULL;
+	memcpy(&m->hdr, chan->pack + chan->pack_off, sizeof(m->hdr));
+	memcpy(m->body, chan->pack + chan->pack_off + sizeof(m->hdr),
+	    m->hdr.len);
+	/* the next header aligned as msg_batch_add lays it */
+	size = (sizeof(m->hdr) + m->hdr.len + 7) & ~(size_t)7;
+	if (size >= (size_t)chan->pack_len - chan->pack_off)
+		msg_pack_end(chan);
+	else
+		chan->pack_off += (uint16_t)size;
+	if (msg_judge(chan, m, -1, 0) == 1)
+		return 1;
+	msg_pack_end(chan);
+	return -2;
+}
+
 int
 msg_recv(struct msg_chan *chan, struct msg *m)
 {
 	union msg_cmsgbuf	 cmsgbuf;
 	struct msghdr		 mh;
 	struct iovec		 iov[2];
-	const struct msg_rule	*rule;
 	struct msg_hello	 hello;
 	const char		*why;
 	ssize_t			 n;
 	size_t			 blen;
 	int			 fd, nfd, badcmsg, lost;
 
+	if (chan->pack != NULL)
+		return msg_unpack(chan, m);
 	m->fd = -1;
 	m->fd_lost = 0;
 	m->rule = NULL;
@@ -562,47 +708,34 @@ msg_recv(struct msg_chan *chan, struct msg *m)
 		return 1;
 	}
 
-	if (m->hdr.type == MSG_HELLO) {
-		chan->errstr = "second hello";
-		goto fail;
+	if (m->hdr.type == MSG_PACK) {
+		if (!chan->pack_in) {
+			chan->errstr = "pack not taken on this channel";
+			goto fail;
+		}
+		if (fd != -1 || lost) {
+			chan->errstr = "pack: unexpected fd";
+			goto fail;
+		}
+		if (m->hdr.len < sizeof(m->hdr) || m->hdr.len > MSG_BATCH_BYTES) {
+			msg_seterr(chan, "pack: length %u, want %zu to %u",
+			    m->hdr.len, sizeof(m->hdr), MSG_BATCH_BYTES);
+			goto fail;
+		}
+		if ((why = msg_pack_check(chan, m->body, m->hdr.len)) != NULL) {
+			chan->errstr = why;
+			goto fail;
+		}
+		if ((chan->pack = malloc(m->hdr.len)) == NULL) {
+			msg_seterr(chan, "pack: %s", strerror(errno));
+			goto fail;
+		}
+		memcpy(chan->pack, m->body, m->hdr.len);
+		chan->pack_len = (uint16_t)m->hdr.len;
+		chan->pack_off = 0;
+		return msg_unpack(chan, m);
 	}
-	if ((rule = msg_rule_find(chan, m->hdr.type)) == NULL) {
-		msg_seterr(chan, "unknown type %u", m->hdr.type);
-		goto fail;
-	}
-	if (rule->minlen == 0 && m->hdr.len != rule->len) {
-		msg_seterr(chan, "type %u (%s): length %u, want %u",
-		    m->hdr.type, msg_type_name(chan, m->hdr.type), m->hdr.len,
-		    rule->len);
-		goto fail;
-	}
-	if (rule->minlen != 0 &&
-	    (m->hdr.len < rule->minlen || m->hdr.len > rule->len)) {
-		msg_seterr(chan, "type %u (%s): length %u, want %u to %u",
-		    m->hdr.type, msg_type_name(chan, m->hdr.type), m->hdr.len,
-		    rule->minlen, rule->len);
-		goto fail;
-	}
-	if (rule->fd == MSG_FD_NONE && (fd != -1 || lost)) {
-		msg_seterr(chan, "type %u (%s): unexpected fd",
-		    m->hdr.type, msg_type_name(chan, m->hdr.type));
-		goto fail;
-	}
-	if (rule->fd == MSG_FD_REQUIRED && fd == -1 && !lost) {
-		msg_seterr(chan, "type %u (%s): fd missing",
-		    m->hdr.type, msg_type_name(chan, m->hdr.type));
-		goto fail;
-	}
-	if (rule->check != NULL &&
-	    (why = rule->check(m->body, m->hdr.len)) != NULL) {
-		msg_seterr(chan, "type %u (%s): %s", m->hdr.type,
-		    msg_type_name(chan, m->hdr.type), why);
-		goto fail;
-	}
-	m->rule = rule;
-	m->fd = fd;
-	m->fd_lost = lost;
-	return 1;
+	return msg_judge(chan, m, fd, lost);
 
  fail:
 	if (fd != -1)

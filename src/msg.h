@@ -38,6 +38,14 @@
 extern const uint32_t	msg_version;
 #define MSG_MAX_BODY	(32 * 1024)
 #define MSG_HELLO	1		/* reserved type, body struct msg_hello */
+/*
+ * Reserved: one packet holding a batch's messages, none with an fd, each
+ * header and body as msg_batch lays them out (8-byte aligned), taken by
+ * msg_recv one at a time as if each had come alone (message version 3;
+ * docs/messages.md "Packs").  Sent only on a channel marked pack_out, to
+ * a receiver that marks it pack_in.
+ */
+#define MSG_PACK	255
 
 struct msg_hdr {
 	uint32_t	type;
@@ -147,6 +155,10 @@ struct msg_chan {
 	size_t			 outq_len;	/* packets queued */
 	size_t			 outq_bytes;	/* their bytes, headers included */
 	const char		*errstr;	/* why the last call failed */
+	unsigned char		*pack;		/* a MSG_PACK's messages not read */
+	uint16_t		 pack_len, pack_off;
+	uint8_t			 pack_out;	/* batches without fds: one packet */
+	uint8_t			 pack_in;	/* MSG_PACK taken */
 };
 
 /* Sets up chan on fd (made non-blocking) with the table of what we accept. */
@@ -190,6 +202,8 @@ int	msg_batch_add(struct msg_chan *, struct msg_batch *, uint32_t type,
  * msg_compose queues.  The batch is empty after.  Never blocks.
  */
 void	msg_batch_send(struct msg_chan *, struct msg_batch *);
+/* 1 while a MSG_PACK's messages wait to be read: msg_recv takes them. */
+#define msg_pending(chan)	((chan)->pack != NULL)
 /* Queues our MSG_HELLO. */
 int	msg_hello(struct msg_chan *, uint32_t role);
 /*

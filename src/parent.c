@@ -724,8 +724,12 @@ parent_dispatch_loop(struct parent *p, struct worker *w, struct msg *m)
 {
 	int	rv, n;
 
-	/* bounded, so one busy worker cannot starve the others */
-	for (n = 0; n < 256 && !w->dead; n++) {
+	/*
+	 * Bounded, so one busy worker cannot starve the others; a pack is
+	 * read to its end (msg_pending), so that none of its messages waits
+	 * for the next readiness, which would not come for it.
+	 */
+	for (n = 0; (n < 256 || msg_pending(&w->chan)) && !w->dead; n++) {
 		rv = msg_recv(&w->chan, m);
 		if (rv == 0)
 			return;

@@ -499,6 +499,8 @@ parent_worker_new(struct parent *p, enum proc_role role, pid_t pid, int fd,
 		/* an adopted one, which crossed the exec: flags made sure */
 		msg_chan_init(&w->chan, fd, parent_worker_rules(role,
 		    msg_version));
+	/* a relay's and the zygote's batches come packed (msg.h MSG_PACK) */
+	w->chan.pack_in = 1;
 	w->ev_read = event_new(p->base, fd, EV_READ | EV_PERSIST,
 	    parent_worker_read, w);
 	w->ev_write = event_new(p->base, fd, EV_WRITE | EV_PERSIST,

@@ -576,6 +576,8 @@ relay_forked(int fd, const struct msg_setup *setup,
 	relay_core_init(&r->io.core, &relay_core_ops, &r->lim);
 	msg_chan_ready(&r->chan, fd, &relay_from_parent);
 	msg_hello_known(&r->chan, parent->version, parent->role, parent->pid);
+	/* a report and the turn's CONN_CLOSED: one packet (msg.h MSG_PACK) */
+	r->chan.pack_out = 1;
 	r->m = m;
 	/* an empty server-id: a pooled relay, waiting for MSG_ASSIGN */
 	strlcpy(r->io.core.sid, setup->server_id, sizeof(r->io.core.sid));

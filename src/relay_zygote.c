@@ -236,6 +236,8 @@ zygote_run(void)
 	proc_title("zygote");
 	log_debug("event=zygote_ready");
 	msg_hello(&zchan, ROLE_ZYGOTE);
+	/* the SPAWNEDs of a round: one packet (msg.h MSG_PACK) */
+	zchan.pack_out = 1;
 	proc_flush_wait(&zchan);
 	/*
 	 * From here on the zygote's own lines (few: only its errors) read

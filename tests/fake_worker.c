@@ -367,7 +367,23 @@ main(int argc, char *argv[])
 	else if (strcmp(name, "front-setsockopt") == 0 ||
 	    strcmp(name, "relay-setsockopt") == 0)
 		setsockopt_case();
-	else if (strcmp(name, "relay-state-bad") == 0 ||
+	else if (strcmp(name, "relay-pack-hello") == 0) {
+		struct msg_hello	h;
+		struct msg_hdr		hdr;
+		unsigned char		pk[sizeof(hdr) + sizeof(h) + 8];
+
+		/* a pack (msg.h MSG_PACK) that holds a HELLO */
+		memset(pk, 0, sizeof(pk));
+		memset(&hdr, 0, sizeof(hdr));
+		memset(&h, 0, sizeof(h));
+		hdr.type = MSG_HELLO;
+		hdr.len = sizeof(h);
+		memcpy(pk, &hdr, sizeof(hdr));
+		memcpy(pk + sizeof(hdr), &h, sizeof(h));
+		send_msg(MSG_PACK, 0, pk, (sizeof(hdr) + sizeof(h) + 7) &
+		    ~(size_t)7, -1);
+		say("sent a pack with a HELLO in it");
+	} else if (strcmp(name, "relay-state-bad") == 0 ||
 	    strcmp(name, "relay-state-unnamed") == 0) {
 		memset(&st, 0, sizeof(st));
 		st.binary_connected = 1;

@@ -150,6 +150,12 @@ class FakeRelays(unittest.TestCase):
         self.run_case("relay-state-bad",
                       r"^type \d+ \(RELAY_STATE\): counts out of range$")
 
+    def test_pack_that_holds_a_hello(self):
+        # a relay's batch may come as one packet (msg.h MSG_PACK), which
+        # holds messages the relay could send alone: never a HELLO
+        self.run_case("relay-pack-hello",
+                      r"^pack: type 1 in a pack$")
+
     def test_killed_before_its_pid_is_known(self):
         # its zygote stops before SPAWNED: the parent deals with the
         # relay's lie first, and logs the kill under the pid once it has
@@ -301,9 +307,9 @@ class FakeZygotes(unittest.TestCase):
         # Every relay this zygote forks exits 127 at once.  A relay says
         # no HELLO, so the parent takes a pooled one that exits non-zero
         # as a failed start and asks for the next 1 s later (parent_reap.c
-        # start_failed); asking at once, it forked one a millisecond.  A
-        # daemon of its own, with a pool; counted over 3 s after the
-        # first failure.
+        # start_failed); asking at once, it forked one a millisecond
+        # (9,987 in 3 s).  A daemon of its own, with a pool of 2: a few a
+        # second (6 to 16 in 3 s as the reaping falls), at most 40.
         failed = (r"\bevent=relay_exited pid=\d+ server_id=- status=127 "
                   r".*pooled=1")
         with harness.FakeableDaemon(CONF.replace("relay pool 0",
@@ -319,7 +325,7 @@ class FakeZygotes(unittest.TestCase):
             time.sleep(3)
             n = sum(1 for line in d.log_lines()[first:]
                     if re.search(failed, line))
-            self.assertLessEqual(n, 8, "%d failed starts in 3 s" % n)
+            self.assertLessEqual(n, 40, "%d failed starts in 3 s" % n)
             os.kill(zygote, signal.SIGKILL)
             fake_zygote_gone(d, zygote, mark)
             still_serving(self, d, fds(d), "zygote-relays-fail")

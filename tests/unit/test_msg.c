@@ -1022,6 +1022,159 @@ test_hello_known(void)
 	msg_chan_clear(&rx);
 }
 
+/*
+ * A pack as msg_batch lays one out: each message's header and body, the
+ * next header 8-byte aligned.  Returns its length.
+ */
+static size_t
+pack_add(unsigned char *buf, size_t used, uint32_t type, uint64_t id,
+    const void *body, uint32_t len)
+{
+	struct msg_hdr	hdr;
+
+	memset(&hdr, 0, sizeof(hdr));
+	hdr.type = type;
+	hdr.len = len;
+	hdr.id = id;
+	memcpy(buf + used, &hdr, sizeof(hdr));
+	if (len > 0)
+		memcpy(buf + used + sizeof(hdr), body, len);
+	return used + ((sizeof(hdr) + len + 7) & ~(size_t)7);
+}
+
+/*
+ * A batch of messages without fds, on a channel marked pack_out: one
+ * packet (MSG_PACK), which a receiver marked pack_in reads as the
+ * messages, in order, each judged as if it came alone.  A batch of one,
+ * or with an fd, goes as before.
+ */
+static void
+test_pack(void)
+{
+	struct msg_chan		a, b;
+	struct msg_batch	batch;
+	struct msg_hdr		peek;
+	unsigned char		body[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+	unsigned char		var[12] = { 9 };
+	int			sv[2];
+
+	make_pair(sv);
+	msg_chan_init(&a, sv[0], &test_rules);
+	msg_chan_init(&b, sv[1], &test_rules);
+	a.hello_seen = b.hello_seen = 1;
+	a.pack_out = 1;
+	b.pack_in = 1;
+	msg_batch_init(&batch);
+	CU_ASSERT(msg_batch_add(&a, &batch, T_PLAIN, 1, body, 8, -1) == 0);
+	CU_ASSERT(msg_batch_add(&a, &batch, T_EMPTY, 2, NULL, 0, -1) == 0);
+	CU_ASSERT(msg_batch_add(&a, &batch, T_VAR, 3, var, 12, -1) == 0);
+	msg_batch_send(&a, &batch);
+	CU_ASSERT_EQUAL(a.outq_len, 0);
+	/* one packet in the socket, a pack */
+	CU_ASSERT_EQUAL(recv(sv[1], &peek, sizeof(peek), MSG_PEEK |
+	    MSG_DONTWAIT), (ssize_t)sizeof(peek));
+	CU_ASSERT_EQUAL(peek.type, MSG_PACK);
+	CU_ASSERT_EQUAL_FATAL(msg_recv(&b, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.type, T_PLAIN);
+	CU_ASSERT_EQUAL(rm.hdr.id, 1);
+	CU_ASSERT_EQUAL(memcmp(rm.body, body, 8), 0);
+	CU_ASSERT_EQUAL(rm.fd, -1);
+	CU_ASSERT(msg_pending(&b));
+	CU_ASSERT_EQUAL_FATAL(msg_recv(&b, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.type, T_EMPTY);
+	CU_ASSERT_EQUAL(rm.hdr.id, 2);
+	CU_ASSERT_EQUAL_FATAL(msg_recv(&b, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.type, T_VAR);
+	CU_ASSERT_EQUAL(rm.hdr.len, 12);
+	CU_ASSERT_EQUAL(rm.body[0], 9);
+	CU_ASSERT(!msg_pending(&b));
+	CU_ASSERT_EQUAL(msg_recv(&b, &rm), 0);
+
+	/* one message alone: not packed */
+	CU_ASSERT(msg_batch_add(&a, &batch, T_PLAIN, 4, body, 8, -1) == 0);
+	msg_batch_send(&a, &batch);
+	CU_ASSERT_EQUAL(recv(sv[1], &peek, sizeof(peek), MSG_PEEK |
+	    MSG_DONTWAIT), (ssize_t)sizeof(peek));
+	CU_ASSERT_EQUAL(peek.type, T_PLAIN);
+	CU_ASSERT_EQUAL_FATAL(msg_recv(&b, &rm), 1);
+	CU_ASSERT_EQUAL(rm.hdr.id, 4);
+	msg_chan_clear(&a);
+	msg_chan_clear(&b);
+}
+
+/* A pack the receiver does not take, or that does not hold together. */
+static void
+test_reject_pack(void)
+{
+	struct msg_chan	rx;
+	unsigned char	pk[MSG_BATCH_BYTES + 64], body[8] = { 0 };
+	uint32_t	v = 0;
+	size_t		n;
+	int		sv[2], p[2];
+
+	/* on a channel that takes none */
+	raw_setup(sv, &rx, 1);
+	n = pack_add(pk, 0, T_PLAIN, 1, body, 8);
+	n = pack_add(pk, n, T_EMPTY, 2, NULL, 0);
+	CU_ASSERT(raw_send(sv[0], MSG_PACK, n, pk, n, NULL, 0) > 0);
+	expect_violation(&rx, count_fds(), "pack not taken");
+	close(sv[0]);
+	msg_chan_clear(&rx);
+
+	/* before HELLO */
+	raw_setup(sv, &rx, 0);
+	rx.pack_in = 1;
+	CU_ASSERT(raw_send(sv[0], MSG_PACK, n, pk, n, NULL, 0) > 0);
+	expect_violation(&rx, count_fds(), "before hello");
+	close(sv[0]);
+	msg_chan_clear(&rx);
+
+#define PACK_CASE(len, fds, nfds, why) do {				\
+	raw_setup(sv, &rx, 1);						\
+	rx.pack_in = 1;							\
+	CU_ASSERT(raw_send(sv[0], MSG_PACK, (len), pk, (len), (fds),	\
+	    (nfds)) > 0);						\
+	expect_violation(&rx, count_fds(), (why));			\
+	CU_ASSERT(!msg_pending(&rx));					\
+	close(sv[0]);							\
+	msg_chan_clear(&rx);						\
+} while (0)
+
+	/* with an fd */
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	PACK_CASE(n, &p[0], 1, "pack: unexpected fd");
+	/* longer than a batch */
+	memset(pk, 0, sizeof(pk));
+	PACK_CASE(MSG_BATCH_BYTES + 8, NULL, 0, "pack: length");
+	/* a message past the pack's end */
+	n = pack_add(pk, 0, T_PLAIN, 1, body, 8);
+	PACK_CASE(n - 8, NULL, 0, "past its end");
+	/* bytes after the last message */
+	PACK_CASE(n + 8, NULL, 0, "after its last message");
+	/* a pack in a pack, a HELLO in a pack */
+	n = pack_add(pk, 0, MSG_PACK, 1, body, 8);
+	PACK_CASE(n, NULL, 0, "in a pack");
+	n = pack_add(pk, 0, MSG_HELLO, 1, body, 8);
+	PACK_CASE(n, NULL, 0, "in a pack");
+	/* a type that needs an fd, which a pack cannot carry */
+	n = pack_add(pk, 0, T_WITHFD, 1, &v, sizeof(v));
+	PACK_CASE(n, NULL, 0, "fd missing");
+	/* the second of two is judged as the first: its length */
+	n = pack_add(pk, 0, T_PLAIN, 1, body, 8);
+	n = pack_add(pk, n, T_PLAIN, 2, body, 4);
+	raw_setup(sv, &rx, 1);
+	rx.pack_in = 1;
+	CU_ASSERT(raw_send(sv[0], MSG_PACK, n, pk, n, NULL, 0) > 0);
+	CU_ASSERT_EQUAL(msg_recv(&rx, &rm), 1);
+	expect_violation(&rx, count_fds(), "length 4, want 8");
+	CU_ASSERT(!msg_pending(&rx));
+	close(sv[0]);
+	msg_chan_clear(&rx);
+	close(p[0]);
+	close(p[1]);
+#undef PACK_CASE
+}
+
 static void
 test_reject_unknown_type(void)
 {
@@ -1404,6 +1557,7 @@ static CU_TestInfo msg_tests[] = {
 	{ "batch: one sendmmsg", test_batch_one_call },
 	{ "batch: order kept", test_batch_order },
 	{ "defer: leaves with the next flush", test_defer },
+	{ "pack: a batch without fds in one packet", test_pack },
 	{ "round trip", test_roundtrip },
 	{ "ordering", test_ordering },
 	{ "flush when full", test_flush_full },
@@ -1426,6 +1580,7 @@ static CU_TestInfo msg_rejections_tests[] = {
 	{ "hello known: none first, one after is a second",
 	    test_hello_known },
 	{ "unknown type", test_reject_unknown_type },
+	{ "pack", test_reject_pack },
 	{ "body length", test_reject_body_length },
 	{ "body check", test_reject_body_check },
 	{ "fd not allowed", test_reject_fd_not_allowed },

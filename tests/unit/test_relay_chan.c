@@ -82,6 +82,8 @@ relay_start(struct msg_chan *pc)
 	/* no HELLO either way: the zygote's stands for it (relay_forked) */
 	msg_chan_init(pc, sv[0], &parent_from_relay);
 	msg_hello_known(pc, msg_version, ROLE_RELAY, (uint32_t)pid);
+	/* as the parent: a relay's batches come packed (msg.h MSG_PACK) */
+	pc->pack_in = 1;
 	return pid;
 }
 
@@ -104,6 +106,9 @@ wait_readable(int fd)
 	return poll(&pfd, 1, WAIT_MS) == 1;
 }
 
+/* a CONN_CLOSED read with more of its pack waiting (msg.h MSG_PACK) */
+static int	closed_packed;
+
 /* The relay's next message, waited for; its type, or 0 when none came. */
 static uint32_t
 recv_wait(struct msg_chan *pc)
@@ -114,6 +119,8 @@ recv_wait(struct msg_chan *pc)
 		rv = msg_recv(pc, &rm);
 	if (rv != 1)
 		return 0;
+	if (rm.hdr.type == MSG_CONN_CLOSED && msg_pending(pc))
+		closed_packed = 1;
 	if (rm.fd != -1)
 		close(rm.fd);
 	return rm.hdr.type;
@@ -137,6 +144,8 @@ recv_ready(struct msg_chan *pc, int got[MSG_TYPE_MAX],
 			close(rm.fd);
 		if (rm.hdr.type < MSG_TYPE_MAX)
 			got[rm.hdr.type]++;
+		if (rm.hdr.type == MSG_CONN_CLOSED && msg_pending(pc))
+			closed_packed = 1;
 		if (rm.hdr.type == MSG_RELAY_STATE) {
 			memset(last, 0, sizeof(*last));
 			memcpy(last, rm.body, rm.hdr.len);
@@ -284,6 +293,8 @@ test_reports_once_per_turn(void)
 		else
 			CU_FAIL("a message other than CONN_CLOSED");
 	CU_ASSERT_EQUAL(closed, 2);
+	/* the two in one packet, the turn's batch packed */
+	CU_ASSERT_EQUAL(closed_packed, 1);
 	recv_ready(&pc, got, &rep, &len);
 	CU_ASSERT_EQUAL(got[MSG_RELAY_STATE], 0);
 	CU_ASSERT_EQUAL(got[MSG_CONN_CLOSED], 0);
