@@ -740,12 +740,7 @@ class Fronts(unittest.TestCase):
                 for s in socks:
                     s.close()
             # and they serve as before
-            async def main():
-                b = await harness.binary(d, "fronts-a")
-                p = await harness.phone(d, "fronts-a")
-                await harness.assert_exchange(b, p, "fronts-a")
-                await harness.close_all(b, p)
-            harness.run(main())
+            harness.run(harness.exchange_once(d, "fronts-a"))
 
 
 class Crashes(unittest.TestCase):
