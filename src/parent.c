@@ -214,7 +214,7 @@ parent_send_tls(struct parent *p, struct worker *w, char *err, size_t errlen)
  * front the last one went to while that front has not answered it yet
  * (and fewer than FRONT_STICKY_MAX): it is awake, or woken already, so
  * this one costs it no wake-up of its own, where taking turns woke each
- * front once a connection (docs/architecture.md, "Fronts").  A TLS
+ * front once a connection (docs/architecture.md, a connection's step 1).  A TLS
  * handshake costs a front a millisecond: those take turns.
  */
 #define FRONT_STICKY_MAX	8
