@@ -308,18 +308,20 @@ class FakeZygotes(unittest.TestCase):
         # no HELLO, so the parent takes a pooled one that exits non-zero
         # as a failed start and asks for the next 1 s later (parent_reap.c
         # start_failed); asking at once, it forked one a millisecond
-        # (9,987 in 3 s).  A daemon of its own, with a pool of 2: a few a
-        # second (6 to 16 in 3 s as the reaping falls), at most 40.
+        # (9,987 in 3 s).  A daemon of its own whose first zygote is the
+        # fake, so that its pool of 2 is filled through it from the
+        # start: a few a second (6 to 16 in 3 s as the reaping falls),
+        # at most 40.
         failed = (r"\bevent=relay_exited pid=\d+ server_id=- status=127 "
                   r".*pooled=1")
-        with harness.FakeableDaemon(CONF.replace("relay pool 0",
-                                                 "relay pool 2")) as d:
-            mark, zygote = fake_zygote(d, "zygote-relays-fail")
-            # the pool's relays die: its refill asks the fake
-            for pid, cmd in d.children():
-                if re.match(r"pyrelayd: pooled relay", cmd):
-                    os.kill(pid, signal.SIGKILL)
-            d.wait_log(failed, 10, mark)
+        d = harness.FakeableDaemon(CONF.replace("relay pool 0",
+                                                "relay pool 2"))
+        d.fake_next("pyrelayd-relay", "zygote-relays-fail")
+        with d:
+            m = d.wait_log(r"fake_worker\[(\d+)\]: "
+                           r"case=zygote-relays-fail ready", 15)
+            zygote = int(m.group(1))
+            d.wait_log(failed, 10)
             first = d.log_mark()
             # the window the rate is counted over: no event marks its end
             time.sleep(3)
@@ -327,7 +329,7 @@ class FakeZygotes(unittest.TestCase):
                     if re.search(failed, line))
             self.assertLessEqual(n, 40, "%d failed starts in 3 s" % n)
             os.kill(zygote, signal.SIGKILL)
-            fake_zygote_gone(d, zygote, mark)
+            fake_zygote_gone(d, zygote, 0)
             still_serving(self, d, fds(d), "zygote-relays-fail")
 
     def test_upgrade_with_a_fork_unanswered(self):
