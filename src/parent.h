@@ -172,6 +172,7 @@ struct parent {
 	struct worker		*zygote;	/* relays are asked of it */
 	int			 zygote_hold;	/* FORKs wait for one flush (pool_fill) */
 	int64_t			 pool_fill_at;	/* when ev_pool_fill fires (ms) */
+	int64_t			 pool_retry_at;	/* no refill before: a start failed */
 	struct worker		*zygote_next;	/* its renewal, starting */
 	int64_t			 zygote_retry;	/* no new zygote before (ms) */
 	struct event		*ev_zygote;	/* restart, renewal by age */

@@ -27,6 +27,9 @@ pool_schedule(struct parent *p, int64_t ms)
 	if (p->stopping || p->npool >= p->conf->relay_pool ||
 	    !admit_relay(p, 0))
 		return;
+	/* after a relay failed its start, none sooner than its retry */
+	if (now_ms() + ms < p->pool_retry_at)
+		ms = p->pool_retry_at - now_ms();
 	/* a refill already set for then or sooner stands */
 	if (evtimer_pending(p->ev_pool_fill, NULL) &&
 	    p->pool_fill_at <= now_ms() + ms)

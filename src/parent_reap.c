@@ -70,6 +70,9 @@ parent_worker_free(struct parent *p, struct worker *w)
 		int	ready = w->hello && !w->start_failed;
 
 		pool_remove(p, w);
+		/* and no refill sooner, whatever asks for one (pool_schedule) */
+		if (!ready)
+			p->pool_retry_at = now_ms() + POOL_RETRY_MS;
 		pool_schedule(p, ready ? 0 : POOL_RETRY_MS);
 	} else if (w->role == ROLE_RELAY)
 		/* room under max relays again: a pool held below its size refills */
